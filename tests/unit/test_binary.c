@@ -123,7 +123,8 @@ static void test_bad_input(void)
     expect_error("", WA_ERR_TRUNCATED, "empty");
     expect_error("f8", WA_ERR_TRUNCATED, "list size missing");
     expect_error("f802", WA_ERR_TRUNCATED, "tag missing");
-    expect_error("f8031908", WA_ERR_TRUNCATED, "attribute value missing");
+    expect_error("f8031908fc", WA_ERR_TRUNCATED, "attribute value cut short");
+    expect_error("f8031908", WA_ERR_TOO_LARGE, "attribute with no bytes left");
     expect_error("f80219", WA_ERR_TRUNCATED, "content missing");
     expect_error("00", WA_ERR_BAD_TAG, "node with an empty list");
     expect_error("fc", WA_ERR_BAD_TAG, "not a list tag");
