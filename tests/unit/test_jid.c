@@ -39,6 +39,10 @@ static void test_kinds(void)
     roundtrip("16505361212@c.us", "16505361212@c.us", WA_JID_LEGACY);
     roundtrip("ABCDEF0123@call", "ABCDEF0123@call", WA_JID_CALL);
     roundtrip("@s.whatsapp.net", "@s.whatsapp.net", WA_JID_SERVER);
+    /* a '.' not followed by a valid agent stays in the user, as Baileys reads it */
+    roundtrip("s.whatsapp.net@s.whatsapp.net", "s.whatsapp.net@s.whatsapp.net", WA_JID_PN);
+    roundtrip("1.300:1@s.whatsapp.net", "1.300:1@s.whatsapp.net", WA_JID_PN);
+    roundtrip("1.1:1@s.whatsapp.net", "1.1:1@s.whatsapp.net", WA_JID_PN);
     roundtrip("someone@example.org", "someone@example.org", WA_JID_OTHER);
 }
 
@@ -80,9 +84,9 @@ static void test_rejects(void)
         "1:x@s.whatsapp.net",  /* non-numeric device */
         "1:65536@s.whatsapp.net",
         "1:123456@s.whatsapp.net",
-        "1.300:1@s.whatsapp.net", /* agent over 255 */
-        "1.1:1@s.whatsapp.net",   /* agent 1 is the lid domain */
-        "1.x@s.whatsapp.net",
+        "1_300:1@s.whatsapp.net", /* agent over 255 */
+        "1_1:1@s.whatsapp.net",   /* agent 1 is the lid domain */
+        "1_x@s.whatsapp.net",
         "1234567:2@interop", /* no integrator */
         "x-1234567:2@interop",
         "1@s.whatsapp:net",

@@ -69,18 +69,23 @@ int wa_jid_parse(const char *s, size_t len, wa_jid *out)
         user_len -= (size_t)(dash + 1 - user);
         user = dash + 1;
     } else if (strcmp(out->server, WA_SERVER_PN) == 0) {
-        /* user.agent (whatsmeow's form) or user_agent (Baileys' form) */
-        const char *sep = memchr_c(user, user_len, '.');
-        if (!sep) sep = memchr_c(user, user_len, '_');
+        /* user.agent (whatsmeow's form) or user_agent (Baileys' form). A '.' that is not followed
+         * by a valid agent is part of the user; a '_' must be. Agents 1, 128 and 129 are the
+         * domains of other servers, so no PN JID carries them. */
+        const char *dot = memchr_c(user, user_len, '.');
+        const char *under = memchr_c(user, user_len, '_');
+        const char *sep = under ? under : dot;
         if (sep) {
             unsigned agent;
-            if (!parse_uint(sep + 1, user_len - (size_t)(sep + 1 - user), 255, &agent))
+            bool ok = parse_uint(sep + 1, user_len - (size_t)(sep + 1 - user), 255, &agent) &&
+                      agent != WA_DOMAIN_LID && agent != WA_DOMAIN_HOSTED &&
+                      agent != WA_DOMAIN_HOSTED_LID;
+            if (ok) {
+                out->agent = (uint8_t)agent;
+                user_len = (size_t)(sep - user);
+            } else if (sep == under) {
                 return WA_ERR_BAD_JID;
-            /* Agents 1, 128 and 129 are the domains of other servers: such a JID has no form. */
-            if (agent == WA_DOMAIN_LID || agent == WA_DOMAIN_HOSTED || agent == WA_DOMAIN_HOSTED_LID)
-                return WA_ERR_BAD_JID;
-            out->agent = (uint8_t)agent;
-            user_len = (size_t)(sep - user);
+            }
         }
     }
     if (!copy_part(out->user, sizeof(out->user), user, user_len)) return WA_ERR_BAD_JID;
