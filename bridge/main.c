@@ -21,6 +21,9 @@
 #include <yaml.h>
 #include <zlib.h>
 
+#include "wa/binary/node.h"
+#include <stdlib.h>
+
 #ifndef WABRIDGE_VERSION
 #define WABRIDGE_VERSION "dev"
 #endif
@@ -50,8 +53,49 @@ static void print_libraries(void)
     printf("  nanopb             runtime %s\n", pb_encode_varint(&pb, 300) ? "ok" : "failed");
 }
 
+/* --decode HEX: prints a binary node (hex of a node, or of a frame payload with --frame). */
+static int decode_hex(const char *hex, bool frame)
+{
+    size_t hex_len = strlen(hex), len = 0;
+    uint8_t *bytes = malloc(hex_len / 2 + 1);
+    if (!bytes || !wb_hex_decode(hex, hex_len, bytes, hex_len / 2, &len)) {
+        fprintf(stderr, "wabridge: --decode wants an even number of hex digits\n");
+        free(bytes);
+        return 2;
+    }
+    wb_arena arena;
+    wb_arena_init(&arena, 0);
+    wa_node *node;
+    wa_errinfo ei;
+    int rc = frame ? wa_binary_unpack(bytes, len, 0, &arena, &node, &ei)
+                   : wa_binary_decode(bytes, len, &arena, &node, &ei);
+    if (rc == WA_OK) {
+        wb_buf out;
+        wb_buf_init(&out);
+        wa_node_print(node, 64, &out);
+        fputs((const char *)out.data, stdout);
+        wb_buf_free(&out);
+    } else {
+        fprintf(stderr, "wabridge: not a binary node: %s: %s\n", wa_strerror(rc), ei.message);
+    }
+    wb_arena_free(&arena);
+    free(bytes);
+    return rc == WA_OK ? 0 : 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: wabridge [--version | --libraries | --decode HEX | --decode-frame HEX]\n");
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--decode") == 0) return decode_hex(argv[2], false);
+    if (argc == 3 && strcmp(argv[1], "--decode-frame") == 0) return decode_hex(argv[2], true);
+    if (argc > 1 && strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "--version") == 0) {
         printf("wabridge %s\n", WABRIDGE_VERSION);
         return 0;
@@ -61,7 +105,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc > 1) {
-        fprintf(stderr, "wabridge: unknown option '%s' (try --version or --libraries)\n", argv[1]);
+        fprintf(stderr, "wabridge: unknown option '%s'\n", argv[1]);
+        usage(stderr);
         return 2;
     }
     printf("wabridge %s: a WhatsApp <-> Matrix puppeting bridge.\n\n", WABRIDGE_VERSION);

@@ -26,15 +26,6 @@ static bool cur_read_be(wb_cur *c, size_t n, uint32_t *out)
     return true;
 }
 
-bool wb_cur_u8(wb_cur *c, uint8_t *out)
-{
-    if (c->len < 1) return false;
-    *out = c->data[0];
-    c->data++;
-    c->len--;
-    return true;
-}
-
 bool wb_cur_u16be(wb_cur *c, uint16_t *out)
 {
     uint32_t v;
@@ -127,13 +118,6 @@ bool wb_buf_append(wb_buf *b, const void *p, size_t n)
     if (!wb_buf_reserve(b, n)) return false;
     if (n) memcpy(b->data + b->len, p, n);
     b->len += n;
-    return true;
-}
-
-bool wb_buf_u8(wb_buf *b, uint8_t v)
-{
-    if (!wb_buf_reserve(b, 1)) return false;
-    b->data[b->len++] = v;
     return true;
 }
 

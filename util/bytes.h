@@ -27,7 +27,14 @@ static inline size_t wb_cur_left(const wb_cur *c)
     return c->len;
 }
 /* Each reader returns false, consuming nothing, when fewer bytes are left than it needs. */
-bool wb_cur_u8(wb_cur *c, uint8_t *out);
+static inline bool wb_cur_u8(wb_cur *c, uint8_t *out)
+{
+    if (c->len < 1) return false;
+    *out = c->data[0];
+    c->data++;
+    c->len--;
+    return true;
+}
 bool wb_cur_u16be(wb_cur *c, uint16_t *out);
 bool wb_cur_u20be(wb_cur *c, uint32_t *out); /* 3 bytes, top 4 bits ignored */
 bool wb_cur_u24be(wb_cur *c, uint32_t *out);
@@ -52,7 +59,13 @@ void wb_buf_init(wb_buf *b);
 void wb_buf_free(wb_buf *b);
 /* Makes room for n more bytes; false (and failed set) if that cannot be done. */
 bool wb_buf_reserve(wb_buf *b, size_t n);
-bool wb_buf_u8(wb_buf *b, uint8_t v);
+static inline bool wb_buf_u8(wb_buf *b, uint8_t v)
+{
+    if (b->len == b->cap && !wb_buf_reserve(b, 1)) return false;
+    if (b->failed) return false;
+    b->data[b->len++] = v;
+    return true;
+}
 bool wb_buf_u16be(wb_buf *b, uint16_t v);
 bool wb_buf_u20be(wb_buf *b, uint32_t v); /* v < 2^20 */
 bool wb_buf_u24be(wb_buf *b, uint32_t v); /* v < 2^24 */

@@ -69,7 +69,7 @@ static int read_raw(decoder *d, size_t n, str_view *out)
 
 static int read_binary_length(decoder *d, uint8_t tag, size_t *n)
 {
-    uint8_t n8;
+    uint8_t n8 = 0;
     uint32_t n32;
     switch (tag) {
     case WA_TAG_BINARY_8:
@@ -94,7 +94,7 @@ static int read_packed(decoder *d, uint8_t tag, str_view *out)
 {
     static const char nibbles[16] = "0123456789-.\0\0\0\0";
     static const char hexes[16] = "0123456789ABCDEF";
-    uint8_t start;
+    uint8_t start = 0;
     if (read_u8(d, &start, "packed string length") != WA_OK) return WA_ERR_TRUNCATED;
     size_t nbytes = start & 0x7F;
     const uint8_t *p;
@@ -125,7 +125,7 @@ static int read_string(decoder *d, uint8_t tag, str_view *out, bool allow_jid);
 /* A part of a JID: any string form but a JID. */
 static int read_jid_part(decoder *d, str_view *out, const char *what)
 {
-    uint8_t tag;
+    uint8_t tag = 0;
     if (read_u8(d, &tag, what) != WA_OK) return WA_ERR_TRUNCATED;
     return read_string(d, tag, out, false);
 }
@@ -155,7 +155,7 @@ static int read_jid(decoder *d, uint8_t tag, str_view *out)
     memset(&j, 0, sizeof(j));
     str_view user, server;
     int rc;
-    uint8_t domain, device8;
+    uint8_t domain = 0, device8 = 0;
     switch (tag) {
     case WA_TAG_JID_PAIR:
         if ((rc = read_jid_part(d, &user, "JID_PAIR user")) != WA_OK) return rc;
@@ -203,7 +203,7 @@ static int read_string(decoder *d, uint8_t tag, str_view *out, bool allow_jid)
         *out = (str_view){t, strlen(t)};
         return WA_OK;
     }
-    uint8_t index;
+    uint8_t index = 0;
     size_t n;
     switch (tag) {
     case WA_TAG_LIST_EMPTY: *out = (str_view){"", 0}; return WA_OK;
@@ -236,8 +236,8 @@ static int read_string(decoder *d, uint8_t tag, str_view *out, bool allow_jid)
 
 static int read_list_size(decoder *d, uint8_t tag, size_t *n)
 {
-    uint8_t n8;
-    uint16_t n16;
+    uint8_t n8 = 0;
+    uint16_t n16 = 0;
     switch (tag) {
     case WA_TAG_LIST_EMPTY: *n = 0; return WA_OK;
     case WA_TAG_LIST_8:
@@ -281,8 +281,8 @@ static int decode_node(decoder *d, wa_node *node, unsigned depth)
 {
     if (depth > WA_BINARY_MAX_DEPTH)
         return fail(d, WA_ERR_TOO_DEEP, "nodes nested deeper than %d", WA_BINARY_MAX_DEPTH);
-    uint8_t tag;
-    size_t size;
+    uint8_t tag = 0;
+    size_t size = 0;
     int rc;
     if ((rc = read_u8(d, &tag, "node list header")) != WA_OK) return rc;
     if ((rc = read_list_size(d, tag, &size)) != WA_OK) return rc;

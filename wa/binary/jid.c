@@ -5,7 +5,6 @@
 
 #include "wa/err.h"
 
-#include <stdio.h>
 #include <string.h>
 
 static bool parse_uint(const char *s, size_t len, unsigned max, unsigned *out)
@@ -115,16 +114,41 @@ static bool always_shows_device(const wa_jid *j)
     return strcmp(j->server, WA_SERVER_MSGR) == 0 || strcmp(j->server, WA_SERVER_INTEROP) == 0;
 }
 
+/* Appends s to buf[*at..cap) as far as it fits; *at counts the full length regardless. */
+static void put_str(char *buf, size_t cap, size_t *at, const char *s, size_t len)
+{
+    if (*at < cap) {
+        size_t room = cap - *at;
+        memcpy(buf + *at, s, len < room ? len : room);
+    }
+    *at += len;
+}
+
+static void put_uint(char *buf, size_t cap, size_t *at, char prefix, unsigned v, char suffix)
+{
+    char tmp[8];
+    size_t n = sizeof(tmp);
+    if (suffix) tmp[--n] = suffix;
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (prefix) tmp[--n] = prefix;
+    put_str(buf, cap, at, tmp + n, sizeof(tmp) - n);
+}
+
 size_t wa_jid_format(const wa_jid *j, char *buf, size_t cap)
 {
-    char agent[8] = "", device[8] = "", integrator[8] = "";
-    if (strcmp(j->server, WA_SERVER_INTEROP) == 0)
-        snprintf(integrator, sizeof(integrator), "%u-", (unsigned)j->integrator);
-    if (j->agent) snprintf(agent, sizeof(agent), ".%u", (unsigned)j->agent);
-    if (j->device || always_shows_device(j))
-        snprintf(device, sizeof(device), ":%u", (unsigned)j->device);
-    int n = snprintf(buf, cap, "%s%s%s%s@%s", integrator, j->user, agent, device, j->server);
-    return n < 0 ? 0 : (size_t)n;
+    /* Hand-written rather than snprintf: decoding formats one JID per JID on the wire. */
+    size_t at = 0;
+    if (strcmp(j->server, WA_SERVER_INTEROP) == 0) put_uint(buf, cap, &at, 0, j->integrator, '-');
+    put_str(buf, cap, &at, j->user, strlen(j->user));
+    if (j->agent) put_uint(buf, cap, &at, '.', j->agent, 0);
+    if (j->device || always_shows_device(j)) put_uint(buf, cap, &at, ':', j->device, 0);
+    put_str(buf, cap, &at, "@", 1);
+    put_str(buf, cap, &at, j->server, strlen(j->server));
+    if (cap) buf[at < cap ? at : cap - 1] = '\0';
+    return at;
 }
 
 wa_jid_kind wa_jid_kind_of(const wa_jid *j)
