@@ -76,7 +76,8 @@ int main(int argc, char **argv)
         elapsed = now_s() - start;
     } while (elapsed < seconds);
     double ns_per_node = elapsed * 1e9 / (double)(rounds * nnodes);
-    printf("{\"impl\":\"wabridge-c\",\"trees\":%zu,\"nodes\":%zu,\"rounds\":%zu,\"ns_per_node\":%.1f}\n",
+    printf("{\"impl\":\"wabridge-c\",\"trees\":%zu,\"nodes\":%zu,\"rounds\":%zu,\"ns_per_node\":%."
+           "1f}\n",
            ntrees, nnodes, rounds, ns_per_node);
     wb_buf_free(&buf);
     wb_arena_free(&scratch);

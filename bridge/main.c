@@ -112,9 +112,10 @@ int main(int argc, char **argv)
     printf("wabridge %s: a WhatsApp <-> Matrix puppeting bridge.\n\n", WABRIDGE_VERSION);
     printf("Built so far: the WhatsApp binary node codec (wa/binary), the byte cursor/builder and\n"
            "arena (util/), and the build, test and fuzz tooling.\n\n");
-    printf("Still to come (see README.md): PostgreSQL persistence, the Noise transport, pairing and\n"
-           "the WhatsApp server simulator, Signal messaging, the Matrix appservice side with its\n"
-           "homeserver simulator, and the bridge daemon with the demo stack.\n\n");
+    printf(
+        "Still to come (see README.md): PostgreSQL persistence, the Noise transport, pairing and\n"
+        "the WhatsApp server simulator, Signal messaging, the Matrix appservice side with its\n"
+        "homeserver simulator, and the bridge daemon with the demo stack.\n\n");
     print_libraries();
     return 0;
 }

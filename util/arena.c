@@ -1,5 +1,6 @@
 /*
- * util/arena.c - the region allocator of util/arena.h: a list of blocks, bump allocation inside each.
+ * util/arena.c - the region allocator of util/arena.h: a list of blocks, bump allocation inside
+ * each.
  */
 #include "util/arena.h"
 

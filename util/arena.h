@@ -1,9 +1,10 @@
 /*
  * util/arena.h - a region allocator: many small allocations, one free.
  *
- * A decoded binary node tree (and anything else built and dropped as a whole) lives in one arena, so
- * decoding costs a few large mallocs instead of one per node and freeing a tree is a single call.
- * Memory handed out is aligned for any scalar type and lives until wb_arena_reset or wb_arena_free.
+ * A decoded binary node tree (and anything else built and dropped as a whole) lives in one arena,
+ * so decoding costs a few large mallocs instead of one per node and freeing a tree is a single
+ * call. Memory handed out is aligned for any scalar type and lives until wb_arena_reset or
+ * wb_arena_free.
  */
 #ifndef WB_UTIL_ARENA_H
 #define WB_UTIL_ARENA_H

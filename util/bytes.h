@@ -1,11 +1,12 @@
 /*
  * util/bytes.h - a bounds-checked byte cursor and a growing byte builder.
  *
- * Every parser of outside bytes in wabridge (binary nodes, Noise frames, protobuf glue, media) reads
- * through a wb_cur and every encoder writes through a wb_buf, after the CBS/CBB pair of BoringSSL's
- * bytestring.h. A read that would pass the end fails (returns false) and leaves the cursor where it
- * was; a write that cannot allocate fails and marks the builder as failed, so a caller may check once
- * at the end. Nothing here does raw pointer arithmetic on behalf of its callers.
+ * Every parser of outside bytes in wabridge (binary nodes, Noise frames, protobuf glue, media)
+ * reads through a wb_cur and every encoder writes through a wb_buf, after the CBS/CBB pair of
+ * BoringSSL's bytestring.h. A read that would pass the end fails (returns false) and leaves the
+ * cursor where it was; a write that cannot allocate fails and marks the builder as failed, so a
+ * caller may check once at the end. Nothing here does raw pointer arithmetic on behalf of its
+ * callers.
  */
 #ifndef WB_UTIL_BYTES_H
 #define WB_UTIL_BYTES_H

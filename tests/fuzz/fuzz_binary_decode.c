@@ -1,10 +1,12 @@
 /*
- * tests/fuzz/fuzz_binary_decode.c - libFuzzer target for the binary node decoder and frame unpacker.
+ * tests/fuzz/fuzz_binary_decode.c - libFuzzer target for the binary node decoder and frame
+ * unpacker.
  *
- * Input: a frame payload (flag byte + node, zlib when flag bit 0x02 is set). Whatever the bytes, the
- * decoder must return cleanly (no crash, no read past the end: ASan/UBSan watch). When it accepts a
- * frame, re-encoding must succeed and be a fixed point: encode(decode(encode(decode(x)))) equals
- * encode(decode(x)) (the first round may normalise strings, e.g. "1:0@lid" read raw becomes "1@lid").
+ * Input: a frame payload (flag byte + node, zlib when flag bit 0x02 is set). Whatever the bytes,
+ * the decoder must return cleanly (no crash, no read past the end: ASan/UBSan watch). When it
+ * accepts a frame, re-encoding must succeed and be a fixed point: encode(decode(encode(decode(x))))
+ * equals encode(decode(x)) (the first round may normalise strings, e.g. "1:0@lid" read raw becomes
+ * "1@lid").
  */
 #include "wa/binary/node.h"
 

@@ -3,9 +3,9 @@
  *
  *   binary_tool encode FILE.json...  prints a JSON array [{"name", "hex"}] with our encoding of the
  *                                    "node" of every vector in the files
- *   binary_tool tokens               prints the compiled token tables and, for every token, what our
- *                                    encoder's lookup returns: {"single": [...], "double": [[...]],
- *                                    "lookup": {"token": [dict or -1, index]}}
+ *   binary_tool tokens               prints the compiled token tables and, for every token, what
+ * our encoder's lookup returns: {"single": [...], "double": [[...]], "lookup": {"token": [dict or
+ * -1, index]}}
  */
 #include "vector_json.h"
 #include "wa/binary/tokens.h"
@@ -61,7 +61,7 @@ static void add_lookup(cJSON *lookup, const char *t)
 {
     const wa_token_slot *slot = wa_token_lookup(t, strlen(t));
     cJSON *pair = cJSON_CreateArray();
-    cJSON_AddItemToArray(pair, cJSON_CreateNumber(!slot                        ? -2
+    cJSON_AddItemToArray(pair, cJSON_CreateNumber(!slot                           ? -2
                                                   : slot->dict == WA_TOKEN_SINGLE ? -1
                                                                                   : slot->dict));
     cJSON_AddItemToArray(pair, cJSON_CreateNumber(slot ? slot->index : -1));

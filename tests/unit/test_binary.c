@@ -238,8 +238,15 @@ static void test_content_kinds(void)
     }
 
     /* strings: a token, packed nibbles, packed hex, raw, JID, empty */
-    const char *strings[] = {"message", "0123456789-.", "1", "ABCDEF0123", "ABCDEF01234",
-                             "hello, world", "15551234567@s.whatsapp.net", "", "abcdef"};
+    const char *strings[] = {"message",
+                             "0123456789-.",
+                             "1",
+                             "ABCDEF0123",
+                             "ABCDEF01234",
+                             "hello, world",
+                             "15551234567@s.whatsapp.net",
+                             "",
+                             "abcdef"};
     for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
         wa_node_set_string(&a, n, strings[i]);
         b.len = 0;
@@ -328,7 +335,8 @@ static void test_jid_encoding(void)
         CHECK_INT(wa_binary_encode(n, &b), WA_OK);
         /* f8 03 <to token> <jid token> <value...> */
         CHECK(b.len > 4);
-        if (b.data[4] != cases[i].tag) fprintf(stderr, "JID %s: tag 0x%02x\n", cases[i].jid, b.data[4]);
+        if (b.data[4] != cases[i].tag)
+            fprintf(stderr, "JID %s: tag 0x%02x\n", cases[i].jid, b.data[4]);
         CHECK_INT(b.data[4], cases[i].tag);
         wa_node *back;
         CHECK_INT(wa_binary_decode(b.data, b.len, &a, &back, NULL), WA_OK);
@@ -404,12 +412,11 @@ static void test_print(void)
     wb_buf out;
     wb_buf_init(&out);
     CHECK_INT(wa_node_print(msg, 4, &out), WA_OK);
-    CHECK_STR((const char *)out.data,
-              "<message id=\"3EB0&quot;&lt;x&gt;&amp;\">\n"
-              "  <enc type=\"pkmsg\">00010203...(40 bytes)</enc>\n"
-              "  <body>line\\x0aone</body>\n"
-              "  <empty/>\n"
-              "</message>\n");
+    CHECK_STR((const char *)out.data, "<message id=\"3EB0&quot;&lt;x&gt;&amp;\">\n"
+                                      "  <enc type=\"pkmsg\">00010203...(40 bytes)</enc>\n"
+                                      "  <body>line\\x0aone</body>\n"
+                                      "  <empty/>\n"
+                                      "</message>\n");
     wb_buf_free(&out);
     wb_arena_free(&a);
 }

@@ -77,11 +77,11 @@ static void test_rejects(void)
 {
     const char *bad[] = {
         "",
-        "15551234567",         /* no server */
-        "15551234567@",        /* empty server */
-        "a@b@c",               /* two '@' */
-        "1:@s.whatsapp.net",   /* empty device */
-        "1:x@s.whatsapp.net",  /* non-numeric device */
+        "15551234567",        /* no server */
+        "15551234567@",       /* empty server */
+        "a@b@c",              /* two '@' */
+        "1:@s.whatsapp.net",  /* empty device */
+        "1:x@s.whatsapp.net", /* non-numeric device */
         "1:65536@s.whatsapp.net",
         "1:123456@s.whatsapp.net",
         "1_300:1@s.whatsapp.net", /* agent over 255 */

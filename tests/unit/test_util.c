@@ -44,7 +44,8 @@ static void test_builder(void)
     CHECK(wb_buf_u20be(&b, 0xFFFFF));
     CHECK(wb_buf_u24be(&b, 0x123456));
     CHECK(wb_buf_u32be(&b, 0xDEADBEEF));
-    const uint8_t want[] = {0xAB, 0x12, 0x34, 0x0F, 0xFF, 0xFF, 0x12, 0x34, 0x56, 0xDE, 0xAD, 0xBE, 0xEF};
+    const uint8_t want[] = {0xAB, 0x12, 0x34, 0x0F, 0xFF, 0xFF, 0x12,
+                            0x34, 0x56, 0xDE, 0xAD, 0xBE, 0xEF};
     CHECK_INT(b.len, sizeof(want));
     CHECK(memcmp(b.data, want, sizeof(want)) == 0);
     for (int i = 0; i < 100000; i++)
@@ -70,7 +71,8 @@ static void test_hex(void)
     CHECK_STR(out, "009fa0ff");
     uint8_t back[4];
     size_t n;
-    CHECK(wb_hex_decode("009FA0ff", 8, back, sizeof(back), &n) && n == 4 && memcmp(back, in, 4) == 0);
+    CHECK(wb_hex_decode("009FA0ff", 8, back, sizeof(back), &n) && n == 4 &&
+          memcmp(back, in, 4) == 0);
     CHECK(!wb_hex_decode("009", 3, back, sizeof(back), &n));
     CHECK(!wb_hex_decode("0g", 2, back, sizeof(back), &n));
     CHECK(!wb_hex_decode("0011223344", 10, back, sizeof(back), &n));

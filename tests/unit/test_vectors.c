@@ -1,9 +1,9 @@
 /*
  * tests/unit/test_vectors.c - the codec against Baileys' golden vectors (tests/vectors/binary).
  *
- * encode.json: our encoding of each node must equal Baileys' bytes (or, for large ones, their length
- * and SHA-256), and our decoding of those bytes must equal Baileys' decoded tree, content kinds
- * included. decode.json: forms Baileys reads but never writes, decoded to Baileys' tree.
+ * encode.json: our encoding of each node must equal Baileys' bytes (or, for large ones, their
+ * length and SHA-256), and our decoding of those bytes must equal Baileys' decoded tree, content
+ * kinds included. decode.json: forms Baileys reads but never writes, decoded to Baileys' tree.
  * Usage: test_vectors <dir with encode.json and decode.json>
  */
 #include "check.h"

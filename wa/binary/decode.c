@@ -51,7 +51,7 @@ static int read_u8(decoder *d, uint8_t *v, const char *what)
 static int read_u16(decoder *d, uint16_t *v, const char *what)
 {
     return wb_cur_u16be(&d->cur, v) ? WA_OK
-                                     : fail(d, WA_ERR_TRUNCATED, "input ends inside %s", what);
+                                    : fail(d, WA_ERR_TRUNCATED, "input ends inside %s", what);
 }
 
 /* Copies n bytes from the input into the arena as a NUL-terminated string. */
@@ -172,9 +172,7 @@ static int read_jid(decoder *d, uint8_t tag, str_view *out)
         case WA_DOMAIN_LID: server = (str_view){WA_SERVER_LID, 3}; break;
         case WA_DOMAIN_HOSTED: server = (str_view){WA_SERVER_HOSTED, 6}; break;
         case WA_DOMAIN_HOSTED_LID: server = (str_view){WA_SERVER_HOSTED_LID, 10}; break;
-        default:
-            server = (str_view){WA_SERVER_PN, 14};
-            j.agent = domain;
+        default: server = (str_view){WA_SERVER_PN, 14}; j.agent = domain;
         }
         break;
     case WA_TAG_FB_JID:
@@ -388,9 +386,9 @@ static int inflate_capped(const uint8_t *src, size_t len, size_t max, wb_buf *ou
         ei->code = rc;
         ei->offset = 1 + (len - zs.avail_in);
         snprintf(ei->message, sizeof(ei->message), "%s (compressed frame, limit %zu bytes)",
-                 rc == WA_ERR_TOO_LARGE ? "inflated size over the limit"
+                 rc == WA_ERR_TOO_LARGE  ? "inflated size over the limit"
                  : rc == WA_ERR_TRAILING ? "bytes after the zlib stream"
-                                          : (zs.msg ? zs.msg : "zlib error"),
+                                         : (zs.msg ? zs.msg : "zlib error"),
                  max);
     }
     inflateEnd(&zs);

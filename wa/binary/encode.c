@@ -131,7 +131,8 @@ static int write_string(wb_buf *out, const char *s, size_t len)
     if (len == 0) return write_raw(out, s, 0);
     const wa_token_slot *tok = wa_token_lookup(s, len);
     if (tok) {
-        if (tok->dict != WA_TOKEN_SINGLE) wb_buf_u8(out, (uint8_t)(WA_TAG_DICTIONARY_0 + tok->dict));
+        if (tok->dict != WA_TOKEN_SINGLE)
+            wb_buf_u8(out, (uint8_t)(WA_TAG_DICTIONARY_0 + tok->dict));
         wb_buf_u8(out, tok->index);
         return WA_OK;
     }

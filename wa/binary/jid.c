@@ -183,13 +183,20 @@ wa_jid_kind wa_jid_kind_of(const wa_jid *j)
 const char *wa_jid_kind_name(wa_jid_kind k)
 {
     static const char *const names[] = {
-        [WA_JID_OTHER] = "other",         [WA_JID_SERVER] = "server",
-        [WA_JID_PN] = "pn",               [WA_JID_LID] = "lid",
-        [WA_JID_GROUP] = "group",         [WA_JID_STATUS] = "status",
-        [WA_JID_BROADCAST] = "broadcast", [WA_JID_NEWSLETTER] = "newsletter",
-        [WA_JID_HOSTED] = "hosted",       [WA_JID_HOSTED_LID] = "hosted-lid",
-        [WA_JID_MSGR] = "msgr",           [WA_JID_INTEROP] = "interop",
-        [WA_JID_BOT] = "bot",             [WA_JID_LEGACY] = "legacy",
+        [WA_JID_OTHER] = "other",
+        [WA_JID_SERVER] = "server",
+        [WA_JID_PN] = "pn",
+        [WA_JID_LID] = "lid",
+        [WA_JID_GROUP] = "group",
+        [WA_JID_STATUS] = "status",
+        [WA_JID_BROADCAST] = "broadcast",
+        [WA_JID_NEWSLETTER] = "newsletter",
+        [WA_JID_HOSTED] = "hosted",
+        [WA_JID_HOSTED_LID] = "hosted-lid",
+        [WA_JID_MSGR] = "msgr",
+        [WA_JID_INTEROP] = "interop",
+        [WA_JID_BOT] = "bot",
+        [WA_JID_LEGACY] = "legacy",
         [WA_JID_CALL] = "call",
     };
     if ((unsigned)k >= sizeof(names) / sizeof(names[0])) return "?";

@@ -4,8 +4,8 @@
  * A JID names a user, a device of a user, a group, a broadcast list, a newsletter... as
  * `user[.agent][:device]@server`. One person has two user identities, a phone number (PN, on
  * s.whatsapp.net) and a LID (on lid); a device adds `:N` (0 is the phone). Messenger users
- * (`user:device@msgr`) and interop users (`integrator-user:device@interop`) carry the device always.
- * A wa_jid is a plain value: copy it with `=`, no allocation, no free.
+ * (`user:device@msgr`) and interop users (`integrator-user:device@interop`) carry the device
+ * always. A wa_jid is a plain value: copy it with `=`, no allocation, no free.
  */
 #ifndef WA_BINARY_JID_H
 #define WA_BINARY_JID_H
@@ -39,21 +39,21 @@
 #define WA_DOMAIN_HOSTED_LID 129
 
 typedef enum wa_jid_kind {
-    WA_JID_OTHER = 0,      /* a server we do not know */
-    WA_JID_SERVER,         /* "@s.whatsapp.net" etc.: empty user */
-    WA_JID_PN,             /* phone number user or device */
-    WA_JID_LID,            /* LID user or device */
-    WA_JID_GROUP,          /* g.us */
-    WA_JID_STATUS,         /* status@broadcast */
-    WA_JID_BROADCAST,      /* other broadcast lists */
-    WA_JID_NEWSLETTER,     /* channels */
-    WA_JID_HOSTED,         /* hosted (business platform) PN */
-    WA_JID_HOSTED_LID,     /* hosted LID */
-    WA_JID_MSGR,           /* Messenger user */
-    WA_JID_INTEROP,        /* interop user */
-    WA_JID_BOT,            /* bot */
-    WA_JID_LEGACY,         /* c.us, the old name of s.whatsapp.net */
-    WA_JID_CALL,           /* call */
+    WA_JID_OTHER = 0,  /* a server we do not know */
+    WA_JID_SERVER,     /* "@s.whatsapp.net" etc.: empty user */
+    WA_JID_PN,         /* phone number user or device */
+    WA_JID_LID,        /* LID user or device */
+    WA_JID_GROUP,      /* g.us */
+    WA_JID_STATUS,     /* status@broadcast */
+    WA_JID_BROADCAST,  /* other broadcast lists */
+    WA_JID_NEWSLETTER, /* channels */
+    WA_JID_HOSTED,     /* hosted (business platform) PN */
+    WA_JID_HOSTED_LID, /* hosted LID */
+    WA_JID_MSGR,       /* Messenger user */
+    WA_JID_INTEROP,    /* interop user */
+    WA_JID_BOT,        /* bot */
+    WA_JID_LEGACY,     /* c.us, the old name of s.whatsapp.net */
+    WA_JID_CALL,       /* call */
 } wa_jid_kind;
 
 typedef struct wa_jid {
@@ -71,7 +71,8 @@ int wa_jid_parse(const char *s, size_t len, wa_jid *out);
 /* Convenience for NUL-terminated strings. */
 int wa_jid_parse_cstr(const char *s, wa_jid *out);
 
-/* Builds a JID from parts; user may be NULL for "". Returns WA_ERR_BAD_JID if a part is too long. */
+/* Builds a JID from parts; user may be NULL for "". Returns WA_ERR_BAD_JID if a part is too long.
+ */
 int wa_jid_make(wa_jid *out, const char *user, const char *server, uint16_t device);
 
 /* Writes the canonical string (snprintf rules: returns the length it needs, NUL-terminates when

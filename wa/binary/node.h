@@ -1,10 +1,10 @@
 /*
  * wa/binary/node.h - WhatsApp's binary XML: the node tree, its encoder and decoder, and frames.
  *
- * Every stanza of the WhatsApp Web protocol is a node: a tag, string attributes, and optional content
- * that is either a list of child nodes, bytes, or a string. On the wire a node is a list of strings
- * with a compact encoding (dictionary tokens, packed digits, JIDs). A decrypted Noise frame carries
- * one flag byte (bit 0x02: zlib-compressed) and then one node.
+ * Every stanza of the WhatsApp Web protocol is a node: a tag, string attributes, and optional
+ * content that is either a list of child nodes, bytes, or a string. On the wire a node is a list of
+ * strings with a compact encoding (dictionary tokens, packed digits, JIDs). A decrypted Noise frame
+ * carries one flag byte (bit 0x02: zlib-compressed) and then one node.
  *
  * Ownership: every node, attribute and string of a tree lives in one wb_arena that the caller owns;
  * wb_arena_free releases the whole tree. Decoding never keeps a pointer into the input buffer.
@@ -41,10 +41,10 @@ enum {
     WA_TAG_NIBBLE_8 = 255,
 };
 
-#define WA_BINARY_PACKED_MAX 127             /* longest string sent packed (nibble or hex) */
-#define WA_BINARY_MAX_DEPTH  64              /* deepest nesting the decoder accepts */
-#define WA_BINARY_MAX_FRAME  (16u << 20)     /* a frame's length field holds 3 bytes */
-#define WA_FRAME_FLAG_ZLIB   0x02            /* frame flag bit: the node is zlib-deflated */
+#define WA_BINARY_PACKED_MAX 127         /* longest string sent packed (nibble or hex) */
+#define WA_BINARY_MAX_DEPTH  64          /* deepest nesting the decoder accepts */
+#define WA_BINARY_MAX_FRAME  (16u << 20) /* a frame's length field holds 3 bytes */
+#define WA_FRAME_FLAG_ZLIB   0x02        /* frame flag bit: the node is zlib-deflated */
 
 typedef enum wa_content_kind {
     WA_CONTENT_NONE = 0, /* no content (the node's list has an odd length) */
@@ -61,16 +61,16 @@ typedef struct wa_attr {
 
 typedef struct wa_node wa_node;
 struct wa_node {
-    const char *tag;         /* NUL-terminated, never empty */
-    wa_attr *attrs;          /* in wire order; keys are unique when built with wa_node_set_attr */
-    size_t nattrs;           /* used entries of attrs */
-    size_t attrs_cap;        /* allocated entries of attrs */
-    wa_content_kind kind;    /* which of the fields below holds the content */
-    wa_node **children;      /* WA_CONTENT_LIST: nchildren pointers */
-    size_t nchildren;        /* WA_CONTENT_LIST: count */
-    size_t children_cap;     /* WA_CONTENT_LIST: allocated pointers */
-    const uint8_t *data;     /* WA_CONTENT_BYTES / STRING: content (NUL-terminated for STRING) */
-    size_t data_len;         /* WA_CONTENT_BYTES / STRING: bytes, without the terminating NUL */
+    const char *tag;      /* NUL-terminated, never empty */
+    wa_attr *attrs;       /* in wire order; keys are unique when built with wa_node_set_attr */
+    size_t nattrs;        /* used entries of attrs */
+    size_t attrs_cap;     /* allocated entries of attrs */
+    wa_content_kind kind; /* which of the fields below holds the content */
+    wa_node **children;   /* WA_CONTENT_LIST: nchildren pointers */
+    size_t nchildren;     /* WA_CONTENT_LIST: count */
+    size_t children_cap;  /* WA_CONTENT_LIST: allocated pointers */
+    const uint8_t *data;  /* WA_CONTENT_BYTES / STRING: content (NUL-terminated for STRING) */
+    size_t data_len;      /* WA_CONTENT_BYTES / STRING: bytes, without the terminating NUL */
 };
 
 /* --- Building (all strings and bytes are copied into the arena; NULL/negative on no memory) --- */
@@ -79,7 +79,8 @@ wa_node *wa_node_new(wb_arena *a, const char *tag);
 int wa_node_set_attr(wb_arena *a, wa_node *n, const char *key, const char *value);
 int wa_node_set_attr_len(wb_arena *a, wa_node *n, const char *key, const char *value, size_t len);
 int wa_node_set_attr_jid(wb_arena *a, wa_node *n, const char *key, const wa_jid *jid);
-/* Makes the content a (possibly empty) list and appends child, which must live in the same arena. */
+/* Makes the content a (possibly empty) list and appends child, which must live in the same arena.
+ */
 int wa_node_add_child(wb_arena *a, wa_node *n, wa_node *child);
 /* Makes the content an empty list (encoded as LIST_EMPTY, unlike no content at all). */
 void wa_node_set_empty_list(wa_node *n);

@@ -3,7 +3,8 @@
  *
  * Frequent strings travel as one byte (single-byte tokens 1..235) or two (dictionary 0..3, then an
  * index). The tables live in tokens.c, generated from the pinned Baileys package by
- * tests/interop/gen_tokens.mjs; tests/interop/check_tokens.mjs compares the compiled tables with it.
+ * tests/interop/gen_tokens.mjs; tests/interop/check_tokens.mjs compares the compiled tables with
+ * it.
  */
 #ifndef WA_BINARY_TOKENS_H
 #define WA_BINARY_TOKENS_H
@@ -29,7 +30,8 @@ extern const char *const wa_tokens_double[WA_TOKENS_DICTS][WA_TOKENS_DICT_SIZE];
 extern const wa_token_slot wa_tokens_hash[WA_TOKENS_HASH_SIZE];
 extern const unsigned wa_tokens_hash_max_probe;
 
-/* Finds the token for s[0..len); NULL when s is not in the dictionary (the empty string never is). */
+/* Finds the token for s[0..len); NULL when s is not in the dictionary (the empty string never is).
+ */
 const wa_token_slot *wa_token_lookup(const char *s, size_t len);
 
 #endif
