@@ -19,6 +19,12 @@ const char *wa_strerror(int err)
     case WA_ERR_INFLATE: return "zlib inflate failed";
     case WA_ERR_BAD_JID: return "malformed JID";
     case WA_ERR_UNSUPPORTED: return "unsupported";
+    case WA_ERR_AUTH: return "authentication failed (tag, MAC or signature)";
+    case WA_ERR_CRYPTO: return "cryptographic library failure";
+    case WA_ERR_STATE: return "not valid in the current state";
+    case WA_ERR_CERT: return "server certificate chain rejected";
+    case WA_ERR_PROTO: return "malformed protobuf message";
+    case WA_ERR_TIMEOUT: return "timed out";
     }
     return "unknown error";
 }

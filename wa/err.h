@@ -23,6 +23,12 @@ typedef enum wa_err {
     WA_ERR_INFLATE = -10,     /* zlib could not inflate a compressed frame */
     WA_ERR_BAD_JID = -11,     /* a string that is not a JID where one is required */
     WA_ERR_UNSUPPORTED = -12, /* a valid value this code does not handle (e.g. an unknown flag) */
+    WA_ERR_AUTH = -13,        /* an authentication tag, MAC or signature did not verify */
+    WA_ERR_CRYPTO = -14,      /* a cryptographic library call failed */
+    WA_ERR_STATE = -15,       /* the call does not fit the object's current state */
+    WA_ERR_CERT = -16,        /* the server's certificate chain was rejected */
+    WA_ERR_PROTO = -17,       /* a protobuf message could not be decoded or encoded */
+    WA_ERR_TIMEOUT = -18,     /* the peer did not answer in time */
 } wa_err;
 
 /* A static English name for the code; never NULL. */
