@@ -22,3 +22,13 @@ for (const file of ['encode.json', 'decode.json']) {
   }
 }
 console.log(`wrote ${n} seeds to ${dir}`);
+
+// OUTDIR/noise/: the Baileys handshake vector's messages, one per fuzz path (first byte = path)
+const hs = JSON.parse(readFileSync(join(vectors, '..', 'noise', 'handshake.json'), 'utf8'));
+const ndir = join(out, 'noise');
+mkdirSync(ndir, { recursive: true });
+const seed = (name, path, hex) => writeFileSync(join(ndir, name), Buffer.concat([Buffer.from([path]), Buffer.from(hex, 'hex')]));
+seed('stream', 0, hs.client_hello_wire + hs.client_finish_wire.slice(0));
+seed('server-hello', 1, hs.server_hello);
+seed('chain', 2, hs.cert_chain);
+seed('transport', 3, hs.server_transport_wire.slice(6));
