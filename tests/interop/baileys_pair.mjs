@@ -1,0 +1,97 @@
+// Live peer: unmodified Baileys 7.0.0-rc14 pairs with wa-sim by QR, restarts on 515, logs in, uploads
+// prekeys and reaches connection "open"; then a new socket logs in again from the saved credentials
+// without pairing; then a stream error 401 from the server ends the session as "logged out".
+//   node tests/interop/baileys_pair.mjs path/to/wa-sim
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import makeWASocket, { DisconnectReason, useMultiFileAuthState } from '@whiskeysockets/baileys';
+import { WA_CERT_DETAILS } from '@whiskeysockets/baileys/lib/Defaults/index.js';
+import pino from 'pino';
+
+const simPath = process.argv[2];
+if (!simPath) { console.error('usage: baileys_pair.mjs <wa-sim>'); process.exit(2); }
+const PHONE = '15550000001';
+let passed = 0, failed = 0;
+const expect = (ok, what) => { if (ok) { passed++; console.log('ok   ' + what); } else { failed++; console.error('FAIL ' + what); } };
+
+const sim = spawn(simPath, ['--account', `${PHONE}:100000000000001:Sim Phone`, ...(process.env.WA_SIM_VERBOSE ? ['--verbose'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+const ready = await new Promise((resolve, reject) => {
+  const rl = createInterface({ input: sim.stdout });
+  rl.once('line', (line) => resolve(JSON.parse(line)));
+  sim.once('exit', (code) => reject(new Error(`wa-sim exited with ${code}`)));
+});
+const admin = async (method, path, body) => {
+  const r = await fetch(ready.admin + path, { method, body: body ? JSON.stringify(body) : undefined });
+  return { status: r.status, json: await r.json() };
+};
+WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(ready.root, 'hex');
+const dir = mkdtempSync(join(tmpdir(), 'wabridge-baileys-'));
+const logger = pino({ level: 'silent' });
+const deadline = setTimeout(() => { console.error('FAIL timed out'); cleanup(1); }, 60000);
+function cleanup(code) {
+  clearTimeout(deadline);
+  sim.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(code);
+}
+
+// One socket; resolves with how it ended: 'open' (then closed by us) or a close code.
+async function connect({ onQr, stayOpen }) {
+  const { state, saveCreds } = await useMultiFileAuthState(dir);
+  const sock = makeWASocket({ waWebSocketUrl: ready.ws, auth: state, logger, printQRInTerminal: false,
+    connectTimeoutMs: 15000, keepAliveIntervalMs: 30000 });
+  sock.ev.on('creds.update', saveCreds);
+  return new Promise((resolve) => {
+    sock.ev.on('connection.update', async (u) => {
+      if (u.qr && onQr) await onQr(u.qr);
+      if (u.connection === 'open') {
+        if (stayOpen) resolve({ how: 'open', sock });
+        else { resolve({ how: 'open' }); sock.end(undefined); }
+      }
+      if (u.connection === 'close') resolve({ how: 'close', code: u.lastDisconnect?.error?.output?.statusCode });
+    });
+  });
+}
+
+// 1. pair by QR: the simulated phone scans the QR Baileys shows; the server then asks for a restart
+let qrs = 0;
+const first = await connect({ onQr: async (qr) => {
+  qrs++;
+  expect(qr.startsWith('https://wa.me/settings/linked_devices#2@sim'), 'QR text carries a pair-device ref');
+  const r = await admin('POST', '/admin/scan', { phone: PHONE, qr });
+  expect(r.status === 200, `the phone scans the QR (${JSON.stringify(r.json)})`);
+} });
+expect(qrs === 1, 'one QR shown');
+expect(first.how === 'close' && first.code === DisconnectReason.restartRequired, `515 restart after pairing (got ${first.how} ${first.code})`);
+
+// 2. the restart logs in with the new device, uploads prekeys and opens
+const second = await connect({ onQr: () => expect(false, 'no QR after pairing') });
+expect(second.how === 'open', 'connection open after the restart');
+let st = (await admin('GET', '/admin/state')).json;
+const dev = st.accounts[0].devices[0];
+expect(st.accounts[0].devices.length === 1 && dev.id === 1, 'one companion device, number 1');
+expect(dev.prekeys >= 30, `prekeys uploaded (${dev.prekeys})`);
+
+// 3. a new process would log in from the saved credentials alone
+const third = await connect({ onQr: () => expect(false, 'no QR on login'), stayOpen: true });
+expect(third.how === 'open', 'login from saved credentials, without pairing');
+st = (await admin('GET', '/admin/state')).json;
+expect(st.accounts[0].devices[0].online === true, 'the device shows online');
+
+// 4. the server logs the device out: Baileys reports loggedOut
+const closed = new Promise((resolve) => third.sock.ev.on('connection.update', (u) => {
+  if (u.connection === 'close') resolve(u.lastDisconnect?.error?.output?.statusCode);
+}));
+const r = await admin('POST', '/admin/stream-error', { phone: PHONE, code: '401' });
+expect(r.status === 200, 'stream error sent');
+expect((await closed) === DisconnectReason.loggedOut, 'Baileys sees 401 as logged out');
+
+// 5. a scan of a QR nobody shows is refused
+const bad = await admin('POST', '/admin/scan', { phone: PHONE, qr: 'https://wa.me/settings/linked_devices#2@nope,AAAA,BBBB,CCCC' });
+expect(bad.status === 400, 'unknown QR refused');
+
+console.log(`${passed} passed, ${failed} failed`);
+cleanup(failed ? 1 : 0);

@@ -1,0 +1,351 @@
+/*
+ * tests/sim/wa-server/main.c - wa-sim: the WhatsApp server simulator process.
+ *
+ * One libwebsockets service thread serves WhatsApp Web clients on ws://127.0.0.1:PORT/ws/chat; a
+ * libmicrohttpd thread serves the admin API that tests and the demo use. Both take the simulator's
+ * lock (sim.h) around every call into the protocol logic; the admin thread wakes the socket thread
+ * with lws_cancel_service when it queued output.
+ *
+ *   wa-sim [--port N] [--admin-port N] [--seed TEXT] [--time UNIX] [--verbose]
+ *          [--account PHONE[:LID[:NAME]]]...
+ * Prints one JSON line when ready: {"ws":..., "admin":..., "root":hex}. Port 0 picks a free port.
+ *
+ * Admin API (JSON bodies):
+ *   GET  /admin/state                       accounts, devices, online flags, the certificate root
+ *   POST /admin/accounts {phone,lid?,name?} add an account with a simulated primary phone
+ *   POST /admin/scan {phone,qr}             the phone of `phone` scans a QR text
+ *   POST /admin/stream-error {phone,device?,code}  send <stream:error code> and close
+ *   POST /admin/kick {phone,device?}        close the device's connection without a word
+ *   POST /admin/restart                     drop every connection (state is kept)
+ */
+#include "sim.h"
+
+#include <cJSON.h>
+#include <libwebsockets.h>
+#include <microhttpd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ADMIN_BODY_MAX (64 * 1024)
+#define HELLO_PAUSE_US 50000 /* Baileys 6 needs a short pause before the first stanza */
+
+static sim g_sim;
+static struct lws_context *g_lws;
+static volatile sig_atomic_t g_stop;
+
+typedef struct session {
+    sim_conn *conn;
+    bool close_next; /* the last bytes were written: close at the next writeable */
+} session;
+
+static void want_write(sim_conn *c)
+{
+    if (c->out.len || c->state == SIM_CONN_CLOSING) lws_callback_on_writable(c->wsi);
+}
+
+static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len)
+{
+    session *ss = user;
+    int rc = 0;
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED:
+        pthread_mutex_lock(&g_sim.lock);
+        ss->conn = sim_conn_new(&g_sim, wsi);
+        ss->close_next = false;
+        pthread_mutex_unlock(&g_sim.lock);
+        return ss->conn ? 0 : -1;
+    case LWS_CALLBACK_RECEIVE:
+        if (!ss->conn) return -1;
+        pthread_mutex_lock(&g_sim.lock);
+        rc = sim_conn_receive(&g_sim, ss->conn, in, len);
+        if (ss->conn->hello_pending) lws_set_timer_usecs(wsi, HELLO_PAUSE_US);
+        want_write(ss->conn);
+        pthread_mutex_unlock(&g_sim.lock);
+        return rc < 0 ? -1 : 0;
+    case LWS_CALLBACK_TIMER:
+        if (!ss->conn) return 0;
+        pthread_mutex_lock(&g_sim.lock);
+        sim_conn_timer(&g_sim, ss->conn);
+        want_write(ss->conn);
+        pthread_mutex_unlock(&g_sim.lock);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+        if (!ss->conn || ss->close_next) return -1;
+        pthread_mutex_lock(&g_sim.lock);
+        sim_conn *c = ss->conn;
+        size_t n = c->out.len;
+        unsigned char *buf = n ? malloc(LWS_PRE + n) : NULL;
+        if (buf) memcpy(buf + LWS_PRE, c->out.data, n);
+        c->out.len = 0;
+        bool closing = c->state == SIM_CONN_CLOSING;
+        pthread_mutex_unlock(&g_sim.lock);
+        if (buf) {
+            int w = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_BINARY);
+            free(buf);
+            if (w < (int)n) return -1;
+        }
+        if (closing) {
+            ss->close_next = true;
+            lws_callback_on_writable(wsi);
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_CLOSED:
+        if (ss->conn) {
+            pthread_mutex_lock(&g_sim.lock);
+            sim_conn_free(&g_sim, ss->conn);
+            ss->conn = NULL;
+            pthread_mutex_unlock(&g_sim.lock);
+        }
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        pthread_mutex_lock(&g_sim.lock);
+        for (sim_conn *c = g_sim.conns; c; c = c->next)
+            want_write(c);
+        pthread_mutex_unlock(&g_sim.lock);
+        return 0;
+    default: return 0;
+    }
+}
+
+static const struct lws_protocols protocols[] = {
+    {"wa-chat", ws_callback, sizeof(session), 1 << 16, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* --- admin API --- */
+
+typedef struct admin_req {
+    char *body; /* accumulated POST body */
+    size_t len; /* bytes in body */
+    bool too_big;
+} admin_req;
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *json)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(json), (void *)json, MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status, const char *msg)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    char *s = cJSON_PrintUnformatted(o);
+    enum MHD_Result ret = reply(conn, status, s);
+    free(s);
+    cJSON_Delete(o);
+    return ret;
+}
+
+static const char *json_str(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int json_int(const cJSON *o, const char *key, int dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valueint : dflt;
+}
+
+static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, cJSON *body)
+{
+    char err[160] = "";
+    int rc = -1;
+    pthread_mutex_lock(&g_sim.lock);
+    if (strcmp(url, "/admin/accounts") == 0) {
+        const char *phone = json_str(body, "phone");
+        rc = phone && sim_account_add(&g_sim, phone, json_str(body, "lid"), json_str(body, "name"))
+                 ? 0
+                 : -1;
+        if (rc) snprintf(err, sizeof(err), "cannot add account (digits only, unique)");
+    } else if (strcmp(url, "/admin/scan") == 0) {
+        const char *phone = json_str(body, "phone"), *qr = json_str(body, "qr");
+        rc = phone && qr ? sim_admin_scan(&g_sim, phone, qr, err, sizeof(err)) : -1;
+        if (!phone || !qr) snprintf(err, sizeof(err), "phone and qr are required");
+    } else if (strcmp(url, "/admin/stream-error") == 0 || strcmp(url, "/admin/kick") == 0) {
+        const char *phone = json_str(body, "phone");
+        const char *code = strcmp(url, "/admin/kick") == 0 ? "" : json_str(body, "code");
+        rc = phone && code ? sim_admin_stream_error(&g_sim, phone, json_int(body, "device", -1),
+                                                    code, err, sizeof(err))
+                           : -1;
+        if (!phone || !code) snprintf(err, sizeof(err), "phone (and code) are required");
+    } else if (strcmp(url, "/admin/restart") == 0) {
+        for (sim_conn *c = g_sim.conns; c; c = c->next)
+            c->state = SIM_CONN_CLOSING;
+        rc = 0;
+    } else {
+        pthread_mutex_unlock(&g_sim.lock);
+        return reply_error(conn, MHD_HTTP_NOT_FOUND, "no such admin call");
+    }
+    pthread_mutex_unlock(&g_sim.lock);
+    lws_cancel_service(g_lws);
+    return rc == 0 ? reply(conn, MHD_HTTP_OK, "{}") : reply_error(conn, MHD_HTTP_BAD_REQUEST, err);
+}
+
+static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    if (strcmp(method, "GET") == 0) {
+        if (strcmp(url, "/admin/state") != 0)
+            return reply_error(conn, MHD_HTTP_NOT_FOUND, "no such admin call");
+        pthread_mutex_lock(&g_sim.lock);
+        char *json = sim_admin_state_json(&g_sim);
+        pthread_mutex_unlock(&g_sim.lock);
+        enum MHD_Result r = reply(conn, MHD_HTTP_OK, json);
+        free(json);
+        return r;
+    }
+    if (strcmp(method, "POST") != 0)
+        return reply_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "GET or POST");
+    admin_req *req = *con_cls;
+    if (!req) {
+        req = calloc(1, sizeof(*req));
+        if (!req) return MHD_NO;
+        *con_cls = req;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (req->len + *upload_size > ADMIN_BODY_MAX) {
+            req->too_big = true;
+        } else {
+            char *grown = realloc(req->body, req->len + *upload_size + 1);
+            if (!grown) return MHD_NO;
+            req->body = grown;
+            memcpy(req->body + req->len, upload_data, *upload_size);
+            req->len += *upload_size;
+            req->body[req->len] = '\0';
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (req->too_big) return reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+    cJSON *body = req->body ? cJSON_Parse(req->body) : cJSON_CreateObject();
+    if (!cJSON_IsObject(body)) {
+        cJSON_Delete(body);
+        return reply_error(conn, MHD_HTTP_BAD_REQUEST, "body is not a JSON object");
+    }
+    enum MHD_Result r = admin_post(conn, url, body);
+    cJSON_Delete(body);
+    return r;
+}
+
+static void admin_done(void *cls, struct MHD_Connection *conn, void **con_cls,
+                       enum MHD_RequestTerminationCode toe)
+{
+    admin_req *req = *con_cls;
+    if (req) {
+        free(req->body);
+        free(req);
+    }
+    *con_cls = NULL;
+}
+
+static void on_signal(int sig)
+{
+    g_stop = 1;
+    if (g_lws) lws_cancel_service(g_lws);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: wa-sim [--port N] [--admin-port N] [--seed TEXT] [--time UNIX] "
+                    "[--verbose] [--account PHONE[:LID[:NAME]]]...\n");
+}
+
+int main(int argc, char **argv)
+{
+    int port = 0, admin_port = 0;
+    const char *seed = NULL;
+    unsigned long long fixed_time = 0;
+    bool verbose = false;
+    const char *accounts[64];
+    int naccounts = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--verbose") == 0) {
+            verbose = true;
+        } else if (v && strcmp(a, "--port") == 0) {
+            port = atoi(v), i++;
+        } else if (v && strcmp(a, "--admin-port") == 0) {
+            admin_port = atoi(v), i++;
+        } else if (v && strcmp(a, "--seed") == 0) {
+            seed = v, i++;
+        } else if (v && strcmp(a, "--time") == 0) {
+            fixed_time = strtoull(v, NULL, 10), i++;
+        } else if (v && strcmp(a, "--account") == 0 && naccounts < 64) {
+            accounts[naccounts++] = v, i++;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (sim_init(&g_sim, (const uint8_t *)seed, seed ? strlen(seed) : 0, fixed_time) != 0) {
+        fprintf(stderr, "wa-sim: cannot initialise\n");
+        return 1;
+    }
+    g_sim.verbose = verbose;
+    for (int i = 0; i < naccounts; i++) {
+        char buf[160], *lid = NULL, *name = NULL;
+        snprintf(buf, sizeof(buf), "%s", accounts[i]);
+        if ((lid = strchr(buf, ':'))) {
+            *lid++ = '\0';
+            if ((name = strchr(lid, ':'))) *name++ = '\0';
+            if (!*lid) lid = NULL;
+        }
+        if (!sim_account_add(&g_sim, buf, lid, name)) {
+            fprintf(stderr, "wa-sim: bad --account %s\n", accounts[i]);
+            return 2;
+        }
+    }
+
+    lws_set_log_level(verbose ? LLL_ERR | LLL_WARN : LLL_ERR, NULL);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = port;
+    info.iface = "127.0.0.1";
+    info.protocols = protocols;
+    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    g_lws = lws_create_context(&info);
+    if (!g_lws) {
+        fprintf(stderr, "wa-sim: cannot listen on port %d\n", port);
+        return 1;
+    }
+    struct lws_vhost *vh = lws_get_vhost_by_name(g_lws, "default");
+    int ws_port = vh ? lws_get_vhost_listen_port(vh) : port;
+
+    struct MHD_Daemon *admin = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)admin_port, NULL, NULL,
+        admin_handler, NULL, MHD_OPTION_NOTIFY_COMPLETED, admin_done, NULL, MHD_OPTION_END);
+    if (!admin) {
+        fprintf(stderr, "wa-sim: cannot start the admin API on port %d\n", admin_port);
+        return 1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(admin, MHD_DAEMON_INFO_BIND_PORT);
+    char root[65];
+    wb_hex_encode(g_sim.root.pub, 32, root);
+    printf("{\"ws\":\"ws://127.0.0.1:%d/ws/chat\",\"admin\":\"http://"
+           "127.0.0.1:%u\",\"root\":\"%s\"}\n",
+           ws_port, di ? di->port : (unsigned)admin_port, root);
+    fflush(stdout);
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    while (!g_stop)
+        if (lws_service(g_lws, 0) < 0) break;
+    MHD_stop_daemon(admin);
+    lws_context_destroy(g_lws);
+    sim_free(&g_sim);
+    return 0;
+}

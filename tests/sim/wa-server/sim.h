@@ -1,0 +1,120 @@
+/*
+ * tests/sim/wa-server/sim.h - the WhatsApp server simulator's state and protocol logic (wa-sim).
+ *
+ * No I/O here: main.c owns the sockets (libwebsockets) and the admin HTTP API (libmicrohttpd) and
+ * calls these functions with the simulator's lock held. A connection receives bytes and answers by
+ * appending encrypted frames to its `out` buffer, which main.c writes to the socket.
+ *
+ * What it simulates today: the Noise responder with its own certificate chain, accounts with a
+ * primary phone (identity key, ADV signing), QR pairing (pair-device refs, pair-success,
+ * pair-device-sign, 515), login (<success>, offline marker), the IQs a client sends after login
+ * (prekey count and upload, passive, digest, props, blocklist, privacy, ping, logout), unknown IQs
+ * answered with an empty result, and the admin actions (scan a QR, list devices, kick, stream
+ * errors).
+ */
+#ifndef WA_SIM_H
+#define WA_SIM_H
+
+#include "wa/binary/node.h"
+#include "wa/noise.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SIM_MAX_DEVICES  16
+#define SIM_MAX_ACCOUNTS 256
+#define SIM_REFS         6
+
+typedef struct sim_device {
+    uint16_t id;              /* device number (1.. for companions) */
+    uint8_t noise_pub[32];    /* the companion's Noise static key: its login credential */
+    uint8_t identity_pub[32]; /* the companion's Signal identity key */
+    uint32_t registration_id; /* Signal registration id */
+    uint32_t key_index;       /* ADV key index */
+    uint32_t prekeys;         /* one-time prekeys uploaded and not yet used */
+    bool present;             /* false once removed (logout, admin) */
+} sim_device;
+
+typedef struct sim_account {
+    char phone[24];          /* digits of the phone number (PN user) */
+    char lid[24];            /* digits of the LID user */
+    char name[64];           /* push name of the primary phone */
+    wa_keypair identity;     /* the primary phone's identity key: signs ADV device identities */
+    uint32_t raw_id;         /* ADV rawId of the account */
+    uint32_t next_key_index; /* ADV key index of the next companion */
+    sim_device devices[SIM_MAX_DEVICES];
+    int ndevices; /* used entries of devices */
+} sim_account;
+
+typedef enum sim_conn_state {
+    SIM_CONN_HANDSHAKE = 0, /* Noise handshake in progress */
+    SIM_CONN_PAIRING,       /* registration payload: waiting for a QR scan */
+    SIM_CONN_PAIRED,        /* pair-success sent, waiting for pair-device-sign */
+    SIM_CONN_LOGGED_IN,     /* login payload accepted */
+    SIM_CONN_CLOSING,       /* flush `out`, then close */
+} sim_conn_state;
+
+typedef struct sim_conn sim_conn;
+struct sim_conn {
+    sim_conn *next;  /* list of live connections */
+    void *wsi;       /* main.c's socket handle */
+    uint64_t serial; /* connection number, for logs and admin */
+    sim_conn_state state;
+    wa_frame_reader reader; /* client bytes -> frames (strips the intro) */
+    wa_noise noise;         /* responder */
+    wb_buf out;             /* framed, encrypted bytes to write */
+    bool hello_pending;     /* a post-handshake stanza waits for the short pause */
+    /* registration */
+    uint8_t noise_pub[32];        /* client's Noise static key (from the handshake) */
+    uint8_t identity_pub[32];     /* from devicePairingData.eIdent */
+    uint32_t registration_id;     /* from devicePairingData.eRegid */
+    char refs[SIM_REFS][40];      /* pair-device refs offered */
+    char pair_iq_id[16];          /* id of the pair-success IQ */
+    uint8_t pending_details[256]; /* ADVDeviceIdentity bytes sent in pair-success */
+    size_t pending_details_len;
+    /* after login or pairing */
+    sim_account *account;
+    int device_index; /* into account->devices, or -1 */
+};
+
+typedef struct sim {
+    pthread_mutex_t lock; /* held by every caller of the functions below */
+    wa_crypto *crypto;    /* seeded in deterministic mode */
+    wa_keypair root;      /* the simulator's certificate root (engines trust its public key) */
+    wa_keypair intermediate;
+    wa_keypair server_static; /* Noise static key; the leaf certificate's key */
+    wb_buf cert_chain;        /* CertChain protobuf */
+    uint64_t fixed_time;      /* deterministic mode: the clock; 0 = real time */
+    sim_account accounts[SIM_MAX_ACCOUNTS];
+    int naccounts;
+    sim_conn *conns; /* live connections */
+    uint64_t next_serial;
+    uint32_t next_id; /* for server-initiated IQ ids */
+    bool verbose;     /* log stanzas to stderr */
+} sim;
+
+int sim_init(sim *s, const uint8_t *seed, size_t seed_len, uint64_t fixed_time);
+void sim_free(sim *s);
+uint64_t sim_now(const sim *s);
+
+sim_account *sim_account_add(sim *s, const char *phone, const char *lid, const char *name);
+sim_account *sim_account_find(sim *s, const char *phone);
+
+sim_conn *sim_conn_new(sim *s, void *wsi);
+void sim_conn_free(sim *s, sim_conn *c);
+/* Feeds bytes from the socket. Returns 0, or -1 when the connection must be closed now. */
+int sim_conn_receive(sim *s, sim_conn *c, const uint8_t *p, size_t len);
+/* The short pause after the handshake is over: send what waited. */
+void sim_conn_timer(sim *s, sim_conn *c);
+/* Encrypts and queues one node. */
+int sim_send_node(sim *s, sim_conn *c, const wa_node *n);
+
+/* Admin actions; each returns 0 or -1 with a message in err. */
+int sim_admin_scan(sim *s, const char *phone, const char *qr, char *err, size_t errlen);
+int sim_admin_stream_error(sim *s, const char *phone, int device, const char *code, char *err,
+                           size_t errlen);
+/* JSON of the accounts and their devices; caller frees. */
+char *sim_admin_state_json(sim *s);
+
+#endif
