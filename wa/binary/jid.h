@@ -20,6 +20,7 @@
 #define WA_JID_STR_MAX (WA_JID_USER_MAX + WA_JID_SERVER_MAX + 32)
 
 #define WA_SERVER_PN         "s.whatsapp.net"
+#define WA_SERVER_PN_AT      "@s.whatsapp.net" /* the server itself, as IQs address it */
 #define WA_SERVER_LID        "lid"
 #define WA_SERVER_GROUP      "g.us"
 #define WA_SERVER_BROADCAST  "broadcast"

@@ -1,0 +1,977 @@
+/*
+ * wa/client.c - the companion device state machine of wa/client.h: device keys, Noise handshake
+ * with the right ClientPayload, QR pairing (refs, pair-success checks, device signature), login,
+ * prekeys, passive, keepalive, stream errors and failures, reconnect with backoff, logout.
+ */
+#include "wa/client.h"
+
+#include "util/base64.h"
+#include "wa/proto/wa.pb.h"
+
+#include <mbedtls/md5.h>
+#include <pb_decode.h>
+#include <pb_encode.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const uint8_t ADV_ACCOUNT_SIG_PREFIX[] = {6, 0};
+static const uint8_t ADV_DEVICE_SIG_PREFIX[] = {6, 1};
+static const uint8_t ADV_HOSTED_ACCOUNT_SIG_PREFIX[] = {6, 5};
+static const uint32_t DEFAULT_VERSION[3] = {2, 3000, 1029496320};
+#define QR_PREFIX   "https://wa.me/settings/linked_devices#"
+#define MAX_REFS    16
+#define MAX_PENDING 64
+#define PLATFORM_ID "1" /* DeviceProps.PlatformType CHROME */
+
+typedef enum iq_kind {
+    IQ_NONE = 0,
+    IQ_COUNT,   /* encrypt <count/> */
+    IQ_UPLOAD,  /* encrypt prekey upload */
+    IQ_PASSIVE, /* passive <active/> */
+    IQ_DIGEST,  /* encrypt <digest/> */
+    IQ_PING,    /* w:p keepalive */
+    IQ_LOGOUT,  /* md remove-companion-device */
+} iq_kind;
+
+typedef struct pending_iq {
+    char id[32];
+    iq_kind kind;
+    uint32_t arg; /* IQ_UPLOAD: the highest prekey id in the upload */
+} pending_iq;
+
+struct wa_client {
+    wa_client_config cfg;
+    uint8_t root[WA_KEY_LEN]; /* trust root of the server's certificate chain */
+    wa_device dev;            /* this device, as stored */
+    wa_client_state state;
+    wa_io io;   /* pending socket request for the runtime */
+    wb_buf out; /* bytes for the socket */
+    wa_noise noise;
+    wa_frame_reader reader;
+    /* timers: 0 = not armed */
+    int64_t handshake_deadline;
+    int64_t next_ping;
+    int64_t ping_deadline;
+    int64_t qr_deadline;
+    int64_t reconnect_at;
+    int64_t connected_since;
+    /* reconnect */
+    int failures; /* consecutive failed connections, for the backoff */
+    bool stopped; /* no reconnect (stop, logout, QR timeout, replaced) */
+    /* pairing */
+    char refs[MAX_REFS][64];
+    int nrefs, next_ref;
+    /* IQs */
+    pending_iq pending[MAX_PENDING];
+    uint32_t iq_counter;
+    char iq_prefix[24];
+    /* events */
+    wa_event *events;
+    size_t nevents, events_cap, events_head;
+};
+
+/* --- helpers --- */
+
+static void emit(wa_client *c, wa_event_type type, int code, int64_t ms, const char *fmt, ...)
+{
+    if (c->nevents == c->events_cap) {
+        /* compact, then grow */
+        if (c->events_head) {
+            memmove(c->events, c->events + c->events_head,
+                    (c->nevents - c->events_head) * sizeof(wa_event));
+            c->nevents -= c->events_head;
+            c->events_head = 0;
+        }
+        if (c->nevents == c->events_cap) {
+            size_t cap = c->events_cap ? c->events_cap * 2 : 16;
+            wa_event *grown = realloc(c->events, cap * sizeof(wa_event));
+            if (!grown) return;
+            c->events = grown;
+            c->events_cap = cap;
+        }
+    }
+    wa_event *ev = &c->events[c->nevents++];
+    memset(ev, 0, sizeof(*ev));
+    ev->type = type;
+    ev->code = code;
+    ev->ms = ms;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ev->text, sizeof(ev->text), fmt, ap);
+        va_end(ap);
+    }
+}
+
+bool wa_client_next_event(wa_client *c, wa_event *ev)
+{
+    if (c->events_head == c->nevents) {
+        c->events_head = c->nevents = 0;
+        return false;
+    }
+    *ev = c->events[c->events_head++];
+    return true;
+}
+
+static uint32_t random_u32(wa_client *c)
+{
+    uint8_t b[4];
+    wa_random(c->cfg.crypto, b, 4);
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static void put_be(uint8_t *p, uint32_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+}
+
+static int pb_encode_buf(const pb_msgdesc_t *fields, const void *msg, uint8_t *buf, size_t cap,
+                         size_t *len)
+{
+    pb_ostream_t os = pb_ostream_from_buffer(buf, cap);
+    if (!pb_encode(&os, fields, msg)) return WA_ERR_PROTO;
+    *len = os.bytes_written;
+    return WA_OK;
+}
+
+/* Signs 0x05 || pub with the identity key (Signal's signed prekey signature). */
+static int sign_prekey(wa_client *c, const wa_keypair *identity, const uint8_t pub[32],
+                       uint8_t sig[64])
+{
+    uint8_t msg[33];
+    msg[0] = 0x05;
+    memcpy(msg + 1, pub, 32);
+    return wa_xeddsa_sign(c->cfg.crypto, identity->priv, msg, sizeof(msg), sig);
+}
+
+static int create_device(wa_client *c)
+{
+    wa_device *d = &c->dev;
+    memset(d, 0, sizeof(*d));
+    int rc = wa_keypair_generate(c->cfg.crypto, &d->noise);
+    if (rc == WA_OK) rc = wa_keypair_generate(c->cfg.crypto, &d->identity);
+    if (rc == WA_OK) rc = wa_keypair_generate(c->cfg.crypto, &d->signed_prekey);
+    if (rc == WA_OK) rc = wa_random(c->cfg.crypto, d->adv_secret, sizeof(d->adv_secret));
+    if (rc != WA_OK) return rc;
+    d->registration_id = 1 + random_u32(c) % 16380;
+    d->signed_prekey_id = 1;
+    d->next_prekey_id = 1;
+    rc = sign_prekey(c, &d->identity, d->signed_prekey.pub, d->signed_prekey_sig);
+    if (rc != WA_OK) return rc;
+    snprintf(d->push_name, sizeof(d->push_name), "%s", c->cfg.push_name ? c->cfg.push_name : "");
+    return c->cfg.store->device_save(c->cfg.store->ctx, d) == WA_STORE_OK ? WA_OK : WA_ERR_STATE;
+}
+
+wa_client *wa_client_new(const wa_client_config *cfg, int *err)
+{
+    int rc = WA_ERR_NOMEM;
+    wa_client *c = calloc(1, sizeof(*c));
+    if (!c) goto fail;
+    c->cfg = *cfg;
+    if (!c->cfg.version[0]) memcpy(c->cfg.version, DEFAULT_VERSION, sizeof(DEFAULT_VERSION));
+    memcpy(c->root, cfg->trust_root ? cfg->trust_root : wa_noise_whatsapp_root, WA_KEY_LEN);
+    wb_buf_init(&c->out);
+    wa_frame_reader_init(&c->reader, false, 0);
+    int src = cfg->store->device_load(cfg->store->ctx, &c->dev);
+    if (src == WA_STORE_NOT_FOUND)
+        rc = create_device(c);
+    else
+        rc = src == WA_STORE_OK ? WA_OK : WA_ERR_STATE;
+    if (rc != WA_OK) goto fail;
+    snprintf(c->iq_prefix, sizeof(c->iq_prefix), "%u.%u", random_u32(c) % 100000,
+             random_u32(c) % 100000);
+    if (err) *err = WA_OK;
+    return c;
+fail:
+    if (err) *err = rc;
+    wa_client_free(c);
+    return NULL;
+}
+
+void wa_client_free(wa_client *c)
+{
+    if (!c) return;
+    wb_buf_free(&c->out);
+    wa_frame_reader_free(&c->reader);
+    wa_noise_clear(&c->noise);
+    free(c->events);
+    wa_wipe(&c->dev, sizeof(c->dev));
+    free(c);
+}
+
+wa_client_state wa_client_get_state(const wa_client *c)
+{
+    return c->state;
+}
+
+const char *wa_client_state_name(wa_client_state s)
+{
+    static const char *const names[] = {"idle",       "connecting", "handshake", "pairing",
+                                        "logging-in", "connected",  "backoff",   "logged-out"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+bool wa_client_is_paired(const wa_client *c)
+{
+    return c->dev.paired;
+}
+
+const char *wa_client_jid(const wa_client *c)
+{
+    return c->dev.pn;
+}
+
+wa_io wa_client_io(wa_client *c)
+{
+    wa_io io = c->io;
+    c->io = WA_IO_NONE;
+    return io;
+}
+
+wb_buf *wa_client_output(wa_client *c)
+{
+    return &c->out;
+}
+
+int64_t wa_client_deadline(const wa_client *c)
+{
+    int64_t d = INT64_MAX;
+    const int64_t timers[] = {c->handshake_deadline, c->next_ping, c->ping_deadline, c->qr_deadline,
+                              c->reconnect_at};
+    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
+        if (timers[i] && timers[i] < d) d = timers[i];
+    return d;
+}
+
+static void clear_timers(wa_client *c)
+{
+    c->handshake_deadline = c->next_ping = c->ping_deadline = c->qr_deadline = 0;
+    c->reconnect_at = 0;
+}
+
+/* --- sending --- */
+
+int wa_client_send_node(wa_client *c, const wa_node *n)
+{
+    if (c->noise.state != WA_NOISE_TRANSPORT) return WA_ERR_STATE;
+    wb_buf plain;
+    wb_buf_init(&plain);
+    int rc = wa_binary_pack(n, &plain);
+    if (rc == WA_OK) rc = wa_noise_send(&c->noise, plain.data, plain.len, &c->out);
+    wb_buf_free(&plain);
+    return rc;
+}
+
+/* Builds <iq id to type xmlns> registered as pending; returns the node (in a). */
+static wa_node *new_iq(wa_client *c, wb_arena *a, const char *to, const char *type,
+                       const char *xmlns, iq_kind kind, uint32_t arg)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "%s-%u", c->iq_prefix, ++c->iq_counter);
+    for (int i = 0; i < MAX_PENDING; i++) {
+        if (c->pending[i].kind == IQ_NONE) {
+            snprintf(c->pending[i].id, sizeof(c->pending[i].id), "%s", id);
+            c->pending[i].kind = kind;
+            c->pending[i].arg = arg;
+            break;
+        }
+    }
+    wa_node *iq = wa_node_new(a, "iq");
+    wa_node_set_attr(a, iq, "id", id);
+    wa_node_set_attr(a, iq, "to", to);
+    wa_node_set_attr(a, iq, "type", type);
+    wa_node_set_attr(a, iq, "xmlns", xmlns);
+    return iq;
+}
+
+static pending_iq take_pending(wa_client *c, const char *id)
+{
+    pending_iq none = {.kind = IQ_NONE};
+    for (int i = 0; id && i < MAX_PENDING; i++) {
+        if (c->pending[i].kind != IQ_NONE && strcmp(c->pending[i].id, id) == 0) {
+            pending_iq p = c->pending[i];
+            c->pending[i].kind = IQ_NONE;
+            return p;
+        }
+    }
+    return none;
+}
+
+static wa_node *bytes_node(wb_arena *a, const char *tag, const void *p, size_t n)
+{
+    wa_node *x = wa_node_new(a, tag);
+    wa_node_set_bytes(a, x, p, n);
+    return x;
+}
+
+static void send_simple_iq(wa_client *c, const char *to, const char *type, const char *xmlns,
+                           const char *child, iq_kind kind)
+{
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *iq = new_iq(c, &a, to, type, xmlns, kind, 0);
+    if (child) wa_node_add_child(&a, iq, wa_node_new(&a, child));
+    wa_client_send_node(c, iq);
+    wb_arena_free(&a);
+}
+
+/* --- connection lifecycle --- */
+
+static void reset_connection(wa_client *c)
+{
+    wa_noise_clear(&c->noise);
+    wa_frame_reader_free(&c->reader);
+    wa_frame_reader_init(&c->reader, false, 0);
+    c->out.len = 0;
+    memset(c->pending, 0, sizeof(c->pending));
+    c->nrefs = c->next_ref = 0;
+    clear_timers(c);
+}
+
+static int64_t backoff_ms(wa_client *c)
+{
+    int64_t d = 1000;
+    for (int i = 1; i < c->failures && d < WA_BACKOFF_MAX_MS; i++)
+        d *= 2;
+    return d > WA_BACKOFF_MAX_MS ? WA_BACKOFF_MAX_MS : d;
+}
+
+/* Counts a failed connection and returns the delay before the next attempt. A connection that was
+ * stable for WA_STABLE_MS starts the count over. */
+static int64_t fail_backoff(wa_client *c, int64_t now)
+{
+    if (c->state == WA_CLIENT_CONNECTED && c->connected_since &&
+        now - c->connected_since >= WA_STABLE_MS) {
+        c->failures = 0;
+    }
+    c->failures++;
+    return backoff_ms(c);
+}
+
+/* Closes the socket. delay_ms >= 0 schedules a reconnect; -1 stays down. */
+static void drop(wa_client *c, int64_t now, int code, int64_t delay_ms, const char *why)
+{
+    c->connected_since = 0;
+    reset_connection(c);
+    c->io = WA_IO_CLOSE;
+    if (delay_ms < 0 || c->stopped) {
+        c->state = c->state == WA_CLIENT_LOGGED_OUT ? WA_CLIENT_LOGGED_OUT : WA_CLIENT_IDLE;
+        emit(c, WA_EV_DISCONNECTED, code, -1, "%s", why);
+        return;
+    }
+    c->state = WA_CLIENT_BACKOFF;
+    c->reconnect_at = now + (delay_ms ? delay_ms : 1);
+    emit(c, WA_EV_DISCONNECTED, code, delay_ms, "%s", why);
+}
+
+static void logged_out(wa_client *c, int64_t now, int code, const char *why)
+{
+    c->stopped = true;
+    c->state = WA_CLIENT_LOGGED_OUT;
+    wa_store *st = c->cfg.store;
+    st->wipe(st->ctx);
+    /* a new identity for a future pairing */
+    create_device(c);
+    reset_connection(c);
+    c->io = WA_IO_CLOSE;
+    emit(c, WA_EV_LOGGED_OUT, code, -1, "%s", why);
+}
+
+int wa_client_start(wa_client *c, int64_t now, uint64_t wall)
+{
+    if (c->state != WA_CLIENT_IDLE && c->state != WA_CLIENT_LOGGED_OUT &&
+        c->state != WA_CLIENT_BACKOFF)
+        return WA_ERR_STATE;
+    c->stopped = false;
+    reset_connection(c);
+    c->state = WA_CLIENT_CONNECTING;
+    c->io = WA_IO_OPEN;
+    c->handshake_deadline = now + WA_HANDSHAKE_TIMEOUT_MS;
+    return WA_OK;
+}
+
+void wa_client_stop(wa_client *c, int64_t now)
+{
+    c->stopped = true;
+    if (c->state == WA_CLIENT_IDLE || c->state == WA_CLIENT_LOGGED_OUT) return;
+    drop(c, now, 0, -1, "stopped");
+}
+
+void wa_client_on_open(wa_client *c, int64_t now, uint64_t wall)
+{
+    if (c->state != WA_CLIENT_CONNECTING) return;
+    if (wa_noise_init(&c->noise, c->cfg.crypto, WA_NOISE_INITIATOR, NULL) != WA_OK ||
+        wa_noise_client_hello(&c->noise, &c->out) != WA_OK) {
+        drop(c, now, 0, fail_backoff(c, now), "cannot start the handshake");
+        return;
+    }
+    c->state = WA_CLIENT_HANDSHAKE;
+    c->handshake_deadline = now + WA_HANDSHAKE_TIMEOUT_MS;
+}
+
+void wa_client_on_closed(wa_client *c, int64_t now)
+{
+    if (c->state == WA_CLIENT_IDLE || c->state == WA_CLIENT_LOGGED_OUT ||
+        c->state == WA_CLIENT_BACKOFF)
+        return;
+    drop(c, now, 0, c->stopped ? -1 : fail_backoff(c, now), "connection lost");
+}
+
+/* --- the ClientPayload --- */
+
+/* Copies src into dst[cap], cutting only between UTF-8 characters. */
+static void copy_utf8(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void user_agent(wa_client *c, proto_ClientPayload *p)
+{
+    p->has_userAgent = true;
+    proto_ClientPayload_UserAgent *ua = &p->userAgent;
+    ua->has_platform = true;
+    ua->platform = proto_ClientPayload_UserAgent_Platform_WEB;
+    ua->has_appVersion = true;
+    ua->appVersion.has_primary = ua->appVersion.has_secondary = ua->appVersion.has_tertiary = true;
+    ua->appVersion.primary = c->cfg.version[0];
+    ua->appVersion.secondary = c->cfg.version[1];
+    ua->appVersion.tertiary = c->cfg.version[2];
+    ua->has_releaseChannel = true;
+    ua->releaseChannel = proto_ClientPayload_UserAgent_ReleaseChannel_RELEASE;
+    ua->has_mcc = ua->has_mnc = ua->has_osVersion = ua->has_device = ua->has_osBuildNumber = true;
+    strcpy(ua->mcc, "000");
+    strcpy(ua->mnc, "000");
+    strcpy(ua->osVersion, "0.1");
+    strcpy(ua->device, "Desktop");
+    strcpy(ua->osBuildNumber, "0.1");
+    ua->has_localeLanguageIso6391 = ua->has_localeCountryIso31661Alpha2 = true;
+    strcpy(ua->localeLanguageIso6391, "en");
+    strcpy(ua->localeCountryIso31661Alpha2, "US");
+    p->has_webInfo = true;
+    p->webInfo.has_webSubPlatform = true;
+    p->webInfo.webSubPlatform = proto_ClientPayload_WebInfo_WebSubPlatform_WEB_BROWSER;
+    p->has_connectType = p->has_connectReason = true;
+    p->connectType = proto_ClientPayload_ConnectType_WIFI_UNKNOWN;
+    p->connectReason = proto_ClientPayload_ConnectReason_USER_ACTIVATED;
+    if (c->dev.push_name[0]) {
+        p->has_pushName = true;
+        copy_utf8(p->pushName, sizeof(p->pushName), c->dev.push_name);
+    }
+}
+
+static int client_payload(wa_client *c, uint8_t *buf, size_t cap, size_t *len)
+{
+    proto_ClientPayload p = proto_ClientPayload_init_zero;
+    user_agent(c, &p);
+    if (c->dev.paired) {
+        wa_jid me;
+        if (wa_jid_parse_cstr(c->dev.pn, &me) != WA_OK) return WA_ERR_BAD_JID;
+        p.has_username = p.has_device = p.has_passive = p.has_pull = p.has_lidDbMigrated = true;
+        p.username = strtoull(me.user, NULL, 10);
+        p.device = me.device;
+        p.passive = true;
+        p.pull = true;
+        p.lidDbMigrated = false;
+    } else {
+        p.has_passive = p.has_pull = true;
+        p.passive = false;
+        p.pull = false;
+        p.has_devicePairingData = true;
+        proto_ClientPayload_DevicePairingRegistrationData *d = &p.devicePairingData;
+        d->has_eRegid = d->has_eKeytype = d->has_eIdent = d->has_eSkeyId = true;
+        d->has_eSkeyVal = d->has_eSkeySig = d->has_buildHash = d->has_deviceProps = true;
+        d->eRegid.size = 4;
+        put_be(d->eRegid.bytes, c->dev.registration_id, 4);
+        d->eKeytype.size = 1;
+        d->eKeytype.bytes[0] = 5;
+        d->eIdent.size = 32;
+        memcpy(d->eIdent.bytes, c->dev.identity.pub, 32);
+        d->eSkeyId.size = 3;
+        put_be(d->eSkeyId.bytes, c->dev.signed_prekey_id, 3);
+        d->eSkeyVal.size = 32;
+        memcpy(d->eSkeyVal.bytes, c->dev.signed_prekey.pub, 32);
+        d->eSkeySig.size = 64;
+        memcpy(d->eSkeySig.bytes, c->dev.signed_prekey_sig, 64);
+        char version[48];
+        snprintf(version, sizeof(version), "%u.%u.%u", c->cfg.version[0], c->cfg.version[1],
+                 c->cfg.version[2]);
+        d->buildHash.size = 16;
+        mbedtls_md5_ret((const unsigned char *)version, strlen(version), d->buildHash.bytes);
+        proto_DeviceProps props = proto_DeviceProps_init_zero;
+        props.has_os = props.has_platformType = props.has_requireFullSync = true;
+        snprintf(props.os, sizeof(props.os), "%s", c->cfg.os_name ? c->cfg.os_name : "wabridge");
+        props.platformType = proto_DeviceProps_PlatformType_CHROME;
+        props.requireFullSync = false;
+        props.has_version = true;
+        props.version.has_primary = props.version.has_secondary = props.version.has_tertiary = true;
+        props.version.primary = 10;
+        props.version.secondary = 15;
+        props.version.tertiary = 7;
+        props.has_historySyncConfig = true;
+        props.historySyncConfig.has_storageQuotaMb = true;
+        props.historySyncConfig.storageQuotaMb = 10240;
+        props.historySyncConfig.has_inlineInitialPayloadInE2EeMsg = true;
+        props.historySyncConfig.inlineInitialPayloadInE2EeMsg = true;
+        size_t plen;
+        int rc = pb_encode_buf(proto_DeviceProps_fields, &props, d->deviceProps.bytes,
+                               sizeof(d->deviceProps.bytes), &plen);
+        if (rc != WA_OK) return rc;
+        d->deviceProps.size = (pb_size_t)plen;
+    }
+    return pb_encode_buf(proto_ClientPayload_fields, &p, buf, cap, len);
+}
+
+/* --- stanzas --- */
+
+static void show_next_qr(wa_client *c, int64_t now)
+{
+    if (c->next_ref >= c->nrefs) {
+        c->stopped = true;
+        emit(c, WA_EV_QR_TIMEOUT, 0, 0, "no QR code was scanned in time");
+        drop(c, now, 0, -1, "QR codes expired");
+        return;
+    }
+    char noise[WB_BASE64_LEN(32)], ident[WB_BASE64_LEN(32)], adv[WB_BASE64_LEN(32)];
+    wb_base64_encode(c->dev.noise.pub, 32, noise, false);
+    wb_base64_encode(c->dev.identity.pub, 32, ident, false);
+    wb_base64_encode(c->dev.adv_secret, 32, adv, false);
+    emit(c, WA_EV_QR, 0, 0, QR_PREFIX "%s,%s,%s,%s," PLATFORM_ID, c->refs[c->next_ref], noise,
+         ident, adv);
+    c->qr_deadline = now + (c->next_ref == 0 ? WA_QR_FIRST_MS : WA_QR_NEXT_MS);
+    c->next_ref++;
+}
+
+static void answer_iq(wa_client *c, const wa_node *iq, wa_node *child, wb_arena *a)
+{
+    wa_node *res = wa_node_new(a, "iq");
+    wa_node_set_attr(a, res, "to", WA_SERVER_PN);
+    wa_node_set_attr(a, res, "type", "result");
+    wa_node_set_attr(a, res, "id", wa_node_attr(iq, "id"));
+    if (child) wa_node_add_child(a, res, child);
+    wa_client_send_node(c, res);
+}
+
+static void on_pair_device(wa_client *c, const wa_node *iq, const wa_node *pd, wb_arena *a,
+                           int64_t now)
+{
+    answer_iq(c, iq, NULL, a);
+    c->nrefs = c->next_ref = 0;
+    for (size_t i = 0; i < pd->nchildren && c->nrefs < MAX_REFS; i++) {
+        const wa_node *ref = pd->children[i];
+        if (strcmp(ref->tag, "ref") != 0 || ref->data_len == 0 ||
+            ref->data_len >= sizeof(c->refs[0]))
+            continue;
+        memcpy(c->refs[c->nrefs], ref->data, ref->data_len);
+        c->refs[c->nrefs][ref->data_len] = '\0';
+        c->nrefs++;
+    }
+    c->state = WA_CLIENT_PAIRING;
+    c->handshake_deadline = 0;
+    show_next_qr(c, now);
+}
+
+/* Verifies pair-success and answers with our device signature; saves the paired identity. */
+static int on_pair_success(wa_client *c, const wa_node *iq, const wa_node *ps, wb_arena *a,
+                           int64_t now, char *why, size_t whylen)
+{
+    const wa_node *di = wa_node_child(ps, "device-identity");
+    const wa_node *dev = wa_node_child(ps, "device");
+    const wa_node *platform = wa_node_child(ps, "platform");
+    const wa_node *biz = wa_node_child(ps, "biz");
+    if (!di || di->kind != WA_CONTENT_BYTES || !dev || !wa_node_attr(dev, "jid")) {
+        snprintf(why, whylen, "pair-success without device-identity or device");
+        return WA_ERR_PROTO;
+    }
+    proto_ADVSignedDeviceIdentityHMAC h = proto_ADVSignedDeviceIdentityHMAC_init_zero;
+    pb_istream_t is = pb_istream_from_buffer(di->data, di->data_len);
+    if (!pb_decode(&is, proto_ADVSignedDeviceIdentityHMAC_fields, &h) || h.hmac.size != 32) {
+        snprintf(why, whylen, "device-identity is not an ADVSignedDeviceIdentityHMAC");
+        return WA_ERR_PROTO;
+    }
+    bool hosted = h.has_accountType && h.accountType == proto_ADVEncryptionType_HOSTED;
+    uint8_t mac_in[2 + sizeof(h.details.bytes)], mac[32];
+    size_t n = 0;
+    if (hosted) {
+        memcpy(mac_in, ADV_HOSTED_ACCOUNT_SIG_PREFIX, 2);
+        n = 2;
+    }
+    memcpy(mac_in + n, h.details.bytes, h.details.size);
+    wa_hmac_sha256(c->dev.adv_secret, 32, mac_in, n + h.details.size, mac);
+    if (!wa_ct_equal(mac, h.hmac.bytes, 32)) {
+        snprintf(why, whylen, "pair-success HMAC does not match our ADV secret");
+        return WA_ERR_AUTH;
+    }
+    proto_ADVSignedDeviceIdentity sdi = proto_ADVSignedDeviceIdentity_init_zero;
+    is = pb_istream_from_buffer(h.details.bytes, h.details.size);
+    if (!pb_decode(&is, proto_ADVSignedDeviceIdentity_fields, &sdi) ||
+        sdi.accountSignatureKey.size != 32 || sdi.accountSignature.size != 64) {
+        snprintf(why, whylen, "malformed ADVSignedDeviceIdentity");
+        return WA_ERR_PROTO;
+    }
+    proto_ADVDeviceIdentity ident = proto_ADVDeviceIdentity_init_zero;
+    is = pb_istream_from_buffer(sdi.details.bytes, sdi.details.size);
+    if (!pb_decode(&is, proto_ADVDeviceIdentity_fields, &ident)) {
+        snprintf(why, whylen, "malformed ADVDeviceIdentity");
+        return WA_ERR_PROTO;
+    }
+    bool hosted_dev = ident.has_deviceType && ident.deviceType == proto_ADVEncryptionType_HOSTED;
+    /* the account (the phone) signed [6,0] || details || our identity key */
+    uint8_t msg[2 + sizeof(sdi.details.bytes) + 64];
+    memcpy(msg, hosted_dev ? ADV_HOSTED_ACCOUNT_SIG_PREFIX : ADV_ACCOUNT_SIG_PREFIX, 2);
+    memcpy(msg + 2, sdi.details.bytes, sdi.details.size);
+    memcpy(msg + 2 + sdi.details.size, c->dev.identity.pub, 32);
+    if (!wa_xeddsa_verify(c->cfg.crypto, sdi.accountSignatureKey.bytes, msg,
+                          2 + sdi.details.size + 32, sdi.accountSignature.bytes)) {
+        snprintf(why, whylen, "the account signature of pair-success does not verify");
+        return WA_ERR_AUTH;
+    }
+    /* our device signature: [6,1] || details || our identity key || account signature key */
+    memcpy(msg, ADV_DEVICE_SIG_PREFIX, 2);
+    memcpy(msg + 2 + sdi.details.size + 32, sdi.accountSignatureKey.bytes, 32);
+    sdi.has_deviceSignature = true;
+    sdi.deviceSignature.size = 64;
+    int rc = wa_xeddsa_sign(c->cfg.crypto, c->dev.identity.priv, msg, 2 + sdi.details.size + 64,
+                            sdi.deviceSignature.bytes);
+    if (rc != WA_OK) return rc;
+
+    /* save the paired identity before answering: a crash now means pairing again, not a device
+     * the phone lists that we cannot use */
+    wa_device *d = &c->dev;
+    d->adv_details_len = sdi.details.size;
+    memcpy(d->adv_details, sdi.details.bytes, sdi.details.size);
+    memcpy(d->adv_account_sig_key, sdi.accountSignatureKey.bytes, 32);
+    memcpy(d->adv_account_sig, sdi.accountSignature.bytes, 64);
+    memcpy(d->adv_device_sig, sdi.deviceSignature.bytes, 64);
+    snprintf(d->pn, sizeof(d->pn), "%s", wa_node_attr(dev, "jid"));
+    snprintf(d->lid, sizeof(d->lid), "%s",
+             wa_node_attr(dev, "lid") ? wa_node_attr(dev, "lid") : "");
+    snprintf(d->platform, sizeof(d->platform), "%s",
+             platform && wa_node_attr(platform, "name") ? wa_node_attr(platform, "name") : "");
+    snprintf(d->business_name, sizeof(d->business_name), "%s",
+             biz && wa_node_attr(biz, "name") ? wa_node_attr(biz, "name") : "");
+    d->paired = true;
+    if (c->cfg.store->device_save(c->cfg.store->ctx, d) != WA_STORE_OK) {
+        d->paired = false;
+        snprintf(why, whylen, "cannot save the paired device");
+        return WA_ERR_STATE;
+    }
+
+    /* reply: the signed identity without the account signature key */
+    sdi.has_accountSignatureKey = false;
+    uint8_t enc[512];
+    size_t enc_len;
+    rc = pb_encode_buf(proto_ADVSignedDeviceIdentity_fields, &sdi, enc, sizeof(enc), &enc_len);
+    if (rc != WA_OK) return rc;
+    wa_node *sign = wa_node_new(a, "pair-device-sign");
+    wa_node *didn = bytes_node(a, "device-identity", enc, enc_len);
+    char key_index[16];
+    snprintf(key_index, sizeof(key_index), "%u", ident.keyIndex);
+    wa_node_set_attr(a, didn, "key-index", key_index);
+    wa_node_add_child(a, sign, didn);
+    answer_iq(c, iq, sign, a);
+    c->qr_deadline = 0;
+    emit(c, WA_EV_PAIR_SUCCESS, 0, 0, "%s", d->pn);
+    return WA_OK;
+}
+
+static void upload_prekeys(wa_client *c, size_t count)
+{
+    wa_store *st = c->cfg.store;
+    wa_prekey *keys = calloc(count, sizeof(*keys));
+    if (!keys) return;
+    /* reuse keys generated earlier but never uploaded, then make new ones */
+    size_t have = 0;
+    st->prekeys_unuploaded(st->ctx, keys, count, &have);
+    for (size_t i = have; i < count; i++) {
+        keys[i].id = c->dev.next_prekey_id++ & 0xFFFFFF;
+        wa_keypair_generate(c->cfg.crypto, &keys[i].key);
+        keys[i].uploaded = false;
+    }
+    if (st->prekeys_save(st->ctx, keys + have, count - have) != WA_STORE_OK ||
+        st->device_save(st->ctx, &c->dev) != WA_STORE_OK) {
+        emit(c, WA_EV_ERROR, 0, 0, "cannot store new prekeys; not uploading");
+        free(keys);
+        return;
+    }
+    wb_arena a;
+    wb_arena_init(&a, 1 << 16);
+    uint32_t max_id = 0;
+    for (size_t i = 0; i < count; i++)
+        if (keys[i].id > max_id) max_id = keys[i].id;
+    wa_node *iq = new_iq(c, &a, WA_SERVER_PN_AT, "set", "encrypt", IQ_UPLOAD, max_id);
+    uint8_t b[4];
+    put_be(b, c->dev.registration_id, 4);
+    wa_node_add_child(&a, iq, bytes_node(&a, "registration", b, 4));
+    wa_node_add_child(&a, iq, bytes_node(&a, "type", "\x05", 1));
+    wa_node_add_child(&a, iq, bytes_node(&a, "identity", c->dev.identity.pub, 32));
+    wa_node *list = wa_node_new(&a, "list");
+    for (size_t i = 0; i < count; i++) {
+        wa_node *key = wa_node_new(&a, "key");
+        put_be(b, keys[i].id, 3);
+        wa_node_add_child(&a, key, bytes_node(&a, "id", b, 3));
+        wa_node_add_child(&a, key, bytes_node(&a, "value", keys[i].key.pub, 32));
+        wa_node_add_child(&a, list, key);
+    }
+    wa_node_add_child(&a, iq, list);
+    wa_node *skey = wa_node_new(&a, "skey");
+    put_be(b, c->dev.signed_prekey_id, 3);
+    wa_node_add_child(&a, skey, bytes_node(&a, "id", b, 3));
+    wa_node_add_child(&a, skey, bytes_node(&a, "value", c->dev.signed_prekey.pub, 32));
+    wa_node_add_child(&a, skey, bytes_node(&a, "signature", c->dev.signed_prekey_sig, 64));
+    wa_node_add_child(&a, iq, skey);
+    wa_client_send_node(c, iq);
+    wb_arena_free(&a);
+    wa_wipe(keys, count * sizeof(*keys));
+    free(keys);
+}
+
+static void schedule_ping(wa_client *c, int64_t now)
+{
+    c->next_ping = now + WA_PING_MIN_MS + random_u32(c) % (WA_PING_MAX_MS - WA_PING_MIN_MS + 1);
+}
+
+static void on_success(wa_client *c, const wa_node *n, int64_t now)
+{
+    const char *lid = wa_node_attr(n, "lid");
+    if (lid && strcmp(lid, c->dev.lid) != 0) {
+        snprintf(c->dev.lid, sizeof(c->dev.lid), "%s", lid);
+        c->cfg.store->device_save(c->cfg.store->ctx, &c->dev);
+    }
+    c->state = WA_CLIENT_CONNECTED;
+    c->handshake_deadline = 0;
+    c->connected_since = now;
+    emit(c, WA_EV_CONNECTED, 0, 0, "%s", c->dev.lid);
+    send_simple_iq(c, WA_SERVER_PN_AT, "get", "encrypt", "count", IQ_COUNT);
+    schedule_ping(c, now);
+}
+
+static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
+{
+    pending_iq p = take_pending(c, wa_node_attr(n, "id"));
+    const char *type = wa_node_attr(n, "type");
+    bool ok = type && strcmp(type, "result") == 0;
+    wa_store *st = c->cfg.store;
+    switch (p.kind) {
+    case IQ_COUNT: {
+        const wa_node *count = wa_node_child(n, "count");
+        const char *v = count ? wa_node_attr(count, "value") : NULL;
+        long have = v ? strtol(v, NULL, 10) : 0;
+        if (ok && have < WA_PREKEY_MIN)
+            upload_prekeys(c, have == 0 ? WA_PREKEY_UPLOAD_FIRST : WA_PREKEY_UPLOAD_MORE);
+        send_simple_iq(c, WA_SERVER_PN_AT, "set", "passive", "active", IQ_PASSIVE);
+        break;
+    }
+    case IQ_UPLOAD:
+        if (ok)
+            st->prekeys_mark_uploaded(st->ctx, p.arg);
+        else
+            emit(c, WA_EV_ERROR, 0, 0, "the server refused our prekeys");
+        break;
+    case IQ_PING: c->ping_deadline = 0; break;
+    case IQ_LOGOUT: logged_out(c, now, 0, "logged out"); break;
+    case IQ_PASSIVE:
+    case IQ_DIGEST:
+    case IQ_NONE: break;
+    }
+}
+
+static void on_stream_error(wa_client *c, const wa_node *n, int64_t now)
+{
+    const char *code_s = wa_node_attr(n, "code");
+    int code = code_s ? atoi(code_s) : 0;
+    bool replaced = false;
+    const wa_node *conflict = wa_node_child(n, "conflict");
+    if (conflict) {
+        const char *t = wa_node_attr(conflict, "type");
+        replaced = t && strcmp(t, "replaced") == 0;
+        if (!code) code = 409;
+    }
+    if (code == 515) { /* restart: after pairing, or the server's request */
+        drop(c, now, 515, 0, "the server asked for a restart");
+    } else if (code == 401 || code == 516) {
+        logged_out(c, now, code, code == 516 ? "this device was removed" : "logged out");
+    } else if (code == 409 || replaced) {
+        c->stopped = true;
+        drop(c, now, 409, -1, "another client connected with this device (replaced)");
+    } else if (code == 429) {
+        int64_t delay = fail_backoff(c, now); /* rate limited: wait four times as long */
+        drop(c, now, 429, delay * 4 > WA_BACKOFF_MAX_MS * 4 ? WA_BACKOFF_MAX_MS * 4 : delay * 4,
+             "rate limited by the server");
+    } else {
+        drop(c, now, code, fail_backoff(c, now), "stream error");
+    }
+}
+
+static void on_failure(wa_client *c, const wa_node *n, int64_t now)
+{
+    const char *r = wa_node_attr(n, "reason");
+    int reason = r ? atoi(r) : 0;
+    switch (reason) {
+    case 401:
+    case 403:
+    case 406: logged_out(c, now, reason, "the server refused the login"); break;
+    case 405:
+        c->stopped = true;
+        drop(c, now, reason, -1, "the server says this client version is outdated");
+        break;
+    default: drop(c, now, reason, fail_backoff(c, now), "login failed");
+    }
+}
+
+static void on_node(wa_client *c, wa_node *n, int64_t now)
+{
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    const char *tag = n->tag;
+    if (strcmp(tag, "iq") == 0) {
+        const char *type = wa_node_attr(n, "type");
+        if (type && (strcmp(type, "result") == 0 || strcmp(type, "error") == 0)) {
+            on_iq_result(c, n, now);
+        } else {
+            const wa_node *pd = wa_node_child(n, "pair-device");
+            const wa_node *ps = wa_node_child(n, "pair-success");
+            if (pd && !c->dev.paired) {
+                on_pair_device(c, n, pd, &a, now);
+            } else if (ps && !c->dev.paired) {
+                char why[160] = "";
+                if (on_pair_success(c, n, ps, &a, now, why, sizeof(why)) != WA_OK) {
+                    c->stopped = true;
+                    emit(c, WA_EV_ERROR, 0, 0, "pairing failed: %s", why);
+                    drop(c, now, 0, -1, why);
+                }
+            } else {
+                answer_iq(c, n, NULL, &a); /* pings and requests we do not handle yet */
+            }
+        }
+    } else if (strcmp(tag, "success") == 0) {
+        on_success(c, n, now);
+    } else if (strcmp(tag, "failure") == 0) {
+        on_failure(c, n, now);
+    } else if (strcmp(tag, "stream:error") == 0) {
+        on_stream_error(c, n, now);
+    } else if (strcmp(tag, "ib") == 0) {
+        if (wa_node_child(n, "offline")) {
+            emit(c, WA_EV_READY, 0, 0, NULL);
+            send_simple_iq(c, WA_SERVER_PN_AT, "get", "encrypt", "digest", IQ_DIGEST);
+        }
+    }
+    wb_arena_free(&a);
+}
+
+void wa_client_on_data(wa_client *c, const uint8_t *p, size_t len, int64_t now, uint64_t wall)
+{
+    if (c->state == WA_CLIENT_IDLE || c->state == WA_CLIENT_BACKOFF ||
+        c->state == WA_CLIENT_LOGGED_OUT || c->state == WA_CLIENT_CONNECTING)
+        return;
+    wa_errinfo ei = {0};
+    if (wa_frame_reader_push(&c->reader, p, len) != WA_OK) {
+        drop(c, now, 0, fail_backoff(c, now), "out of memory");
+        return;
+    }
+    const uint8_t *f;
+    size_t flen;
+    int got;
+    while ((got = wa_frame_reader_next(&c->reader, &f, &flen, &ei)) == 1) {
+        if (c->state == WA_CLIENT_HANDSHAKE && c->noise.state == WA_NOISE_SENT_HELLO) {
+            uint8_t payload[2048];
+            size_t plen;
+            wa_cert_policy policy = {.now = wall};
+            memcpy(policy.root, c->root, 32);
+            int rc = client_payload(c, payload, sizeof(payload), &plen);
+            if (rc == WA_OK)
+                rc = wa_noise_client_finish(&c->noise, f, flen, &policy, &c->dev.noise, payload,
+                                            plen, &c->out, &ei);
+            if (rc != WA_OK) {
+                emit(c, WA_EV_ERROR, rc, 0, "handshake failed: %s",
+                     ei.message[0] ? ei.message : wa_strerror(rc));
+                drop(c, now, 0, rc == WA_ERR_CERT ? -1 : fail_backoff(c, now), "handshake failed");
+                return;
+            }
+            c->state = c->dev.paired ? WA_CLIENT_LOGGING_IN : WA_CLIENT_HANDSHAKE;
+            continue;
+        }
+        wb_buf plain;
+        wb_buf_init(&plain);
+        int rc = wa_noise_recv(&c->noise, f, flen, &plain);
+        wb_arena a;
+        wb_arena_init(&a, 0);
+        wa_node *n = NULL;
+        if (rc == WA_OK) rc = wa_binary_unpack(plain.data, plain.len, 0, &a, &n, &ei);
+        wb_buf_free(&plain);
+        if (rc != WA_OK) {
+            wb_arena_free(&a);
+            emit(c, WA_EV_ERROR, rc, 0, "bad frame from the server: %s",
+                 ei.message[0] ? ei.message : wa_strerror(rc));
+            drop(c, now, 0, fail_backoff(c, now), "bad frame");
+            return;
+        }
+        wa_client_state before = c->state;
+        on_node(c, n, now);
+        wb_arena_free(&a);
+        if (c->state == WA_CLIENT_BACKOFF || c->state == WA_CLIENT_IDLE ||
+            c->state == WA_CLIENT_LOGGED_OUT || (before != c->state && c->io == WA_IO_CLOSE))
+            return;
+    }
+    if (got < 0) {
+        drop(c, now, 0, fail_backoff(c, now), "bad framing");
+    }
+}
+
+void wa_client_tick(wa_client *c, int64_t now, uint64_t wall)
+{
+    if (c->reconnect_at && now >= c->reconnect_at) {
+        c->reconnect_at = 0;
+        wa_client_start(c, now, wall);
+        return;
+    }
+    if (c->handshake_deadline && now >= c->handshake_deadline) {
+        drop(c, now, 0, fail_backoff(c, now), "the server did not answer in time");
+        return;
+    }
+    if (c->qr_deadline && now >= c->qr_deadline) {
+        c->qr_deadline = 0;
+        show_next_qr(c, now);
+        return;
+    }
+    if (c->ping_deadline && now >= c->ping_deadline) {
+        drop(c, now, 0, fail_backoff(c, now), "keepalive ping unanswered");
+        return;
+    }
+    if (c->next_ping && now >= c->next_ping && c->state == WA_CLIENT_CONNECTED) {
+        /* one ping at a time: a later ping must not push the first one's deadline out */
+        if (!c->ping_deadline) {
+            send_simple_iq(c, WA_SERVER_PN, "get", "w:p", "ping", IQ_PING);
+            c->ping_deadline = now + WA_PING_DEADLINE_MS;
+        }
+        schedule_ping(c, now);
+    }
+}
+
+int wa_client_logout(wa_client *c, int64_t now)
+{
+    if (c->state != WA_CLIENT_CONNECTED) {
+        /* offline: forget locally; the phone will drop the device on its own */
+        logged_out(c, now, 0, "logged out (offline)");
+        return WA_OK;
+    }
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *iq = new_iq(c, &a, WA_SERVER_PN, "set", "md", IQ_LOGOUT, 0);
+    wa_node *rm = wa_node_new(&a, "remove-companion-device");
+    wa_node_set_attr(&a, rm, "jid", c->dev.pn);
+    wa_node_set_attr(&a, rm, "reason", "user_initiated");
+    wa_node_add_child(&a, iq, rm);
+    int rc = wa_client_send_node(c, iq);
+    wb_arena_free(&a);
+    return rc;
+}
