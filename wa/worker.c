@@ -1,0 +1,291 @@
+/*
+ * wa/worker.c - the engine worker of wa/worker.h: an inbox, a timer wheel of one (the earliest
+ * client deadline), and the loop that moves bytes between wa_net and the clients.
+ */
+#include "wa/worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_LOGINS 4096
+
+typedef enum item_kind { ITEM_OPEN, ITEM_DATA, ITEM_CLOSED, ITEM_CALL, ITEM_START } item_kind;
+
+typedef struct item item;
+struct item {
+    item *next;
+    item_kind kind;
+    int login;
+    uint64_t conn; /* OPEN / DATA / CLOSED: which connection it is about */
+    uint8_t *data; /* DATA: copied bytes */
+    size_t len;
+    wa_worker_call_fn fn; /* CALL */
+    void *arg;
+    bool *done; /* CALL with wait: set when run */
+};
+
+typedef struct slot {
+    wa_worker *w;
+    int index;
+    wa_client *client;
+    char url[512];
+    uint64_t conn; /* current connection id, 0 when none */
+} slot;
+
+struct wa_worker {
+    wa_net *net;
+    wa_worker_event_fn on_event;
+    void *user;
+    pthread_t thread;
+    pthread_mutex_t lock; /* guards the inbox, nslots and stop */
+    pthread_cond_t cond;  /* inbox not empty, or a call finished */
+    item *head, *tail;
+    bool stop;
+    slot *slots[MAX_LOGINS];
+    int nslots;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void push(wa_worker *w, item *it)
+{
+    pthread_mutex_lock(&w->lock);
+    if (w->tail)
+        w->tail->next = it;
+    else
+        w->head = it;
+    w->tail = it;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void push_net(slot *s, item_kind kind, uint64_t conn, const uint8_t *p, size_t len)
+{
+    item *it = calloc(1, sizeof(*it));
+    if (!it) return;
+    it->kind = kind;
+    it->login = s->index;
+    it->conn = conn;
+    if (len) {
+        it->data = malloc(len);
+        if (!it->data) {
+            free(it);
+            return;
+        }
+        memcpy(it->data, p, len);
+        it->len = len;
+    }
+    push(s->w, it);
+}
+
+static void net_open(void *user, uint64_t conn)
+{
+    push_net(user, ITEM_OPEN, conn, NULL, 0);
+}
+
+static void net_data(void *user, uint64_t conn, const uint8_t *p, size_t len)
+{
+    push_net(user, ITEM_DATA, conn, p, len);
+}
+
+static void net_closed(void *user, uint64_t conn, const char *why)
+{
+    push_net(user, ITEM_CLOSED, conn, NULL, 0);
+}
+
+static const wa_net_callbacks net_cb = {net_open, net_data, net_closed};
+
+/* After any step of a client: sockets it asked for, bytes it wrote, events it raised. */
+static void service_client(wa_worker *w, slot *s)
+{
+    wa_io io;
+    while ((io = wa_client_io(s->client)) != WA_IO_NONE) {
+        if (io == WA_IO_OPEN) {
+            if (s->conn) wa_net_close(w->net, s->conn);
+            s->conn = wa_net_connect(w->net, s->url, &net_cb, s);
+            if (!s->conn) wa_client_on_closed(s->client, now_ms());
+        } else if (s->conn) {
+            wa_net_close(w->net, s->conn);
+            s->conn = 0;
+        }
+    }
+    wb_buf *out = wa_client_output(s->client);
+    if (out->len) {
+        if (s->conn) wa_net_send(w->net, s->conn, out->data, out->len);
+        out->len = 0;
+    }
+    wa_event ev;
+    while (wa_client_next_event(s->client, &ev))
+        if (w->on_event) w->on_event(w->user, s->index, &ev);
+}
+
+static void run_item(wa_worker *w, item *it)
+{
+    slot *s = it->login >= 0 && it->login < MAX_LOGINS ? w->slots[it->login] : NULL;
+    if (!s) return;
+    int64_t now = now_ms();
+    uint64_t wall = (uint64_t)time(NULL);
+    switch (it->kind) {
+    case ITEM_START: wa_client_start(s->client, now, wall); break;
+    case ITEM_OPEN:
+        if (it->conn == s->conn) wa_client_on_open(s->client, now, wall);
+        break;
+    case ITEM_DATA:
+        if (it->conn == s->conn) wa_client_on_data(s->client, it->data, it->len, now, wall);
+        break;
+    case ITEM_CLOSED:
+        if (it->conn == s->conn) {
+            s->conn = 0;
+            wa_client_on_closed(s->client, now);
+        }
+        break;
+    case ITEM_CALL: it->fn(s->client, it->arg); break;
+    }
+    service_client(w, s);
+}
+
+static void *worker_main(void *arg)
+{
+    wa_worker *w = arg;
+    pthread_mutex_lock(&w->lock);
+    while (!w->stop) {
+        item *it = w->head;
+        if (it) {
+            w->head = it->next;
+            if (!w->head) w->tail = NULL;
+            pthread_mutex_unlock(&w->lock);
+            run_item(w, it);
+            pthread_mutex_lock(&w->lock);
+            if (it->done) {
+                *it->done = true;
+                pthread_cond_broadcast(&w->cond);
+            }
+            free(it->data);
+            free(it);
+            continue;
+        }
+        /* nothing queued: run due timers, then sleep until the next one or new work */
+        int64_t now = now_ms(), next = INT64_MAX;
+        int n = w->nslots;
+        pthread_mutex_unlock(&w->lock);
+        for (int i = 0; i < n; i++) {
+            slot *s = w->slots[i];
+            if (!s) continue;
+            if (wa_client_deadline(s->client) <= now) {
+                wa_client_tick(s->client, now, (uint64_t)time(NULL));
+                service_client(w, s);
+            }
+            int64_t d = wa_client_deadline(s->client);
+            if (d < next) next = d;
+        }
+        pthread_mutex_lock(&w->lock);
+        if (w->head || w->stop) continue;
+        if (next <= now_ms()) continue;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t wait = next == INT64_MAX ? 1000 : next - now_ms();
+        if (wait > 1000) wait = 1000;
+        ts.tv_sec += wait / 1000;
+        ts.tv_nsec += (wait % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+wa_worker *wa_worker_new(wa_net *net, wa_worker_event_fn on_event, void *user)
+{
+    wa_worker *w = calloc(1, sizeof(*w));
+    if (!w) return NULL;
+    w->net = net;
+    w->on_event = on_event;
+    w->user = user;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void wa_worker_free(wa_worker *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->lock);
+    w->stop = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    for (int i = 0; i < w->nslots; i++) {
+        if (!w->slots[i]) continue;
+        if (w->slots[i]->conn) wa_net_close(w->net, w->slots[i]->conn);
+        free(w->slots[i]);
+    }
+    while (w->head) {
+        item *it = w->head;
+        w->head = it->next;
+        free(it->data);
+        free(it);
+    }
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+int wa_worker_add(wa_worker *w, wa_client *client, const char *url)
+{
+    slot *s = calloc(1, sizeof(*s));
+    if (!s) return -1;
+    s->w = w;
+    s->client = client;
+    snprintf(s->url, sizeof(s->url), "%s", url);
+    pthread_mutex_lock(&w->lock);
+    if (w->nslots == MAX_LOGINS) {
+        pthread_mutex_unlock(&w->lock);
+        free(s);
+        return -1;
+    }
+    s->index = w->nslots;
+    w->slots[w->nslots++] = s;
+    pthread_mutex_unlock(&w->lock);
+    item *it = calloc(1, sizeof(*it));
+    if (!it) return -1;
+    it->kind = ITEM_START;
+    it->login = s->index;
+    push(w, it);
+    return s->index;
+}
+
+int wa_worker_call(wa_worker *w, int login, wa_worker_call_fn fn, void *arg, bool wait)
+{
+    item *it = calloc(1, sizeof(*it));
+    if (!it) return -1;
+    bool done = false;
+    it->kind = ITEM_CALL;
+    it->login = login;
+    it->fn = fn;
+    it->arg = arg;
+    it->done = wait ? &done : NULL;
+    push(w, it);
+    if (wait) {
+        pthread_mutex_lock(&w->lock);
+        while (!done && !w->stop)
+            pthread_cond_wait(&w->cond, &w->lock);
+        pthread_mutex_unlock(&w->lock);
+    }
+    return 0;
+}

@@ -1,0 +1,34 @@
+/*
+ * wa/worker.h - an engine worker: one thread that runs the wa_client state machines of the logins
+ * pinned to it (DESIGN.md "Threads"), fed by the wa_net service thread.
+ *
+ * Socket events arrive from wa/net's thread and are queued; the worker thread alone touches its
+ * clients, so wa/ needs no locks inside. Events of the clients (QR, connected, logged out...) go to
+ * the owner's callback on the worker thread: it must not block (a bridge queues them to a portal or
+ * management worker). Other threads act on a client only through wa_worker_call.
+ */
+#ifndef WA_WORKER_H
+#define WA_WORKER_H
+
+#include "wa/client.h"
+#include "wa/net.h"
+
+typedef struct wa_worker wa_worker;
+
+/* login: the handle wa_worker_add returned; ev: valid during the call. */
+typedef void (*wa_worker_event_fn)(void *user, int login, const wa_event *ev);
+/* Runs on the worker thread with the client of `login`. */
+typedef void (*wa_worker_call_fn)(wa_client *client, void *arg);
+
+wa_worker *wa_worker_new(wa_net *net, wa_worker_event_fn on_event, void *user);
+/* Stops the thread; the clients are closed but not freed (their owner frees them). */
+void wa_worker_free(wa_worker *w);
+
+/* Pins client (not owned) to this worker, connecting to url when it asks for a socket.
+ * Returns the login handle (>= 0) or -1. The client is started on the worker thread. */
+int wa_worker_add(wa_worker *w, wa_client *client, const char *url);
+/* Runs fn(client, arg) on the worker thread, after what is already queued; waits for it when
+ * wait is true. */
+int wa_worker_call(wa_worker *w, int login, wa_worker_call_fn fn, void *arg, bool wait);
+
+#endif
