@@ -1,0 +1,851 @@
+/*
+ * db/db.c - connections, lazily prepared statements, reconnects, transactions and the pool.
+ *
+ * The rules of db/db.h in code. Before a statement is sent the connection is checked (a cheap poll
+ * of its socket catches a server that hung up while we were idle, e.g. pg_terminate_backend), so a
+ * statement is never sent on a connection already known dead. When a connection breaks while a
+ * statement is in flight, the statement is re-run only if it is idempotent and outside a
+ * transaction; a transaction whose connection broke stays "lost" until the caller rolls it back, so
+ * no later statement of it can slip through in autocommit mode on the new session.
+ */
+#include "db/db.h"
+#include "db/db_internal.h"
+
+#include <libpq-fe.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DB_MAX_PARAMS 64
+
+struct db_conn {
+    PGconn *pg;               /* the libpq connection; reset in place on reconnect */
+    db_conn_opts opts;        /* with defaults filled in */
+    db_error err;             /* the last error (code DB_OK after a success) */
+    const db_stmt **prepared; /* statements prepared on the current server session */
+    size_t nprepared;         /* entries used in prepared */
+    size_t capprepared;       /* entries allocated in prepared */
+    bool in_tx;               /* between db_begin and db_commit/db_rollback */
+    bool tx_failed;           /* a statement of the open transaction failed on the server */
+    bool tx_lost;             /* the connection broke inside the open transaction */
+    uint64_t reconnects;      /* successful reconnects after a loss */
+    uint64_t rng;             /* xorshift state for retry jitter */
+};
+
+const char *db_strerror(int err)
+{
+    switch ((db_err)err) {
+    case DB_OK: return "no error";
+    case DB_ERR_NOMEM: return "out of memory";
+    case DB_ERR_INVALID: return "invalid argument";
+    case DB_ERR_CONNECT: return "cannot connect to PostgreSQL";
+    case DB_ERR_CONN_LOST: return "connection lost; transaction not committed";
+    case DB_ERR_IN_DOUBT: return "connection lost; outcome unknown";
+    case DB_ERR_SERVER: return "PostgreSQL error";
+    case DB_ERR_UNIQUE: return "unique violation";
+    case DB_ERR_SERIALIZATION: return "serialization failure";
+    case DB_ERR_NOT_FOUND: return "not found";
+    case DB_ERR_TX_ABORTED: return "transaction aborted by an earlier error";
+    case DB_ERR_SCHEMA_TOO_NEW: return "database schema is newer than this wabridge";
+    case DB_ERR_SCHEMA_OLD: return "database schema needs migrating";
+    case DB_ERR_MIGRATION: return "migration failed";
+    case DB_ERR_IO: return "I/O error";
+    case DB_ERR_TIMEOUT: return "timed out";
+    case DB_ERR_STATE: return "call out of order";
+    }
+    return "unknown error";
+}
+
+static void silent_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static int set_error(db_conn *c, int code, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int set_error(db_conn *c, int code, const char *sqlstate, const char *fmt, ...)
+{
+    c->err.code = code;
+    snprintf(c->err.sqlstate, sizeof(c->err.sqlstate), "%s", sqlstate ? sqlstate : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err.message, sizeof(c->err.message), fmt, ap);
+    va_end(ap);
+    /* libpq messages end in a newline; messages read better without it */
+    size_t n = strlen(c->err.message);
+    while (n > 0 && (c->err.message[n - 1] == '\n' || c->err.message[n - 1] == ' '))
+        c->err.message[--n] = '\0';
+    return code;
+}
+
+int db_set_error(db_conn *c, int code, const char *sqlstate, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[sizeof(c->err.message)];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return set_error(c, code, sqlstate, "%s", msg);
+}
+
+int64_t db_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void clear_error(db_conn *c)
+{
+    c->err.code = DB_OK;
+    c->err.sqlstate[0] = '\0';
+    c->err.message[0] = '\0';
+}
+
+/* The db_err for a server SQLSTATE. */
+static int code_for_sqlstate(const char *st)
+{
+    if (!st) return DB_ERR_SERVER;
+    if (strcmp(st, "23505") == 0) return DB_ERR_UNIQUE;
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0) return DB_ERR_SERIALIZATION;
+    if (strcmp(st, "25P02") == 0) return DB_ERR_TX_ABORTED;
+    return DB_ERR_SERVER;
+}
+
+/* Records the error of a failed result: "what: primary message (detail)". */
+static int set_result_error(db_conn *c, int code, const PGresult *res, const char *what)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    if (!msg) msg = PQerrorMessage(c->pg);
+    if (code == 0) code = code_for_sqlstate(st);
+    if (detail) return set_error(c, code, st, "%s: %s (%s)", what, msg, detail);
+    return set_error(c, code, st, "%s: %s", what, msg);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool conn_bad(const db_conn *c)
+{
+    return !c->pg || PQstatus(c->pg) != CONNECTION_OK;
+}
+
+/* Notices a server that hung up while we were idle: its farewell (an error and EOF) is already in
+ * the socket. Costs one poll() system call. */
+static bool conn_alive(db_conn *c)
+{
+    if (conn_bad(c)) return false;
+    struct pollfd pfd = {PQsocket(c->pg), POLLIN, 0};
+    if (pfd.fd < 0) return false;
+    /* the farewell message and the end of the stream may need two reads */
+    for (int i = 0; i < 4 && poll(&pfd, 1, 0) > 0; i++) {
+        if (!PQconsumeInput(c->pg)) return false;
+        PGnotify *n;
+        while ((n = PQnotifies(c->pg)) != NULL)
+            PQfreemem(n);
+        if (conn_bad(c)) return false;
+    }
+    return !conn_bad(c);
+}
+
+static int reconnect(db_conn *c)
+{
+    int64_t deadline = now_ms() + c->opts.reconnect_timeout_ms;
+    int wait = 25;
+    for (;;) {
+        PQreset(c->pg);
+        if (PQstatus(c->pg) == CONNECTION_OK) {
+            PQsetNoticeProcessor(c->pg, silent_notice, NULL);
+            c->nprepared = 0;
+            c->reconnects++;
+            return DB_OK;
+        }
+        if (now_ms() >= deadline)
+            return set_error(c, DB_ERR_CONNECT, NULL, "reconnect: %s", PQerrorMessage(c->pg));
+        sleep_ms(wait);
+        if (wait < 500) wait *= 2;
+    }
+}
+
+/* Makes sure the connection is usable before anything is sent. Inside a transaction a dead
+ * connection means the transaction is gone: it is marked lost (and the session re-established so
+ * the rollback and later work can proceed). */
+static int ensure_conn(db_conn *c)
+{
+    if (conn_alive(c)) return DB_OK;
+    int rc = reconnect(c);
+    if (c->in_tx) {
+        c->tx_lost = true;
+        if (rc == DB_OK)
+            set_error(c, DB_ERR_CONN_LOST, NULL,
+                      "connection lost inside a transaction; nothing of it was committed");
+        return DB_ERR_CONN_LOST;
+    }
+    return rc;
+}
+
+int db_conn_open(const char *conninfo, const db_conn_opts *opts, db_conn **out, db_error *err)
+{
+    *out = NULL;
+    db_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        if (err) *err = (db_error){DB_ERR_NOMEM, "", "db_conn_open: out of memory"};
+        return DB_ERR_NOMEM;
+    }
+    if (opts) c->opts = *opts;
+    if (c->opts.reconnect_timeout_ms <= 0) c->opts.reconnect_timeout_ms = 15000;
+    if (c->opts.tx_max_attempts <= 0) c->opts.tx_max_attempts = 5;
+    c->rng = (uint64_t)now_ms() * 0x9e3779b97f4a7c15ULL | 1;
+    c->pg = PQconnectdb(conninfo ? conninfo : "");
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+        if (err) {
+            set_error(c, DB_ERR_CONNECT, NULL, "connect: %s",
+                      c->pg ? PQerrorMessage(c->pg) : "out of memory");
+            *err = c->err;
+        }
+        PQfinish(c->pg);
+        free(c);
+        return DB_ERR_CONNECT;
+    }
+    PQsetNoticeProcessor(c->pg, silent_notice, NULL);
+    *out = c;
+    return DB_OK;
+}
+
+void db_conn_close(db_conn *c)
+{
+    if (!c) return;
+    PQfinish(c->pg);
+    free(c->prepared);
+    free(c);
+}
+
+const db_error *db_conn_error(const db_conn *c)
+{
+    return &c->err;
+}
+
+int db_conn_backend_pid(const db_conn *c)
+{
+    return c->pg ? PQbackendPID(c->pg) : 0;
+}
+
+uint64_t db_conn_reconnects(const db_conn *c)
+{
+    return c->reconnects;
+}
+
+bool db_conn_in_tx(const db_conn *c)
+{
+    return c->in_tx;
+}
+
+static bool is_prepared(const db_conn *c, const db_stmt *st)
+{
+    for (size_t i = 0; i < c->nprepared; i++)
+        if (c->prepared[i] == st) return true;
+    return false;
+}
+
+/* Prepares st on this session unless done already. Returns DB_ERR_CONN_LOST when the connection
+ * broke (nothing was executed). */
+static int ensure_prepared(db_conn *c, const db_stmt *st)
+{
+    if (is_prepared(c, st)) return DB_OK;
+    if (c->nprepared == c->capprepared) {
+        size_t cap = c->capprepared ? c->capprepared * 2 : 32;
+        const db_stmt **p = realloc(c->prepared, cap * sizeof(*p));
+        if (!p) return set_error(c, DB_ERR_NOMEM, NULL, "%s: out of memory", st->name);
+        c->prepared = p;
+        c->capprepared = cap;
+    }
+    PGresult *res = PQprepare(c->pg, st->name, st->sql, 0, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        int code = conn_bad(c) ? DB_ERR_CONN_LOST : 0;
+        set_result_error(c, code, res, st->name);
+        PQclear(res);
+        if (code == DB_ERR_CONN_LOST && c->in_tx) c->tx_lost = true;
+        if (code == 0 && c->in_tx) c->tx_failed = true;
+        return c->err.code;
+    }
+    PQclear(res);
+    c->prepared[c->nprepared++] = st;
+    return DB_OK;
+}
+
+/* Refuses statements of a transaction that already failed or lost its connection. */
+static int check_tx_usable(db_conn *c, const char *what)
+{
+    if (!c->in_tx) return DB_OK;
+    if (c->tx_lost)
+        return set_error(c, DB_ERR_CONN_LOST, NULL,
+                         "%s: the transaction was lost with its connection; roll it back", what);
+    if (c->tx_failed)
+        return set_error(c, DB_ERR_TX_ABORTED, "25P02",
+                         "%s: an earlier statement of this transaction failed; roll it back", what);
+    return DB_OK;
+}
+
+/* Parameters as libpq wants them. */
+typedef struct wire_params {
+    const char *values[DB_MAX_PARAMS]; /* NULL: SQL NULL */
+    int lengths[DB_MAX_PARAMS];        /* for binary values */
+    int formats[DB_MAX_PARAMS];        /* 0 text, 1 binary */
+    char nums[DB_MAX_PARAMS][24];      /* integers formatted as text */
+} wire_params;
+
+static int to_wire(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
+                   wire_params *w)
+{
+    for (int i = 0; i < nparams; i++) {
+        const db_param *p = &params[i];
+        w->lengths[i] = 0;
+        w->formats[i] = 0;
+        switch (p->kind) {
+        case DB_PARAM_NULL: w->values[i] = NULL; break;
+        case DB_PARAM_TEXT: w->values[i] = p->ptr; break;
+        case DB_PARAM_BYTES:
+            if (p->len > 0x7fffffff)
+                return set_error(c, DB_ERR_INVALID, NULL, "%s: parameter too large", st->name);
+            w->values[i] = p->len ? p->ptr : ""; /* a NULL pointer would mean SQL NULL */
+            w->lengths[i] = (int)p->len;
+            w->formats[i] = 1;
+            break;
+        case DB_PARAM_INT:
+            snprintf(w->nums[i], sizeof(w->nums[i]), "%lld", (long long)p->i);
+            w->values[i] = w->nums[i];
+            break;
+        case DB_PARAM_BOOL: w->values[i] = p->i ? "t" : "f"; break;
+        default: return set_error(c, DB_ERR_INVALID, NULL, "%s: bad parameter kind", st->name);
+        }
+    }
+    return DB_OK;
+}
+
+int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, db_result **out)
+{
+    if (out) *out = NULL;
+    if (!c || !st || nparams < 0 || nparams > DB_MAX_PARAMS || (nparams > 0 && !params))
+        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec: bad arguments") : DB_ERR_INVALID;
+    int rc = check_tx_usable(c, st->name);
+    if (rc) return rc;
+
+    wire_params w;
+    rc = to_wire(c, st, params, nparams, &w);
+    if (rc) return rc;
+
+    for (int attempt = 0;; attempt++) {
+        rc = ensure_conn(c);
+        if (rc) return rc;
+        rc = ensure_prepared(c, st);
+        if (rc == DB_ERR_CONN_LOST && !c->in_tx && attempt < 3) continue; /* nothing ran */
+        if (rc) return rc;
+        PGresult *res = PQexecPrepared(c->pg, st->name, nparams, w.values, w.lengths, w.formats, 1);
+        ExecStatusType s = PQresultStatus(res);
+        if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+            clear_error(c);
+            if (out)
+                *out = res;
+            else
+                PQclear(res);
+            return DB_OK;
+        }
+        if (conn_bad(c)) {
+            set_result_error(c, DB_ERR_CONN_LOST, res, st->name);
+            PQclear(res);
+            if (c->in_tx) {
+                c->tx_lost = true;
+                return DB_ERR_CONN_LOST;
+            }
+            if ((st->flags & DB_STMT_IDEMPOTENT) && attempt < 3) continue;
+            c->err.code = DB_ERR_IN_DOUBT;
+            size_t n = strlen(c->err.message);
+            snprintf(c->err.message + n, sizeof(c->err.message) - n,
+                     " [connection lost; the statement may or may not have run]");
+            return DB_ERR_IN_DOUBT;
+        }
+        const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (sqlstate && strcmp(sqlstate, "26000") == 0 && !c->in_tx && attempt < 1) {
+            /* the server forgot our prepared statements (DISCARD ALL): prepare again */
+            PQclear(res);
+            c->nprepared = 0;
+            continue;
+        }
+        rc = set_result_error(c, 0, res, st->name);
+        PQclear(res);
+        if (c->in_tx) c->tx_failed = true;
+        return rc;
+    }
+}
+
+/* Sends the batch and reads every result. Returns DB_OK, a server error, or DB_ERR_CONN_LOST
+ * (with *commit_sent telling whether a COMMIT of ours may have reached the server). */
+static int batch_once(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch_fill_fn fill,
+                      void *arg, bool own_tx, int64_t *affected, bool *commit_sent)
+{
+    *commit_sent = false;
+    *affected = 0;
+    if (!PQenterPipelineMode(c->pg))
+        return set_error(c, DB_ERR_STATE, NULL, "%s: cannot enter pipeline mode", st->name);
+    bool sent = true;
+    if (own_tx) sent = PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
+    db_param params[DB_MAX_PARAMS];
+    wire_params w;
+    int rc = DB_OK;
+    for (size_t i = 0; i < n && sent && rc == DB_OK; i++) {
+        memset(params, 0, sizeof(params[0]) * (size_t)nparams);
+        fill(arg, i, params);
+        rc = to_wire(c, st, params, nparams, &w);
+        if (rc == DB_OK)
+            sent = PQsendQueryPrepared(c->pg, st->name, nparams, w.values, w.lengths, w.formats,
+                                       1) == 1;
+    }
+    if (own_tx && sent && rc == DB_OK) {
+        sent = PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
+        *commit_sent = sent;
+    }
+    if (sent) sent = PQpipelineSync(c->pg) == 1;
+    /* read until the sync (or the connection dies); the first error wins */
+    int err = DB_OK;
+    bool synced = false;
+    while (sent && !synced) {
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (conn_bad(c)) break;
+            continue; /* end of one query's results */
+        }
+        ExecStatusType s = PQresultStatus(res);
+        if (s == PGRES_PIPELINE_SYNC) {
+            synced = true;
+        } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+            const char *tag = PQcmdStatus(res);
+            if (strcmp(tag, "ROLLBACK") == 0 && err == DB_OK)
+                err = set_error(c, DB_ERR_TX_ABORTED, "25P02", "%s: rolled back", st->name);
+            else if (strcmp(tag, "BEGIN") != 0 && strcmp(tag, "COMMIT") != 0)
+                *affected += db_result_affected(res);
+        } else if (s == PGRES_PIPELINE_ABORTED) {
+            /* skipped after an earlier error */
+        } else if (err == DB_OK && !conn_bad(c)) {
+            err = set_result_error(c, 0, res, st->name);
+        }
+        PQclear(res);
+        if (conn_bad(c)) break;
+    }
+    if (!synced || conn_bad(c)) {
+        set_error(c, DB_ERR_CONN_LOST, NULL, "%s: connection lost during a batch: %s", st->name,
+                  PQerrorMessage(c->pg));
+        return DB_ERR_CONN_LOST;
+    }
+    PQexitPipelineMode(c->pg);
+    if (rc) return rc;
+    if (err && own_tx) {
+        /* the server aborted our transaction at the error; COMMIT turned into a rollback */
+        PGresult *res = PQexec(c->pg, "ROLLBACK");
+        PQclear(res);
+    }
+    return err;
+}
+
+int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch_fill_fn fill,
+                  void *arg, int64_t *affected)
+{
+    if (affected) *affected = 0;
+    if (!c || !st || !fill || nparams < 0 || nparams > DB_MAX_PARAMS)
+        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_batch: bad arguments")
+                 : DB_ERR_INVALID;
+    int rc = check_tx_usable(c, st->name);
+    if (rc) return rc;
+    if (n == 0) return DB_OK;
+    bool own_tx = !c->in_tx;
+    for (int attempt = 0;; attempt++) {
+        rc = ensure_conn(c);
+        if (rc) return rc;
+        rc = ensure_prepared(c, st);
+        if (rc == DB_ERR_CONN_LOST && own_tx && attempt < 3) continue;
+        if (rc) return rc;
+        int64_t count = 0;
+        bool commit_sent = false;
+        rc = batch_once(c, st, nparams, n, fill, arg, own_tx, &count, &commit_sent);
+        if (rc == DB_OK) {
+            if (affected) *affected = count;
+            clear_error(c);
+            return DB_OK;
+        }
+        if (rc != DB_ERR_CONN_LOST) {
+            if (!own_tx) c->tx_failed = true;
+            return rc;
+        }
+        if (!own_tx) {
+            c->tx_lost = true;
+            return DB_ERR_CONN_LOST;
+        }
+        if ((st->flags & DB_STMT_IDEMPOTENT) && attempt < 3) continue;
+        if (!commit_sent) return DB_ERR_CONN_LOST; /* never committed */
+        c->err.code = DB_ERR_IN_DOUBT;
+        return DB_ERR_IN_DOUBT;
+    }
+}
+
+int db_exec_row(db_conn *c, const db_stmt *st, const db_param *params, int nparams, db_result **out)
+{
+    int rc = db_exec(c, st, params, nparams, out);
+    if (rc) return rc;
+    if (PQntuples(*out) < 1) {
+        PQclear(*out);
+        *out = NULL;
+        return set_error(c, DB_ERR_NOT_FOUND, NULL, "%s: no row", st->name);
+    }
+    return DB_OK;
+}
+
+int db_result_rows(const db_result *r)
+{
+    return r ? PQntuples(r) : 0;
+}
+
+int64_t db_result_affected(const db_result *r)
+{
+    const char *s = r ? PQcmdTuples((PGresult *)r) : "";
+    return *s ? strtoll(s, NULL, 10) : 0;
+}
+
+bool db_result_isnull(const db_result *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) != 0;
+}
+
+const uint8_t *db_result_bytes(const db_result *r, int row, int col, size_t *len)
+{
+    *len = (size_t)PQgetlength(r, row, col);
+    return (const uint8_t *)PQgetvalue(r, row, col);
+}
+
+const char *db_result_text(const db_result *r, int row, int col)
+{
+    return PQgetvalue(r, row, col);
+}
+
+int64_t db_result_int(const db_result *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col)) return 0;
+    const uint8_t *p = (const uint8_t *)PQgetvalue(r, row, col);
+    int n = PQgetlength(r, row, col);
+    if (PQfformat(r, col) == 0) return strtoll((const char *)p, NULL, 10);
+    uint64_t v = 0;
+    for (int i = 0; i < n && i < 8; i++)
+        v = (v << 8) | p[i];
+    switch (n) {
+    case 2: return (int16_t)v;
+    case 4: return (int32_t)v;
+    case 8: return (int64_t)v;
+    }
+    return 0;
+}
+
+bool db_result_bool(const db_result *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col)) return false;
+    const char *p = PQgetvalue(r, row, col);
+    if (PQfformat(r, col) == 0) return p[0] == 't';
+    return p[0] != 0;
+}
+
+bool db_result_copy_text(const db_result *r, int row, int col, char *buf, size_t cap)
+{
+    size_t n = (size_t)PQgetlength(r, row, col);
+    if (cap == 0) return false;
+    if (n >= cap) {
+        buf[0] = '\0';
+        return false;
+    }
+    memcpy(buf, PQgetvalue(r, row, col), n);
+    buf[n] = '\0';
+    return true;
+}
+
+bool db_result_copy_fixed(const db_result *r, int row, int col, void *out, size_t n)
+{
+    if (PQgetisnull(r, row, col) || (size_t)PQgetlength(r, row, col) != n) return false;
+    memcpy(out, PQgetvalue(r, row, col), n);
+    return true;
+}
+
+void db_result_free(db_result *r)
+{
+    PQclear(r);
+}
+
+/* Runs a statement with no parameters through the simple protocol; reports a lost connection as
+ * lost_code (CONN_LOST when nothing can have committed, IN_DOUBT otherwise). */
+static int exec_simple(db_conn *c, const char *sql, const char *what, int lost_code)
+{
+    PGresult *res = PQexec(c->pg, sql);
+    ExecStatusType s = PQresultStatus(res);
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+        PQclear(res);
+        clear_error(c);
+        return DB_OK;
+    }
+    int rc = set_result_error(c, conn_bad(c) ? lost_code : 0, res, what);
+    PQclear(res);
+    return rc;
+}
+
+int db_begin(db_conn *c, int flags)
+{
+    if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "BEGIN: a transaction is already open");
+    const char *sql = "BEGIN";
+    if (flags & DB_TX_SERIALIZABLE)
+        sql = (flags & DB_TX_READ_ONLY) ? "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"
+                                        : "BEGIN ISOLATION LEVEL SERIALIZABLE";
+    else if (flags & DB_TX_REPEATABLE_READ)
+        sql = (flags & DB_TX_READ_ONLY) ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                                        : "BEGIN ISOLATION LEVEL REPEATABLE READ";
+    else if (flags & DB_TX_READ_ONLY)
+        sql = "BEGIN READ ONLY";
+    for (int attempt = 0;; attempt++) {
+        int rc = ensure_conn(c);
+        if (rc) return rc;
+        rc = exec_simple(c, sql, "BEGIN", DB_ERR_CONN_LOST);
+        if (rc == DB_ERR_CONN_LOST && attempt < 3) continue; /* nothing ran: try again */
+        if (rc) return rc;
+        c->in_tx = true;
+        c->tx_failed = false;
+        c->tx_lost = false;
+        return DB_OK;
+    }
+}
+
+int db_commit(db_conn *c)
+{
+    if (!c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "COMMIT: no transaction is open");
+    if (c->tx_lost) {
+        c->in_tx = false;
+        c->tx_lost = false;
+        return set_error(c, DB_ERR_CONN_LOST, NULL,
+                         "COMMIT: the connection was lost inside the transaction; not committed");
+    }
+    if (c->tx_failed) {
+        if (!conn_bad(c)) exec_simple(c, "ROLLBACK", "ROLLBACK", DB_ERR_CONN_LOST);
+        c->in_tx = false;
+        c->tx_failed = false;
+        return set_error(c, DB_ERR_TX_ABORTED, "25P02",
+                         "COMMIT: a statement of the transaction failed; rolled back");
+    }
+    if (!conn_alive(c)) {
+        /* the server went away before COMMIT was sent: certainly not committed */
+        ensure_conn(c);
+        c->in_tx = false;
+        c->tx_lost = false;
+        return set_error(c, DB_ERR_CONN_LOST, NULL,
+                         "COMMIT: the connection was lost before COMMIT; not committed");
+    }
+    c->in_tx = false;
+    PGresult *res = PQexec(c->pg, "COMMIT");
+    ExecStatusType s = PQresultStatus(res);
+    if (s == PGRES_COMMAND_OK) {
+        bool rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+        PQclear(res);
+        if (rolled_back)
+            return set_error(c, DB_ERR_TX_ABORTED, "25P02", "COMMIT: the server rolled back");
+        clear_error(c);
+        return DB_OK;
+    }
+    int rc = set_result_error(c, conn_bad(c) ? DB_ERR_IN_DOUBT : 0, res, "COMMIT");
+    PQclear(res);
+    return rc;
+}
+
+int db_rollback(db_conn *c)
+{
+    if (!c->in_tx) return DB_OK;
+    bool lost = c->tx_lost;
+    c->in_tx = false;
+    c->tx_lost = false;
+    c->tx_failed = false;
+    /* on a lost or broken connection the server has already rolled back */
+    if (lost || conn_bad(c)) return DB_OK;
+    exec_simple(c, "ROLLBACK", "ROLLBACK", DB_ERR_CONN_LOST);
+    return DB_OK;
+}
+
+int db_tx(db_conn *c, int flags, db_tx_fn fn, void *arg)
+{
+    int rc = DB_OK;
+    int wait = 2;
+    for (int attempt = 1; attempt <= c->opts.tx_max_attempts; attempt++) {
+        if (attempt > 1) {
+            /* back off with jitter so competing transactions fall out of step */
+            c->rng ^= c->rng << 13;
+            c->rng ^= c->rng >> 7;
+            c->rng ^= c->rng << 17;
+            sleep_ms(wait + (int)(c->rng % (uint64_t)wait));
+            if (wait < 200) wait *= 2;
+        }
+        rc = db_begin(c, flags);
+        if (rc) return rc;
+        rc = fn(c, arg);
+        if (rc == DB_OK) {
+            rc = db_commit(c);
+            if (rc == DB_OK) return DB_OK;
+            if (rc == DB_ERR_SERIALIZATION || rc == DB_ERR_CONN_LOST) continue;
+            if (rc == DB_ERR_IN_DOUBT && (flags & DB_TX_IDEMPOTENT)) continue;
+            return rc;
+        }
+        db_error saved = c->err;
+        db_rollback(c);
+        c->err = saved;
+        if (rc != DB_ERR_SERIALIZATION && rc != DB_ERR_CONN_LOST) return rc;
+    }
+    return rc;
+}
+
+int db_exec_script(db_conn *c, const char *sql)
+{
+    int rc = check_tx_usable(c, "script");
+    if (rc) return rc;
+    rc = ensure_conn(c);
+    if (rc) return rc;
+    rc = exec_simple(c, sql, "script", c->in_tx ? DB_ERR_CONN_LOST : DB_ERR_IN_DOUBT);
+    if (rc && c->in_tx) {
+        if (rc == DB_ERR_CONN_LOST)
+            c->tx_lost = true;
+        else
+            c->tx_failed = true;
+    }
+    return rc;
+}
+
+/* ---- the pool ---- */
+
+struct db_pool {
+    pthread_mutex_t mu;   /* guards everything below */
+    pthread_cond_t freed; /* signalled when a connection is returned */
+    char *conninfo;       /* copied from db_pool_new */
+    db_conn_opts opts;    /* for every connection */
+    int size;             /* slots */
+    db_conn **conns;      /* size slots; NULL until first opened */
+    bool *busy;           /* size flags: slot lent out */
+};
+
+int db_pool_new(const char *conninfo, int size, const db_conn_opts *opts, db_pool **out)
+{
+    *out = NULL;
+    if (size <= 0) return DB_ERR_INVALID;
+    db_pool *p = calloc(1, sizeof(*p));
+    if (!p) return DB_ERR_NOMEM;
+    p->conninfo = strdup(conninfo ? conninfo : "");
+    p->conns = calloc((size_t)size, sizeof(*p->conns));
+    p->busy = calloc((size_t)size, sizeof(*p->busy));
+    if (!p->conninfo || !p->conns || !p->busy) {
+        free(p->conninfo);
+        free(p->conns);
+        free(p->busy);
+        free(p);
+        return DB_ERR_NOMEM;
+    }
+    if (opts) p->opts = *opts;
+    p->size = size;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->freed, NULL);
+    *out = p;
+    return DB_OK;
+}
+
+int db_pool_get(db_pool *p, int timeout_ms, db_conn **out, db_error *err)
+{
+    *out = NULL;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    if (timeout_ms > 0) {
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    int slot = -1;
+    for (;;) {
+        /* prefer an open connection, then an unopened slot */
+        for (int i = 0; i < p->size && slot < 0; i++)
+            if (!p->busy[i] && p->conns[i]) slot = i;
+        for (int i = 0; i < p->size && slot < 0; i++)
+            if (!p->busy[i]) slot = i;
+        if (slot >= 0) break;
+        int rc = timeout_ms < 0 ? pthread_cond_wait(&p->freed, &p->mu)
+                                : pthread_cond_timedwait(&p->freed, &p->mu, &deadline);
+        if (rc == ETIMEDOUT) {
+            pthread_mutex_unlock(&p->mu);
+            if (err) *err = (db_error){DB_ERR_TIMEOUT, "", "pool: no connection free in time"};
+            return DB_ERR_TIMEOUT;
+        }
+    }
+    p->busy[slot] = true;
+    db_conn *c = p->conns[slot];
+    pthread_mutex_unlock(&p->mu);
+    if (!c) {
+        int rc = db_conn_open(p->conninfo, &p->opts, &c, err);
+        if (rc) {
+            pthread_mutex_lock(&p->mu);
+            p->busy[slot] = false;
+            pthread_cond_signal(&p->freed);
+            pthread_mutex_unlock(&p->mu);
+            return rc;
+        }
+        pthread_mutex_lock(&p->mu);
+        p->conns[slot] = c;
+        pthread_mutex_unlock(&p->mu);
+    }
+    *out = c;
+    return DB_OK;
+}
+
+void db_pool_put(db_pool *p, db_conn *c)
+{
+    if (!c) return;
+    if (c->in_tx) db_rollback(c);
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->size; i++) {
+        if (p->conns[i] == c) {
+            p->busy[i] = false;
+            break;
+        }
+    }
+    pthread_cond_signal(&p->freed);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void db_pool_free(db_pool *p)
+{
+    if (!p) return;
+    for (int i = 0; i < p->size; i++)
+        db_conn_close(p->conns[i]);
+    pthread_cond_destroy(&p->freed);
+    pthread_mutex_destroy(&p->mu);
+    free(p->conns);
+    free(p->busy);
+    free(p->conninfo);
+    free(p);
+}

@@ -1,0 +1,208 @@
+/*
+ * db/db.h - PostgreSQL access for wabridge: connections, prepared statements, transactions, a pool.
+ *
+ * PostgreSQL holds all of the bridge's state and db/ is the only code that speaks SQL. Each engine
+ * or portal worker owns one db_conn; the HTTP side borrows connections from a small db_pool.
+ * Statements are static db_stmt values prepared lazily on each connection the first time they run;
+ * parameters always travel as parameters (PQexecPrepared), never spliced into SQL text. Results
+ * come back in binary format, so bytea needs no escaping and integers no parsing.
+ *
+ * Lost connections: every call first makes sure the connection is up (reconnecting with backoff up
+ * to db_conn_opts.reconnect_timeout_ms). A statement that was in flight when the connection broke
+ * is re-run only when that is safe: it is marked DB_STMT_IDEMPOTENT and runs outside a transaction.
+ * Otherwise the caller hears DB_ERR_CONN_LOST (inside a transaction: nothing of it was committed)
+ * or DB_ERR_IN_DOUBT (a COMMIT or a non-idempotent statement whose outcome is unknown). db_tx()
+ * wraps a whole transaction and re-runs it after a serialization failure, a deadlock or a lost
+ * connection.
+ *
+ * Errors: functions return DB_OK (0) or a negative db_err; the connection keeps the details of the
+ * last error (db_conn_error): the code, the server's SQLSTATE and message, and which statement.
+ * A db_conn is used by one thread at a time.
+ */
+#ifndef DB_DB_H
+#define DB_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum db_err {
+    DB_OK = 0,
+    DB_ERR_NOMEM = -1,     /* an allocation failed */
+    DB_ERR_INVALID = -2,   /* the caller passed something unusable */
+    DB_ERR_CONNECT = -3,   /* could not (re)connect before the reconnect timeout */
+    DB_ERR_CONN_LOST = -4, /* connection lost; the transaction was not committed (safe to redo) */
+    DB_ERR_IN_DOUBT = -5,  /* connection lost during COMMIT or a non-idempotent statement */
+    DB_ERR_SERVER = -6,    /* the server reported an error: see sqlstate and message */
+    DB_ERR_UNIQUE = -7,    /* unique violation (SQLSTATE 23505) */
+    DB_ERR_SERIALIZATION = -8,   /* serialization failure or deadlock, retries exhausted */
+    DB_ERR_NOT_FOUND = -9,       /* no such row */
+    DB_ERR_TX_ABORTED = -10,     /* an earlier statement of this transaction failed; roll back */
+    DB_ERR_SCHEMA_TOO_NEW = -11, /* the database was migrated by a newer wabridge */
+    DB_ERR_SCHEMA_OLD = -12,     /* the database needs migrations: run wabridge --migrate */
+    DB_ERR_MIGRATION = -13,      /* a migration failed or the migration list is malformed */
+    DB_ERR_IO = -14,             /* reading migration files failed */
+    DB_ERR_TIMEOUT = -15,        /* no pooled connection became free in time */
+    DB_ERR_STATE = -16,          /* call out of order (COMMIT without BEGIN, nested BEGIN) */
+} db_err;
+
+/* A static English name for the code; never NULL. */
+const char *db_strerror(int err);
+
+/* What went wrong, where. */
+typedef struct db_error {
+    int code;          /* the db_err returned */
+    char sqlstate[6];  /* the server's five-character SQLSTATE, "" when not from the server */
+    char message[512]; /* "stmt_name: server message" or our own description */
+} db_error;
+
+/* Tuning of one connection; zero fields take the defaults shown. */
+typedef struct db_conn_opts {
+    int reconnect_timeout_ms; /* how long to keep trying to reconnect (default 15000) */
+    int tx_max_attempts;      /* db_tx attempts on serialization failure/lost connection (5) */
+} db_conn_opts;
+
+typedef struct db_conn db_conn;
+
+/* Connects with a libpq connection string (URI or key=value). On failure *out is NULL and err (if
+ * not NULL) says why. The caller frees the connection with db_conn_close. */
+int db_conn_open(const char *conninfo, const db_conn_opts *opts, db_conn **out, db_error *err);
+void db_conn_close(db_conn *c);
+/* The last error seen on this connection (code DB_OK after a success). Never NULL. */
+const db_error *db_conn_error(const db_conn *c);
+/* Server process id of the current session (for tests: pg_terminate_backend). */
+int db_conn_backend_pid(const db_conn *c);
+/* How many times this connection was re-established after a loss. */
+uint64_t db_conn_reconnects(const db_conn *c);
+/* True between db_begin and db_commit/db_rollback. */
+bool db_conn_in_tx(const db_conn *c);
+
+/* A statement: a static value, prepared on a connection the first time it runs there. */
+typedef struct db_stmt {
+    const char *name; /* prepared statement name, unique in the program */
+    const char *sql;  /* one SQL statement with $1..$n placeholders */
+    int flags;        /* DB_STMT_* */
+} db_stmt;
+
+/* Running it twice has the effect of running it once (reads, upserts of whole rows, deletes):
+ * db/ may re-run it after reconnecting when the connection broke while it was in flight. */
+#define DB_STMT_IDEMPOTENT 1
+
+/* A parameter value. Build with the db_p_* helpers; no allocation, values are borrowed. */
+typedef enum db_param_kind {
+    DB_PARAM_NULL = 0, /* SQL NULL */
+    DB_PARAM_TEXT,     /* NUL-terminated UTF-8 (text may not contain NUL bytes) */
+    DB_PARAM_BYTES,    /* binary (bytea), any byte values */
+    DB_PARAM_INT,      /* an integer, for int2/int4/int8 columns */
+    DB_PARAM_BOOL,     /* a boolean */
+} db_param_kind;
+
+typedef struct db_param {
+    db_param_kind kind; /* which of the fields below is meaningful */
+    const void *ptr;    /* TEXT: the string; BYTES: the bytes (may be NULL when len is 0) */
+    size_t len;         /* BYTES: byte count */
+    int64_t i;          /* INT: value; BOOL: 0 or 1 */
+} db_param;
+
+static inline db_param db_p_null(void)
+{
+    db_param p = {DB_PARAM_NULL, NULL, 0, 0};
+    return p;
+}
+/* NULL s gives SQL NULL. */
+static inline db_param db_p_text(const char *s)
+{
+    db_param p = {s ? DB_PARAM_TEXT : DB_PARAM_NULL, s, 0, 0};
+    return p;
+}
+static inline db_param db_p_bytes(const void *data, size_t len)
+{
+    db_param p = {DB_PARAM_BYTES, data, len, 0};
+    return p;
+}
+static inline db_param db_p_int(int64_t v)
+{
+    db_param p = {DB_PARAM_INT, NULL, 0, v};
+    return p;
+}
+static inline db_param db_p_bool(bool v)
+{
+    db_param p = {DB_PARAM_BOOL, NULL, 0, v ? 1 : 0};
+    return p;
+}
+
+/* A query result (libpq's PGresult). Free with db_result_free. */
+typedef struct pg_result db_result;
+
+/* Runs a statement. When out is not NULL it receives the result (free it with db_result_free) on
+ * success; on failure *out is NULL. At most 64 parameters. */
+int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, db_result **out);
+/* Runs a statement and reads one row; DB_ERR_NOT_FOUND when it returned none. */
+int db_exec_row(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
+                db_result **out);
+
+int db_result_rows(const db_result *r);
+/* Rows changed by an INSERT/UPDATE/DELETE. */
+int64_t db_result_affected(const db_result *r);
+bool db_result_isnull(const db_result *r, int row, int col);
+/* Bytes of a column (text or bytea); NULL columns give length 0. The pointer lives as long as the
+ * result and is followed by a NUL byte, so text columns are C strings. */
+const uint8_t *db_result_bytes(const db_result *r, int row, int col, size_t *len);
+const char *db_result_text(const db_result *r, int row, int col);
+/* int2/int4/int8 columns; NULL gives 0. */
+int64_t db_result_int(const db_result *r, int row, int col);
+bool db_result_bool(const db_result *r, int row, int col);
+/* Copies a text column into buf (cap bytes, always NUL-terminated); false when it does not fit. */
+bool db_result_copy_text(const db_result *r, int row, int col, char *buf, size_t cap);
+/* Copies a bytea column of exactly n bytes into out; false on any other length (or NULL). */
+bool db_result_copy_fixed(const db_result *r, int row, int col, void *out, size_t n);
+void db_result_free(db_result *r);
+
+/* Transactions. */
+#define DB_TX_REPEATABLE_READ 1 /* isolation REPEATABLE READ (default READ COMMITTED) */
+#define DB_TX_SERIALIZABLE    2 /* isolation SERIALIZABLE */
+#define DB_TX_READ_ONLY       4
+#define DB_TX_IDEMPOTENT      8 /* db_tx may re-run the body even when a COMMIT was in doubt */
+
+int db_begin(db_conn *c, int flags);
+/* Commits. A transaction in which a statement failed is rolled back and DB_ERR_TX_ABORTED returned.
+ * A connection lost during COMMIT gives DB_ERR_IN_DOUBT. */
+int db_commit(db_conn *c);
+/* Rolls back; also clears the state of a transaction whose connection was lost. */
+int db_rollback(db_conn *c);
+
+/* The body of a transaction. It may run more than once, so it must not have side effects outside
+ * the database that cannot be repeated. Return DB_OK to commit, anything else to roll back. */
+typedef int (*db_tx_fn)(db_conn *c, void *arg);
+/* BEGIN; fn; COMMIT. Re-runs the whole transaction (up to tx_max_attempts) after a serialization
+ * failure, a deadlock, or a connection lost before COMMIT; with DB_TX_IDEMPOTENT also after a
+ * COMMIT in doubt. Returns fn's error (after rolling back) or the commit's. */
+int db_tx(db_conn *c, int flags, db_tx_fn fn, void *arg);
+
+/* Runs one write statement n times, row i's parameters filled in by fill(arg, i, params), in a
+ * single round trip (libpq pipeline mode). Inside an open transaction the rows join it; outside,
+ * they get a transaction of their own (BEGIN and COMMIT travel in the same pipeline), so the batch
+ * is all or nothing. A lost connection re-runs the whole batch when st is idempotent and no
+ * transaction was open; otherwise it is reported as for db_exec. *affected (may be NULL) receives
+ * the rows changed in total. At most 64 parameters per row. */
+typedef void (*db_batch_fill_fn)(void *arg, size_t i, db_param *params);
+int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch_fill_fn fill,
+                  void *arg, int64_t *affected);
+
+/* Runs SQL text with no parameters (migrations, tests). Several statements may be separated by
+ * semicolons. Never build this text from data. */
+int db_exec_script(db_conn *c, const char *sql);
+
+/* A fixed-size pool of connections for threads that do not own one (the HTTP side). Connections are
+ * opened lazily. Thread-safe. */
+typedef struct db_pool db_pool;
+
+int db_pool_new(const char *conninfo, int size, const db_conn_opts *opts, db_pool **out);
+/* Waits up to timeout_ms (negative: forever) for a free connection. */
+int db_pool_get(db_pool *p, int timeout_ms, db_conn **out, db_error *err);
+/* Returns a connection; a transaction left open is rolled back. */
+void db_pool_put(db_pool *p, db_conn *c);
+/* All connections must have been returned. */
+void db_pool_free(db_pool *p);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * tests/db/test_db_bridge.c - the bridge's rows (db/bridge_db.h): appservice transactions into the
+ * inbox exactly once, inbox order and deletion, portals, the message map, the key-value table and
+ * login leases shared by several processes.
+ */
+#include "check.h"
+#include "db/bridge_db.h"
+#include "db/migrate.h"
+#include "pgtest.h"
+
+#include <string.h>
+
+static const db_stmt st_inbox_count = {"t_inbox_count", "SELECT count(*) FROM mx_inbox", 0};
+
+static int64_t inbox_count(db_conn *c)
+{
+    db_result *r;
+    if (db_exec_row(c, &st_inbox_count, NULL, 0, &r) != DB_OK) return -1;
+    int64_t n = db_result_int(r, 0, 0);
+    db_result_free(r);
+    return n;
+}
+
+static void test_inbox(db_conn *c)
+{
+    const char *json0 = "{\"type\":\"m.room.message\",\"content\":{\"body\":\"it's \\\"fine\\\" "
+                        "\\\\ '; DROP TABLE mx_inbox;--\"},\"sender\":\"@a:x\"}";
+    db_inbox_event ev[3] = {{"$e0", "!room:x", json0},
+                            {"$e1", "!room:x", "{\"type\":\"m.reaction\"}"},
+                            {"$e2", "!other:x", "{\"emoji\":\"👍🏽\"}"}};
+    bool dup = true;
+    CHECK_INT(db_mx_txn_accept(c, "txn1", ev, 3, 1700000000000, &dup), DB_OK);
+    CHECK(!dup);
+    CHECK_INT(inbox_count(c), 3);
+    /* Synapse retries the transaction: 200 again, nothing added */
+    CHECK_INT(db_mx_txn_accept(c, "txn1", ev, 3, 1700000001000, &dup), DB_OK);
+    CHECK(dup);
+    CHECK_INT(inbox_count(c), 3);
+    /* an event repeated in another transaction is kept once */
+    db_inbox_event ev2[2] = {{"$e2", "!other:x", "{}"}, {"$e3", "!room:x", "{}"}};
+    CHECK_INT(db_mx_txn_accept(c, "txn2", ev2, 2, 1700000002000, &dup), DB_OK);
+    CHECK(!dup);
+    CHECK_INT(inbox_count(c), 4);
+    CHECK_INT(db_mx_txn_accept(c, "txn-empty", NULL, 0, 1700000002000, &dup), DB_OK);
+
+    db_inbox_row rows[10];
+    size_t n = 0;
+    CHECK_INT(db_inbox_peek(c, rows, 10, &n), DB_OK);
+    CHECK_INT((int)n, 4);
+    if (n == 4) {
+        CHECK_STR(rows[0].event_id, "$e0");
+        CHECK_STR(rows[0].event_json, json0);
+        CHECK_STR(rows[2].event_json, "{\"emoji\":\"👍🏽\"}");
+        CHECK_STR(rows[3].event_id, "$e3");
+        CHECK(rows[0].id < rows[1].id && rows[1].id < rows[2].id && rows[2].id < rows[3].id);
+        CHECK_INT(db_inbox_delete(c, rows[0].id), DB_OK);
+        int64_t ids[2] = {rows[1].id, rows[3].id};
+        CHECK_INT(db_inbox_delete_many(c, ids, 2), DB_OK);
+    }
+    db_inbox_rows_free(rows, n);
+    CHECK_INT(db_inbox_peek(c, rows, 10, &n), DB_OK);
+    CHECK_INT((int)n, 1);
+    if (n == 1) CHECK_STR(rows[0].event_id, "$e2");
+    db_inbox_rows_free(rows, n);
+    CHECK_INT(db_inbox_delete_many(c, NULL, 0), DB_OK);
+    /* old transaction ids are forgotten; a forgotten id would be accepted again */
+    int64_t pruned = 0;
+    CHECK_INT(db_mx_txn_prune(c, 1700000001500, &pruned), DB_OK);
+    CHECK_INT(pruned, 1);
+    CHECK_INT(db_mx_txn_accept(c, "txn2", NULL, 0, 1700000003000, &dup), DB_OK);
+    CHECK(dup);
+}
+
+static void test_portals_messages(db_conn *c, int64_t l1, int64_t l2)
+{
+    int64_t g1 = 0, g2 = 0, d1 = 0, d2 = 0, d1b = 0;
+    CHECK_INT(db_portal_ensure(c, "120363025246125888@g.us", 0, &g1), DB_OK);
+    CHECK_INT(db_portal_ensure(c, "120363025246125888@g.us", 0, &g2), DB_OK);
+    CHECK(g1 > 0 && g1 == g2);
+    CHECK_INT(db_portal_ensure(c, "15551234567@s.whatsapp.net", l1, &d1), DB_OK);
+    CHECK_INT(db_portal_ensure(c, "15551234567@s.whatsapp.net", l2, &d2), DB_OK);
+    CHECK_INT(db_portal_ensure(c, "15551234567@s.whatsapp.net", l1, &d1b), DB_OK);
+    CHECK(d1 != d2 && d1 == d1b && d1 != g1);
+
+    db_message m, got;
+    memset(&m, 0, sizeof(m));
+    m.portal_id = g1;
+    m.login_id = l1;
+    snprintf(m.wa_id, sizeof(m.wa_id), "3EB0C431C26A1916E0C1");
+    snprintf(m.sender_jid, sizeof(m.sender_jid), "15551234567@s.whatsapp.net");
+    snprintf(m.mxid, sizeof(m.mxid), "$Xw8mHzIyTaVI-i1kUwJcRnKnG3mG9bkl3hZ0eqHPX7k");
+    snprintf(m.mx_room, sizeof(m.mx_room), "!ZmUQqXHiTyzjqgQKbS:example.org");
+    m.timestamp_ms = 1700000000123;
+    CHECK_INT(db_message_insert(c, &m), DB_OK);
+    db_message cap = m; /* a second part: the caption */
+    snprintf(cap.part_id, sizeof(cap.part_id), "caption");
+    snprintf(cap.mxid, sizeof(cap.mxid), "$caption-event");
+    CHECK_INT(db_message_insert(c, &cap), DB_OK);
+    CHECK_INT(db_message_insert(c, &m), DB_ERR_UNIQUE); /* duplicate detection */
+    CHECK_INT(db_message_by_wa(c, g1, m.wa_id, "", &got), DB_OK);
+    CHECK_STR(got.mxid, m.mxid);
+    CHECK_STR(got.mx_room, m.mx_room);
+    CHECK(got.timestamp_ms == m.timestamp_ms && got.login_id == l1 && got.portal_id == g1);
+    CHECK_INT(db_message_by_wa(c, g1, m.wa_id, "caption", &got), DB_OK);
+    CHECK_STR(got.mxid, "$caption-event");
+    CHECK_INT(db_message_by_mxid(c, "$caption-event", &got), DB_OK);
+    CHECK_STR(got.part_id, "caption");
+    CHECK_INT(db_message_by_wa(c, d1, m.wa_id, "", &got), DB_ERR_NOT_FOUND);
+    CHECK_INT(db_message_delete(c, m.mxid), DB_OK);
+    CHECK_INT(db_message_by_mxid(c, m.mxid, &got), DB_ERR_NOT_FOUND);
+
+    /* many parts in one round trip; a duplicate among them undoes them all */
+    db_message many[20];
+    for (int i = 0; i < 20; i++) {
+        many[i] = m;
+        snprintf(many[i].wa_id, sizeof(many[i].wa_id), "MANY%02d", i);
+        snprintf(many[i].mxid, sizeof(many[i].mxid), "$many%02d", i);
+    }
+    CHECK_INT(db_message_insert_many(c, many, 10), DB_OK);
+    CHECK_INT(db_message_by_wa(c, g1, "MANY09", "", &got), DB_OK);
+    CHECK_STR(got.mxid, "$many09");
+    snprintf(many[15].mxid, sizeof(many[15].mxid), "$many03"); /* taken */
+    CHECK_INT(db_message_insert_many(c, many + 10, 10), DB_ERR_UNIQUE);
+    CHECK_INT(db_message_by_wa(c, g1, "MANY10", "", &got), DB_ERR_NOT_FOUND);
+    CHECK_INT(db_message_by_wa(c, g1, "MANY03", "", &got), DB_OK);
+}
+
+static void test_kv(db_conn *c)
+{
+    char buf[64];
+    CHECK_INT(db_kv_get(c, "bot_sync", buf, sizeof(buf)), DB_ERR_NOT_FOUND);
+    CHECK_INT(db_kv_set(c, "bot_sync", "s72594_4483_1934"), DB_OK);
+    CHECK_INT(db_kv_get(c, "bot_sync", buf, sizeof(buf)), DB_OK);
+    CHECK_STR(buf, "s72594_4483_1934");
+    CHECK_INT(db_kv_set(c, "bot_sync", "it's \\ new"), DB_OK);
+    CHECK_INT(db_kv_get(c, "bot_sync", buf, sizeof(buf)), DB_OK);
+    CHECK_STR(buf, "it's \\ new");
+    CHECK_INT(db_kv_get(c, "bot_sync", buf, 4), DB_ERR_INVALID);
+    CHECK_INT(db_kv_delete(c, "bot_sync"), DB_OK);
+    CHECK_INT(db_kv_get(c, "bot_sync", buf, sizeof(buf)), DB_ERR_NOT_FOUND);
+}
+
+static void test_leases(db_conn *c, const char *conninfo)
+{
+    int64_t ids[10];
+    size_t n = 0;
+    db_conn *c2 = pgtest_connect(conninfo); /* process B */
+    CHECK_INT(db_login_lease(c, "proc-a", 60000, ids, 2, &n), DB_OK);
+    CHECK_INT((int)n, 2);
+    CHECK_INT(db_login_lease(c2, "proc-b", 60000, ids, 10, &n), DB_OK);
+    CHECK_INT((int)n, 1);
+    /* A renews its own two, B's lease still holds */
+    CHECK_INT(db_login_lease(c, "proc-a", 60000, ids, 10, &n), DB_OK);
+    CHECK_INT((int)n, 2);
+    /* B's lease runs out: A picks its login up */
+    CHECK_INT(db_login_lease(c2, "proc-b", -1000, ids, 10, &n), DB_OK);
+    CHECK_INT((int)n, 1);
+    CHECK_INT(db_login_lease(c, "proc-a", 60000, ids, 10, &n), DB_OK);
+    CHECK_INT((int)n, 3);
+    CHECK_INT(db_login_lease(c2, "proc-b", 60000, ids, 10, &n), DB_OK);
+    CHECK_INT((int)n, 0);
+    db_conn_close(c2);
+}
+
+int main(void)
+{
+    pgtest_require();
+    char ci[1024];
+    pgtest_fresh_db("wb_test_bridge", ci, sizeof(ci));
+    db_conn *c = pgtest_connect(ci);
+    CHECK_INT(db_migrate(c, db_migrations_embedded, db_migrations_embedded_count, NULL), DB_OK);
+    int64_t l1, l2, l3;
+    CHECK_INT(db_login_create(c, "@alice:example.org", &l1), DB_OK);
+    CHECK_INT(db_login_create(c, "@bob:example.org", &l2), DB_OK);
+    CHECK_INT(db_login_create(c, "@carol:example.org", &l3), DB_OK);
+    test_inbox(c);
+    test_portals_messages(c, l1, l2);
+    test_kv(c);
+    test_leases(c, ci);
+    db_conn_close(c);
+    return CHECK_DONE();
+}
