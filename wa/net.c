@@ -23,6 +23,7 @@ struct net_conn {
     bool connect_pending; /* the service thread has not started the connect yet */
     bool closing;         /* close after out is written */
     bool gone;            /* closed: on_closed was called */
+    bool detached;        /* the owner wants no more callbacks */
     bool tls;
     int port;
     char host[256];
@@ -32,7 +33,9 @@ struct net_conn {
 struct wa_net {
     struct lws_context *ctx;
     pthread_t thread;
-    pthread_mutex_t lock; /* guards conns and every net_conn field but wsi callbacks' locals */
+    pthread_mutex_t lock;    /* guards conns and every net_conn field but wsi callbacks' locals */
+    pthread_mutex_t cb_lock; /* held by the service thread while it runs an owner's callback, so
+                                wa_net_detach_user can wait for one in progress */
     net_conn *conns;
     net_conn *dead; /* finished connections, freed on the service thread's next turn (a
                        synchronous lws callback may still hold one) */
@@ -57,6 +60,17 @@ static void unlink_conn(wa_net *n, net_conn *c)
     }
 }
 
+/* The owner's callbacks of c, or zeros once it detached. Call with cb_lock held. */
+static wa_net_callbacks callbacks_of(wa_net *n, net_conn *c, void **user)
+{
+    static const wa_net_callbacks none;
+    pthread_mutex_lock(&n->lock);
+    wa_net_callbacks cb = c->detached ? none : c->cb;
+    *user = c->user;
+    pthread_mutex_unlock(&n->lock);
+    return cb;
+}
+
 /* Retires c and tells its owner, outside the lock. */
 static void finish(wa_net *n, net_conn *c, const char *why)
 {
@@ -69,7 +83,12 @@ static void finish(wa_net *n, net_conn *c, const char *why)
         n->dead = c;
     }
     pthread_mutex_unlock(&n->lock);
-    if (!was_gone && c->cb.on_closed) c->cb.on_closed(c->user, c->id, why);
+    if (was_gone) return;
+    pthread_mutex_lock(&n->cb_lock);
+    void *user;
+    wa_net_callbacks cb = callbacks_of(n, c, &user);
+    if (cb.on_closed) cb.on_closed(user, c->id, why);
+    pthread_mutex_unlock(&n->cb_lock);
 }
 
 static void free_dead(wa_net *n)
@@ -136,16 +155,27 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (n) start_connects(n);
         return 0;
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_ESTABLISHED: {
         if (!c) return -1;
-        if (c->cb.on_open) c->cb.on_open(c->user, c->id);
+        void *owner;
+        pthread_mutex_lock(&n->cb_lock);
+        wa_net_callbacks cb = callbacks_of(n, c, &owner);
+        if (cb.on_open) cb.on_open(owner, c->id);
+        pthread_mutex_unlock(&n->cb_lock);
         pthread_mutex_lock(&n->lock);
         if (c->out.len || c->closing) lws_callback_on_writable(wsi);
         pthread_mutex_unlock(&n->lock);
         return 0;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
-        if (c && c->cb.on_data && len) c->cb.on_data(c->user, c->id, in, len);
+    }
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+        if (!c || !len) return 0;
+        void *owner;
+        pthread_mutex_lock(&n->cb_lock);
+        wa_net_callbacks cb = callbacks_of(n, c, &owner);
+        if (cb.on_data) cb.on_data(owner, c->id, in, len);
+        pthread_mutex_unlock(&n->cb_lock);
         return 0;
+    }
     case LWS_CALLBACK_CLIENT_WRITEABLE: {
         if (!c) return -1;
         pthread_mutex_lock(&n->lock);
@@ -204,6 +234,7 @@ wa_net *wa_net_new(const char *ca_file)
     wa_net *n = calloc(1, sizeof(*n));
     if (!n) return NULL;
     pthread_mutex_init(&n->lock, NULL);
+    pthread_mutex_init(&n->cb_lock, NULL);
     n->next_id = 1;
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
@@ -236,6 +267,7 @@ void wa_net_free(wa_net *n)
         finish(n, n->conns, "transport stopped");
     free_dead(n);
     pthread_mutex_destroy(&n->lock);
+    pthread_mutex_destroy(&n->cb_lock);
     free(n);
 }
 
@@ -309,6 +341,24 @@ void wa_net_close(wa_net *n, uint64_t conn)
     net_conn *c = find(n, conn);
     if (c) c->closing = true;
     pthread_mutex_unlock(&n->lock);
+    lws_cancel_service(n->ctx);
+}
+
+void wa_net_detach_user(wa_net *n, const void *user)
+{
+    pthread_mutex_lock(&n->lock);
+    for (net_conn *c = n->conns; c; c = c->next) {
+        if (c->user == user) {
+            c->closing = true;
+            c->detached = true;
+        }
+    }
+    for (net_conn *c = n->dead; c; c = c->next)
+        if (c->user == user) c->detached = true;
+    pthread_mutex_unlock(&n->lock);
+    /* a callback already running for it finishes before we return */
+    pthread_mutex_lock(&n->cb_lock);
+    pthread_mutex_unlock(&n->cb_lock);
     lws_cancel_service(n->ctx);
 }
 

@@ -41,6 +41,10 @@ uint64_t wa_net_connect(wa_net *n, const char *url, const wa_net_callbacks *cb, 
 int wa_net_send(wa_net *n, uint64_t conn, const uint8_t *p, size_t len);
 /* Closes after the queued bytes are written. */
 void wa_net_close(wa_net *n, uint64_t conn);
+/* Closes every connection made with this user pointer, and no callback for any of them runs after
+ * this returns (one in progress is waited for): the owner may then free what `user` points to.
+ * Not from a callback. */
+void wa_net_detach_user(wa_net *n, const void *user);
 /* Live connections, for tests and statistics. */
 size_t wa_net_count(wa_net *n);
 

@@ -232,7 +232,8 @@ void wa_worker_free(wa_worker *w)
     pthread_join(w->thread, NULL);
     for (int i = 0; i < w->nslots; i++) {
         if (!w->slots[i]) continue;
-        if (w->slots[i]->conn) wa_net_close(w->net, w->slots[i]->conn);
+        /* old connections of this slot may still report: detach them all before freeing */
+        wa_net_detach_user(w->net, w->slots[i]);
         free(w->slots[i]);
     }
     while (w->head) {

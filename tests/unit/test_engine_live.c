@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #define PHONE "15550000002"
@@ -107,6 +108,7 @@ static pid_t start_sim(const char *path)
     if (pipe(fds) != 0) return -1;
     pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the test */
         dup2(fds[1], 1);
         close(fds[0]);
         execl(path, path, "--account", PHONE ":100000000000002:Sim", (char *)NULL);
