@@ -1,27 +1,23 @@
-#!/ bin / sh
-#tests / db / pg_harness.sh - a private PostgreSQL server for the tests : start, stop, restart.
+#!/bin/sh
+# tests/db/pg_harness.sh - a private PostgreSQL server for the tests: start, stop, restart.
 #
-#usage : pg_harness.sh start | stop | restart | status STATE_DIR
-#start : initdb into a fresh / tmp / wabridge - pg.XXXXXX(short path                               \
-                                                          : Unix socket names are limited to
-# 107 bytes), then run the server listening ONLY on a Unix socket in that folder(no TCP), as the
-# `postgres` system user when we are root(CI runs as root; PostgreSQL refuses to), else as
-#ourselves.Writes STATE_DIR / conninfo("host=... port=... user=wabridge", no dbname : tests
-#add their own database) and STATE_DIR / dir.stop : stops the server and deletes the folder.
-#restart : pg_ctl restart(fast shutdown), used by the fault tests.Binaries : Debian's
-#/ usr / lib / postgresql / <newest> / bin,                                                        \
-    or $WABRIDGE_PG_BIN.apt - get install postgresql provides them.
-set - eu
+# usage: pg_harness.sh start|stop|restart|status STATE_DIR
+#   start:   initdb into a fresh /tmp/wabridge-pg.XXXXXX (short path: Unix socket names are limited
+#            to 107 bytes), then run the server listening ONLY on a Unix socket in that folder (no
+#            TCP), as the `postgres` system user when we are root (CI runs as root; PostgreSQL
+#            refuses to), else as ourselves. Writes STATE_DIR/conninfo ("host=... port=...
+#            user=wabridge", no dbname: tests add their own database) and STATE_DIR/dir.
+#   stop:    stops the server and deletes the folder.
+#   restart: pg_ctl restart (fast shutdown), used by the fault tests.
+# Binaries: Debian's /usr/lib/postgresql/<newest>/bin, or $WABRIDGE_PG_BIN (apt-get install
+# postgresql provides them).
+set -eu
 
-          cmd = ${1 : ? usage : pg_harness.sh start | stop | restart | status STATE_DIR} state =
-${2 : ? usage : pg_harness.sh start | stop | restart | status STATE_DIR} port = $
-{
-WABRIDGE_PG_PORT:
-    -5432
-}
+cmd=${1:?usage: pg_harness.sh start|stop|restart|status STATE_DIR}
+state=${2:?usage: pg_harness.sh start|stop|restart|status STATE_DIR}
+port=${WABRIDGE_PG_PORT:-5432}
 
-if
-    [-n "${WABRIDGE_PG_BIN:-}"]; then
+if [ -n "${WABRIDGE_PG_BIN:-}" ]; then
     bin=$WABRIDGE_PG_BIN
 else
     bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
