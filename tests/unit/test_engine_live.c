@@ -4,10 +4,19 @@
  * API), the 515 restart, login, prekey upload; then a new engine with the same store logs in
  * without pairing; then the server logs it out.
  *   test_engine_live path/to/wa-sim
+ * Built with WB_ENGINE_PG (tests/db), the store is PostgreSQL (the db tests' private server) and
+ * the second engine opens a new connection and a new store: a restarted process logs in from the
+ * database alone.
  */
 #include "check.h"
 #include "wa/store_mem.h"
 #include "wa/worker.h"
+#ifdef WB_ENGINE_PG
+#include "db/bridge_db.h"
+#include "db/migrate.h"
+#include "db/store_pg.h"
+#include "pgtest.h"
+#endif
 
 #include <cJSON.h>
 #include <curl/curl.h>
@@ -139,18 +148,63 @@ static void logout_call(wa_client *c, void *arg)
     wa_client_logout(c, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
+/* The store of one "process": in memory (shared across restarts by the test), or PostgreSQL. */
+typedef struct test_store {
+    wa_store store;
+#ifdef WB_ENGINE_PG
+    db_conn *conn;
+    char conninfo[700];
+    int64_t login_id;
+#endif
+} test_store;
+
+static void store_open(test_store *ts, bool first)
+{
+#ifdef WB_ENGINE_PG
+    if (first) {
+        pgtest_fresh_db("wb_engine_live", ts->conninfo, sizeof(ts->conninfo));
+        ts->conn = pgtest_connect(ts->conninfo);
+        db_migrate_report rep;
+        CHECK_INT(db_migrate(ts->conn, db_migrations_embedded, db_migrations_embedded_count, &rep),
+                  DB_OK);
+        CHECK_INT(db_user_ensure(ts->conn, "@alice:example.org"), DB_OK);
+        CHECK_INT(db_login_create(ts->conn, "@alice:example.org", &ts->login_id), DB_OK);
+    } else {
+        ts->conn = pgtest_connect(ts->conninfo);
+    }
+    CHECK_INT(db_store_new(ts->conn, ts->login_id, &ts->store), WA_STORE_OK);
+#else
+    if (first) wa_store_mem_new(&ts->store);
+#endif
+}
+
+static void store_close(test_store *ts, bool last)
+{
+#ifdef WB_ENGINE_PG
+    ts->store.destroy(ts->store.ctx);
+    db_conn_close(ts->conn);
+    (void)last;
+#else
+    if (last) ts->store.destroy(ts->store.ctx);
+#endif
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) return 2;
+#ifdef WB_ENGINE_PG
+    pgtest_require();
+#endif
     curl_global_init(CURL_GLOBAL_DEFAULT);
     pid_t sim = start_sim(argv[1]);
     CHECK(sim > 0);
     if (sim <= 0) return CHECK_DONE();
     wa_crypto *crypto = wa_crypto_new(NULL, 0);
-    wa_store store;
-    wa_store_mem_new(&store);
+    test_store ts;
+    memset(&ts, 0, sizeof(ts));
+    store_open(&ts, true);
     wa_client_config cfg = {
-        .store = &store, .crypto = crypto, .trust_root = root, .push_name = "Live Test"};
+        .store = &ts.store, .crypto = crypto, .trust_root = root, .push_name = "Live Test"};
 
     /* 1. pair by QR and log in */
     wa_net *net = wa_net_new(NULL);
@@ -171,8 +225,10 @@ int main(int argc, char **argv)
     CHECK(strstr((char *)state.data, "\"online\":true") != NULL);
     wa_worker_free(w);
     wa_client_free(c);
+    store_close(&ts, false);
 
     /* 2. a new engine on the same store logs in without pairing */
+    store_open(&ts, false);
     w = wa_worker_new(net, on_event, NULL);
     c = wa_client_new(&cfg, NULL);
     CHECK(wa_client_is_paired(c));
@@ -191,7 +247,7 @@ int main(int argc, char **argv)
     wa_worker_free(w);
     wa_client_free(c);
     wa_net_free(net);
-    store.destroy(store.ctx);
+    store_close(&ts, true);
     wa_crypto_free(crypto);
     wb_buf_free(&state);
     kill(sim, SIGTERM);
