@@ -11,6 +11,7 @@
 #include <mbedtls/gcm.h>
 #include <mbedtls/hkdf.h>
 #include <mbedtls/md.h>
+#include <mbedtls/pkcs5.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/sha512.h>
 #include <signal/curve.h>
@@ -402,5 +403,36 @@ int wa_aes_gcm_decrypt(const uint8_t key[32], const uint8_t *iv, size_t iv_len, 
         rc = r == 0 ? WA_OK : r == MBEDTLS_ERR_GCM_AUTH_FAILED ? WA_ERR_AUTH : WA_ERR_CRYPTO;
     }
     mbedtls_gcm_free(&gcm);
+    return rc;
+}
+
+int wa_pbkdf2_sha256(const uint8_t *pw, size_t pw_len, const uint8_t *salt, size_t salt_len,
+                     unsigned iterations, uint8_t *out, size_t out_len)
+{
+    mbedtls_md_context_t md;
+    mbedtls_md_init(&md);
+    int rc = mbedtls_md_setup(&md, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1) == 0 &&
+                     mbedtls_pkcs5_pbkdf2_hmac(&md, pw, pw_len, salt, salt_len, iterations,
+                                               (uint32_t)out_len, out) == 0
+                 ? WA_OK
+                 : WA_ERR_CRYPTO;
+    mbedtls_md_free(&md);
+    return rc;
+}
+
+int wa_aes_ctr(const uint8_t key[32], const uint8_t iv[16], const uint8_t *in, size_t len,
+               uint8_t *out)
+{
+    mbedtls_aes_context aes;
+    mbedtls_aes_init(&aes);
+    uint8_t nonce[16], stream[16];
+    size_t off = 0;
+    memcpy(nonce, iv, 16);
+    int rc = mbedtls_aes_setkey_enc(&aes, key, 256) == 0 &&
+                     mbedtls_aes_crypt_ctr(&aes, len, &off, nonce, stream, in, out) == 0
+                 ? WA_OK
+                 : WA_ERR_CRYPTO;
+    mbedtls_aes_free(&aes);
+    wa_wipe(stream, sizeof(stream));
     return rc;
 }

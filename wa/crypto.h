@@ -61,6 +61,12 @@ void wa_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *p, size_t
 /* HKDF-SHA256 (RFC 5869); salt may be NULL (zeros). out_len <= 255 * 32. */
 int wa_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
                    const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len);
+/* PBKDF2-HMAC-SHA256 (the pairing code's key). */
+int wa_pbkdf2_sha256(const uint8_t *pw, size_t pw_len, const uint8_t *salt, size_t salt_len,
+                     unsigned iterations, uint8_t *out, size_t out_len);
+/* AES-256-CTR with a 16-byte initial counter block; encrypts and decrypts (out may equal in). */
+int wa_aes_ctr(const uint8_t key[32], const uint8_t iv[16], const uint8_t *in, size_t len,
+               uint8_t *out);
 /* AES-256-GCM with a 16-byte tag appended to the ciphertext: out holds len + 16 bytes. */
 int wa_aes_gcm_encrypt(const uint8_t key[32], const uint8_t *iv, size_t iv_len, const uint8_t *ad,
                        size_t ad_len, const uint8_t *in, size_t len, uint8_t *out);

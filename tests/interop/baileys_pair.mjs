@@ -89,7 +89,38 @@ const r = await admin('POST', '/admin/stream-error', { phone: PHONE, code: '401'
 expect(r.status === 200, 'stream error sent');
 expect((await closed) === DisconnectReason.loggedOut, 'Baileys sees 401 as logged out');
 
-// 5. a scan of a QR nobody shows is refused
+// 5. pairing by phone code: Baileys asks for a code, the user types it on the phone
+const PHONE2 = '15550000009';
+expect((await admin('POST', '/admin/accounts', { phone: PHONE2, name: 'Second' })).status === 200, 'second account');
+const dir2 = mkdtempSync(join(tmpdir(), 'wabridge-baileys-code-'));
+async function connectCode({ requestCode }) {
+  const { state, saveCreds } = await useMultiFileAuthState(dir2);
+  const sock = makeWASocket({ waWebSocketUrl: ready.ws, auth: state, logger, printQRInTerminal: false, connectTimeoutMs: 15000 });
+  sock.ev.on('creds.update', saveCreds);
+  return new Promise((resolve) => {
+    let asked = false;
+    sock.ev.on('connection.update', async (u) => {
+      if (u.qr && requestCode && !asked) {
+        asked = true;
+        const code = await sock.requestPairingCode(PHONE2);
+        expect(/^[1-9A-HJ-NP-TV-Z]{8}$/.test(code), `pairing code ${code} is 8 Crockford characters`);
+        const r = await admin('POST', '/admin/pair-code', { phone: PHONE2, code });
+        expect(r.status === 200, `the user enters the code on the phone (${JSON.stringify(r.json)})`);
+      }
+      if (u.connection === 'open') { resolve({ how: 'open' }); sock.end(undefined); }
+      if (u.connection === 'close') resolve({ how: 'close', code: u.lastDisconnect?.error?.output?.statusCode });
+    });
+  });
+}
+const c1 = await connectCode({ requestCode: true });
+expect(c1.how === 'close' && c1.code === DisconnectReason.restartRequired, `515 after code pairing (got ${c1.how} ${c1.code})`);
+const c2 = await connectCode({ requestCode: false });
+expect(c2.how === 'open', 'connection open after code pairing');
+st = (await admin('GET', '/admin/state')).json;
+expect(st.accounts.find((a) => a.phone === PHONE2)?.devices.length === 1, 'the code-paired device is listed');
+rmSync(dir2, { recursive: true, force: true });
+
+// 6. a scan of a QR nobody shows is refused
 const bad = await admin('POST', '/admin/scan', { phone: PHONE, qr: 'https://wa.me/settings/linked_devices#2@nope,AAAA,BBBB,CCCC' });
 expect(bad.status === 400, 'unknown QR refused');
 

@@ -14,9 +14,10 @@
  *   GET  /admin/state                       accounts, devices, online flags, the certificate root
  *   POST /admin/accounts {phone,lid?,name?} add an account with a simulated primary phone
  *   POST /admin/scan {phone,qr}             the phone of `phone` scans a QR text
- *   POST /admin/stream-error {phone,device?,code}  send <stream:error code> and close
- *   POST /admin/kick {phone,device?}        close the device's connection without a word
- *   POST /admin/restart                     drop every connection (state is kept)
+ *   POST /admin/pair-code {phone,code}      the user types the companion's pairing code on the
+ * phone POST /admin/stream-error {phone,device?,code}  send <stream:error code> and close POST
+ * /admin/kick {phone,device?}        close the device's connection without a word POST
+ * /admin/restart                     drop every connection (state is kept)
  */
 #include "sim.h"
 
@@ -29,7 +30,8 @@
 #include <string.h>
 
 #define ADMIN_BODY_MAX (64 * 1024)
-#define HELLO_PAUSE_US 50000 /* Baileys 6 needs a short pause before the first stanza */
+#define HELLO_PAUSE_US 50000  /* Baileys 6 needs a short pause before the first stanza */
+#define CLOSE_GRACE_US 300000 /* after a stream error, the client's time to close first */
 
 static sim g_sim;
 static struct lws_context *g_lws;
@@ -66,14 +68,14 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         pthread_mutex_unlock(&g_sim.lock);
         return rc < 0 ? -1 : 0;
     case LWS_CALLBACK_TIMER:
-        if (!ss->conn) return 0;
+        if (!ss->conn || ss->close_next) return -1;
         pthread_mutex_lock(&g_sim.lock);
         sim_conn_timer(&g_sim, ss->conn);
         want_write(ss->conn);
         pthread_mutex_unlock(&g_sim.lock);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE: {
-        if (!ss->conn || ss->close_next) return -1;
+        if (!ss->conn) return -1;
         pthread_mutex_lock(&g_sim.lock);
         sim_conn *c = ss->conn;
         size_t n = c->out.len;
@@ -87,9 +89,11 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             free(buf);
             if (w < (int)n) return -1;
         }
-        if (closing) {
+        if (closing && !ss->close_next) {
+            /* like the real server, give the client a moment to read a stream error and hang up
+             * itself before we close (Baileys decodes frames asynchronously) */
             ss->close_next = true;
-            lws_callback_on_writable(wsi);
+            lws_set_timer_usecs(wsi, CLOSE_GRACE_US);
         }
         return 0;
     }
@@ -172,6 +176,10 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
         const char *phone = json_str(body, "phone"), *qr = json_str(body, "qr");
         rc = phone && qr ? sim_admin_scan(&g_sim, phone, qr, err, sizeof(err)) : -1;
         if (!phone || !qr) snprintf(err, sizeof(err), "phone and qr are required");
+    } else if (strcmp(url, "/admin/pair-code") == 0) {
+        const char *phone = json_str(body, "phone"), *code = json_str(body, "code");
+        rc = phone && code ? sim_admin_pair_code(&g_sim, phone, code, err, sizeof(err)) : -1;
+        if (!phone || !code) snprintf(err, sizeof(err), "phone and code are required");
     } else if (strcmp(url, "/admin/stream-error") == 0 || strcmp(url, "/admin/kick") == 0) {
         const char *phone = json_str(body, "phone");
         const char *code = strcmp(url, "/admin/kick") == 0 ? "" : json_str(body, "code");

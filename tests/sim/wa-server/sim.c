@@ -347,6 +347,161 @@ static int on_pair_device_sign(sim *s, sim_conn *c, wb_arena *a, wa_node *sign)
     return 0;
 }
 
+static int set_err(char *err, size_t errlen, const char *msg)
+{
+    snprintf(err, errlen, "%s", msg);
+    return -1;
+}
+
+/* --- pairing by code --- */
+
+#define LC_ITERATIONS 131072 /* PBKDF2 rounds of the code key (2 << 16) */
+static const char LC_BUNDLE_INFO[] = "link_code_pairing_key_bundle_encryption_key";
+
+static int send_pair_success(sim *s, sim_conn *c, sim_account *acct, const uint8_t adv[32],
+                             char *err, size_t errlen);
+
+static const wa_node *child_bytes(const wa_node *n, const char *tag, size_t want)
+{
+    const wa_node *x = wa_node_child(n, tag);
+    if (!x || (x->kind != WA_CONTENT_BYTES && x->kind != WA_CONTENT_STRING)) return NULL;
+    return want && x->data_len != want ? NULL : x;
+}
+
+/* companion_hello: remember the wrapped key; companion_finish: check the bundle, derive the ADV
+ * secret, pair. */
+static void on_link_code(sim *s, sim_conn *c, wb_arena *a, wa_node *iq, wa_node *lc)
+{
+    const char *stage = wa_node_attr(lc, "stage");
+    const char *id = wa_node_attr(iq, "id");
+    if (stage && strcmp(stage, "companion_hello") == 0) {
+        const wa_node *wrapped =
+            child_bytes(lc, "link_code_pairing_wrapped_companion_ephemeral_pub", 80);
+        const wa_node *auth = child_bytes(lc, "companion_server_auth_key_pub", 32);
+        wa_jid jid;
+        if (!wrapped || !auth || wa_node_attr_jid(lc, "jid", &jid) != WA_OK ||
+            strlen(jid.user) >= sizeof(c->lc_phone) || !wa_ct_equal(auth->data, c->noise_pub, 32)) {
+            send_stream_error(s, c, a, "400");
+            return;
+        }
+        memcpy(c->lc_wrapped, wrapped->data, 80);
+        memcpy(c->lc_phone, jid.user, strlen(jid.user) + 1);
+        uint8_t r[6];
+        wa_random(s->crypto, r, sizeof(r));
+        char hex[13];
+        wb_hex_encode(r, sizeof(r), hex);
+        snprintf(c->lc_ref, sizeof(c->lc_ref), "simlinkref%s", hex);
+        c->lc_hello = true;
+        c->lc_primary_sent = false;
+        wa_node *reg = wa_node_new(a, "link_code_companion_reg");
+        wa_node_add_child(
+            a, reg, child_with_bytes(a, "link_code_pairing_ref", c->lc_ref, strlen(c->lc_ref)));
+        send_result(s, c, a, id, reg);
+        return;
+    }
+    if (stage && strcmp(stage, "companion_finish") == 0 && c->lc_primary_sent) {
+        const wa_node *bundle = wa_node_child(lc, "link_code_pairing_wrapped_key_bundle");
+        const wa_node *ident = child_bytes(lc, "companion_identity_public", 32);
+        const wa_node *ref = child_bytes(lc, "link_code_pairing_ref", strlen(c->lc_ref));
+        sim_account *acct = sim_account_find(s, c->lc_phone);
+        uint8_t shared[32], key[32], plain[96], id_shared[32], ikm[96], adv[32];
+        bool ok = acct && bundle && bundle->kind == WA_CONTENT_BYTES &&
+                  bundle->data_len == 32 + 12 + 96 + 16 && ident && ref &&
+                  memcmp(ref->data, c->lc_ref, ref->data_len) == 0 &&
+                  wa_ct_equal(ident->data, c->identity_pub, 32);
+        ok = ok &&
+             wa_x25519(s->crypto, c->lc_primary_eph.priv, c->lc_companion_eph, shared) == WA_OK;
+        ok = ok && wa_hkdf_sha256(shared, 32, bundle->data, 32, (const uint8_t *)LC_BUNDLE_INFO,
+                                  sizeof(LC_BUNDLE_INFO) - 1, key, 32) == WA_OK;
+        /* a wrong code gave us a wrong companion key: the bundle does not open */
+        ok = ok && wa_aes_gcm_decrypt(key, bundle->data + 32, 12, NULL, 0, bundle->data + 44,
+                                      96 + 16, plain) == WA_OK;
+        ok = ok && wa_ct_equal(plain, c->identity_pub, 32) &&
+             wa_ct_equal(plain + 32, acct->identity.pub, 32);
+        ok = ok && wa_x25519(s->crypto, acct->identity.priv, c->identity_pub, id_shared) == WA_OK;
+        if (ok) {
+            memcpy(ikm, shared, 32);
+            memcpy(ikm + 32, id_shared, 32);
+            memcpy(ikm + 64, plain + 64, 32);
+            ok = wa_hkdf_sha256(ikm, 96, NULL, 0, (const uint8_t *)"adv_secret", 10, adv, 32) ==
+                 WA_OK;
+        }
+        wa_wipe(shared, sizeof(shared));
+        wa_wipe(key, sizeof(key));
+        wa_wipe(ikm, sizeof(ikm));
+        if (!ok) {
+            logf_(s, "[%llu] companion_finish does not check out (wrong code?)\n",
+                  (unsigned long long)c->serial);
+            wa_node *e = wa_node_new(a, "error");
+            wa_node_set_attr(a, e, "code", "400");
+            wa_node_set_attr(a, e, "text", "bad-request");
+            wa_node *res = wa_node_new(a, "iq");
+            wa_node_set_attr(a, res, "from", WA_SERVER_PN);
+            wa_node_set_attr(a, res, "type", "error");
+            wa_node_set_attr(a, res, "id", id);
+            wa_node_add_child(a, res, e);
+            sim_send_node(s, c, res);
+            return;
+        }
+        send_result(s, c, a, id, NULL);
+        char err[160];
+        send_pair_success(s, c, acct, adv, err, sizeof(err));
+        wa_wipe(adv, sizeof(adv));
+        return;
+    }
+    send_result(s, c, a, id, NULL);
+}
+
+int sim_admin_pair_code(sim *s, const char *phone, const char *code, char *err, size_t errlen)
+{
+    sim_conn *c = NULL;
+    for (sim_conn *x = s->conns; x; x = x->next)
+        if (x->state == SIM_CONN_PAIRING && x->lc_hello && strcmp(x->lc_phone, phone) == 0) c = x;
+    if (!c) return set_err(err, errlen, "no companion is waiting for a code for this phone");
+    sim_account *acct = sim_account_find(s, phone);
+    if (!acct) return set_err(err, errlen, "no such account");
+    if (strlen(code) != 8) return set_err(err, errlen, "a pairing code has 8 characters");
+    /* unwrap the companion's ephemeral key with the code the user typed */
+    uint8_t key[32];
+    if (wa_pbkdf2_sha256((const uint8_t *)code, 8, c->lc_wrapped, 32, LC_ITERATIONS, key, 32) !=
+            WA_OK ||
+        wa_aes_ctr(key, c->lc_wrapped + 32, c->lc_wrapped + 48, 32, c->lc_companion_eph) != WA_OK)
+        return set_err(err, errlen, "cannot derive the code key");
+    /* wrap ours the same way */
+    uint8_t wrapped[80];
+    wa_keypair_generate(s->crypto, &c->lc_primary_eph);
+    wa_random(s->crypto, wrapped, 48);
+    if (wa_pbkdf2_sha256((const uint8_t *)code, 8, wrapped, 32, LC_ITERATIONS, key, 32) != WA_OK ||
+        wa_aes_ctr(key, wrapped + 32, c->lc_primary_eph.pub, 32, wrapped + 48) != WA_OK)
+        return set_err(err, errlen, "cannot wrap the primary key");
+    wa_wipe(key, sizeof(key));
+    c->lc_primary_sent = true;
+    c->account = acct;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *n = wa_node_new(&a, "notification");
+    char id[16], t[24];
+    snprintf(id, sizeof(id), "lc-%u", s->next_id++);
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
+    wa_node_set_attr(&a, n, "from", WA_SERVER_PN);
+    wa_node_set_attr(&a, n, "type", "link_code_companion_reg");
+    wa_node_set_attr(&a, n, "id", id);
+    wa_node_set_attr(&a, n, "t", t);
+    wa_node *reg = wa_node_new(&a, "link_code_companion_reg");
+    wa_node_set_attr(&a, reg, "stage", "primary_hello");
+    wa_node_add_child(&a, reg,
+                      child_with_bytes(&a, "link_code_pairing_ref", c->lc_ref, strlen(c->lc_ref)));
+    wa_node_add_child(&a, reg,
+                      child_with_bytes(&a, "primary_identity_pub", acct->identity.pub, 32));
+    wa_node_add_child(
+        &a, reg,
+        child_with_bytes(&a, "link_code_pairing_wrapped_primary_ephemeral_pub", wrapped, 80));
+    wa_node_add_child(&a, n, reg);
+    sim_send_node(s, c, n);
+    wb_arena_free(&a);
+    return 0;
+}
+
 static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
 {
     const char *id = wa_node_attr(iq, "id");
@@ -359,6 +514,11 @@ static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
         return; /* other results (pair-device) need nothing */
     }
     if (!xmlns) xmlns = "";
+    wa_node *lc = wa_node_child(iq, "link_code_companion_reg");
+    if (lc && strcmp(xmlns, "md") == 0 && c->state == SIM_CONN_PAIRING) {
+        on_link_code(s, c, a, iq, lc);
+        return;
+    }
     if (c->state != SIM_CONN_LOGGED_IN) {
         send_result(s, c, a, id, NULL);
         return;
@@ -497,47 +657,11 @@ static sim_conn *conn_by_ref(sim *s, const char *ref, size_t ref_len)
     return NULL;
 }
 
-static int set_err(char *err, size_t errlen, const char *msg)
+/* The phone signs the companion in: ADVDeviceIdentity, account signature, HMAC with the ADV
+ * secret (from the QR, or agreed through the pairing code), then pair-success. */
+static int send_pair_success(sim *s, sim_conn *c, sim_account *acct, const uint8_t adv[32],
+                             char *err, size_t errlen)
 {
-    snprintf(err, errlen, "%s", msg);
-    return -1;
-}
-
-int sim_admin_scan(sim *s, const char *phone, const char *qr, char *err, size_t errlen)
-{
-    sim_account *acct = sim_account_find(s, phone);
-    if (!acct) return set_err(err, errlen, "no such account");
-    const char *hash = strchr(qr, '#');
-    const char *body = hash ? hash + 1 : qr;
-    /* ref,noise,identity,adv[,platform] */
-    const char *parts[5] = {0};
-    size_t lens[5] = {0};
-    int nparts = 0;
-    const char *start = body;
-    for (const char *q = body;; q++) {
-        if (*q == ',' || *q == '\0') {
-            if (nparts < 5) {
-                parts[nparts] = start;
-                lens[nparts] = (size_t)(q - start);
-            }
-            nparts++;
-            start = q + 1;
-            if (*q == '\0') break;
-        }
-    }
-    if (nparts < 4 || nparts > 5) return set_err(err, errlen, "QR text has not 4 or 5 fields");
-    sim_conn *c = conn_by_ref(s, parts[0], lens[0]);
-    if (!c) return set_err(err, errlen, "no connection is showing this QR ref");
-    uint8_t noise[32], ident[32], adv[32];
-    size_t n1, n2, n3;
-    if (!wb_base64_decode(parts[1], lens[1], noise, 32, &n1) || n1 != 32 ||
-        !wb_base64_decode(parts[2], lens[2], ident, 32, &n2) || n2 != 32 ||
-        !wb_base64_decode(parts[3], lens[3], adv, 32, &n3) || n3 != 32)
-        return set_err(err, errlen, "QR keys are not base64 of 32 bytes");
-    if (!wa_ct_equal(noise, c->noise_pub, 32) || !wa_ct_equal(ident, c->identity_pub, 32))
-        return set_err(err, errlen, "QR keys do not match the connection's");
-
-    /* the phone signs the companion in: ADVDeviceIdentity, account signature, HMAC */
     wb_arena a;
     wb_arena_init(&a, 0);
     c->account = acct;
@@ -608,6 +732,43 @@ int sim_admin_scan(sim *s, const char *phone, const char *qr, char *err, size_t 
     c->state = SIM_CONN_PAIRED;
     wb_arena_free(&a);
     return 0;
+}
+
+int sim_admin_scan(sim *s, const char *phone, const char *qr, char *err, size_t errlen)
+{
+    sim_account *acct = sim_account_find(s, phone);
+    if (!acct) return set_err(err, errlen, "no such account");
+    const char *hash = strchr(qr, '#');
+    const char *body = hash ? hash + 1 : qr;
+    /* ref,noise,identity,adv[,platform] */
+    const char *parts[5] = {0};
+    size_t lens[5] = {0};
+    int nparts = 0;
+    const char *start = body;
+    for (const char *q = body;; q++) {
+        if (*q == ',' || *q == '\0') {
+            if (nparts < 5) {
+                parts[nparts] = start;
+                lens[nparts] = (size_t)(q - start);
+            }
+            nparts++;
+            start = q + 1;
+            if (*q == '\0') break;
+        }
+    }
+    if (nparts < 4 || nparts > 5) return set_err(err, errlen, "QR text has not 4 or 5 fields");
+    sim_conn *c = conn_by_ref(s, parts[0], lens[0]);
+    if (!c) return set_err(err, errlen, "no connection is showing this QR ref");
+    uint8_t noise[32], ident[32], adv[32];
+    size_t n1, n2, n3;
+    if (!wb_base64_decode(parts[1], lens[1], noise, 32, &n1) || n1 != 32 ||
+        !wb_base64_decode(parts[2], lens[2], ident, 32, &n2) || n2 != 32 ||
+        !wb_base64_decode(parts[3], lens[3], adv, 32, &n3) || n3 != 32)
+        return set_err(err, errlen, "QR keys are not base64 of 32 bytes");
+    if (!wa_ct_equal(noise, c->noise_pub, 32) || !wa_ct_equal(ident, c->identity_pub, 32))
+        return set_err(err, errlen, "QR keys do not match the connection's");
+
+    return send_pair_success(s, c, acct, adv, err, errlen);
 }
 
 int sim_admin_stream_error(sim *s, const char *phone, int device, const char *code, char *err,

@@ -73,6 +73,14 @@ struct sim_conn {
     char pair_iq_id[16];          /* id of the pair-success IQ */
     uint8_t pending_details[256]; /* ADVDeviceIdentity bytes sent in pair-success */
     size_t pending_details_len;
+    /* pairing by code (companion_hello .. companion_finish) */
+    bool lc_hello;                /* companion_hello received */
+    char lc_phone[24];            /* the phone number the companion asked for */
+    uint8_t lc_wrapped[80];       /* salt32 || iv16 || AES-CTR(code key, companion ephemeral) */
+    char lc_ref[40];              /* link_code_pairing_ref we handed out */
+    bool lc_primary_sent;         /* primary_hello sent: lc_primary_eph is set */
+    wa_keypair lc_primary_eph;    /* the phone's ephemeral key for this pairing; secret */
+    uint8_t lc_companion_eph[32]; /* unwrapped with the code the user typed */
     /* after login or pairing */
     sim_account *account;
     int device_index; /* into account->devices, or -1 */
@@ -112,6 +120,8 @@ int sim_send_node(sim *s, sim_conn *c, const wa_node *n);
 
 /* Admin actions; each returns 0 or -1 with a message in err. */
 int sim_admin_scan(sim *s, const char *phone, const char *qr, char *err, size_t errlen);
+/* The user types `code` on the phone of `phone`: the primary_hello notification goes out. */
+int sim_admin_pair_code(sim *s, const char *phone, const char *code, char *err, size_t errlen);
 int sim_admin_stream_error(sim *s, const char *phone, int device, const char *code, char *err,
                            size_t errlen);
 /* JSON of the accounts and their devices; caller frees. */
