@@ -33,6 +33,8 @@ typedef enum iq_kind {
     IQ_DIGEST,  /* encrypt <digest/> */
     IQ_PING,    /* w:p keepalive */
     IQ_LOGOUT,  /* md remove-companion-device */
+    IQ_LINK_HELLO,  /* md link_code_companion_reg companion_hello */
+    IQ_LINK_FINISH, /* md link_code_companion_reg companion_finish */
 } iq_kind;
 
 typedef struct pending_iq {
@@ -63,6 +65,11 @@ struct wa_client {
     /* pairing */
     char refs[MAX_REFS][64];
     int nrefs, next_ref;
+    /* pairing by code */
+    char lc_phone[24]; /* the account's number; "" = QR pairing */
+    char lc_code[9];   /* the code shown to the user */
+    bool lc_sent;      /* companion_hello sent on this connection */
+    wa_keypair lc_eph; /* our ephemeral key of the code pairing; secret */
     /* IQs */
     pending_iq pending[MAX_PENDING];
     uint32_t iq_counter;
@@ -322,6 +329,7 @@ static void send_simple_iq(wa_client *c, const char *to, const char *type, const
 
 static void reset_connection(wa_client *c)
 {
+    c->lc_sent = false;
     wa_noise_clear(&c->noise);
     wa_frame_reader_free(&c->reader);
     wa_frame_reader_init(&c->reader, false, 0);
@@ -545,8 +553,9 @@ static void show_next_qr(wa_client *c, int64_t now)
     wb_base64_encode(c->dev.noise.pub, 32, noise, false);
     wb_base64_encode(c->dev.identity.pub, 32, ident, false);
     wb_base64_encode(c->dev.adv_secret, 32, adv, false);
-    emit(c, WA_EV_QR, 0, 0, QR_PREFIX "%s,%s,%s,%s," PLATFORM_ID, c->refs[c->next_ref], noise,
-         ident, adv);
+    if (!c->lc_phone[0])
+        emit(c, WA_EV_QR, 0, 0, QR_PREFIX "%s,%s,%s,%s," PLATFORM_ID, c->refs[c->next_ref], noise,
+             ident, adv);
     c->qr_deadline = now + (c->next_ref == 0 ? WA_QR_FIRST_MS : WA_QR_NEXT_MS);
     c->next_ref++;
 }
@@ -559,6 +568,152 @@ static void answer_iq(wa_client *c, const wa_node *iq, wa_node *child, wb_arena 
     wa_node_set_attr(a, res, "id", wa_node_attr(iq, "id"));
     if (child) wa_node_add_child(a, res, child);
     wa_client_send_node(c, res);
+}
+
+/* --- pairing by code --- */
+
+#define LC_ITERATIONS 131072 /* PBKDF2 rounds of the code key */
+static const char CROCKFORD[] = "123456789ABCDEFGHJKLMNPQRSTVWXYZ";
+static const char LC_BUNDLE_INFO[] = "link_code_pairing_key_bundle_encryption_key";
+
+/* salt32 || iv16 || AES-CTR(PBKDF2(code, salt), iv, pub) */
+static int lc_wrap(wa_client *c, const uint8_t pub[32], uint8_t out[80])
+{
+    uint8_t key[32];
+    int rc = wa_random(c->cfg.crypto, out, 48);
+    if (rc == WA_OK)
+        rc = wa_pbkdf2_sha256((const uint8_t *)c->lc_code, 8, out, 32, LC_ITERATIONS, key, 32);
+    if (rc == WA_OK) rc = wa_aes_ctr(key, out + 32, pub, 32, out + 48);
+    wa_wipe(key, sizeof(key));
+    return rc;
+}
+
+static int lc_unwrap(wa_client *c, const uint8_t in[80], uint8_t pub[32])
+{
+    uint8_t key[32];
+    int rc = wa_pbkdf2_sha256((const uint8_t *)c->lc_code, 8, in, 32, LC_ITERATIONS, key, 32);
+    if (rc == WA_OK) rc = wa_aes_ctr(key, in + 32, in + 48, 32, pub);
+    wa_wipe(key, sizeof(key));
+    return rc;
+}
+
+static void lc_send_hello(wa_client *c)
+{
+    uint8_t raw[5], wrapped[80];
+    wa_random(c->cfg.crypto, raw, sizeof(raw));
+    /* 40 bits -> 8 Crockford base32 characters */
+    uint64_t v = 0;
+    for (int i = 0; i < 5; i++)
+        v = v << 8 | raw[i];
+    for (int i = 0; i < 8; i++)
+        c->lc_code[i] = CROCKFORD[(v >> (35 - 5 * i)) & 31];
+    c->lc_code[8] = '\0';
+    if (wa_keypair_generate(c->cfg.crypto, &c->lc_eph) != WA_OK ||
+        lc_wrap(c, c->lc_eph.pub, wrapped) != WA_OK) {
+        emit(c, WA_EV_ERROR, 0, 0, "cannot prepare the pairing code");
+        return;
+    }
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *iq = new_iq(c, &a, WA_SERVER_PN_AT, "set", "md", IQ_LINK_HELLO, 0);
+    wa_node *reg = wa_node_new(&a, "link_code_companion_reg");
+    char jid[48];
+    snprintf(jid, sizeof(jid), "%s@" WA_SERVER_PN, c->lc_phone);
+    wa_node_set_attr(&a, reg, "jid", jid);
+    wa_node_set_attr(&a, reg, "stage", "companion_hello");
+    wa_node_set_attr(&a, reg, "should_show_push_notification", "true");
+    wa_node_add_child(
+        &a, reg, bytes_node(&a, "link_code_pairing_wrapped_companion_ephemeral_pub", wrapped, 80));
+    wa_node_add_child(&a, reg,
+                      bytes_node(&a, "companion_server_auth_key_pub", c->dev.noise.pub, 32));
+    wa_node *platform = wa_node_new(&a, "companion_platform_id");
+    wa_node_set_string(&a, platform, PLATFORM_ID);
+    wa_node_add_child(&a, reg, platform);
+    wa_node *display = wa_node_new(&a, "companion_platform_display");
+    wa_node_set_string(&a, display, "Chrome (wabridge)");
+    wa_node_add_child(&a, reg, display);
+    wa_node *nonce = wa_node_new(&a, "link_code_pairing_nonce");
+    wa_node_set_string(&a, nonce, "0");
+    wa_node_add_child(&a, reg, nonce);
+    wa_node_add_child(&a, iq, reg);
+    wa_client_send_node(c, iq);
+    wb_arena_free(&a);
+    c->lc_sent = true;
+    emit(c, WA_EV_PAIR_CODE, 0, 0, "%s", c->lc_code);
+}
+
+int wa_client_pair_phone(wa_client *c, const char *phone, int64_t now)
+{
+    size_t n = strlen(phone);
+    if (c->dev.paired || n == 0 || n >= sizeof(c->lc_phone)) return WA_ERR_STATE;
+    for (size_t i = 0; i < n; i++)
+        if (phone[i] < '0' || phone[i] > '9') return WA_ERR_INVALID;
+    memcpy(c->lc_phone, phone, n + 1);
+    if (c->state == WA_CLIENT_PAIRING && !c->lc_sent) lc_send_hello(c);
+    return WA_OK;
+}
+
+/* The phone's answer: primary_hello with its wrapped ephemeral key and its identity. */
+static void lc_on_primary_hello(wa_client *c, const wa_node *n, const wa_node *reg, wb_arena *a)
+{
+    wa_node *ack = wa_node_new(a, "ack");
+    wa_node_set_attr(a, ack, "id", wa_node_attr(n, "id") ? wa_node_attr(n, "id") : "");
+    wa_node_set_attr(a, ack, "to", WA_SERVER_PN);
+    wa_node_set_attr(a, ack, "class", "notification");
+    wa_node_set_attr(a, ack, "type", "link_code_companion_reg");
+    const wa_node *ref = wa_node_child(reg, "link_code_pairing_ref");
+    const wa_node *pid = wa_node_child(reg, "primary_identity_pub");
+    const wa_node *wrapped = wa_node_child(reg, "link_code_pairing_wrapped_primary_ephemeral_pub");
+    if (!c->lc_sent || !ref || !pid || pid->data_len != 32 || !wrapped || wrapped->data_len != 80) {
+        wa_client_send_node(c, ack);
+        emit(c, WA_EV_ERROR, 0, 0, "malformed primary_hello from the phone");
+        return;
+    }
+    uint8_t primary_eph[32], shared[32], id_shared[32], random[32], key[32], plain[96];
+    uint8_t bundle[32 + 12 + 96 + 16], ikm[96];
+    int rc = lc_unwrap(c, wrapped->data, primary_eph);
+    if (rc == WA_OK) rc = wa_x25519(c->cfg.crypto, c->lc_eph.priv, primary_eph, shared);
+    if (rc == WA_OK) rc = wa_random(c->cfg.crypto, random, 32);
+    if (rc == WA_OK) rc = wa_random(c->cfg.crypto, bundle, 32 + 12); /* salt, iv */
+    if (rc == WA_OK)
+        rc = wa_hkdf_sha256(shared, 32, bundle, 32, (const uint8_t *)LC_BUNDLE_INFO,
+                            sizeof(LC_BUNDLE_INFO) - 1, key, 32);
+    memcpy(plain, c->dev.identity.pub, 32);
+    memcpy(plain + 32, pid->data, 32);
+    memcpy(plain + 64, random, 32);
+    if (rc == WA_OK) rc = wa_aes_gcm_encrypt(key, bundle + 32, 12, NULL, 0, plain, 96, bundle + 44);
+    if (rc == WA_OK) rc = wa_x25519(c->cfg.crypto, c->dev.identity.priv, pid->data, id_shared);
+    memcpy(ikm, shared, 32);
+    memcpy(ikm + 32, id_shared, 32);
+    memcpy(ikm + 64, random, 32);
+    if (rc == WA_OK)
+        rc = wa_hkdf_sha256(ikm, 96, NULL, 0, (const uint8_t *)"adv_secret", 10, c->dev.adv_secret,
+                            32);
+    if (rc == WA_OK && c->cfg.store->device_save(c->cfg.store->ctx, &c->dev) != WA_STORE_OK)
+        rc = WA_ERR_STATE;
+    wa_wipe(shared, sizeof(shared));
+    wa_wipe(id_shared, sizeof(id_shared));
+    wa_wipe(key, sizeof(key));
+    wa_wipe(ikm, sizeof(ikm));
+    wa_wipe(random, sizeof(random));
+    if (rc != WA_OK) {
+        wa_client_send_node(c, ack);
+        emit(c, WA_EV_ERROR, rc, 0, "pairing by code failed: %s", wa_strerror(rc));
+        return;
+    }
+    wa_node *iq = new_iq(c, a, WA_SERVER_PN_AT, "set", "md", IQ_LINK_FINISH, 0);
+    wa_node *fin = wa_node_new(a, "link_code_companion_reg");
+    char jid[48];
+    snprintf(jid, sizeof(jid), "%s@" WA_SERVER_PN, c->lc_phone);
+    wa_node_set_attr(a, fin, "jid", jid);
+    wa_node_set_attr(a, fin, "stage", "companion_finish");
+    wa_node_add_child(
+        a, fin, bytes_node(a, "link_code_pairing_wrapped_key_bundle", bundle, sizeof(bundle)));
+    wa_node_add_child(a, fin, bytes_node(a, "companion_identity_public", c->dev.identity.pub, 32));
+    wa_node_add_child(a, fin, bytes_node(a, "link_code_pairing_ref", ref->data, ref->data_len));
+    wa_node_add_child(a, iq, fin);
+    wa_client_send_node(c, iq);
+    wa_client_send_node(c, ack);
 }
 
 static void on_pair_device(wa_client *c, const wa_node *iq, const wa_node *pd, wb_arena *a,
@@ -578,6 +733,7 @@ static void on_pair_device(wa_client *c, const wa_node *iq, const wa_node *pd, w
     c->state = WA_CLIENT_PAIRING;
     c->handshake_deadline = 0;
     show_next_qr(c, now);
+    if (c->lc_phone[0] && !c->lc_sent && c->state == WA_CLIENT_PAIRING) lc_send_hello(c);
 }
 
 /* Verifies pair-success and answers with our device signature; saves the paired identity. */
@@ -778,6 +934,14 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
             emit(c, WA_EV_ERROR, 0, 0, "the server refused our prekeys");
         break;
     case IQ_PING: c->ping_deadline = 0; break;
+    case IQ_LINK_HELLO:
+    case IQ_LINK_FINISH:
+        if (!ok) {
+            c->stopped = true;
+            emit(c, WA_EV_ERROR, 0, 0, "the phone refused the pairing code");
+            drop(c, now, 0, -1, "pairing by code failed");
+        }
+        break;
     case IQ_LOGOUT: logged_out(c, now, 0, "logged out"); break;
     case IQ_PASSIVE:
     case IQ_DIGEST:
@@ -853,6 +1017,11 @@ static void on_node(wa_client *c, wa_node *n, int64_t now)
                 answer_iq(c, n, NULL, &a); /* pings and requests we do not handle yet */
             }
         }
+    } else if (strcmp(tag, "notification") == 0) {
+        const char *type = wa_node_attr(n, "type");
+        const wa_node *reg = wa_node_child(n, "link_code_companion_reg");
+        if (type && strcmp(type, "link_code_companion_reg") == 0 && reg && !c->dev.paired)
+            lc_on_primary_hello(c, n, reg, &a);
     } else if (strcmp(tag, "success") == 0) {
         on_success(c, n, now);
     } else if (strcmp(tag, "failure") == 0) {

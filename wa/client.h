@@ -45,7 +45,8 @@ typedef enum wa_io { WA_IO_NONE = 0, WA_IO_OPEN, WA_IO_CLOSE } wa_io;
 
 typedef enum wa_event_type {
     WA_EV_QR = 1,       /* text: the QR code's content; shown until the next QR or the end */
-    WA_EV_QR_TIMEOUT,   /* every QR ref expired unscanned; the client stopped */
+    WA_EV_QR_TIMEOUT,   /* every QR ref expired unscanned (or no code was entered); stopped */
+    WA_EV_PAIR_CODE,    /* text: the 8-character code to type on the phone (pairing by code) */
     WA_EV_PAIR_SUCCESS, /* text: our device JID; the server restarts the stream next */
     WA_EV_CONNECTED,    /* <success>: logged in; text: our LID device JID */
     WA_EV_READY,        /* the offline queue is delivered: the account is live */
@@ -98,6 +99,9 @@ const char *wa_client_jid(const wa_client *c);
 int wa_client_start(wa_client *c, int64_t now, uint64_t wall);
 /* Closes the connection and stays idle (no reconnect). */
 void wa_client_stop(wa_client *c, int64_t now);
+/* Pairs by phone code instead of QR: `phone` is the account's number (digits). Call after
+ * wa_client_start on an unpaired client; the code comes as WA_EV_PAIR_CODE, and QR events stop. */
+int wa_client_pair_phone(wa_client *c, const char *phone, int64_t now);
 /* Asks the server to remove this companion, then wipes the store. */
 int wa_client_logout(wa_client *c, int64_t now);
 

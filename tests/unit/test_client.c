@@ -23,6 +23,8 @@ typedef struct rig {
     uint64_t wall;    /* virtual unix seconds */
     bool scan_qr;     /* the phone scans the first QR it sees */
     bool server_mute; /* the server's bytes are lost */
+    int enter_code;   /* pairing by code: 1 = type the code shown, 2 = type a wrong one */
+    char code[9];     /* a code to type once the bytes settle */
     wa_event events[256];
     int nevents;
 } rig;
@@ -103,11 +105,24 @@ static void pump(rig *r)
         wa_event ev;
         while (wa_client_next_event(r->client, &ev)) {
             if (r->nevents < 256) r->events[r->nevents++] = ev;
+            if (ev.type == WA_EV_PAIR_CODE && r->enter_code) {
+                /* the user types it once the phone got the request: after the bytes settle */
+                memcpy(r->code, ev.text, 8);
+                r->code[8] = 0;
+                if (r->enter_code == 2) r->code[0] = r->code[0] == 'A' ? 'B' : 'A';
+                r->enter_code = 0;
+            }
             if (ev.type == WA_EV_QR && r->scan_qr) {
                 char err[160];
                 CHECK_INT(sim_admin_scan(&r->s, PHONE, ev.text, err, sizeof(err)), 0);
                 r->scan_qr = false;
             }
+            moved = true;
+        }
+        if (!moved && r->code[0]) {
+            char err[160];
+            CHECK_INT(sim_admin_pair_code(&r->s, PHONE, r->code, err, sizeof(err)), 0);
+            r->code[0] = 0;
             moved = true;
         }
         if (!moved) return;
@@ -384,11 +399,50 @@ static void test_garbage_from_server(wa_crypto *crypto)
     rig_free(&r);
 }
 
+static void test_pair_by_code(wa_crypto *crypto)
+{
+    rig r;
+    rig_init(&r, NULL);
+    r.scan_qr = false;
+    r.enter_code = 1;
+    r.client = rig_client(&r, crypto, r.s.root.pub);
+    CHECK_INT(wa_client_pair_phone(r.client, "15x", r.now), WA_ERR_INVALID);
+    wa_client_start(r.client, r.now, r.wall);
+    CHECK_INT(wa_client_pair_phone(r.client, PHONE, r.now), WA_OK);
+    advance(&r, 5000);
+    CHECK_INT(count_events(&r, WA_EV_QR), 0); /* a code, not QR codes */
+    const wa_event *code = last_event(&r, WA_EV_PAIR_CODE);
+    CHECK(code && strlen(code->text) == 8 &&
+          strspn(code->text, "123456789ABCDEFGHJKLMNPQRSTVWXYZ") == 8);
+    CHECK_INT(count_events(&r, WA_EV_PAIR_SUCCESS), 1);
+    CHECK_INT(count_events(&r, WA_EV_READY), 1);
+    CHECK(wa_client_is_paired(r.client));
+    CHECK_INT(wa_client_pair_phone(r.client, PHONE, r.now), WA_ERR_STATE); /* already paired */
+    rig_free(&r);
+
+    /* a mistyped code: the phone cannot open the bundle, the companion is told and stops */
+    rig_init(&r, NULL);
+    r.scan_qr = false;
+    r.enter_code = 2;
+    r.client = rig_client(&r, crypto, r.s.root.pub);
+    wa_client_start(r.client, r.now, r.wall);
+    wa_client_pair_phone(r.client, PHONE, r.now);
+    advance(&r, 5000);
+    CHECK_INT(count_events(&r, WA_EV_PAIR_SUCCESS), 0);
+    const wa_event *e = last_event(&r, WA_EV_ERROR);
+    CHECK(e && strstr(e->text, "refused the pairing code") != NULL);
+    CHECK(!wa_client_is_paired(r.client));
+    CHECK_INT(wa_client_get_state(r.client), WA_CLIENT_IDLE);
+    CHECK_INT(sim_account_find(&r.s, PHONE)->ndevices, 0);
+    rig_free(&r);
+}
+
 int main(void)
 {
     wa_crypto *crypto = wa_crypto_new(NULL, 0);
     test_pair_login_restart_logout(crypto);
     test_qr_timeout(crypto);
+    test_pair_by_code(crypto);
     test_stream_errors(crypto);
     test_login_refused(crypto);
     test_timeouts(crypto);
