@@ -9,6 +9,7 @@
  * database alone.
  */
 #include "check.h"
+#include "sim_proc.h"
 #include "wa/store_mem.h"
 #include "wa/worker.h"
 #ifdef WB_ENGINE_PG
@@ -21,17 +22,11 @@
 #include <cJSON.h>
 #include <curl/curl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #define PHONE "15550000002"
-
-static char ws_url[256], admin_url[256];
-static uint8_t root[32];
 
 typedef struct seen {
     pthread_mutex_t lock;
@@ -41,31 +36,11 @@ typedef struct seen {
 
 static seen events = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static size_t sink(char *p, size_t size, size_t n, void *user)
-{
-    wb_buf_append(user, p, size * n);
-    return size * n;
-}
+static sim_proc simp;
 
-/* POSTs a JSON body (or GETs when body is NULL); returns the HTTP status, fills out. */
 static long admin(const char *path, const char *body, wb_buf *out)
 {
-    char url[512];
-    snprintf(url, sizeof(url), "%s%s", admin_url, path);
-    CURL *h = curl_easy_init();
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    wb_buf ignore;
-    wb_buf_init(&ignore);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out ? out : &ignore);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
-    long status = 0;
-    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(h);
-    wb_buf_free(&ignore);
-    if (out) wb_buf_u8(out, 0);
-    return status;
+    return sim_proc_admin(&simp, path, body, out);
 }
 
 static void on_event(void *user, int login, const wa_event *ev)
@@ -109,35 +84,6 @@ static bool wait_for(int *counter, int want, int ms)
         usleep(20000);
     }
     return false;
-}
-
-static pid_t start_sim(const char *path)
-{
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the test */
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl(path, path, "--account", PHONE ":100000000000002:Sim", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    char line[1024];
-    size_t n = 0;
-    while (n < sizeof(line) - 1 && read(fds[0], line + n, 1) == 1 && line[n] != '\n')
-        n++;
-    line[n] = '\0';
-    close(fds[0]);
-    cJSON *j = cJSON_Parse(line);
-    if (!j) return -1;
-    snprintf(ws_url, sizeof(ws_url), "%s", cJSON_GetObjectItem(j, "ws")->valuestring);
-    snprintf(admin_url, sizeof(admin_url), "%s", cJSON_GetObjectItem(j, "admin")->valuestring);
-    size_t rl;
-    wb_hex_decode(cJSON_GetObjectItem(j, "root")->valuestring, 64, root, 32, &rl);
-    cJSON_Delete(j);
-    return pid;
 }
 
 static void logout_call(wa_client *c, void *arg)
@@ -196,22 +142,23 @@ int main(int argc, char **argv)
     pgtest_require();
 #endif
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    pid_t sim = start_sim(argv[1]);
-    CHECK(sim > 0);
-    if (sim <= 0) return CHECK_DONE();
+    const char *const sim_args[] = {"--account", PHONE ":100000000000002:Sim", NULL};
+    int started = sim_proc_start(&simp, argv[1], sim_args);
+    CHECK_INT(started, 0);
+    if (started != 0) return CHECK_DONE();
     wa_crypto *crypto = wa_crypto_new(NULL, 0);
     test_store ts;
     memset(&ts, 0, sizeof(ts));
     store_open(&ts, true);
     wa_client_config cfg = {
-        .store = &ts.store, .crypto = crypto, .trust_root = root, .push_name = "Live Test"};
+        .store = &ts.store, .crypto = crypto, .trust_root = simp.root, .push_name = "Live Test"};
 
     /* 1. pair by QR and log in */
     wa_net *net = wa_net_new(NULL);
     CHECK(net != NULL);
     wa_worker *w = wa_worker_new(net, on_event, NULL);
     wa_client *c = wa_client_new(&cfg, NULL);
-    CHECK(wa_worker_add(w, c, ws_url) >= 0);
+    CHECK(wa_worker_add(w, c, simp.ws_url) >= 0);
     CHECK(wait_for(&events.ready, 1, 15000));
     CHECK_INT(events.qr, 1);
     CHECK_INT(events.paired, 1);
@@ -232,7 +179,7 @@ int main(int argc, char **argv)
     w = wa_worker_new(net, on_event, NULL);
     c = wa_client_new(&cfg, NULL);
     CHECK(wa_client_is_paired(c));
-    CHECK(wa_worker_add(w, c, ws_url) >= 0);
+    CHECK(wa_worker_add(w, c, simp.ws_url) >= 0);
     CHECK(wait_for(&events.ready, 2, 15000));
     CHECK_INT(events.qr, 1);
     CHECK_INT(events.connected, 2);
@@ -250,8 +197,7 @@ int main(int argc, char **argv)
     store_close(&ts, true);
     wa_crypto_free(crypto);
     wb_buf_free(&state);
-    kill(sim, SIGTERM);
-    waitpid(sim, NULL, 0);
+    sim_proc_stop(&simp);
     curl_global_cleanup();
     return CHECK_DONE();
 }

@@ -25,6 +25,7 @@
 #include <libwebsockets.h>
 #include <microhttpd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,24 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
                                                     code, err, sizeof(err))
                            : -1;
         if (!phone || !code) snprintf(err, sizeof(err), "phone (and code) are required");
+    } else if (strcmp(url, "/admin/devices") == 0) {
+        const char *phone = json_str(body, "phone"), *noise = json_str(body, "noise_pub");
+        const char *ident = json_str(body, "identity_pub");
+        uint8_t nk[32], ik[32];
+        size_t n1 = 0, n2 = 0;
+        if (phone && noise && ident && wb_hex_decode(noise, strlen(noise), nk, 32, &n1) &&
+            wb_hex_decode(ident, strlen(ident), ik, 32, &n2) && n1 == 32 && n2 == 32) {
+            int id = sim_admin_add_device(
+                &g_sim, phone, nk, ik, (uint32_t)json_int(body, "prekeys", 812), err, sizeof(err));
+            if (id > 0) {
+                pthread_mutex_unlock(&g_sim.lock);
+                char ok[32];
+                snprintf(ok, sizeof(ok), "{\"id\":%d}", id);
+                return reply(conn, MHD_HTTP_OK, ok);
+            }
+        } else {
+            snprintf(err, sizeof(err), "phone, noise_pub and identity_pub (hex) are required");
+        }
     } else if (strcmp(url, "/admin/restart") == 0) {
         for (sim_conn *c = g_sim.conns; c; c = c->next)
             c->state = SIM_CONN_CLOSING;
@@ -318,6 +337,12 @@ int main(int argc, char **argv)
         }
     }
 
+    /* thousands of connections: raise the descriptor limit as far as we may */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     lws_set_log_level(verbose ? LLL_ERR | LLL_WARN : LLL_ERR, NULL);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));

@@ -791,6 +791,27 @@ int sim_admin_stream_error(sim *s, const char *phone, int device, const char *co
     return hits ? 0 : set_err(err, errlen, "no such logged-in connection");
 }
 
+int sim_admin_add_device(sim *s, const char *phone, const uint8_t noise_pub[32],
+                         const uint8_t identity_pub[32], uint32_t prekeys, char *err, size_t errlen)
+{
+    sim_account *acct = sim_account_find(s, phone);
+    if (!acct) return set_err(err, errlen, "no such account");
+    if (acct->ndevices == SIM_MAX_DEVICES) return set_err(err, errlen, "account has 16 devices");
+    sim_device *dev = &acct->devices[acct->ndevices];
+    memset(dev, 0, sizeof(*dev));
+    uint16_t id = 1;
+    for (int i = 0; i < acct->ndevices; i++)
+        if (acct->devices[i].id >= id) id = (uint16_t)(acct->devices[i].id + 1);
+    dev->id = id;
+    memcpy(dev->noise_pub, noise_pub, 32);
+    memcpy(dev->identity_pub, identity_pub, 32);
+    dev->key_index = acct->next_key_index++;
+    dev->prekeys = prekeys;
+    dev->present = true;
+    acct->ndevices++;
+    return id;
+}
+
 char *sim_admin_state_json(sim *s)
 {
     wb_buf b;

@@ -124,6 +124,11 @@ int sim_admin_scan(sim *s, const char *phone, const char *qr, char *err, size_t 
 int sim_admin_pair_code(sim *s, const char *phone, const char *code, char *err, size_t errlen);
 int sim_admin_stream_error(sim *s, const char *phone, int device, const char *code, char *err,
                            size_t errlen);
+/* Registers a companion as if it had paired (benchmarks: no pairing per device), with `prekeys`
+ * one-time prekeys on file. Returns the device number, or -1. */
+int sim_admin_add_device(sim *s, const char *phone, const uint8_t noise_pub[32],
+                         const uint8_t identity_pub[32], uint32_t prekeys, char *err,
+                         size_t errlen);
 /* JSON of the accounts and their devices; caller frees. */
 char *sim_admin_state_json(sim *s);
 
