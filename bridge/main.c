@@ -21,6 +21,7 @@
 #include <yaml.h>
 #include <zlib.h>
 
+#include "db/migrate.h"
 #include "wa/binary/node.h"
 #include <stdlib.h>
 
@@ -83,13 +84,39 @@ static int decode_hex(const char *hex, bool frame)
     return rc == WA_OK ? 0 : 1;
 }
 
+/* --migrate CONNINFO: brings the database to this binary's schema and exits. */
+static int migrate(const char *conninfo)
+{
+    db_conn *conn;
+    db_error err;
+    db_conn_opts opts = {.reconnect_timeout_ms = 5000};
+    if (db_conn_open(conninfo, &opts, &conn, &err) != DB_OK) {
+        fprintf(stderr, "wabridge: cannot connect to the database: %s\n", err.message);
+        return 1;
+    }
+    db_migrate_report rep;
+    int rc = db_migrate(conn, db_migrations_embedded, db_migrations_embedded_count, &rep);
+    if (rc != DB_OK) {
+        fprintf(stderr, "wabridge: migration failed: %s\n", db_conn_error(conn)->message);
+    } else if (rep.applied == 0) {
+        printf("database schema is up to date (version %d)\n", rep.to_version);
+    } else {
+        printf("database schema migrated from version %d to %d (%d applied)\n", rep.from_version,
+               rep.to_version, rep.applied);
+    }
+    db_conn_close(conn);
+    return rc == DB_OK ? 0 : 1;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: wabridge [--version | --libraries | --decode HEX | --decode-frame HEX]\n");
+    fprintf(f, "usage: wabridge [--version | --libraries | --migrate CONNINFO | --decode HEX |\n"
+               "                 --decode-frame HEX]\n");
 }
 
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--migrate") == 0) return migrate(argv[2]);
     if (argc == 3 && strcmp(argv[1], "--decode") == 0) return decode_hex(argv[2], false);
     if (argc == 3 && strcmp(argv[1], "--decode-frame") == 0) return decode_hex(argv[2], true);
     if (argc > 1 && strcmp(argv[1], "--help") == 0) {
