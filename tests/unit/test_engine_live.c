@@ -159,7 +159,7 @@ int main(int argc, char **argv)
     wa_worker *w = wa_worker_new(net, on_event, NULL);
     wa_client *c = wa_client_new(&cfg, NULL);
     CHECK(wa_worker_add(w, c, simp.ws_url) >= 0);
-    CHECK(wait_for(&events.ready, 1, 15000));
+    CHECK(wait_for(&events.ready, 1, 45000));
     CHECK_INT(events.qr, 1);
     CHECK_INT(events.paired, 1);
     CHECK_INT(events.connected, 1);
@@ -180,13 +180,13 @@ int main(int argc, char **argv)
     c = wa_client_new(&cfg, NULL);
     CHECK(wa_client_is_paired(c));
     CHECK(wa_worker_add(w, c, simp.ws_url) >= 0);
-    CHECK(wait_for(&events.ready, 2, 15000));
+    CHECK(wait_for(&events.ready, 2, 45000));
     CHECK_INT(events.qr, 1);
     CHECK_INT(events.connected, 2);
 
     /* 3. logout removes the companion from the account */
     wa_worker_call(w, 0, logout_call, NULL, true);
-    CHECK(wait_for(&events.logged_out, 1, 10000));
+    CHECK(wait_for(&events.logged_out, 1, 30000));
     state.len = 0;
     admin("/admin/state", NULL, &state);
     CHECK(strstr((char *)state.data, "\"devices\":[]") != NULL);
