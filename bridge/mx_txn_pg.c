@@ -1,0 +1,61 @@
+/*
+ * bridge/mx_txn_pg.c - mx_txn_store on PostgreSQL (bridge/mx_txn_pg.h).
+ */
+#include "bridge/mx_txn_pg.h"
+
+#include "db/bridge_db.h"
+#include "matrix/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int commit_pg(void *ctx, const char *txn_id, const mx_event_batch *batch)
+{
+    db_conn *conn = ctx;
+    size_t n = batch->count;
+    db_inbox_event *rows = calloc(n ? n : 1, sizeof(*rows));
+    char **keys = calloc(n ? n : 1, sizeof(*keys));
+    int rc = rows && keys ? MX_OK : MX_ERR_NOMEM;
+    for (size_t i = 0; rc == MX_OK && i < n; i++) {
+        const mx_event *e = &batch->events[i];
+        if (!e->event_id) {
+            size_t len = strlen(txn_id) + 32;
+            keys[i] = malloc(len);
+            if (!keys[i]) {
+                rc = MX_ERR_NOMEM;
+                break;
+            }
+            snprintf(keys[i], len, "~%s/%zu", txn_id, i);
+        }
+        rows[i].event_id = e->event_id ? e->event_id : keys[i];
+        rows[i].room_id = e->room_id ? e->room_id : "";
+        rows[i].event_json = e->json;
+    }
+    bool duplicate = false;
+    if (rc == MX_OK && db_mx_txn_accept(conn, txn_id, rows, n, now_ms(), &duplicate) != DB_OK) {
+        fprintf(stderr, "wabridge: cannot store transaction %s: %s\n", txn_id,
+                db_conn_error(conn)->message);
+        rc = MX_ERR_STORE;
+    }
+    for (size_t i = 0; keys && i < n; i++)
+        free(keys[i]);
+    free(keys);
+    free(rows);
+    if (rc != MX_OK) return rc;
+    return duplicate ? MX_TXN_DUPLICATE : MX_TXN_STORED;
+}
+
+mx_txn_store br_mx_txn_store_pg(db_conn *conn)
+{
+    mx_txn_store st = {.ctx = conn, .commit = commit_pg};
+    return st;
+}
