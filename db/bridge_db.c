@@ -322,6 +322,33 @@ int db_kv_set(db_conn *c, const char *key, const char *value)
     return db_exec(c, &st_kv_set, p, 2, NULL);
 }
 
+static const db_stmt st_reg_user_known = {"bridge_registered_user_known",
+                                          "SELECT 1 FROM mx_registered_user WHERE mxid = $1", I};
+static const db_stmt st_reg_user_add = {"bridge_registered_user_add",
+                                        "INSERT INTO mx_registered_user (mxid, registered_ms)"
+                                        " VALUES ($1, $2) ON CONFLICT (mxid) DO NOTHING",
+                                        I};
+
+int db_registered_user_known(db_conn *c, const char *mxid, bool *known)
+{
+    db_param p[1] = {db_p_text(mxid)};
+    db_result *r = NULL;
+    int rc = db_exec_row(c, &st_reg_user_known, p, 1, &r);
+    db_result_free(r);
+    if (rc == DB_ERR_NOT_FOUND) {
+        *known = false;
+        return DB_OK;
+    }
+    *known = rc == DB_OK;
+    return rc;
+}
+
+int db_registered_user_add(db_conn *c, const char *mxid)
+{
+    db_param p[2] = {db_p_text(mxid), db_p_int(db_now_ms())};
+    return db_exec(c, &st_reg_user_add, p, 2, NULL);
+}
+
 int db_kv_get(db_conn *c, const char *key, char *buf, size_t cap)
 {
     db_param p[1] = {db_p_text(key)};

@@ -87,6 +87,10 @@ int db_inbox_delete(db_conn *c, int64_t id);
 int db_inbox_delete_many(db_conn *c, const int64_t *ids, size_t n);
 
 /* The key-value table. db_kv_get copies into buf (cap bytes); DB_ERR_NOT_FOUND when unset. */
+/* Ghosts (and the bot) registered on the homeserver: registration is asked for once. */
+int db_registered_user_known(db_conn *c, const char *mxid, bool *known);
+int db_registered_user_add(db_conn *c, const char *mxid); /* idempotent */
+
 int db_kv_set(db_conn *c, const char *key, const char *value);
 int db_kv_get(db_conn *c, const char *key, char *buf, size_t cap);
 int db_kv_delete(db_conn *c, const char *key);
