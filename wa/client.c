@@ -27,12 +27,12 @@ static const uint32_t DEFAULT_VERSION[3] = {2, 3000, 1029496320};
 
 typedef enum iq_kind {
     IQ_NONE = 0,
-    IQ_COUNT,   /* encrypt <count/> */
-    IQ_UPLOAD,  /* encrypt prekey upload */
-    IQ_PASSIVE, /* passive <active/> */
-    IQ_DIGEST,  /* encrypt <digest/> */
-    IQ_PING,    /* w:p keepalive */
-    IQ_LOGOUT,  /* md remove-companion-device */
+    IQ_COUNT,       /* encrypt <count/> */
+    IQ_UPLOAD,      /* encrypt prekey upload */
+    IQ_PASSIVE,     /* passive <active/> */
+    IQ_DIGEST,      /* encrypt <digest/> */
+    IQ_PING,        /* w:p keepalive */
+    IQ_LOGOUT,      /* md remove-companion-device */
     IQ_LINK_HELLO,  /* md link_code_companion_reg companion_hello */
     IQ_LINK_FINISH, /* md link_code_companion_reg companion_finish */
 } iq_kind;
@@ -264,12 +264,7 @@ static void clear_timers(wa_client *c)
 int wa_client_send_node(wa_client *c, const wa_node *n)
 {
     if (c->noise.state != WA_NOISE_TRANSPORT) return WA_ERR_STATE;
-    wb_buf plain;
-    wb_buf_init(&plain);
-    int rc = wa_binary_pack(n, &plain);
-    if (rc == WA_OK) rc = wa_noise_send(&c->noise, plain.data, plain.len, &c->out);
-    wb_buf_free(&plain);
-    return rc;
+    return wa_noise_send_node(&c->noise, n, &c->out);
 }
 
 /* Builds <iq id to type xmlns> registered as pending; returns the node (in a). */

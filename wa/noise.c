@@ -320,6 +320,16 @@ int wa_noise_send(wa_noise *ns, const uint8_t *plaintext, size_t len, wb_buf *ou
     return WA_OK;
 }
 
+int wa_noise_send_node(wa_noise *ns, const wa_node *n, wb_buf *out)
+{
+    wb_buf plain;
+    wb_buf_init(&plain);
+    int rc = wa_binary_pack(n, &plain);
+    if (rc == WA_OK) rc = wa_noise_send(ns, plain.data, plain.len, out);
+    wb_buf_free(&plain);
+    return rc;
+}
+
 int wa_noise_recv(wa_noise *ns, const uint8_t *frame, size_t len, wb_buf *out)
 {
     if (ns->state != WA_NOISE_TRANSPORT) return WA_ERR_STATE;

@@ -16,6 +16,7 @@
 #define WA_NOISE_H
 
 #include "util/bytes.h"
+#include "wa/binary/node.h"
 #include "wa/crypto.h"
 #include "wa/err.h"
 
@@ -88,6 +89,8 @@ int wa_noise_server_finish(wa_noise *ns, const uint8_t *client_finish, size_t le
 
 /* Transport: appends one frame (length + ciphertext of plaintext) to out. */
 int wa_noise_send(wa_noise *ns, const uint8_t *plaintext, size_t len, wb_buf *out);
+/* Transport: packs a node as a frame payload (flag byte 0) and sends it as wa_noise_send does. */
+int wa_noise_send_node(wa_noise *ns, const wa_node *n, wb_buf *out);
 /* Transport: decrypts one frame payload into out (replacing its contents). WA_ERR_AUTH on a bad
  * tag: the connection is then unusable (state FAILED). */
 int wa_noise_recv(wa_noise *ns, const uint8_t *frame, size_t len, wb_buf *out);

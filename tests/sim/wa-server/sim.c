@@ -143,21 +143,30 @@ void sim_conn_free(sim *s, sim_conn *c)
     free(c);
 }
 
+/* Prints a stanza in verbose mode; dir is "S->C" or "C->S". */
+static void log_node(sim *s, sim_conn *c, const char *dir, const wa_node *n)
+{
+    if (!s->verbose) return;
+    wb_buf text;
+    wb_buf_init(&text);
+    wa_node_print(n, 32, &text);
+    fprintf(stderr, "[%llu] %s %s", (unsigned long long)c->serial, dir, (const char *)text.data);
+    wb_buf_free(&text);
+}
+
 int sim_send_node(sim *s, sim_conn *c, const wa_node *n)
 {
-    if (s->verbose) {
-        wb_buf text;
-        wb_buf_init(&text);
-        wa_node_print(n, 32, &text);
-        fprintf(stderr, "[%llu] S->C %s", (unsigned long long)c->serial, (const char *)text.data);
-        wb_buf_free(&text);
-    }
-    wb_buf plain;
-    wb_buf_init(&plain);
-    int rc = wa_binary_pack(n, &plain);
-    if (rc == WA_OK) rc = wa_noise_send(&c->noise, plain.data, plain.len, &c->out);
-    wb_buf_free(&plain);
-    return rc;
+    log_node(s, c, "S->C", n);
+    return wa_noise_send_node(&c->noise, n, &c->out);
+}
+
+/* The number the next companion of acct gets: one above the highest ever used. */
+static uint16_t next_device_id(const sim_account *acct)
+{
+    uint16_t id = 1;
+    for (int i = 0; i < acct->ndevices; i++)
+        if (acct->devices[i].id >= id) id = (uint16_t)(acct->devices[i].id + 1);
+    return id;
 }
 
 /* Sends <iq from="s.whatsapp.net" type="result" id=id> with one optional child. */
@@ -332,10 +341,7 @@ static int on_pair_device_sign(sim *s, sim_conn *c, wb_arena *a, wa_node *sign)
     if (acct->ndevices == SIM_MAX_DEVICES) return -1;
     sim_device *dev = &acct->devices[acct->ndevices];
     memset(dev, 0, sizeof(*dev));
-    uint16_t id = 1;
-    for (int i = 0; i < acct->ndevices; i++)
-        if (acct->devices[i].id >= id) id = (uint16_t)(acct->devices[i].id + 1);
-    dev->id = id;
+    dev->id = next_device_id(acct);
     memcpy(dev->noise_pub, c->noise_pub, 32);
     memcpy(dev->identity_pub, c->identity_pub, 32);
     dev->registration_id = c->registration_id;
@@ -579,13 +585,7 @@ static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
 
 static int on_node(sim *s, sim_conn *c, wa_node *n, wb_arena *a)
 {
-    if (s->verbose) {
-        wb_buf text;
-        wb_buf_init(&text);
-        wa_node_print(n, 32, &text);
-        fprintf(stderr, "[%llu] C->S %s", (unsigned long long)c->serial, (const char *)text.data);
-        wb_buf_free(&text);
-    }
+    log_node(s, c, "C->S", n);
     if (strcmp(n->tag, "iq") == 0) on_iq(s, c, a, n);
     /* ib, presence, receipts, acks: nothing to answer yet */
     return 0;
@@ -704,9 +704,7 @@ static int send_pair_success(sim *s, sim_conn *c, sim_account *acct, const uint8
     os = pb_ostream_from_buffer(hmac_bytes, sizeof(hmac_bytes));
     pb_encode(&os, proto_ADVSignedDeviceIdentityHMAC_fields, &h);
 
-    uint16_t next_dev = 1;
-    for (int i = 0; i < acct->ndevices; i++)
-        if (acct->devices[i].id >= next_dev) next_dev = (uint16_t)(acct->devices[i].id + 1);
+    uint16_t next_dev = next_device_id(acct);
     char jid[48], lid[48];
     snprintf(jid, sizeof(jid), "%s:%u@s.whatsapp.net", acct->phone, next_dev);
     snprintf(lid, sizeof(lid), "%s:%u@lid", acct->lid, next_dev);
@@ -799,17 +797,14 @@ int sim_admin_add_device(sim *s, const char *phone, const uint8_t noise_pub[32],
     if (acct->ndevices == SIM_MAX_DEVICES) return set_err(err, errlen, "account has 16 devices");
     sim_device *dev = &acct->devices[acct->ndevices];
     memset(dev, 0, sizeof(*dev));
-    uint16_t id = 1;
-    for (int i = 0; i < acct->ndevices; i++)
-        if (acct->devices[i].id >= id) id = (uint16_t)(acct->devices[i].id + 1);
-    dev->id = id;
+    dev->id = next_device_id(acct);
     memcpy(dev->noise_pub, noise_pub, 32);
     memcpy(dev->identity_pub, identity_pub, 32);
     dev->key_index = acct->next_key_index++;
     dev->prekeys = prekeys;
     dev->present = true;
     acct->ndevices++;
-    return id;
+    return dev->id;
 }
 
 char *sim_admin_state_json(sim *s)
