@@ -346,6 +346,33 @@ static void test_login_refused(wa_crypto *crypto)
     rig_free(&r);
 }
 
+static void test_killed_during_login(wa_crypto *crypto)
+{
+    rig r;
+    rig_init(&r, NULL);
+    pair(&r, crypto);
+    /* a restart; the socket dies after the handshake, before <success> */
+    char err[160];
+    CHECK_INT(sim_admin_stream_error(&r.s, PHONE, -1, "", err, sizeof(err)), 0);
+    pump(&r);
+    advance(&r, 2000); /* backoff, then the new connection's handshake starts */
+    for (int i = 0; i < 50 && wa_client_get_state(r.client) != WA_CLIENT_LOGGING_IN; i++)
+        advance(&r, 10);
+    if (wa_client_get_state(r.client) == WA_CLIENT_CONNECTED) {
+        /* the whole login ran inside one pump: kill the next one at the same point instead */
+        CHECK_INT(sim_admin_stream_error(&r.s, PHONE, -1, "", err, sizeof(err)), 0);
+        pump(&r);
+    }
+    close_conn(&r);
+    wa_client_on_closed(r.client, r.now);
+    CHECK(wa_client_get_state(r.client) == WA_CLIENT_BACKOFF);
+    advance(&r, 30000);
+    CHECK_INT(wa_client_get_state(r.client), WA_CLIENT_CONNECTED);
+    CHECK(wa_client_is_paired(r.client)); /* nothing lost, no new pairing */
+    CHECK_INT(count_events(&r, WA_EV_QR), 0);
+    rig_free(&r);
+}
+
 static void test_timeouts(wa_crypto *crypto)
 {
     rig r;
@@ -462,6 +489,7 @@ int main(void)
     test_pair_by_code(crypto);
     test_stream_errors(crypto);
     test_login_refused(crypto);
+    test_killed_during_login(crypto);
     test_timeouts(crypto);
     test_wrong_root(crypto);
     test_garbage_from_server(crypto);
