@@ -1,0 +1,442 @@
+/*
+ * wa/signal.c - libsignal-protocol-c's stores on wa_store, and the encrypt/decrypt calls of
+ * wa/signal.h. Every library call's result is checked before the next call: Debian's build keeps
+ * assert(), so a NULL object would abort the process.
+ */
+#include "wa/signal.h"
+
+#include "wa/err.h"
+
+#include <signal/curve.h>
+#include <signal/protocol.h>
+#include <signal/session_builder.h>
+#include <signal/session_cipher.h>
+#include <signal/session_pre_key.h>
+#include <signal/signal_protocol.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct wa_signal {
+    wa_crypto *crypto;                 /* borrowed */
+    wa_store *store;                   /* borrowed */
+    signal_context *ctx;               /* the crypto's context */
+    signal_protocol_store_context *sc; /* owns the store callbacks below */
+    wa_device dev;                     /* this device: identity, registration id, signed prekey */
+};
+
+/* "name:device", the store's address key. */
+static void address_key(const signal_protocol_address *a, char *out, size_t cap)
+{
+    snprintf(out, cap, "%.*s:%d", (int)a->name_len, a->name, (int)a->device_id);
+}
+
+/* --- sessions --- */
+
+static int load_session(signal_buffer **record, signal_buffer **user_record,
+                        const signal_protocol_address *address, void *user_data)
+{
+    wa_signal *s = user_data;
+    char key[WA_ADDRESS_MAX];
+    address_key(address, key, sizeof(key));
+    wb_buf b;
+    wb_buf_init(&b);
+    int rc = s->store->session_load(s->store->ctx, key, &b);
+    if (rc == WA_STORE_NOT_FOUND) {
+        wb_buf_free(&b);
+        return 0;
+    }
+    if (rc != WA_STORE_OK) {
+        wb_buf_free(&b);
+        return SG_ERR_UNKNOWN;
+    }
+    *record = signal_buffer_create(b.data, b.len);
+    *user_record = NULL;
+    wb_buf_free(&b);
+    return *record ? 1 : SG_ERR_NOMEM;
+}
+
+static int sub_device_sessions(signal_int_list **sessions, const char *name, size_t name_len,
+                               void *user_data)
+{
+    *sessions = signal_int_list_alloc(); /* not used by the ciphers; devices come from usync */
+    return *sessions ? 0 : SG_ERR_NOMEM;
+}
+
+static int store_session(const signal_protocol_address *address, uint8_t *record, size_t len,
+                         uint8_t *user_record, size_t user_len, void *user_data)
+{
+    wa_signal *s = user_data;
+    char key[WA_ADDRESS_MAX];
+    address_key(address, key, sizeof(key));
+    return s->store->session_save(s->store->ctx, key, record, len) == WA_STORE_OK ? 0
+                                                                                  : SG_ERR_UNKNOWN;
+}
+
+static int contains_session(const signal_protocol_address *address, void *user_data)
+{
+    wa_signal *s = user_data;
+    char key[WA_ADDRESS_MAX];
+    address_key(address, key, sizeof(key));
+    wb_buf b;
+    wb_buf_init(&b);
+    int rc = s->store->session_load(s->store->ctx, key, &b);
+    wb_buf_free(&b);
+    return rc == WA_STORE_OK ? 1 : 0;
+}
+
+static int delete_session(const signal_protocol_address *address, void *user_data)
+{
+    wa_signal *s = user_data;
+    char key[WA_ADDRESS_MAX];
+    address_key(address, key, sizeof(key));
+    int rc = s->store->session_delete(s->store->ctx, key);
+    return rc == WA_STORE_OK ? 1 : rc == WA_STORE_NOT_FOUND ? 0 : SG_ERR_UNKNOWN;
+}
+
+static int delete_all_sessions(const char *name, size_t name_len, void *user_data)
+{
+    wa_signal *s = user_data;
+    char prefix[WA_ADDRESS_MAX];
+    snprintf(prefix, sizeof(prefix), "%.*s:", (int)name_len, name);
+    size_t n = 0;
+    return s->store->session_delete_prefix(s->store->ctx, prefix, &n) == WA_STORE_OK
+               ? (int)n
+               : SG_ERR_UNKNOWN;
+}
+
+/* --- prekeys --- */
+
+/* An ec_key_pair from raw keys. */
+static int key_pair(wa_signal *s, const wa_keypair *kp, ec_key_pair **out)
+{
+    ec_private_key *priv = NULL;
+    ec_public_key *pub = NULL;
+    uint8_t pub33[33] = {0x05};
+    memcpy(pub33 + 1, kp->pub, 32);
+    int rc = curve_decode_private_point(&priv, kp->priv, 32, s->ctx);
+    if (rc == 0) rc = curve_decode_point(&pub, pub33, 33, s->ctx);
+    if (rc == 0) rc = ec_key_pair_create(out, pub, priv);
+    if (pub) SIGNAL_UNREF(pub);
+    if (priv) SIGNAL_UNREF(priv);
+    return rc;
+}
+
+static int load_pre_key(signal_buffer **record, uint32_t id, void *user_data)
+{
+    wa_signal *s = user_data;
+    wa_prekey pk;
+    int src = s->store->prekey_load(s->store->ctx, id, &pk);
+    if (src == WA_STORE_NOT_FOUND) return SG_ERR_INVALID_KEY_ID;
+    if (src != WA_STORE_OK) return SG_ERR_UNKNOWN;
+    ec_key_pair *kp = NULL;
+    session_pre_key *spk = NULL;
+    int rc = key_pair(s, &pk.key, &kp);
+    if (rc == 0) rc = session_pre_key_create(&spk, id, kp);
+    if (rc == 0) rc = session_pre_key_serialize(record, spk);
+    if (spk) SIGNAL_UNREF(spk);
+    if (kp) SIGNAL_UNREF(kp);
+    wa_wipe(&pk, sizeof(pk));
+    return rc == 0 ? SG_SUCCESS : rc;
+}
+
+static int store_pre_key(uint32_t id, uint8_t *record, size_t len, void *user_data)
+{
+    wa_signal *s = user_data;
+    session_pre_key *spk = NULL;
+    signal_buffer *priv = NULL, *pub = NULL;
+    int rc = session_pre_key_deserialize(&spk, record, len, s->ctx);
+    ec_key_pair *kp = rc == 0 ? session_pre_key_get_key_pair(spk) : NULL;
+    if (rc == 0) rc = ec_private_key_serialize(&priv, ec_key_pair_get_private(kp));
+    if (rc == 0) rc = ec_public_key_serialize(&pub, ec_key_pair_get_public(kp));
+    if (rc == 0 && (signal_buffer_len(priv) != 32 || signal_buffer_len(pub) != 33))
+        rc = SG_ERR_INVALID_KEY;
+    if (rc == 0) {
+        wa_prekey pk = {.id = id, .uploaded = false};
+        memcpy(pk.key.priv, signal_buffer_data(priv), 32);
+        memcpy(pk.key.pub, signal_buffer_data(pub) + 1, 32);
+        rc = s->store->prekeys_save(s->store->ctx, &pk, 1) == WA_STORE_OK ? 0 : SG_ERR_UNKNOWN;
+        wa_wipe(&pk, sizeof(pk));
+    }
+    signal_buffer_bzero_free(priv);
+    signal_buffer_free(pub);
+    if (spk) SIGNAL_UNREF(spk);
+    return rc;
+}
+
+static int contains_pre_key(uint32_t id, void *user_data)
+{
+    wa_signal *s = user_data;
+    wa_prekey pk;
+    int rc = s->store->prekey_load(s->store->ctx, id, &pk);
+    wa_wipe(&pk, sizeof(pk));
+    return rc == WA_STORE_OK ? 1 : 0;
+}
+
+static int remove_pre_key(uint32_t id, void *user_data)
+{
+    wa_signal *s = user_data;
+    int rc = s->store->prekey_delete(s->store->ctx, id);
+    return rc == WA_STORE_OK || rc == WA_STORE_NOT_FOUND ? 0 : SG_ERR_UNKNOWN;
+}
+
+static int load_signed_pre_key(signal_buffer **record, uint32_t id, void *user_data)
+{
+    wa_signal *s = user_data;
+    if (id != s->dev.signed_prekey_id) return SG_ERR_INVALID_KEY_ID;
+    ec_key_pair *kp = NULL;
+    session_signed_pre_key *spk = NULL;
+    int rc = key_pair(s, &s->dev.signed_prekey, &kp);
+    if (rc == 0)
+        rc = session_signed_pre_key_create(&spk, id, 0, kp, s->dev.signed_prekey_sig, WA_SIG_LEN);
+    if (rc == 0) rc = session_signed_pre_key_serialize(record, spk);
+    if (spk) SIGNAL_UNREF(spk);
+    if (kp) SIGNAL_UNREF(kp);
+    return rc == 0 ? SG_SUCCESS : rc;
+}
+
+static int store_signed_pre_key(uint32_t id, uint8_t *record, size_t len, void *user_data)
+{
+    return SG_ERR_INVAL; /* the signed prekey lives in the device record */
+}
+
+static int contains_signed_pre_key(uint32_t id, void *user_data)
+{
+    wa_signal *s = user_data;
+    return id == s->dev.signed_prekey_id;
+}
+
+static int remove_signed_pre_key(uint32_t id, void *user_data)
+{
+    return 0;
+}
+
+/* --- identities --- */
+
+static int identity_key_pair(signal_buffer **public_data, signal_buffer **private_data,
+                             void *user_data)
+{
+    wa_signal *s = user_data;
+    uint8_t pub33[33] = {0x05};
+    memcpy(pub33 + 1, s->dev.identity.pub, 32);
+    *public_data = signal_buffer_create(pub33, 33);
+    *private_data = signal_buffer_create(s->dev.identity.priv, 32);
+    return *public_data && *private_data ? 0 : SG_ERR_NOMEM;
+}
+
+static int registration_id(void *user_data, uint32_t *id)
+{
+    wa_signal *s = user_data;
+    *id = s->dev.registration_id;
+    return 0;
+}
+
+static int save_identity(const signal_protocol_address *address, uint8_t *key, size_t len,
+                         void *user_data)
+{
+    wa_signal *s = user_data;
+    char akey[WA_ADDRESS_MAX];
+    address_key(address, akey, sizeof(akey));
+    if (!key) return s->store->identity_delete(s->store->ctx, akey) >= 0 ? 0 : SG_ERR_UNKNOWN;
+    if (len != 33 || key[0] != 0x05) return SG_ERR_INVALID_KEY;
+    return s->store->identity_save(s->store->ctx, akey, key + 1) == WA_STORE_OK ? 0
+                                                                                : SG_ERR_UNKNOWN;
+}
+
+static int is_trusted_identity(const signal_protocol_address *address, uint8_t *key, size_t len,
+                               void *user_data)
+{
+    /* WhatsApp trusts a changed identity (it shows a notice); the bridge will be told later */
+    return 1;
+}
+
+wa_signal *wa_signal_new(wa_crypto *crypto, wa_store *store, int *err)
+{
+    wa_signal *s = calloc(1, sizeof(*s));
+    int rc = s ? WA_OK : WA_ERR_NOMEM;
+    if (s) {
+        s->crypto = crypto;
+        s->store = store;
+        s->ctx = wa_crypto_signal(crypto);
+        if (store->device_load(store->ctx, &s->dev) != WA_STORE_OK) rc = WA_ERR_STATE;
+    }
+    if (rc == WA_OK && signal_protocol_store_context_create(&s->sc, s->ctx) != 0) rc = WA_ERR_NOMEM;
+    if (rc == WA_OK) {
+        signal_protocol_session_store ss = {
+            load_session,   sub_device_sessions, store_session, contains_session,
+            delete_session, delete_all_sessions, NULL,          s};
+        signal_protocol_pre_key_store ps = {load_pre_key,   store_pre_key, contains_pre_key,
+                                            remove_pre_key, NULL,          s};
+        signal_protocol_signed_pre_key_store sps = {load_signed_pre_key,
+                                                    store_signed_pre_key,
+                                                    contains_signed_pre_key,
+                                                    remove_signed_pre_key,
+                                                    NULL,
+                                                    s};
+        signal_protocol_identity_key_store is = {
+            identity_key_pair, registration_id, save_identity, is_trusted_identity, NULL, s};
+        if (signal_protocol_store_context_set_session_store(s->sc, &ss) != 0 ||
+            signal_protocol_store_context_set_pre_key_store(s->sc, &ps) != 0 ||
+            signal_protocol_store_context_set_signed_pre_key_store(s->sc, &sps) != 0 ||
+            signal_protocol_store_context_set_identity_key_store(s->sc, &is) != 0)
+            rc = WA_ERR_CRYPTO;
+    }
+    if (err) *err = rc;
+    if (rc != WA_OK) {
+        wa_signal_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void wa_signal_free(wa_signal *s)
+{
+    if (!s) return;
+    if (s->sc) signal_protocol_store_context_destroy(s->sc);
+    wa_wipe(&s->dev, sizeof(s->dev));
+    free(s);
+}
+
+static signal_protocol_address address_of(const char *name, uint32_t device)
+{
+    signal_protocol_address a = {.name = name, .name_len = strlen(name), .device_id = (int)device};
+    return a;
+}
+
+static int public_key(wa_signal *s, const uint8_t raw[32], ec_public_key **out)
+{
+    uint8_t pub33[33] = {0x05};
+    memcpy(pub33 + 1, raw, 32);
+    return curve_decode_point(out, pub33, 33, s->ctx);
+}
+
+int wa_signal_process_bundle(wa_signal *s, const char *name, uint32_t device,
+                             const wa_prekey_bundle *b)
+{
+    signal_protocol_address addr = address_of(name, device);
+    ec_public_key *prekey = NULL, *spk = NULL, *identity = NULL;
+    session_pre_key_bundle *bundle = NULL;
+    session_builder *builder = NULL;
+    int rc = b->has_prekey ? public_key(s, b->prekey, &prekey) : 0;
+    if (rc == 0) rc = public_key(s, b->signed_prekey, &spk);
+    if (rc == 0) rc = public_key(s, b->identity, &identity);
+    if (rc == 0)
+        rc = session_pre_key_bundle_create(
+            &bundle, b->registration_id, (int)device, b->has_prekey ? b->prekey_id : 0, prekey,
+            b->signed_prekey_id, spk, b->signature, WA_SIG_LEN, identity);
+    if (rc == 0) rc = session_builder_create(&builder, s->sc, &addr, s->ctx);
+    if (rc == 0) rc = session_builder_process_pre_key_bundle(builder, bundle);
+    if (builder) session_builder_free(builder);
+    if (bundle) SIGNAL_UNREF(bundle);
+    if (identity) SIGNAL_UNREF(identity);
+    if (spk) SIGNAL_UNREF(spk);
+    if (prekey) SIGNAL_UNREF(prekey);
+    if (rc == SG_ERR_INVALID_KEY) return WA_ERR_AUTH; /* the signed prekey's signature is bad */
+    return rc == 0 ? WA_OK : WA_ERR_CRYPTO;
+}
+
+bool wa_signal_has_session(wa_signal *s, const char *name, uint32_t device)
+{
+    signal_protocol_address addr = address_of(name, device);
+    return contains_session(&addr, s) == 1;
+}
+
+int wa_signal_pad(wa_crypto *c, const uint8_t *p, size_t len, wb_buf *out)
+{
+    uint8_t pad;
+    int rc = wa_random(c, &pad, 1);
+    if (rc != WA_OK) return rc;
+    pad &= 0x0F;
+    if (pad == 0) pad = 0x0F;
+    wb_buf_append(out, p, len);
+    for (int i = 0; i < pad; i++)
+        wb_buf_u8(out, pad);
+    return out->failed ? WA_ERR_NOMEM : WA_OK;
+}
+
+long wa_signal_unpadded_len(const uint8_t *p, size_t len)
+{
+    if (len == 0) return -1;
+    uint8_t pad = p[len - 1];
+    if (pad == 0 || pad > len) return -1;
+    return (long)(len - pad);
+}
+
+int wa_signal_encrypt(wa_signal *s, const char *name, uint32_t device, const uint8_t *plaintext,
+                      size_t len, wb_buf *out, wa_signal_type *type)
+{
+    signal_protocol_address addr = address_of(name, device);
+    if (!wa_signal_has_session(s, name, device)) return WA_ERR_STATE;
+    wb_buf padded;
+    wb_buf_init(&padded);
+    int rc = wa_signal_pad(s->crypto, plaintext, len, &padded);
+    session_cipher *cipher = NULL;
+    ciphertext_message *msg = NULL;
+    if (rc == WA_OK && session_cipher_create(&cipher, s->sc, &addr, s->ctx) != 0) rc = WA_ERR_NOMEM;
+    if (rc == WA_OK && session_cipher_encrypt(cipher, padded.data, padded.len, &msg) != 0)
+        rc = WA_ERR_CRYPTO;
+    if (rc == WA_OK) {
+        signal_buffer *ser = ciphertext_message_get_serialized(msg);
+        *type = ciphertext_message_get_type(msg) == CIPHERTEXT_PREKEY_TYPE ? WA_SIGNAL_PKMSG
+                                                                           : WA_SIGNAL_MSG;
+        wb_buf_append(out, signal_buffer_data(ser), signal_buffer_len(ser));
+        if (out->failed) rc = WA_ERR_NOMEM;
+    }
+    if (msg) SIGNAL_UNREF(msg);
+    if (cipher) session_cipher_free(cipher);
+    wa_wipe(padded.data, padded.len);
+    wb_buf_free(&padded);
+    return rc;
+}
+
+static int map_error(int sg)
+{
+    switch (sg) {
+    case SG_ERR_INVALID_PROTO_BUF:
+    case SG_ERR_INVALID_MESSAGE:
+    case SG_ERR_INVALID_VERSION:
+    case SG_ERR_LEGACY_MESSAGE: return WA_ERR_PROTO;
+    case SG_ERR_DUPLICATE_MESSAGE: return WA_ERR_STATE;
+    case SG_ERR_INVALID_MAC:
+    case SG_ERR_INVALID_KEY_ID:
+    case SG_ERR_INVALID_KEY:
+    case SG_ERR_NO_SESSION:
+    case SG_ERR_UNTRUSTED_IDENTITY: return WA_ERR_AUTH;
+    case SG_ERR_NOMEM: return WA_ERR_NOMEM;
+    default: return WA_ERR_CRYPTO;
+    }
+}
+
+int wa_signal_decrypt(wa_signal *s, const char *name, uint32_t device, wa_signal_type type,
+                      const uint8_t *ciphertext, size_t len, wb_buf *plain)
+{
+    signal_protocol_address addr = address_of(name, device);
+    session_cipher *cipher = NULL;
+    signal_buffer *out = NULL;
+    bool parsed = false;
+    int rc = session_cipher_create(&cipher, s->sc, &addr, s->ctx);
+    if (rc == 0 && type == WA_SIGNAL_PKMSG) {
+        pre_key_signal_message *m = NULL;
+        parsed = pre_key_signal_message_deserialize(&m, ciphertext, len, s->ctx) == 0;
+        rc = parsed ? session_cipher_decrypt_pre_key_signal_message(cipher, m, NULL, &out) : -1;
+        if (m) SIGNAL_UNREF(m);
+    } else if (rc == 0) {
+        signal_message *m = NULL;
+        parsed = signal_message_deserialize(&m, ciphertext, len, s->ctx) == 0;
+        rc = parsed ? session_cipher_decrypt_signal_message(cipher, m, NULL, &out) : -1;
+        if (m) SIGNAL_UNREF(m);
+    }
+    if (cipher) session_cipher_free(cipher);
+    if (rc != 0) {
+        signal_buffer_bzero_free(out);
+        if (!parsed) return WA_ERR_PROTO;
+        /* the library reports a MAC that does not verify as an invalid message */
+        return rc == SG_ERR_INVALID_MESSAGE ? WA_ERR_AUTH : map_error(rc);
+    }
+    long n = wa_signal_unpadded_len(signal_buffer_data(out), signal_buffer_len(out));
+    plain->len = 0;
+    if (n >= 0) wb_buf_append(plain, signal_buffer_data(out), (size_t)n);
+    signal_buffer_bzero_free(out);
+    if (n < 0) return WA_ERR_BAD_PACKED;
+    return plain->failed ? WA_ERR_NOMEM : WA_OK;
+}
