@@ -1,0 +1,58 @@
+/*
+ * wa/recv.h - receiving an encrypted <message> stanza, durably (DESIGN.md "Nothing is lost").
+ *
+ * For each <enc> (pkmsg / msg) of the stanza, in one store transaction: look the ciphertext's
+ * SHA-256 up in the decrypted-event buffer (a redelivered stanza is answered from there: Signal
+ * decryption cannot run twice), else decrypt (libsignal saves the advanced session through the
+ * store, inside the transaction) and put the plaintext in the buffer; then commit. Only after the
+ * commit may the caller ack the stanza and send the delivery receipt. If the commit fails nothing
+ * is acked: the server redelivers and the whole step runs again from the stored session. The
+ * buffer row is deleted by the bridge once the Matrix event id is stored.
+ * Sans-I/O: the caller sends the nodes built by wa_recv_ack / wa_recv_receipt.
+ */
+#ifndef WA_RECV_H
+#define WA_RECV_H
+
+#include "wa/binary/node.h"
+#include "wa/signal.h"
+#include "wa/store.h"
+
+#define WA_RECV_MAX_PARTS 4
+
+typedef struct wa_received_part {
+    wa_signal_type type; /* pkmsg or msg */
+    int error;           /* WA_OK, or why this part could not be read */
+    bool from_buffer;    /* a redelivery, answered from the event buffer */
+    wb_buf plaintext;    /* the Message protobuf (padding removed); caller frees */
+} wa_received_part;
+
+typedef struct wa_received {
+    char id[128];                /* the message id */
+    char chat[WA_JID_STR_MAX];   /* the stanza's from: the chat */
+    char sender[WA_JID_STR_MAX]; /* the sending device: participant (groups) or from */
+    char type[32];               /* text, media, ... */
+    char notify[256];            /* the sender's push name, "" if none */
+    uint64_t t;                  /* server timestamp, unix seconds */
+    size_t nparts;
+    wa_received_part parts[WA_RECV_MAX_PARTS];
+} wa_received;
+
+/* The Signal address of a device JID: name "user" (PN), "user_1" (LID), "user_128" (hosted),
+ * "user_129" (hosted LID); device its device number. Returns WA_ERR_BAD_JID for other servers. */
+int wa_signal_address(const wa_jid *jid, char *name, size_t cap, uint32_t *device);
+
+/* Decrypts and stores msg's parts as described above. WA_OK when everything that could be read is
+ * committed (parts carry their own errors: the caller retries those with a retry receipt); a
+ * negative wa_err when the stanza is unusable (WA_ERR_INVALID) or the store failed (WA_ERR_STATE:
+ * do not ack). Free with wa_received_free. */
+int wa_recv_decrypt(wa_signal *sig, wa_store *store, const wa_node *msg, int64_t now_ms,
+                    wa_received *out);
+void wa_received_free(wa_received *r);
+
+/* <receipt id to [participant]> (delivery) for a message we read. */
+wa_node *wa_recv_receipt(wb_arena *a, const wa_node *msg);
+/* <ack class="message" id to [participant]> is implied by the receipt on WhatsApp; kept for
+ * stanzas we cannot read at all. */
+wa_node *wa_recv_ack(wb_arena *a, const wa_node *msg);
+
+#endif
