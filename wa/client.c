@@ -6,7 +6,9 @@
 #include "wa/client.h"
 
 #include "util/base64.h"
+#include "wa/message.h"
 #include "wa/proto/wa.pb.h"
+#include "wa/signal.h"
 
 #include <mbedtls/md5.h>
 #include <pb_decode.h>
@@ -33,6 +35,8 @@ typedef enum iq_kind {
     IQ_DIGEST,      /* encrypt <digest/> */
     IQ_PING,        /* w:p keepalive */
     IQ_LOGOUT,      /* md remove-companion-device */
+    IQ_USYNC,       /* usync device lists for an outgoing message (arg: job) */
+    IQ_KEYS,        /* encrypt <key> prekey bundles for an outgoing message (arg: job) */
     IQ_LINK_HELLO,  /* md link_code_companion_reg companion_hello */
     IQ_LINK_FINISH, /* md link_code_companion_reg companion_finish */
 } iq_kind;
@@ -43,8 +47,25 @@ typedef struct pending_iq {
     uint32_t arg; /* IQ_UPLOAD: the highest prekey id in the upload */
 } pending_iq;
 
+#define MAX_JOBS        16
+#define MAX_JOB_DEVICES 64
+
+/* An outgoing message waiting for device lists and sessions. */
+typedef struct send_job {
+    bool used;
+    char id[32];                     /* message id */
+    char to[WA_JID_STR_MAX];         /* the recipient user (PN) */
+    wb_buf plaintext;                /* Message protobuf */
+    wa_jid devices[MAX_JOB_DEVICES]; /* every device to encrypt for (theirs and our others) */
+    int ndevices;
+} send_job;
+
 struct wa_client {
     wa_client_config cfg;
+    wa_signal *sig;          /* Signal sessions of this device (over cfg.store) */
+    send_job jobs[MAX_JOBS]; /* outgoing messages in preparation */
+    wa_received *inbox;      /* received messages not yet taken */
+    size_t ninbox, inbox_cap;
     uint8_t root[WA_KEY_LEN]; /* trust root of the server's certificate chain */
     wa_device dev;            /* this device, as stored */
     wa_client_state state;
@@ -188,6 +209,8 @@ wa_client *wa_client_new(const wa_client_config *cfg, int *err)
     else
         rc = src == WA_STORE_OK ? WA_OK : WA_ERR_STATE;
     if (rc != WA_OK) goto fail;
+    c->sig = wa_signal_new(cfg->crypto, cfg->store, &rc);
+    if (!c->sig) goto fail;
     snprintf(c->iq_prefix, sizeof(c->iq_prefix), "%u.%u", random_u32(c) % 100000,
              random_u32(c) % 100000);
     if (err) *err = WA_OK;
@@ -205,6 +228,12 @@ void wa_client_free(wa_client *c)
     wa_frame_reader_free(&c->reader);
     wa_noise_clear(&c->noise);
     free(c->events);
+    wa_signal_free(c->sig);
+    for (int i = 0; i < MAX_JOBS; i++)
+        wb_buf_free(&c->jobs[i].plaintext);
+    for (size_t i = 0; i < c->ninbox; i++)
+        wa_received_free(&c->inbox[i]);
+    free(c->inbox);
     wa_wipe(&c->dev, sizeof(c->dev));
     free(c);
 }
@@ -376,8 +405,10 @@ static void logged_out(wa_client *c, int64_t now, int code, const char *why)
     c->state = WA_CLIENT_LOGGED_OUT;
     wa_store *st = c->cfg.store;
     st->wipe(st->ctx);
-    /* a new identity for a future pairing */
+    /* a new identity for a future pairing, and sessions over it */
     create_device(c);
+    wa_signal_free(c->sig);
+    c->sig = wa_signal_new(c->cfg.crypto, st, NULL);
     reset_connection(c);
     c->io = WA_IO_CLOSE;
     emit(c, WA_EV_LOGGED_OUT, code, -1, "%s", why);
@@ -906,6 +937,10 @@ static void on_success(wa_client *c, const wa_node *n, int64_t now)
     schedule_ping(c, now);
 }
 
+static void job_fail(wa_client *c, send_job *j, const char *why);
+static void on_usync_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a);
+static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a);
+
 static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
 {
     pending_iq p = take_pending(c, wa_node_attr(n, "id"));
@@ -929,6 +964,21 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
             emit(c, WA_EV_ERROR, 0, 0, "the server refused our prekeys");
         break;
     case IQ_PING: c->ping_deadline = 0; break;
+    case IQ_USYNC:
+    case IQ_KEYS: {
+        send_job *j = p.arg < MAX_JOBS && c->jobs[p.arg].used ? &c->jobs[p.arg] : NULL;
+        if (!j) break;
+        wb_arena a;
+        wb_arena_init(&a, 0);
+        if (!ok)
+            job_fail(c, j, p.kind == IQ_USYNC ? "device list query refused" : "key query refused");
+        else if (p.kind == IQ_USYNC)
+            on_usync_result(c, n, j, &a);
+        else
+            on_keys_result(c, n, j, &a);
+        wb_arena_free(&a);
+        break;
+    }
     case IQ_LINK_HELLO:
     case IQ_LINK_FINISH:
         if (!ok) {
@@ -987,6 +1037,330 @@ static void on_failure(wa_client *c, const wa_node *n, int64_t now)
     }
 }
 
+/* --- messages in --- */
+
+static void inbox_push(wa_client *c, wa_received *r)
+{
+    if (c->ninbox == c->inbox_cap) {
+        size_t cap = c->inbox_cap ? c->inbox_cap * 2 : 8;
+        wa_received *grown = realloc(c->inbox, cap * sizeof(*grown));
+        if (!grown) {
+            wa_received_free(r);
+            return;
+        }
+        c->inbox = grown;
+        c->inbox_cap = cap;
+    }
+    c->inbox[c->ninbox++] = *r;
+}
+
+bool wa_client_next_message(wa_client *c, wa_received *out)
+{
+    if (c->ninbox == 0) return false;
+    *out = c->inbox[0];
+    memmove(c->inbox, c->inbox + 1, (c->ninbox - 1) * sizeof(*c->inbox));
+    c->ninbox--;
+    return true;
+}
+
+static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
+{
+    wa_received r;
+    int rc = wa_recv_decrypt(c->sig, c->cfg.store, n, now, &r);
+    if (rc == WA_ERR_STATE) {
+        /* not stored: no ack, the server will deliver it again */
+        emit(c, WA_EV_ERROR, rc, 0, "cannot store message %s; it will be redelivered",
+             wa_node_attr(n, "id") ? wa_node_attr(n, "id") : "?");
+        return;
+    }
+    if (rc != WA_OK) {
+        wa_client_send_node(c, wa_recv_ack(a, n)); /* unusable: drop it at the server */
+        return;
+    }
+    bool any = false;
+    for (size_t i = 0; i < r.nparts; i++) {
+        if (r.parts[i].error != WA_OK)
+            emit(c, WA_EV_ERROR, r.parts[i].error, 0, "cannot decrypt message %s from %s: %s", r.id,
+                 r.sender, wa_strerror(r.parts[i].error));
+        else
+            any = true;
+    }
+    wa_client_send_node(c, any ? wa_recv_receipt(a, n) : wa_recv_ack(a, n));
+    if (any) {
+        inbox_push(c, &r);
+        emit(c, WA_EV_MESSAGE, 0, 0, "%s", c->inbox[c->ninbox - 1].id);
+    } else {
+        wa_received_free(&r);
+    }
+}
+
+static void on_receipt(wa_client *c, const wa_node *n, wb_arena *a)
+{
+    const char *id = wa_node_attr(n, "id"), *from = wa_node_attr(n, "from");
+    const char *type = wa_node_attr(n, "type");
+    wa_node *ack = wa_node_new(a, "ack");
+    wa_node_set_attr(a, ack, "id", id ? id : "");
+    wa_node_set_attr(a, ack, "to", from ? from : WA_SERVER_PN);
+    wa_node_set_attr(a, ack, "class", "receipt");
+    if (type) wa_node_set_attr(a, ack, "type", type);
+    wa_client_send_node(c, ack);
+    emit(c, WA_EV_RECEIPT, 0, 0, "%s %s %s", id ? id : "", type ? type : "", from ? from : "");
+}
+
+/* --- messages out --- */
+
+static send_job *job_new(wa_client *c)
+{
+    for (int i = 0; i < MAX_JOBS; i++)
+        if (!c->jobs[i].used) {
+            send_job *j = &c->jobs[i];
+            wb_buf_free(&j->plaintext);
+            memset(j, 0, sizeof(*j));
+            j->used = true;
+            return j;
+        }
+    return NULL;
+}
+
+static void job_fail(wa_client *c, send_job *j, const char *why)
+{
+    emit(c, WA_EV_SEND_FAILED, 0, 0, "%s", j->id);
+    emit(c, WA_EV_ERROR, 0, 0, "message %s not sent: %s", j->id, why);
+    wb_buf_free(&j->plaintext);
+    j->used = false;
+}
+
+int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
+                        int64_t now)
+{
+    wa_jid to;
+    if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
+    if (wa_jid_parse_cstr(to_jid, &to) != WA_OK || wa_jid_kind_of(&to) != WA_JID_PN)
+        return WA_ERR_BAD_JID;
+    send_job *j = job_new(c);
+    if (!j) return WA_ERR_TOO_LARGE;
+    uint8_t rnd[8];
+    wa_random(c->cfg.crypto, rnd, sizeof(rnd));
+    snprintf(j->id, sizeof(j->id), "3EB0");
+    wb_hex_encode(rnd, sizeof(rnd), j->id + 4);
+    for (char *p = j->id; *p; p++)
+        if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
+    wa_jid user = wa_jid_to_user(&to);
+    wa_jid_format(&user, j->to, sizeof(j->to));
+    wb_buf_init(&j->plaintext);
+    wa_message_text(text, strlen(text), &j->plaintext);
+    if (id_out) snprintf(id_out, 24, "%s", j->id);
+
+    /* device lists of the recipient and of ourselves */
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *iq = new_iq(c, &a, WA_SERVER_PN, "get", "usync", IQ_USYNC, (uint32_t)(j - c->jobs));
+    wa_node *usync = wa_node_new(&a, "usync");
+    char sid[48];
+    snprintf(sid, sizeof(sid), "%s-%u", c->iq_prefix, ++c->iq_counter);
+    wa_node_set_attr(&a, usync, "sid", sid);
+    wa_node_set_attr(&a, usync, "mode", "query");
+    wa_node_set_attr(&a, usync, "last", "true");
+    wa_node_set_attr(&a, usync, "index", "0");
+    wa_node_set_attr(&a, usync, "context", "message");
+    wa_node *query = wa_node_new(&a, "query");
+    wa_node *devices = wa_node_new(&a, "devices");
+    wa_node_set_attr(&a, devices, "version", "2");
+    wa_node_add_child(&a, query, devices);
+    wa_node_add_child(&a, usync, query);
+    wa_node *list = wa_node_new(&a, "list");
+    wa_jid me;
+    wa_jid_parse_cstr(c->dev.pn, &me);
+    wa_jid me_user = wa_jid_to_user(&me);
+    const wa_jid *users[2] = {&user, &me_user};
+    for (int i = 0; i < 2; i++) {
+        wa_node *u = wa_node_new(&a, "user");
+        wa_node_set_attr_jid(&a, u, "jid", users[i]);
+        wa_node_add_child(&a, list, u);
+    }
+    wa_node_add_child(&a, usync, list);
+    wa_node_add_child(&a, iq, usync);
+    int rc = wa_client_send_node(c, iq);
+    wb_arena_free(&a);
+    return rc;
+}
+
+static bool is_me(const wa_client *c, const wa_jid *dev)
+{
+    wa_jid me;
+    return wa_jid_parse_cstr(c->dev.pn, &me) == WA_OK && wa_jid_same_user(&me, dev) &&
+           me.device == dev->device;
+}
+
+static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
+{
+    wa_node *msg = wa_node_new(a, "message");
+    wa_node_set_attr(a, msg, "id", j->id);
+    wa_node_set_attr(a, msg, "to", j->to);
+    wa_node_set_attr(a, msg, "type", "text");
+    wa_node *participants = wa_node_new(a, "participants");
+    wa_jid to;
+    wa_jid_parse_cstr(j->to, &to);
+    wb_buf own;
+    wb_buf_init(&own);
+    wa_message_device_sent(j->to, j->plaintext.data, j->plaintext.len, &own);
+    bool any_pkmsg = false;
+    int sent = 0;
+    for (int i = 0; i < j->ndevices; i++) {
+        char name[WA_JID_STR_MAX];
+        uint32_t device;
+        if (wa_signal_address(&j->devices[i], name, sizeof(name), &device) != WA_OK) continue;
+        bool theirs = wa_jid_same_user(&j->devices[i], &to);
+        const wb_buf *pt = theirs ? &j->plaintext : &own;
+        wb_buf ct;
+        wb_buf_init(&ct);
+        wa_signal_type type;
+        if (wa_signal_encrypt(c->sig, name, device, pt->data, pt->len, &ct, &type) == WA_OK) {
+            wa_node *t = wa_node_new(a, "to");
+            wa_node_set_attr_jid(a, t, "jid", &j->devices[i]);
+            wa_node *enc = wa_node_new(a, "enc");
+            wa_node_set_attr(a, enc, "v", "2");
+            wa_node_set_attr(a, enc, "type", type == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
+            wa_node_set_bytes(a, enc, ct.data, ct.len);
+            wa_node_add_child(a, t, enc);
+            wa_node_add_child(a, participants, t);
+            any_pkmsg |= type == WA_SIGNAL_PKMSG;
+            sent++;
+        }
+        wb_buf_free(&ct);
+    }
+    wb_buf_free(&own);
+    if (!sent) {
+        job_fail(c, j, "no device of the recipient could be reached");
+        return;
+    }
+    wa_node_add_child(a, msg, participants);
+    if (any_pkmsg && c->dev.paired) {
+        /* our ADV identity (without the account signature key), as pair-device-sign sent it */
+        proto_ADVSignedDeviceIdentity sdi = proto_ADVSignedDeviceIdentity_init_zero;
+        sdi.has_details = sdi.has_accountSignature = sdi.has_deviceSignature = true;
+        sdi.details.size = (pb_size_t)c->dev.adv_details_len;
+        memcpy(sdi.details.bytes, c->dev.adv_details, c->dev.adv_details_len);
+        sdi.accountSignature.size = 64;
+        memcpy(sdi.accountSignature.bytes, c->dev.adv_account_sig, 64);
+        sdi.deviceSignature.size = 64;
+        memcpy(sdi.deviceSignature.bytes, c->dev.adv_device_sig, 64);
+        uint8_t enc[512];
+        size_t enc_len;
+        if (pb_encode_buf(proto_ADVSignedDeviceIdentity_fields, &sdi, enc, sizeof(enc), &enc_len) ==
+            WA_OK)
+            wa_node_add_child(a, msg, bytes_node(a, "device-identity", enc, enc_len));
+    }
+    wa_store *st = c->cfg.store;
+    st->sent_save(st->ctx, j->to, j->id, j->plaintext.data, j->plaintext.len, 0);
+    wa_client_send_node(c, msg);
+    wb_buf_free(&j->plaintext);
+    j->used = false; /* WA_EV_SENT comes with the server's ack */
+}
+
+/* Devices without a session need a prekey bundle first. */
+static void job_fetch_keys(wa_client *c, send_job *j, wb_arena *a)
+{
+    wa_node *iq = new_iq(c, a, WA_SERVER_PN_AT, "get", "encrypt", IQ_KEYS, (uint32_t)(j - c->jobs));
+    wa_node *key = wa_node_new(a, "key");
+    int missing = 0;
+    for (int i = 0; i < j->ndevices; i++) {
+        char name[WA_JID_STR_MAX];
+        uint32_t device;
+        if (wa_signal_address(&j->devices[i], name, sizeof(name), &device) != WA_OK ||
+            wa_signal_has_session(c->sig, name, device))
+            continue;
+        wa_node *u = wa_node_new(a, "user");
+        wa_node_set_attr_jid(a, u, "jid", &j->devices[i]);
+        wa_node_add_child(a, key, u);
+        missing++;
+    }
+    if (!missing) {
+        /* every session exists: drop the IQ we registered and send now */
+        take_pending(c, wa_node_attr(iq, "id"));
+        job_encrypt_and_send(c, j, a);
+        return;
+    }
+    wa_node_add_child(a, iq, key);
+    wa_client_send_node(c, iq);
+}
+
+static void on_usync_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a)
+{
+    const wa_node *usync = wa_node_child(n, "usync");
+    const wa_node *list = usync ? wa_node_child(usync, "list") : NULL;
+    j->ndevices = 0;
+    for (size_t u = 0; list && u < list->nchildren; u++) {
+        const wa_node *user = list->children[u];
+        wa_jid uj;
+        if (strcmp(user->tag, "user") != 0 || wa_node_attr_jid(user, "jid", &uj) != WA_OK) continue;
+        const wa_node *devs = wa_node_child(user, "devices");
+        const wa_node *dl = devs ? wa_node_child(devs, "device-list") : NULL;
+        for (size_t d = 0; dl && d < dl->nchildren && j->ndevices < MAX_JOB_DEVICES; d++) {
+            const char *id = wa_node_attr(dl->children[d], "id");
+            if (!id) continue;
+            wa_jid dev = wa_jid_to_user(&uj);
+            dev.device = (uint16_t)strtoul(id, NULL, 10);
+            dev.ad = dev.device != 0;
+            if (is_me(c, &dev)) continue;
+            j->devices[j->ndevices++] = dev;
+        }
+    }
+    if (!j->ndevices) {
+        job_fail(c, j, "the recipient has no devices");
+        return;
+    }
+    job_fetch_keys(c, j, a);
+}
+
+static bool bytes_of(const wa_node *parent, const char *tag, size_t want, const uint8_t **out)
+{
+    const wa_node *x = wa_node_child(parent, tag);
+    if (!x || x->kind != WA_CONTENT_BYTES || (want && x->data_len != want)) return false;
+    *out = x->data;
+    return true;
+}
+
+static uint32_t be_uint(const uint8_t *p, size_t n)
+{
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a)
+{
+    const wa_node *list = wa_node_child(n, "list");
+    for (size_t i = 0; list && i < list->nchildren; i++) {
+        const wa_node *u = list->children[i];
+        wa_jid jid;
+        char name[WA_JID_STR_MAX];
+        uint32_t device;
+        const uint8_t *reg, *ident, *sid, *sval, *ssig, *kid, *kval;
+        const wa_node *skey = wa_node_child(u, "skey"), *key = wa_node_child(u, "key");
+        if (wa_node_attr_jid(u, "jid", &jid) != WA_OK ||
+            wa_signal_address(&jid, name, sizeof(name), &device) != WA_OK ||
+            !bytes_of(u, "registration", 4, &reg) || !bytes_of(u, "identity", 32, &ident) ||
+            !skey || !bytes_of(skey, "id", 3, &sid) || !bytes_of(skey, "value", 32, &sval) ||
+            !bytes_of(skey, "signature", 64, &ssig))
+            continue;
+        wa_prekey_bundle b = {.registration_id = be_uint(reg, 4),
+                              .signed_prekey_id = be_uint(sid, 3)};
+        memcpy(b.identity, ident, 32);
+        memcpy(b.signed_prekey, sval, 32);
+        memcpy(b.signature, ssig, 64);
+        if (key && bytes_of(key, "id", 3, &kid) && bytes_of(key, "value", 32, &kval)) {
+            b.has_prekey = true;
+            b.prekey_id = be_uint(kid, 3);
+            memcpy(b.prekey, kval, 32);
+        }
+        if (wa_signal_process_bundle(c->sig, name, device, &b) != WA_OK)
+            emit(c, WA_EV_ERROR, 0, 0, "refused the keys of %s", name);
+    }
+    job_encrypt_and_send(c, j, a);
+}
+
 static void on_node(wa_client *c, wa_node *n, int64_t now)
 {
     wb_arena a;
@@ -1012,6 +1386,13 @@ static void on_node(wa_client *c, wa_node *n, int64_t now)
                 answer_iq(c, n, NULL, &a); /* pings and requests we do not handle yet */
             }
         }
+    } else if (strcmp(tag, "message") == 0 && c->state == WA_CLIENT_CONNECTED) {
+        on_message(c, n, &a, now);
+    } else if (strcmp(tag, "receipt") == 0 && c->state == WA_CLIENT_CONNECTED) {
+        on_receipt(c, n, &a);
+    } else if (strcmp(tag, "ack") == 0) {
+        const char *cls = wa_node_attr(n, "class"), *id = wa_node_attr(n, "id");
+        if (cls && strcmp(cls, "message") == 0 && id) emit(c, WA_EV_SENT, 0, 0, "%s", id);
     } else if (strcmp(tag, "notification") == 0) {
         const char *type = wa_node_attr(n, "type");
         const wa_node *reg = wa_node_child(n, "link_code_companion_reg");

@@ -24,6 +24,7 @@
 #include "wa/binary/node.h"
 #include "wa/crypto.h"
 #include "wa/noise.h"
+#include "wa/recv.h"
 #include "wa/store.h"
 
 #include <stdbool.h>
@@ -54,6 +55,10 @@ typedef enum wa_event_type {
                            or -1 when the client will not reconnect by itself */
     WA_EV_LOGGED_OUT,   /* code: 401 / 403 / 516 ...; the store was wiped; no reconnect */
     WA_EV_ERROR,        /* text: something went wrong that the user may want to see */
+    WA_EV_MESSAGE,      /* a message arrived: take it with wa_client_next_message */
+    WA_EV_SENT,         /* text: id of our message the server accepted */
+    WA_EV_SEND_FAILED,  /* text: id of our message that could not be sent (reason in the log) */
+    WA_EV_RECEIPT,      /* text: "id type chat": a receipt for our message (type "" = delivered) */
 } wa_event_type;
 
 typedef struct wa_event {
@@ -115,6 +120,15 @@ int64_t wa_client_deadline(const wa_client *c);
 wb_buf *wa_client_output(wa_client *c);
 bool wa_client_next_event(wa_client *c, wa_event *ev);
 
+/* Takes the oldest received message (ownership moves to out: wa_received_free it). The message's
+ * plaintext stays in the store's event buffer until the bridge deletes it (event_buffer_delete)
+ * once the Matrix event id is stored. */
+bool wa_client_next_message(wa_client *c, wa_received *out);
+/* Sends a text to a user (PN JID) and to our own other devices (as deviceSentMessage): device
+ * lists (usync), missing sessions (prekey bundles), then one <enc> per device. id_out gets the
+ * message id (at least 24 bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow. Connected only. */
+int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
+                        int64_t now);
 /* Sends a node now (connected only). Returns WA_ERR_STATE when not connected. */
 int wa_client_send_node(wa_client *c, const wa_node *n);
 
