@@ -392,6 +392,31 @@ static void test_frames(void)
     wb_arena_free(&a);
 }
 
+/* Inputs the fuzzer once failed on: decoding then re-encoding must reach a fixed point. */
+static void test_fuzz_regressions(void)
+{
+    /* <message.247@s.whatsapp.net ip4="1\xfc\x0b5-/.06_0@s.whatsapp.net"/>: a raw string that
+     * looked like a JID with an agent "_0" (tests/fuzz/regressions/binary-jid-agent-not-canonical)
+     */
+    uint8_t in[] = {0xf8, 0x03, 0xf7, 0xf7, 0x00, 0x13, 0x91, 0xf7, 0x00, 0x00, 0xfc, 0x0b,
+                    '1',  0xfc, 0x0b, '5',  '-',  '/',  '.',  '0',  '6',  '_',  '0'};
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *n, *again;
+    CHECK_INT(wa_binary_decode(in, sizeof(in), &a, &n, NULL), WA_OK);
+    wb_buf first, second;
+    wb_buf_init(&first);
+    wb_buf_init(&second);
+    CHECK_INT(wa_binary_encode(n, &first), WA_OK);
+    CHECK_INT(wa_binary_decode(first.data, first.len, &a, &again, NULL), WA_OK);
+    CHECK(wa_node_equal(n, again));
+    CHECK_INT(wa_binary_encode(again, &second), WA_OK);
+    CHECK(first.len == second.len && memcmp(first.data, second.data, first.len) == 0);
+    wb_buf_free(&first);
+    wb_buf_free(&second);
+    wb_arena_free(&a);
+}
+
 static void test_print(void)
 {
     wb_arena a;
@@ -432,5 +457,6 @@ int main(void)
     test_jid_encoding();
     test_frames();
     test_print();
+    test_fuzz_regressions();
     return CHECK_DONE();
 }

@@ -43,6 +43,7 @@ static void test_kinds(void)
     roundtrip("s.whatsapp.net@s.whatsapp.net", "s.whatsapp.net@s.whatsapp.net", WA_JID_PN);
     roundtrip("1.300:1@s.whatsapp.net", "1.300:1@s.whatsapp.net", WA_JID_PN);
     roundtrip("1.1:1@s.whatsapp.net", "1.1:1@s.whatsapp.net", WA_JID_PN);
+    roundtrip("x.06@s.whatsapp.net", "x.06@s.whatsapp.net", WA_JID_PN); /* found by the fuzzer */
     roundtrip("someone@example.org", "someone@example.org", WA_JID_OTHER);
 }
 
@@ -87,7 +88,9 @@ static void test_rejects(void)
         "1_300:1@s.whatsapp.net", /* agent over 255 */
         "1_1:1@s.whatsapp.net",   /* agent 1 is the lid domain */
         "1_x@s.whatsapp.net",
-        "1234567:2@interop", /* no integrator */
+        "1_0@s.whatsapp.net",  /* agent 0 is no agent */
+        "1_02@s.whatsapp.net", /* agents are canonical numbers */
+        "1234567:2@interop",   /* no integrator */
         "x-1234567:2@interop",
         "1@s.whatsapp:net",
     };

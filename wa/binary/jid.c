@@ -76,7 +76,10 @@ int wa_jid_parse(const char *s, size_t len, wa_jid *out)
         const char *sep = under ? under : dot;
         if (sep) {
             unsigned agent;
-            bool ok = parse_uint(sep + 1, user_len - (size_t)(sep + 1 - user), 255, &agent) &&
+            /* canonical digits only ("2", not "02" or "0"), so that formatting the JID gives
+             * back the same string and the encoding reaches a fixed point */
+            bool ok = sep[1] != '0' &&
+                      parse_uint(sep + 1, user_len - (size_t)(sep + 1 - user), 255, &agent) &&
                       agent != WA_DOMAIN_LID && agent != WA_DOMAIN_HOSTED &&
                       agent != WA_DOMAIN_HOSTED_LID;
             if (ok) {
