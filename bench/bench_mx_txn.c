@@ -24,6 +24,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bridge/mx_txn_pg.h"
+#include "db/migrate.h"
 #include "matrix/as_server.h"
 #include "matrix/err.h"
 
@@ -88,6 +90,10 @@ static size_t sink(char *p, size_t s, size_t n, void *ud)
 /* Events stored and then "bridged" (dropped from the in-memory inbox every 100 transactions,
  * as the bridge deletes inbox rows once processed, so memory stays flat). */
 static mx_mem_store *inbox;
+/* With WABRIDGE_BENCH_PG set, the endpoint commits to PostgreSQL (bridge/mx_txn_pg.c) instead,
+ * and "bridging" deletes the inbox rows. */
+static db_conn *pg;
+static const db_stmt st_clear = {"bench_inbox_clear", "DELETE FROM mx_inbox", 0};
 static size_t inbox_total;
 
 /* Sends transactions for `seconds`; returns transactions per second (0 on any non-200). */
@@ -113,8 +119,12 @@ static double run(CURL *h, unsigned port, const char *body, double seconds, unsi
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
         if (st != 200) return 0;
         if (++n % 100 == 0) {
-            inbox_total += mx_mem_store_event_count(inbox);
-            mx_mem_store_forget_events(inbox);
+            if (pg) {
+                db_exec(pg, &st_clear, NULL, 0, NULL);
+            } else {
+                inbox_total += mx_mem_store_event_count(inbox);
+                mx_mem_store_forget_events(inbox);
+            }
         }
         el = now_s() - start;
     } while (el < seconds);
@@ -154,6 +164,19 @@ int main(int argc, char **argv)
     mx_mem_store *m = mx_mem_store_new();
     inbox = m;
     mx_txn_store store = mx_mem_store_iface(m);
+    const char *pg_info = getenv("WABRIDGE_BENCH_PG");
+    db_conn *commit_conn = NULL;
+    if (pg_info && *pg_info) {
+        db_error err;
+        db_migrate_report rep;
+        if (db_conn_open(pg_info, NULL, &commit_conn, &err) != DB_OK ||
+            db_conn_open(pg_info, NULL, &pg, &err) != DB_OK ||
+            db_migrate(pg, db_migrations_embedded, db_migrations_embedded_count, &rep) != DB_OK) {
+            fprintf(stderr, "bench_mx_txn: PostgreSQL: %s\n", err.message);
+            return 1;
+        }
+        store = br_mx_txn_store_pg(commit_conn);
+    }
     mx_as_handler h = {.on_events = on_events};
     mx_as_config cfg = {.hs_token = TOKEN, .threads = 2};
     mx_as_server *srv = NULL;
@@ -188,18 +211,20 @@ int main(int argc, char **argv)
     }
     curl_easy_cleanup(c);
     inbox_total += mx_mem_store_event_count(m);
-    int ok = best_bare > 0 && best_mx > 0 && dispatched == inbox_total;
-    printf("{\"impl\":\"wabridge-as_server\",\"events_per_txn\":%d,\"body_bytes\":%zu,"
+    int ok = best_bare > 0 && best_mx > 0 && (pg || dispatched == inbox_total);
+    printf("{\"impl\":\"wabridge-as_server%s\",\"events_per_txn\":%d,\"body_bytes\":%zu,"
            "\"bare_txn_per_s\":%.0f,\"endpoint_txn_per_s\":%.0f,\"endpoint_events_per_s\":%.0f,"
            "\"overhead_ratio\":%.2f,\"null_store_txn_per_s\":%.0f,\"null_store_ratio\":%.2f,"
            "\"stored_events\":%zu}\n",
-           EVENTS_PER_TXN, strlen(body), best_bare, best_mx, best_mx * EVENTS_PER_TXN,
-           best_mx > 0 ? best_bare / best_mx : 0, best_null,
+           pg ? "+postgresql" : "", EVENTS_PER_TXN, strlen(body), best_bare, best_mx,
+           best_mx * EVENTS_PER_TXN, best_mx > 0 ? best_bare / best_mx : 0, best_null,
            best_null > 0 ? best_bare / best_null : 0, inbox_total);
     MHD_stop_daemon(d);
     mx_as_server_stop(srv);
     mx_as_server_stop(nsrv);
     mx_mem_store_free(m);
+    if (pg) db_conn_close(pg);
+    if (commit_conn) db_conn_close(commit_conn);
     free(body);
     curl_global_cleanup();
     return ok ? 0 : 1;
