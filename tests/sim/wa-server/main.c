@@ -11,13 +11,18 @@
  * Prints one JSON line when ready: {"ws":..., "admin":..., "root":hex}. Port 0 picks a free port.
  *
  * Admin API (JSON bodies):
- *   GET  /admin/state                       accounts, devices, online flags, the certificate root
+ *   GET  /admin/state                       accounts, devices (online, prekeys, queued), the root
+ *   GET  /admin/messages?phone=P            what the phone of P received: {"messages":[{sender,
+ *                                           chat, id, text, t, own, failed}]}
  *   POST /admin/accounts {phone,lid?,name?} add an account with a simulated primary phone
  *   POST /admin/scan {phone,qr}             the phone of `phone` scans a QR text
  *   POST /admin/pair-code {phone,code}      the user types the companion's pairing code on the
- * phone POST /admin/stream-error {phone,device?,code}  send <stream:error code> and close POST
- * /admin/kick {phone,device?}        close the device's connection without a word POST
- * /admin/restart                     drop every connection (state is kept)
+ *                                           phone
+ *   POST /admin/send {phone,to,text}        the phone of `phone` sends a text to `to` (PN or LID
+ *                                           user JID); answers {"id":...}
+ *   POST /admin/stream-error {phone,device?,code}  send <stream:error code> and close
+ *   POST /admin/kick {phone,device?}        close the device's connection without a word
+ *   POST /admin/restart                     drop every connection (state is kept)
  */
 #include "sim.h"
 
@@ -65,7 +70,9 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         pthread_mutex_lock(&g_sim.lock);
         rc = sim_conn_receive(&g_sim, ss->conn, in, len);
         if (ss->conn->hello_pending) lws_set_timer_usecs(wsi, HELLO_PAUSE_US);
-        want_write(ss->conn);
+        /* a message or receipt may have gone to other connections too */
+        for (sim_conn *c = g_sim.conns; c; c = c->next)
+            want_write(c);
         pthread_mutex_unlock(&g_sim.lock);
         return rc < 0 ? -1 : 0;
     case LWS_CALLBACK_TIMER:
@@ -206,6 +213,26 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
         } else {
             snprintf(err, sizeof(err), "phone, noise_pub and identity_pub (hex) are required");
         }
+    } else if (strcmp(url, "/admin/send") == 0) {
+        const char *phone = json_str(body, "phone"), *to = json_str(body, "to");
+        const char *text = json_str(body, "text");
+        char id[64];
+        if (phone && to && text) {
+            if (sim_admin_send_text(&g_sim, phone, to, text, id, sizeof(id), err, sizeof(err)) ==
+                0) {
+                pthread_mutex_unlock(&g_sim.lock);
+                lws_cancel_service(g_lws);
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "id", id);
+                char *out = cJSON_PrintUnformatted(o);
+                enum MHD_Result ret = reply(conn, MHD_HTTP_OK, out ? out : "{}");
+                free(out);
+                cJSON_Delete(o);
+                return ret;
+            }
+        } else {
+            snprintf(err, sizeof(err), "phone, to and text are required");
+        }
     } else if (strcmp(url, "/admin/restart") == 0) {
         for (sim_conn *c = g_sim.conns; c; c = c->next)
             c->state = SIM_CONN_CLOSING;
@@ -219,10 +246,45 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
     return rc == 0 ? reply(conn, MHD_HTTP_OK, "{}") : reply_error(conn, MHD_HTTP_BAD_REQUEST, err);
 }
 
+/* GET /admin/messages?phone=P: what the simulated phone of P received. */
+static enum MHD_Result admin_messages(struct MHD_Connection *conn, const char *phone)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(o, "messages");
+    pthread_mutex_lock(&g_sim.lock);
+    bool known = sim_account_find(&g_sim, phone) != NULL;
+    size_t n = 0;
+    const sim_phone_msg *m = sim_admin_phone_messages(&g_sim, phone, &n);
+    for (size_t i = 0; i < n && list; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "sender", m[i].sender);
+        cJSON_AddStringToObject(e, "chat", m[i].chat);
+        cJSON_AddStringToObject(e, "id", m[i].id);
+        cJSON_AddStringToObject(e, "text", m[i].text);
+        cJSON_AddNumberToObject(e, "t", (double)m[i].t);
+        cJSON_AddBoolToObject(e, "own", m[i].own);
+        cJSON_AddBoolToObject(e, "failed", m[i].failed);
+        cJSON_AddItemToArray(list, e);
+    }
+    pthread_mutex_unlock(&g_sim.lock);
+    char *out = known ? cJSON_PrintUnformatted(o) : NULL;
+    enum MHD_Result ret = known && out ? reply(conn, MHD_HTTP_OK, out)
+                          : known ? reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "no memory")
+                                  : reply_error(conn, MHD_HTTP_NOT_FOUND, "no such account");
+    free(out);
+    cJSON_Delete(o);
+    return ret;
+}
+
 static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                      const char *method, const char *version,
                                      const char *upload_data, size_t *upload_size, void **con_cls)
 {
+    if (strcmp(method, "GET") == 0 && strcmp(url, "/admin/messages") == 0) {
+        const char *phone = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "phone");
+        if (!phone) return reply_error(conn, MHD_HTTP_BAD_REQUEST, "phone is required");
+        return admin_messages(conn, phone);
+    }
     if (strcmp(method, "GET") == 0) {
         if (strcmp(url, "/admin/state") != 0)
             return reply_error(conn, MHD_HTTP_NOT_FOUND, "no such admin call");

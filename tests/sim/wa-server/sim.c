@@ -1,11 +1,12 @@
 /*
  * tests/sim/wa-server/sim.c - wa-sim's protocol logic (sim.h): handshake, pairing, login, IQs,
- * admin.
+ * messaging (prekey store, usync, per-device queues, receipts, the simulated phone), admin.
  */
 #include "sim.h"
 
 #include "util/base64.h"
 #include "wa/proto/wa.pb.h"
+#include "wa/store_mem.h"
 
 #include <pb_decode.h>
 #include <pb_encode.h>
@@ -57,10 +58,20 @@ int sim_init(sim *s, const uint8_t *seed, size_t seed_len, uint64_t fixed_time)
                : -1;
 }
 
+static void device_release(sim_device *dev);
+static void phone_free(sim_phone *p);
+
 void sim_free(sim *s)
 {
     while (s->conns)
         sim_conn_free(s, s->conns);
+    for (int i = 0; i < s->naccounts; i++) {
+        for (int d = 0; d < s->accounts[i].ndevices; d++)
+            device_release(&s->accounts[i].devices[d]);
+        phone_free(s->accounts[i].primary);
+        s->accounts[i].primary = NULL;
+    }
+    free(s->sent);
     wb_buf_free(&s->cert_chain);
     wa_crypto_free(s->crypto);
     pthread_mutex_destroy(&s->lock);
@@ -301,13 +312,6 @@ static wa_node *child_with_bytes(wb_arena *a, const char *tag, const void *p, si
     return x;
 }
 
-static void on_prekey_upload(sim *s, sim_conn *c, wa_node *iq)
-{
-    wa_node *list = wa_node_child(iq, "list");
-    if (c->device_index >= 0 && list)
-        c->account->devices[c->device_index].prekeys += (uint32_t)list->nchildren;
-}
-
 /* pair-device-sign: the companion's signed device identity; check it and finish pairing. */
 static int on_pair_device_sign(sim *s, sim_conn *c, wb_arena *a, wa_node *sign)
 {
@@ -508,6 +512,953 @@ int sim_admin_pair_code(sim *s, const char *phone, const char *code, char *err, 
     return 0;
 }
 
+/* --- messaging: addresses, prekeys, the phone's Signal side, queues --- */
+
+static bool valid_id(const char *id)
+{
+    if (!id) return false;
+    size_t n = strlen(id);
+    return n > 0 && n <= SIM_ID_MAX;
+}
+
+/* The account a PN or LID JID names (any device), or NULL; *lid says which server it used. */
+static sim_account *account_of_jid(sim *s, const wa_jid *j, bool *lid)
+{
+    bool is_lid = strcmp(j->server, WA_SERVER_LID) == 0;
+    if (lid) *lid = is_lid;
+    if (is_lid) return account_by_lid(s, j->user);
+    if (strcmp(j->server, WA_SERVER_PN) == 0 || strcmp(j->server, WA_SERVER_LEGACY) == 0)
+        return sim_account_find(s, j->user);
+    return NULL;
+}
+
+static sim_device *companion(sim_account *acct, uint16_t id)
+{
+    for (int i = 0; i < acct->ndevices; i++)
+        if (acct->devices[i].present && acct->devices[i].id == id) return &acct->devices[i];
+    return NULL;
+}
+
+/* "user[:device]@server" of an account's device, on the LID or the PN server. */
+static void device_jid(const sim_account *acct, uint16_t device, bool lid, char *out, size_t cap)
+{
+    const char *user = lid ? acct->lid : acct->phone;
+    const char *server = lid ? WA_SERVER_LID : WA_SERVER_PN;
+    if (device)
+        snprintf(out, cap, "%s:%u@%s", user, device, server);
+    else
+        snprintf(out, cap, "%s@%s", user, server);
+}
+
+/* The phone's Signal address name for an account: its LID user with agent 1, whatever server a
+ * stanza used (only the phone's own store sees it). */
+static void signal_name(const sim_account *acct, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s_1", acct->lid);
+}
+
+static void phone_free(sim_phone *p)
+{
+    if (!p) return;
+    wa_signal_free(p->signal);
+    if (p->store.destroy) p->store.destroy(p->store.ctx);
+    for (size_t i = 0; i < p->nmsgs; i++)
+        free(p->msgs[i].text);
+    free(p->msgs);
+    free(p);
+}
+
+/* The phone of acct with its identity (the account's), a signed prekey and a Signal store; made on
+ * first use. NULL when out of memory. */
+static sim_phone *phone_of(sim *s, sim_account *acct)
+{
+    if (acct->primary) return acct->primary;
+    sim_phone *p = calloc(1, sizeof(*p));
+    if (!p) return NULL;
+    if (wa_store_mem_new(&p->store) != WA_STORE_OK) {
+        free(p);
+        return NULL;
+    }
+    wa_device dev;
+    memset(&dev, 0, sizeof(dev));
+    dev.identity = acct->identity;
+    uint8_t r[2];
+    int rc = wa_keypair_generate(s->crypto, &dev.noise);
+    if (rc == WA_OK) rc = wa_keypair_generate(s->crypto, &dev.signed_prekey);
+    if (rc == WA_OK) rc = wa_random(s->crypto, r, sizeof(r));
+    dev.registration_id = ((uint32_t)r[0] << 8 | r[1]) & 0x3fff;
+    if (!dev.registration_id) dev.registration_id = 1;
+    dev.signed_prekey_id = 1;
+    uint8_t msg[33] = {0x05};
+    memcpy(msg + 1, dev.signed_prekey.pub, 32);
+    if (rc == WA_OK)
+        rc = wa_xeddsa_sign(s->crypto, acct->identity.priv, msg, 33, dev.signed_prekey_sig);
+    dev.paired = true;
+    dev.next_prekey_id = 1;
+    snprintf(dev.pn, sizeof(dev.pn), "%s@%s", acct->phone, WA_SERVER_PN);
+    snprintf(dev.lid, sizeof(dev.lid), "%s@%s", acct->lid, WA_SERVER_LID);
+    int err = WA_OK;
+    if (rc == WA_OK && p->store.device_save(p->store.ctx, &dev) == WA_STORE_OK)
+        p->signal = wa_signal_new(s->crypto, &p->store, &err);
+    p->registration_id = dev.registration_id;
+    p->signed_prekey_id = dev.signed_prekey_id;
+    memcpy(p->signed_prekey, dev.signed_prekey.pub, 32);
+    memcpy(p->signed_prekey_sig, dev.signed_prekey_sig, 64);
+    p->next_prekey_id = 1;
+    wa_wipe(&dev, sizeof(dev));
+    if (!p->signal) {
+        logf_(s, "phone %s: cannot set up Signal (%s)\n", acct->phone, wa_strerror(err));
+        phone_free(p);
+        return NULL;
+    }
+    acct->primary = p;
+    return p;
+}
+
+/* Takes a bundle for device `dev` of acct (0: the phone), consuming a one-time prekey when one is
+ * left. -1 when the device is unknown or has not uploaded its keys. */
+static int take_bundle(sim *s, sim_account *acct, uint16_t dev, wa_prekey_bundle *b)
+{
+    memset(b, 0, sizeof(*b));
+    if (dev == 0) {
+        sim_phone *p = phone_of(s, acct);
+        if (!p) return -1;
+        wa_prekey pk = {.id = p->next_prekey_id, .uploaded = true};
+        if (wa_keypair_generate(s->crypto, &pk.key) != WA_OK ||
+            p->store.prekeys_save(p->store.ctx, &pk, 1) != WA_STORE_OK)
+            return -1;
+        p->next_prekey_id = (p->next_prekey_id % 0xffffff) + 1;
+        b->registration_id = p->registration_id;
+        b->has_prekey = true;
+        b->prekey_id = pk.id;
+        memcpy(b->prekey, pk.key.pub, 32);
+        wa_wipe(&pk, sizeof(pk));
+        b->signed_prekey_id = p->signed_prekey_id;
+        memcpy(b->signed_prekey, p->signed_prekey, 32);
+        memcpy(b->signature, p->signed_prekey_sig, 64);
+        memcpy(b->identity, acct->identity.pub, 32);
+        return 0;
+    }
+    sim_device *d = companion(acct, dev);
+    if (!d || !d->has_keys) return -1;
+    b->registration_id = d->registration_id;
+    if (d->notks) { /* oldest first */
+        b->has_prekey = true;
+        b->prekey_id = d->otks[0].id;
+        memcpy(b->prekey, d->otks[0].pub, 32);
+        memmove(d->otks, d->otks + 1, (d->notks - 1) * sizeof(*d->otks));
+        d->notks--;
+    }
+    if (d->prekeys) d->prekeys--;
+    b->signed_prekey_id = d->signed_prekey_id;
+    memcpy(b->signed_prekey, d->signed_prekey, 32);
+    memcpy(b->signature, d->signed_prekey_sig, 64);
+    memcpy(b->identity, d->identity_pub, 32);
+    return 0;
+}
+
+static void put_be(uint8_t *out, uint32_t v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+}
+
+/* <user jid><registration/><type/><identity/><skey><id/><value/><signature/></skey>[<key>]</user>,
+ * as the transcript shows. */
+static wa_node *bundle_node(wb_arena *a, const char *jid, const wa_prekey_bundle *b)
+{
+    uint8_t reg[4], skid[3], kid[3], type = 5;
+    put_be(reg, b->registration_id, 4);
+    put_be(skid, b->signed_prekey_id, 3);
+    put_be(kid, b->prekey_id, 3);
+    wa_node *u = wa_node_new(a, "user");
+    wa_node_set_attr(a, u, "jid", jid);
+    wa_node_add_child(a, u, child_with_bytes(a, "registration", reg, 4));
+    wa_node_add_child(a, u, child_with_bytes(a, "type", &type, 1));
+    wa_node_add_child(a, u, child_with_bytes(a, "identity", b->identity, 32));
+    wa_node *skey = wa_node_new(a, "skey");
+    wa_node_add_child(a, skey, child_with_bytes(a, "id", skid, 3));
+    wa_node_add_child(a, skey, child_with_bytes(a, "value", b->signed_prekey, 32));
+    wa_node_add_child(a, skey, child_with_bytes(a, "signature", b->signature, 64));
+    wa_node_add_child(a, u, skey);
+    if (b->has_prekey) {
+        wa_node *key = wa_node_new(a, "key");
+        wa_node_add_child(a, key, child_with_bytes(a, "id", kid, 3));
+        wa_node_add_child(a, key, child_with_bytes(a, "value", b->prekey, 32));
+        wa_node_add_child(a, u, key);
+    }
+    return u;
+}
+
+/* encrypt set: registration id, identity, one-time prekeys and the signed prekey. Malformed
+ * entries are skipped. */
+static void on_prekey_upload(sim *s, sim_conn *c, wa_node *iq)
+{
+    if (c->device_index < 0) return;
+    sim_device *dev = &c->account->devices[c->device_index];
+    const wa_node *reg = child_bytes(iq, "registration", 4);
+    const wa_node *ident = child_bytes(iq, "identity", 32);
+    const wa_node *skey = wa_node_child(iq, "skey");
+    if (reg) u32_be(reg->data, 4, &dev->registration_id);
+    if (ident) memcpy(dev->identity_pub, ident->data, 32);
+    if (skey) {
+        const wa_node *id = child_bytes(skey, "id", 3), *val = child_bytes(skey, "value", 32);
+        const wa_node *sig = child_bytes(skey, "signature", 64);
+        if (id && val && sig) {
+            u32_be(id->data, 3, &dev->signed_prekey_id);
+            memcpy(dev->signed_prekey, val->data, 32);
+            memcpy(dev->signed_prekey_sig, sig->data, 64);
+            dev->has_keys = true;
+        } else {
+            logf_(s, "[%llu] prekey upload: malformed <skey>\n", (unsigned long long)c->serial);
+        }
+    }
+    wa_node *list = wa_node_child(iq, "list");
+    uint32_t added = 0;
+    for (size_t i = 0; list && list->kind == WA_CONTENT_LIST && i < list->nchildren; i++) {
+        const wa_node *k = list->children[i];
+        const wa_node *id = child_bytes(k, "id", 3), *val = child_bytes(k, "value", 32);
+        if (strcmp(k->tag, "key") != 0 || !id || !val) continue;
+        if (dev->notks >= SIM_PREKEYS_MAX) break;
+        if (dev->notks == dev->otks_cap) {
+            size_t cap = dev->otks_cap ? dev->otks_cap * 2 : 1024;
+            sim_prekey *grown = realloc(dev->otks, cap * sizeof(*grown));
+            if (!grown) break;
+            dev->otks = grown;
+            dev->otks_cap = cap;
+        }
+        sim_prekey *pk = &dev->otks[dev->notks++];
+        u32_be(id->data, 3, &pk->id);
+        memcpy(pk->pub, val->data, 32);
+        added++;
+    }
+    dev->prekeys += added;
+}
+
+static void queue_clear(sim_device *dev)
+{
+    sim_queued *q = dev->queue_head;
+    while (q) {
+        sim_queued *next = q->next;
+        free(q->node);
+        free(q);
+        q = next;
+    }
+    dev->queue_head = dev->queue_tail = NULL;
+    dev->queued = 0;
+}
+
+/* A companion removed or freed: forget its keys and what waited for it. */
+static void device_release(sim_device *dev)
+{
+    queue_clear(dev);
+    free(dev->otks);
+    dev->otks = NULL;
+    dev->notks = dev->otks_cap = 0;
+    dev->has_keys = false;
+}
+
+/* Sends a queued stanza on c, with offline="1" when it waited for this login. */
+static void send_queued(sim *s, sim_conn *c, const sim_queued *q, bool offline)
+{
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *n;
+    if (wa_binary_decode(q->node, q->node_len, &a, &n, NULL) == WA_OK) {
+        if (offline) wa_node_set_attr(&a, n, "offline", "1");
+        sim_send_node(s, c, n);
+    }
+    wb_arena_free(&a);
+}
+
+/* Queues n for a companion of acct and sends it at once on the device's live connections. */
+static void deliver(sim *s, sim_account *acct, sim_device *dev, const wa_node *n, bool is_receipt,
+                    const char *id)
+{
+    if (dev->queued >= SIM_QUEUE_MAX) {
+        logf_(s, "queue of %s:%u is full: %s %s dropped\n", acct->phone, dev->id,
+              is_receipt ? "receipt" : "message", id);
+        return;
+    }
+    sim_queued *q = calloc(1, sizeof(*q));
+    wb_buf b;
+    wb_buf_init(&b);
+    if (!q || wa_binary_encode(n, &b) != WA_OK || b.failed || !b.len) {
+        logf_(s, "cannot queue %s for %s:%u\n", id, acct->phone, dev->id);
+        free(q);
+        wb_buf_free(&b);
+        return;
+    }
+    q->node = wb_buf_steal(&b, &q->node_len);
+    q->is_receipt = is_receipt;
+    snprintf(q->id, sizeof(q->id), "%s", id);
+    if (dev->queue_tail)
+        dev->queue_tail->next = q;
+    else
+        dev->queue_head = q;
+    dev->queue_tail = q;
+    dev->queued++;
+    int index = (int)(dev - acct->devices);
+    for (sim_conn *c = s->conns; c; c = c->next) {
+        if (c->active && c->state == SIM_CONN_LOGGED_IN && c->account == acct &&
+            c->device_index == index) {
+            send_queued(s, c, q, false);
+            q->delivered = true;
+        }
+    }
+}
+
+/* Removes what the device acked: entries of that class and id. Returns how many. */
+static int queue_ack(sim_device *dev, bool is_receipt, const char *id)
+{
+    int removed = 0;
+    sim_queued *prev = NULL;
+    sim_queued **pp = &dev->queue_head;
+    while (*pp) {
+        sim_queued *q = *pp;
+        if (q->is_receipt == is_receipt && strcmp(q->id, id) == 0) {
+            *pp = q->next;
+            if (dev->queue_tail == q) dev->queue_tail = prev;
+            free(q->node);
+            free(q);
+            dev->queued--;
+            removed++;
+        } else {
+            prev = q;
+            pp = &q->next;
+        }
+    }
+    return removed;
+}
+
+/* --- the Message protobuf, as far as the phone needs it (field numbers of WAProto.proto) --- */
+
+static void pb_varint(wb_buf *b, uint64_t v)
+{
+    while (v >= 0x80) {
+        wb_buf_u8(b, (uint8_t)(v | 0x80));
+        v >>= 7;
+    }
+    wb_buf_u8(b, (uint8_t)v);
+}
+
+static void pb_bytes(wb_buf *b, uint32_t field, const void *p, size_t n)
+{
+    pb_varint(b, (uint64_t)field << 3 | 2);
+    pb_varint(b, n);
+    if (n) wb_buf_append(b, p, n);
+}
+
+/* Message{conversation = 1}; with dest, Message{deviceSentMessage = 31{destinationJid = 1,
+ * message = 2}} for the sender's own devices. */
+static void encode_text(wb_buf *out, const char *text, const char *dest)
+{
+    wb_buf inner, dsm;
+    wb_buf_init(&inner);
+    wb_buf_init(&dsm);
+    pb_bytes(&inner, 1, text, strlen(text));
+    if (!dest) {
+        wb_buf_append(out, inner.data, inner.len);
+    } else {
+        pb_bytes(&dsm, 1, dest, strlen(dest));
+        pb_bytes(&dsm, 2, inner.data, inner.len);
+        pb_bytes(out, 31, dsm.data, dsm.len);
+    }
+    if (inner.failed || dsm.failed) out->failed = true;
+    wb_buf_free(&inner);
+    wb_buf_free(&dsm);
+}
+
+static bool pb_read_varint(wb_cur *c, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        uint8_t byte;
+        if (!wb_cur_u8(c, &byte)) return false;
+        r |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reads the next field: false at the end, or with *bad set on bytes that are not protobuf.
+ * Length-delimited values land in *value (*is_bytes); other wire types are skipped. */
+static bool pb_next(wb_cur *c, uint32_t *field, wb_cur *value, bool *is_bytes, bool *bad)
+{
+    if (!wb_cur_left(c)) return false;
+    uint64_t key, v;
+    *is_bytes = false;
+    if (!pb_read_varint(c, &key) || key >> 3 == 0 || key >> 3 > 0x1fffffff) goto bad;
+    *field = (uint32_t)(key >> 3);
+    switch (key & 7) {
+    case 0:
+        if (!pb_read_varint(c, &v)) goto bad;
+        return true;
+    case 1:
+        if (!wb_cur_skip(c, 8)) goto bad;
+        return true;
+    case 5:
+        if (!wb_cur_skip(c, 4)) goto bad;
+        return true;
+    case 2:
+        if (!pb_read_varint(c, &v) || v > wb_cur_left(c) || !wb_cur_sub(c, (size_t)v, value))
+            goto bad;
+        *is_bytes = true;
+        return true;
+    default: goto bad; /* groups are not used by WhatsApp */
+    }
+bad:
+    *bad = true;
+    return false;
+}
+
+/* The text of a Message: conversation (1), extendedTextMessage (6).text (1), or the same inside
+ * deviceSentMessage (31).message (2), whose destinationJid (1) goes to dest. -1 on bad bytes. */
+static int decode_text(wb_cur msg, int depth, wb_buf *text, char *dest, size_t dest_cap)
+{
+    uint32_t f, g;
+    wb_cur v, w;
+    bool is_bytes, inner_bytes, bad = false;
+    while (pb_next(&msg, &f, &v, &is_bytes, &bad)) {
+        if (!is_bytes) continue;
+        if (f == 1) {
+            text->len = 0;
+            wb_buf_append(text, v.data, v.len);
+        } else if (f == 6) {
+            while (pb_next(&v, &g, &w, &inner_bytes, &bad))
+                if (inner_bytes && g == 1) {
+                    text->len = 0;
+                    wb_buf_append(text, w.data, w.len);
+                }
+        } else if (f == 31 && depth == 0) {
+            while (pb_next(&v, &g, &w, &inner_bytes, &bad)) {
+                if (inner_bytes && g == 1 && dest && w.len < dest_cap) {
+                    memcpy(dest, w.data, w.len);
+                    dest[w.len] = '\0';
+                } else if (inner_bytes && g == 2 && decode_text(w, depth + 1, text, NULL, 0) != 0) {
+                    bad = true;
+                }
+            }
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* --- the phone receives --- */
+
+static void phone_record(sim *s, sim_account *acct, const char *sender, const char *chat,
+                         const char *id, const uint8_t *text, size_t text_len, bool own,
+                         bool failed)
+{
+    sim_phone *p = acct->primary;
+    if (!p || p->nmsgs == SIM_PHONE_MSGS) return;
+    if ((p->nmsgs & (p->nmsgs - 1)) == 0) { /* 0, 1, 2, 4, ...: grow to the next power of two */
+        sim_phone_msg *grown = realloc(p->msgs, (p->nmsgs ? p->nmsgs * 2 : 1) * sizeof(*grown));
+        if (!grown) return;
+        p->msgs = grown;
+    }
+    sim_phone_msg *m = &p->msgs[p->nmsgs];
+    memset(m, 0, sizeof(*m));
+    m->text = malloc(text_len + 1);
+    if (!m->text) return;
+    if (text_len) memcpy(m->text, text, text_len);
+    m->text[text_len] = '\0';
+    snprintf(m->sender, sizeof(m->sender), "%s", sender);
+    snprintf(m->chat, sizeof(m->chat), "%s", chat);
+    snprintf(m->id, sizeof(m->id), "%s", id);
+    m->t = sim_now(s);
+    m->own = own;
+    m->failed = failed;
+    p->nmsgs++;
+    logf_(s, "phone %s got %s from %s: %s%s\n", acct->phone, id, sender, failed ? "FAILED " : "",
+          m->text);
+}
+
+/* An <enc> for the phone of acct from device from_dev of from_acct. Returns 0 when it decrypted. */
+static int phone_receive(sim *s, sim_account *acct, sim_account *from_acct, uint16_t from_dev,
+                         const char *sender, const char *chat, const char *id, const wa_node *enc)
+{
+    sim_phone *p = phone_of(s, acct);
+    if (!p) return -1;
+    const char *type = wa_node_attr(enc, "type");
+    const char *why = NULL;
+    if (enc->kind != WA_CONTENT_BYTES || !type)
+        why = "no ciphertext";
+    else if (strcmp(type, "pkmsg") != 0 && strcmp(type, "msg") != 0)
+        why = "not a pkmsg or msg (groups are not simulated)";
+    if (why) {
+        phone_record(s, acct, sender, chat, id, (const uint8_t *)why, strlen(why), false, true);
+        return -1;
+    }
+    char name[40];
+    signal_name(from_acct, name, sizeof(name));
+    wb_buf plain, text;
+    wb_buf_init(&plain);
+    wb_buf_init(&text);
+    int rc = wa_signal_decrypt(p->signal, name, from_dev,
+                               strcmp(type, "pkmsg") == 0 ? WA_SIGNAL_PKMSG : WA_SIGNAL_MSG,
+                               enc->data, enc->data_len, &plain);
+    char dest[64] = "";
+    if (rc == WA_OK) {
+        wb_cur cur;
+        wb_cur_init(&cur, plain.data, plain.len);
+        if (decode_text(cur, 0, &text, dest, sizeof(dest)) != 0 || text.failed) rc = WA_ERR_PROTO;
+    }
+    bool own = from_acct == acct;
+    if (rc == WA_OK) {
+        phone_record(s, acct, sender, own && dest[0] ? dest : chat, id, text.data, text.len, own,
+                     false);
+    } else {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "cannot read: %s", wa_strerror(rc));
+        phone_record(s, acct, sender, chat, id, (const uint8_t *)msg, strlen(msg), own, true);
+    }
+    wb_buf_free(&plain);
+    wb_buf_free(&text);
+    return rc == WA_OK ? 0 : -1;
+}
+
+/* --- routing --- */
+
+/* Remembers that device from_dev of `from` sent message id to `to`. */
+static void sent_note(sim *s, sim_account *from, uint16_t from_dev, sim_account *to, const char *id)
+{
+    if (!s->sent && !(s->sent = calloc(SIM_SENT_RING, sizeof(*s->sent)))) return;
+    sim_sent *e = &s->sent[s->sent_next];
+    s->sent_next = (s->sent_next + 1) % SIM_SENT_RING;
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    e->from = from;
+    e->from_device = from_dev;
+    e->to = to;
+}
+
+/* The newest record of message id sent to `to`, or NULL. */
+static const sim_sent *sent_find(const sim *s, const sim_account *to, const char *id)
+{
+    for (size_t k = 0; s->sent && k < SIM_SENT_RING; k++) {
+        const sim_sent *e = &s->sent[(s->sent_next + SIM_SENT_RING - 1 - k) % SIM_SENT_RING];
+        if (e->to == to && strcmp(e->id, id) == 0) return e;
+    }
+    return NULL;
+}
+
+/* <message from id t type [notify] [recipient] [sender_lid|sender_pn]> for one device. */
+static wa_node *message_node(sim *s, wb_arena *a, const sim_account *from, uint16_t from_dev,
+                             bool lid, const char *id, const char *type, const char *recipient)
+{
+    char jid[64], alt[64], t[24];
+    device_jid(from, from_dev, lid, jid, sizeof(jid));
+    device_jid(from, 0, !lid, alt, sizeof(alt));
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
+    wa_node *n = wa_node_new(a, "message");
+    wa_node_set_attr(a, n, "from", jid);
+    wa_node_set_attr(a, n, "id", id);
+    wa_node_set_attr(a, n, "t", t);
+    wa_node_set_attr(a, n, "type", type ? type : "text");
+    if (recipient)
+        wa_node_set_attr(a, n, "recipient", recipient);
+    else
+        wa_node_set_attr(a, n, "notify", from->name);
+    wa_node_set_attr(a, n, lid ? "sender_pn" : "sender_lid", alt);
+    return n;
+}
+
+/* A receipt from `who` (user, or its device for retries) to a device of the sender. */
+static wa_node *receipt_node(sim *s, wb_arena *a, const sim_account *who, uint16_t who_dev,
+                             bool lid, const char *id, const char *type)
+{
+    char jid[64], t[24];
+    device_jid(who, who_dev, lid, jid, sizeof(jid));
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
+    wa_node *n = wa_node_new(a, "receipt");
+    wa_node_set_attr(a, n, "from", jid);
+    wa_node_set_attr(a, n, "id", id);
+    wa_node_set_attr(a, n, "t", t);
+    if (type) wa_node_set_attr(a, n, "type", type);
+    return n;
+}
+
+#define SIM_MAX_ENCS 4 /* <enc> children per <to> we pass on */
+
+/* One <to jid> of a client's message: to the phone (decrypted here) or to a companion's queue. */
+static void route_to_device(sim *s, sim_conn *c, wb_arena *a, const wa_node *msg, const char *to,
+                            bool lid, const wa_jid *target, wa_node **encs, size_t nencs)
+{
+    const char *id = wa_node_attr(msg, "id");
+    sim_account *me = c->account;
+    sim_device *my = &me->devices[c->device_index];
+    sim_account *ta = account_of_jid(s, target, NULL);
+    if (!ta || (ta == me && target->device == my->id) || nencs == 0) {
+        logf_(s, "[%llu] message %s: no such device %s:%u (or nothing for it)\n",
+              (unsigned long long)c->serial, id, target->user, target->device);
+        return;
+    }
+    bool own = ta == me;
+    if (target->device == 0) {
+        char sender[64], chat[64];
+        device_jid(me, my->id, lid, sender, sizeof(sender));
+        device_jid(me, 0, lid, chat, sizeof(chat));
+        int ok = 0;
+        for (size_t i = 0; i < nencs; i++)
+            ok |= phone_receive(s, ta, me, my->id, sender, own ? to : chat, id, encs[i]) == 0;
+        if (ok && !own) /* the phone confirms delivery to the sending device */
+            deliver(s, me, my, receipt_node(s, a, ta, 0, lid, id, NULL), true, id);
+        return;
+    }
+    sim_device *td = companion(ta, target->device);
+    if (!td) {
+        logf_(s, "[%llu] message %s: %s:%u is not a device\n", (unsigned long long)c->serial, id,
+              target->user, target->device);
+        return;
+    }
+    wa_node *n =
+        message_node(s, a, me, my->id, lid, id, wa_node_attr(msg, "type"), own ? to : NULL);
+    static const char *const copied[] = {"category", "edit"};
+    for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++) {
+        const char *v = wa_node_attr(msg, copied[i]);
+        if (v) wa_node_set_attr(a, n, copied[i], v);
+    }
+    for (size_t i = 0; i < nencs; i++)
+        wa_node_add_child(a, n, encs[i]);
+    wa_node *di = wa_node_child(msg, "device-identity");
+    if (di) wa_node_add_child(a, n, di);
+    deliver(s, ta, td, n, false, id);
+}
+
+/* The <enc> children of n that carry bytes (at most SIM_MAX_ENCS). */
+static size_t enc_children(const wa_node *n, wa_node **encs)
+{
+    size_t k = 0;
+    for (size_t i = 0; n->kind == WA_CONTENT_LIST && i < n->nchildren && k < SIM_MAX_ENCS; i++)
+        if (strcmp(n->children[i]->tag, "enc") == 0 && n->children[i]->kind == WA_CONTENT_BYTES)
+            encs[k++] = n->children[i];
+    return k;
+}
+
+/* A client sends: <message id to type><participants><to jid><enc/></to>...</participants>
+ * [<device-identity/>]</message>, or <enc> directly for one device (retries, peer messages). */
+static void on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
+{
+    const char *id = wa_node_attr(msg, "id");
+    const char *to = wa_node_attr(msg, "to");
+    if (c->state != SIM_CONN_LOGGED_IN || c->device_index < 0 || !valid_id(id) || !to) {
+        logf_(s, "[%llu] message without id or to, or before login: ignored\n",
+              (unsigned long long)c->serial);
+        return;
+    }
+    wa_jid chat;
+    bool lid = false;
+    bool chat_ok = wa_jid_parse_cstr(to, &chat) == WA_OK && account_of_jid(s, &chat, &lid);
+    wa_node *encs[SIM_MAX_ENCS];
+    wa_node *parts = wa_node_child(msg, "participants");
+    if (chat_ok)
+        sent_note(s, c->account, c->account->devices[c->device_index].id,
+                  account_of_jid(s, &chat, NULL), id);
+    if (!chat_ok) {
+        logf_(s, "[%llu] message %s to %s: only 1:1 chats with known accounts are simulated\n",
+              (unsigned long long)c->serial, id, to);
+    } else if (parts) {
+        for (size_t i = 0; parts->kind == WA_CONTENT_LIST && i < parts->nchildren; i++) {
+            wa_node *p = parts->children[i];
+            wa_jid target;
+            if (strcmp(p->tag, "to") != 0 || wa_node_attr_jid(p, "jid", &target) != WA_OK) continue;
+            route_to_device(s, c, a, msg, to, lid, &target, encs, enc_children(p, encs));
+        }
+    } else {
+        route_to_device(s, c, a, msg, to, lid, &chat, encs, enc_children(msg, encs));
+    }
+    char t[24];
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
+    wa_node *ack = wa_node_new(a, "ack");
+    wa_node_set_attr(a, ack, "class", "message");
+    wa_node_set_attr(a, ack, "id", id);
+    wa_node_set_attr(a, ack, "from", to);
+    wa_node_set_attr(a, ack, "t", t);
+    sim_send_node(s, c, ack);
+}
+
+/* A client's <receipt id to [type]>[<list><item id/>...]: acks those messages for this device and
+ * goes on to the device that sent them (delivered, read, played, retry). */
+static void on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
+{
+    const char *id = wa_node_attr(r, "id"), *to = wa_node_attr(r, "to");
+    const char *type = wa_node_attr(r, "type");
+    if (c->state != SIM_CONN_LOGGED_IN || c->device_index < 0 || !valid_id(id)) return;
+    sim_account *me = c->account;
+    sim_device *my = &me->devices[c->device_index];
+    queue_ack(my, false, id);
+    wa_node *list = wa_node_child(r, "list");
+    for (size_t i = 0; list && list->kind == WA_CONTENT_LIST && i < list->nchildren; i++) {
+        const char *item = wa_node_attr(list->children[i], "id");
+        if (valid_id(item)) queue_ack(my, false, item);
+    }
+    bool delivered = !type || strcmp(type, "inactive") == 0;
+    bool retry = type && strcmp(type, "retry") == 0;
+    if (!to || !(delivered || retry || strcmp(type, "read") == 0 || strcmp(type, "played") == 0))
+        return; /* sender, peer_msg, hist_sync, read-self...: nothing for the sender */
+    /* the sending device: remembered from the message, else the device `to` names */
+    wa_jid tj;
+    bool lid = false;
+    sim_account *ta = wa_jid_parse_cstr(to, &tj) == WA_OK ? account_of_jid(s, &tj, &lid) : NULL;
+    const sim_sent *orig = sent_find(s, me, id);
+    uint16_t to_dev = orig ? orig->from_device : tj.device;
+    if (orig) ta = orig->from;
+    if (!ta || ta == me || to_dev == 0) return; /* the phone needs no receipts */
+    sim_device *td = companion(ta, to_dev);
+    if (!td) return;
+    wa_node *n = receipt_node(s, a, me, retry ? my->id : 0, lid, id, delivered ? NULL : type);
+    for (size_t i = 0; r->kind == WA_CONTENT_LIST && i < r->nchildren; i++)
+        wa_node_add_child(a, n, r->children[i]); /* <list>, and <retry>/<keys> of retries */
+    deliver(s, ta, td, n, true, id);
+}
+
+static void on_ack(sim *s, sim_conn *c, wa_node *n)
+{
+    const char *cls = wa_node_attr(n, "class"), *id = wa_node_attr(n, "id");
+    if (c->state != SIM_CONN_LOGGED_IN || c->device_index < 0 || !cls || !valid_id(id)) return;
+    sim_device *dev = &c->account->devices[c->device_index];
+    if (strcmp(cls, "message") == 0)
+        queue_ack(dev, false, id);
+    else if (strcmp(cls, "receipt") == 0)
+        queue_ack(dev, true, id);
+}
+
+/* At <passive><active/>: everything queued goes out in order, then <ib><offline count/>. */
+static void flush_queue(sim *s, sim_conn *c, wb_arena *a)
+{
+    int count = 0;
+    if (c->device_index >= 0) {
+        sim_device *dev = &c->account->devices[c->device_index];
+        for (sim_queued *q = dev->queue_head; q; q = q->next) {
+            send_queued(s, c, q, true);
+            q->delivered = true;
+            count++;
+        }
+    }
+    c->active = true;
+    char n[16];
+    snprintf(n, sizeof(n), "%d", count);
+    wa_node *ib = wa_node_new(a, "ib");
+    wa_node_set_attr(a, ib, "from", WA_SERVER_PN);
+    wa_node *off = wa_node_new(a, "offline");
+    wa_node_set_attr(a, off, "count", n);
+    wa_node_add_child(a, ib, off);
+    sim_send_node(s, c, ib);
+}
+
+/* --- IQs of messaging: usync and prekey fetch --- */
+
+/* usync: for each listed user (PN or LID JID, or a +phone <contact>) its devices (0 and present
+ * companions with their key index), its LID, and whether it is on WhatsApp, as asked. */
+static void on_usync(sim *s, sim_conn *c, wb_arena *a, const char *iq_id, wa_node *iq)
+{
+    wa_node *us = wa_node_child(iq, "usync");
+    wa_node *query = us ? wa_node_child(us, "query") : NULL;
+    wa_node *list = us ? wa_node_child(us, "list") : NULL;
+    if (!query || !list) {
+        send_result(s, c, a, iq_id, NULL);
+        return;
+    }
+    bool want_devices = wa_node_child(query, "devices") != NULL;
+    bool want_lid = wa_node_child(query, "lid") != NULL;
+    bool want_contact = wa_node_child(query, "contact") != NULL;
+    wa_node *res = wa_node_new(a, "usync");
+    static const char *const echoed[] = {"sid", "index", "last", "mode", "context"};
+    for (size_t i = 0; i < sizeof(echoed) / sizeof(echoed[0]); i++) {
+        const char *v = wa_node_attr(us, echoed[i]);
+        if (v) wa_node_set_attr(a, res, echoed[i], v);
+    }
+    wa_node_add_child(a, res, wa_node_new(a, "result"));
+    wa_node *out = wa_node_new(a, "list");
+    for (size_t i = 0; list->kind == WA_CONTENT_LIST && i < list->nchildren; i++) {
+        wa_node *u = list->children[i];
+        if (strcmp(u->tag, "user") != 0) continue;
+        const char *jid = wa_node_attr(u, "jid");
+        sim_account *acct = NULL;
+        wa_jid j;
+        char pn_jid[64];
+        if (jid && wa_jid_parse_cstr(jid, &j) == WA_OK) acct = account_of_jid(s, &j, NULL);
+        const wa_node *contact = child_bytes(u, "contact", 0);
+        if (!jid && contact) {
+            char digits[24];
+            const char *p = (const char *)contact->data;
+            size_t n = contact->data_len;
+            if (n && p[0] == '+') p++, n--;
+            if (n < sizeof(digits)) {
+                memcpy(digits, p, n);
+                digits[n] = '\0';
+                acct = all_digits(digits, 20) ? sim_account_find(s, digits) : NULL;
+            }
+            if (!acct) continue;
+            device_jid(acct, 0, false, pn_jid, sizeof(pn_jid));
+            jid = pn_jid;
+        }
+        if (!jid) continue;
+        wa_node *ou = wa_node_new(a, "user");
+        wa_node_set_attr(a, ou, "jid", jid);
+        if (want_devices) {
+            wa_node *devs = wa_node_new(a, "devices");
+            wa_node *dl = wa_node_new(a, "device-list");
+            wa_node_set_empty_list(dl);
+            for (int d = -1; acct && d < acct->ndevices; d++) {
+                if (d >= 0 && !acct->devices[d].present) continue;
+                char num[16], ki[16];
+                wa_node *dev = wa_node_new(a, "device");
+                snprintf(num, sizeof(num), "%u", d < 0 ? 0u : acct->devices[d].id);
+                wa_node_set_attr(a, dev, "id", num);
+                if (d >= 0) {
+                    snprintf(ki, sizeof(ki), "%u", acct->devices[d].key_index);
+                    wa_node_set_attr(a, dev, "key-index", ki);
+                }
+                wa_node_add_child(a, dl, dev);
+            }
+            wa_node_add_child(a, devs, dl);
+            wa_node_add_child(a, ou, devs);
+        }
+        if (want_lid && acct) {
+            char lid[64];
+            device_jid(acct, 0, true, lid, sizeof(lid));
+            wa_node *l = wa_node_new(a, "lid");
+            wa_node_set_attr(a, l, "val", lid);
+            wa_node_add_child(a, ou, l);
+        }
+        if (want_contact) {
+            wa_node *ct = wa_node_new(a, "contact");
+            wa_node_set_attr(a, ct, "type", acct ? "in" : "out");
+            wa_node_add_child(a, ou, ct);
+        }
+        wa_node_add_child(a, out, ou);
+    }
+    wa_node_add_child(a, res, out);
+    send_result(s, c, a, iq_id, res);
+}
+
+/* encrypt get <key><user jid/>...: a bundle per known device; unknown ones are left out. */
+static void on_key_fetch(sim *s, sim_conn *c, wb_arena *a, const char *iq_id, wa_node *iq)
+{
+    wa_node *key = wa_node_child(iq, "key");
+    wa_node *out = wa_node_new(a, "list");
+    wa_node_set_empty_list(out);
+    for (size_t i = 0; key && key->kind == WA_CONTENT_LIST && i < key->nchildren; i++) {
+        wa_node *u = key->children[i];
+        const char *jid = wa_node_attr(u, "jid");
+        wa_jid j;
+        wa_prekey_bundle b;
+        sim_account *acct = NULL;
+        if (strcmp(u->tag, "user") == 0 && jid && wa_jid_parse_cstr(jid, &j) == WA_OK)
+            acct = account_of_jid(s, &j, NULL);
+        if (!acct || take_bundle(s, acct, j.device, &b) != 0) {
+            logf_(s, "[%llu] no keys for %s\n", (unsigned long long)c->serial, jid ? jid : "?");
+            continue;
+        }
+        wa_node_add_child(a, out, bundle_node(a, jid, &b));
+    }
+    send_result(s, c, a, iq_id, out);
+}
+
+/* --- the phone sends (admin) --- */
+
+/* Encrypts plain from phone p for device dev of acct (0: its phone), starting a session from a
+ * bundle when there is none. */
+static int phone_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev, const wb_buf *plain,
+                         wb_buf *out, wa_signal_type *type)
+{
+    char name[40];
+    signal_name(acct, name, sizeof(name));
+    if (!wa_signal_has_session(p->signal, name, dev)) {
+        wa_prekey_bundle b;
+        if (take_bundle(s, acct, dev, &b) != 0 ||
+            wa_signal_process_bundle(p->signal, name, dev, &b) != WA_OK)
+            return -1;
+    }
+    return wa_signal_encrypt(p->signal, name, dev, plain->data, plain->len, out, type) == WA_OK
+               ? 0
+               : -1;
+}
+
+static wa_node *enc_node(wb_arena *a, const wb_buf *ct, wa_signal_type type)
+{
+    wa_node *enc = wa_node_new(a, "enc");
+    wa_node_set_attr(a, enc, "v", "2");
+    wa_node_set_attr(a, enc, "type", type == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
+    wa_node_set_bytes(a, enc, ct->data, ct->len);
+    return enc;
+}
+
+int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *text, char *id_out,
+                        size_t id_len, char *err, size_t errlen)
+{
+    sim_account *me = sim_account_find(s, phone);
+    if (!me) return set_err(err, errlen, "no such account");
+    wa_jid tj;
+    bool lid = false;
+    sim_account *ta = wa_jid_parse_cstr(to, &tj) == WA_OK ? account_of_jid(s, &tj, &lid) : NULL;
+    if (!ta) return set_err(err, errlen, "`to` is not the PN or LID JID of an account");
+    if (ta == me) return set_err(err, errlen, "the phone cannot message its own account");
+    sim_phone *p = phone_of(s, me);
+    if (!p) return set_err(err, errlen, "the phone's Signal state cannot be set up");
+    uint8_t r[8];
+    char hex[17], id[24], from[64], dest[64];
+    wa_random(s->crypto, r, sizeof(r));
+    wb_hex_encode(r, sizeof(r), hex);
+    for (char *h = hex; *h; h++)
+        if (*h >= 'a' && *h <= 'f') *h = (char)(*h - 'a' + 'A');
+    snprintf(id, sizeof(id), "3EB0%s", hex);
+    device_jid(me, 0, lid, from, sizeof(from));
+    device_jid(ta, 0, lid, dest, sizeof(dest));
+    wb_buf peer_plain, own_plain, ct;
+    wb_buf_init(&peer_plain);
+    wb_buf_init(&own_plain);
+    encode_text(&peer_plain, text, NULL);
+    encode_text(&own_plain, text, dest);
+    int sent = 0;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    sent_note(s, me, 0, ta, id);
+    for (int side = 0; side < 2 && !peer_plain.failed && !own_plain.failed; side++) {
+        sim_account *acct = side == 0 ? ta : me;
+        for (int d = side == 0 ? -1 : 0; d < acct->ndevices; d++) {
+            sim_device *dev = d >= 0 ? &acct->devices[d] : NULL;
+            if (dev && (!dev->present || !dev->has_keys)) continue;
+            wa_signal_type type;
+            wb_buf_init(&ct);
+            if (phone_encrypt(s, p, acct, dev ? dev->id : 0, side == 0 ? &peer_plain : &own_plain,
+                              &ct, &type) != 0) {
+                logf_(s, "phone %s cannot encrypt for %s:%u\n", me->phone, acct->phone,
+                      dev ? dev->id : 0);
+                wb_buf_free(&ct);
+                continue;
+            }
+            wa_node *enc = enc_node(&a, &ct, type);
+            wb_buf_free(&ct);
+            if (!dev) { /* the recipient's phone is simulated too */
+                phone_receive(s, ta, me, 0, from, from, id, enc);
+            } else {
+                wa_node *n = message_node(s, &a, me, 0, lid, id, "text", side ? dest : NULL);
+                wa_node_add_child(&a, n, enc);
+                deliver(s, acct, dev, n, false, id);
+            }
+            sent++;
+        }
+    }
+    wb_arena_free(&a);
+    wb_buf_free(&peer_plain);
+    wb_buf_free(&own_plain);
+    if (!sent) return set_err(err, errlen, "no device could be reached");
+    snprintf(id_out, id_len, "%s", id);
+    return 0;
+}
+
+const sim_phone_msg *sim_admin_phone_messages(sim *s, const char *phone, size_t *n)
+{
+    sim_account *acct = sim_account_find(s, phone);
+    *n = acct && acct->primary ? acct->primary->nmsgs : 0;
+    return *n ? acct->primary->msgs : NULL;
+}
+
 static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
 {
     const char *id = wa_node_attr(iq, "id");
@@ -540,18 +1491,15 @@ static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
     } else if (strcmp(xmlns, "encrypt") == 0 && type && strcmp(type, "set") == 0) {
         on_prekey_upload(s, c, iq);
         send_result(s, c, a, id, NULL);
+    } else if (strcmp(xmlns, "encrypt") == 0 && strcmp(what, "key") == 0) {
+        on_key_fetch(s, c, a, id, iq);
+    } else if (strcmp(xmlns, "usync") == 0) {
+        on_usync(s, c, a, id, iq);
     } else if (strcmp(xmlns, "encrypt") == 0 && strcmp(what, "digest") == 0) {
         send_result(s, c, a, id, wa_node_new(a, "digest"));
     } else if (strcmp(xmlns, "passive") == 0) {
         send_result(s, c, a, id, NULL);
-        if (strcmp(what, "active") == 0) {
-            wa_node *ib = wa_node_new(a, "ib");
-            wa_node_set_attr(a, ib, "from", WA_SERVER_PN);
-            wa_node *off = wa_node_new(a, "offline");
-            wa_node_set_attr(a, off, "count", "0");
-            wa_node_add_child(a, ib, off);
-            sim_send_node(s, c, ib);
-        }
+        if (strcmp(what, "active") == 0) flush_queue(s, c, a);
     } else if (strcmp(xmlns, "abt") == 0) {
         wa_node *props = wa_node_new(a, "props");
         wa_node_set_attr(a, props, "protocol", "1");
@@ -573,6 +1521,7 @@ static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
     } else if (strcmp(xmlns, "md") == 0 && strcmp(what, "remove-companion-device") == 0) {
         /* logout: the companion removes itself */
         c->account->devices[c->device_index].present = false;
+        device_release(&c->account->devices[c->device_index]);
         send_result(s, c, a, id, NULL);
         logf_(s, "[%llu] device %s:%u logged out\n", (unsigned long long)c->serial,
               c->account->phone, c->account->devices[c->device_index].id);
@@ -586,8 +1535,15 @@ static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
 static int on_node(sim *s, sim_conn *c, wa_node *n, wb_arena *a)
 {
     log_node(s, c, "C->S", n);
-    if (strcmp(n->tag, "iq") == 0) on_iq(s, c, a, n);
-    /* ib, presence, receipts, acks: nothing to answer yet */
+    if (strcmp(n->tag, "iq") == 0)
+        on_iq(s, c, a, n);
+    else if (strcmp(n->tag, "message") == 0)
+        on_message(s, c, a, n);
+    else if (strcmp(n->tag, "receipt") == 0)
+        on_receipt(s, c, a, n);
+    else if (strcmp(n->tag, "ack") == 0)
+        on_ack(s, c, n);
+    /* ib, presence, chat states: nothing to answer yet */
     return 0;
 }
 
@@ -830,9 +1786,10 @@ char *sim_admin_state_json(sim *s)
                 if (c->account == acct && c->device_index == d && c->state == SIM_CONN_LOGGED_IN)
                     online = true;
             snprintf(tmp, sizeof(tmp),
-                     "%s{\"id\":%u,\"prekeys\":%u,\"key_index\":%u,\"online\":%s}",
+                     "%s{\"id\":%u,\"prekeys\":%u,\"key_index\":%u,\"online\":%s,"
+                     "\"queued\":%zu}",
                      shown++ ? "," : "", dev->id, dev->prekeys, dev->key_index,
-                     online ? "true" : "false");
+                     online ? "true" : "false", dev->queued);
             wb_buf_append(&b, tmp, strlen(tmp));
         }
         wb_buf_append(&b, "]}", 2);

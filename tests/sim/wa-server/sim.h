@@ -11,12 +11,21 @@
  * (prekey count and upload, passive, digest, props, blocklist, privacy, ping, logout), unknown IQs
  * answered with an empty result, and the admin actions (scan a QR, list devices, kick, stream
  * errors).
+ *
+ * Messaging: the prekey store (uploads kept per device, `encrypt get` bundles with one-time prekeys
+ * consumed), usync device lists and LIDs, 1:1 fan-out of <message><participants><to><enc> to every
+ * addressed device through a per-device queue (delivered at once when the device is online, at its
+ * next login otherwise, and again at every login until the device acks or receipts it), receipts
+ * routed to the sending device, and a primary phone per account (device 0) that speaks Signal for
+ * real (wa/signal over an in-memory store): it decrypts what is sent to it and sends texts on
+ * admin request.
  */
 #ifndef WA_SIM_H
 #define WA_SIM_H
 
 #include "wa/binary/node.h"
 #include "wa/noise.h"
+#include "wa/signal.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -25,6 +34,61 @@
 #define SIM_MAX_DEVICES  16
 #define SIM_MAX_ACCOUNTS 256
 #define SIM_REFS         6
+#define SIM_ID_MAX       128   /* longest stanza id we accept, without the NUL */
+#define SIM_PREKEYS_MAX  20000 /* one-time prekeys kept per device */
+#define SIM_QUEUE_MAX    20000 /* stanzas queued per device */
+#define SIM_PHONE_MSGS   4096  /* messages a phone remembers */
+
+#define SIM_SENT_RING 4096 /* messages remembered for routing receipts to their sender */
+
+/* Who sent a message to whom: a receipt names the chat, not always the sending device. */
+typedef struct sim_sent {
+    char id[SIM_ID_MAX + 1];  /* message id; "" for a free slot */
+    struct sim_account *from; /* sending account */
+    uint16_t from_device;     /* sending device (0: the phone) */
+    struct sim_account *to;   /* receiving account */
+} sim_sent;
+
+typedef struct sim_prekey {
+    uint32_t id;     /* 24-bit prekey id */
+    uint8_t pub[32]; /* public key, raw */
+} sim_prekey;
+
+/* A stanza waiting for a device: delivered at once when it is online, and again at each login
+ * until the device acks it (an <ack> of the same class and id, or a <receipt> for a message). */
+typedef struct sim_queued sim_queued;
+struct sim_queued {
+    sim_queued *next;
+    bool is_receipt;         /* "receipt" class; otherwise a "message" */
+    char id[SIM_ID_MAX + 1]; /* the stanza id acks name */
+    uint8_t *node;           /* the stanza, binary-encoded without the flag byte; malloc'd */
+    size_t node_len;         /* bytes in node */
+    bool delivered;          /* sent at least once */
+};
+
+/* A message the simulated phone received. */
+typedef struct sim_phone_msg {
+    char sender[64];         /* the sending device's JID as the stanza named it */
+    char chat[64];           /* the chat: the sender's user, or the destination of an own copy */
+    char id[SIM_ID_MAX + 1]; /* message id */
+    char *text;              /* conversation or extendedTextMessage.text; "" if none; malloc'd */
+    uint64_t t;              /* server time, unix seconds */
+    bool own;                /* a deviceSentMessage copy from one of the account's companions */
+    bool failed;             /* could not be decrypted or decoded (text says why) */
+} sim_phone_msg;
+
+/* The primary phone's Signal side (device 0 of an account); made on first use. */
+typedef struct sim_phone {
+    wa_store store;            /* in memory: device record, one-time prekeys, sessions */
+    wa_signal *signal;         /* sessions over store */
+    uint32_t registration_id;  /* Signal registration id */
+    uint32_t signed_prekey_id; /* id of the signed prekey */
+    uint8_t signed_prekey[32]; /* public, raw */
+    uint8_t signed_prekey_sig[64];
+    uint32_t next_prekey_id; /* the next one-time prekey handed out gets this id */
+    sim_phone_msg *msgs;     /* received, oldest first; malloc'd */
+    size_t nmsgs;            /* used entries of msgs */
+} sim_phone;
 
 typedef struct sim_device {
     uint16_t id;              /* device number (1.. for companions) */
@@ -32,20 +96,35 @@ typedef struct sim_device {
     uint8_t identity_pub[32]; /* the companion's Signal identity key */
     uint32_t registration_id; /* Signal registration id */
     uint32_t key_index;       /* ADV key index */
-    uint32_t prekeys;         /* one-time prekeys uploaded and not yet used */
+    uint32_t prekeys;         /* one-time prekeys on file and not yet used (counts those that
+                                 sim_admin_add_device registered without key material) */
     bool present;             /* false once removed (logout, admin) */
+    /* keys from the upload IQ (encrypt set) */
+    bool has_keys;                 /* identity and signed prekey uploaded: bundles can be given */
+    uint32_t signed_prekey_id;     /* 24 bits */
+    uint8_t signed_prekey[32];     /* public, raw */
+    uint8_t signed_prekey_sig[64]; /* XEdDSA by the identity over 05 || signed_prekey */
+    sim_prekey *otks;              /* one-time prekeys with key material, oldest first; malloc'd */
+    size_t notks;                  /* used entries of otks */
+    size_t otks_cap;               /* allocated entries of otks */
+    /* what waits for the device */
+    sim_queued *queue_head; /* oldest first */
+    sim_queued *queue_tail;
+    size_t queued; /* entries in the queue */
 } sim_device;
 
-typedef struct sim_account {
+typedef struct sim_account sim_account;
+struct sim_account {
     char phone[24];          /* digits of the phone number (PN user) */
     char lid[24];            /* digits of the LID user */
     char name[64];           /* push name of the primary phone */
     wa_keypair identity;     /* the primary phone's identity key: signs ADV device identities */
     uint32_t raw_id;         /* ADV rawId of the account */
     uint32_t next_key_index; /* ADV key index of the next companion */
-    sim_device devices[SIM_MAX_DEVICES];
-    int ndevices; /* used entries of devices */
-} sim_account;
+    sim_device devices[SIM_MAX_DEVICES]; /* companions (device 0, the phone, is `phone`) */
+    int ndevices;                        /* used entries of devices */
+    sim_phone *primary;                  /* the phone's Signal side; NULL until first needed */
+};
 
 typedef enum sim_conn_state {
     SIM_CONN_HANDSHAKE = 0, /* Noise handshake in progress */
@@ -65,6 +144,7 @@ struct sim_conn {
     wa_noise noise;         /* responder */
     wb_buf out;             /* framed, encrypted bytes to write */
     bool hello_pending;     /* a post-handshake stanza waits for the short pause */
+    bool active;            /* logged in and past <passive><active/>: live stanzas go out */
     /* registration */
     uint8_t noise_pub[32];        /* client's Noise static key (from the handshake) */
     uint8_t identity_pub[32];     /* from devicePairingData.eIdent */
@@ -100,6 +180,8 @@ typedef struct sim {
     uint64_t next_serial;
     uint32_t next_id; /* for server-initiated IQ ids */
     bool verbose;     /* log stanzas to stderr */
+    sim_sent *sent;   /* SIM_SENT_RING entries, malloc'd on first use */
+    size_t sent_next; /* the ring's next slot */
 } sim;
 
 int sim_init(sim *s, const uint8_t *seed, size_t seed_len, uint64_t fixed_time);
@@ -131,5 +213,12 @@ int sim_admin_add_device(sim *s, const char *phone, const uint8_t noise_pub[32],
                          size_t errlen);
 /* JSON of the accounts and their devices; caller frees. */
 char *sim_admin_state_json(sim *s);
+/* The messages the phone of `phone` received (NULL and *n = 0 when none); valid until the next call
+ * into the simulator. */
+const sim_phone_msg *sim_admin_phone_messages(sim *s, const char *phone, size_t *n);
+/* The phone of `phone` sends `text` to `to` (a PN or LID user JID): to every device of the
+ * recipient, and as a deviceSentMessage to its own companions. The message id goes to id_out. */
+int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *text, char *id_out,
+                        size_t id_len, char *err, size_t errlen);
 
 #endif
