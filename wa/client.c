@@ -1149,7 +1149,7 @@ int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char
     wa_jid_format(&user, j->to, sizeof(j->to));
     wb_buf_init(&j->plaintext);
     wa_message_text(text, strlen(text), &j->plaintext);
-    if (id_out) snprintf(id_out, 24, "%s", j->id);
+    if (id_out) memcpy(id_out, j->id, strlen(j->id) + 1); /* 20 characters and the NUL */
 
     /* device lists of the recipient and of ourselves */
     wb_arena a;

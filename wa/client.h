@@ -126,7 +126,8 @@ bool wa_client_next_event(wa_client *c, wa_event *ev);
 bool wa_client_next_message(wa_client *c, wa_received *out);
 /* Sends a text to a user (PN JID) and to our own other devices (as deviceSentMessage): device
  * lists (usync), missing sessions (prekey bundles), then one <enc> per device. id_out gets the
- * message id (at least 24 bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow. Connected only. */
+ * message id (at least WA_MESSAGE_ID_MAX bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow. Connected
+ * only. */
 int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
                         int64_t now);
 /* Sends a node now (connected only). Returns WA_ERR_STATE when not connected. */

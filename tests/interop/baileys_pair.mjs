@@ -104,7 +104,13 @@ async function connectCode({ requestCode }) {
         asked = true;
         const code = await sock.requestPairingCode(PHONE2);
         expect(/^[1-9A-HJ-NP-TV-Z]{8}$/.test(code), `pairing code ${code} is 8 Crockford characters`);
-        const r = await admin('POST', '/admin/pair-code', { phone: PHONE2, code });
+        // requestPairingCode resolves when the request is written, not when wa-sim has it: the user
+        // types the code a moment later, so retry briefly while the phone has nothing waiting
+        let r = await admin('POST', '/admin/pair-code', { phone: PHONE2, code });
+        for (let i = 0; i < 40 && r.status !== 200; i++) {
+          await new Promise((res) => setTimeout(res, 50));
+          r = await admin('POST', '/admin/pair-code', { phone: PHONE2, code });
+        }
         expect(r.status === 200, `the user enters the code on the phone (${JSON.stringify(r.json)})`);
       }
       if (u.connection === 'open') { resolve({ how: 'open' }); sock.end(undefined); }

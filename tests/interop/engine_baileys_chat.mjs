@@ -1,0 +1,94 @@
+// Live peers: our engine (engine_tool: wa_client on wa_worker over wa_net) and unmodified Baileys
+// 7.0.0-rc14 exchange 1:1 texts through wa-sim, each on its own account: Baileys -> engine,
+// engine -> Baileys, the delivery receipt Baileys sends reaches the engine, and a second round goes
+// on the sessions both have.
+//   node tests/interop/engine_baileys_chat.mjs path/to/wa-sim path/to/engine_tool
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import makeWASocket, { useMultiFileAuthState } from '@whiskeysockets/baileys';
+import { WA_CERT_DETAILS } from '@whiskeysockets/baileys/lib/Defaults/index.js';
+import pino from 'pino';
+
+const [simPath, toolPath] = process.argv.slice(2);
+if (!simPath || !toolPath) { console.error('usage: engine_baileys_chat.mjs <wa-sim> <engine_tool>'); process.exit(2); }
+const ENGINE = '15550000021', BAILEYS = '15550000022';
+let passed = 0, failed = 0;
+const expect = (ok, what) => { if (ok) { passed++; console.log('ok   ' + what); } else { failed++; console.error('FAIL ' + what); } };
+
+const sim = spawn(simPath, ['--account', `${ENGINE}:100000000000021:Engine`, '--account', `${BAILEYS}:100000000000022:Baileys`],
+  { stdio: ['ignore', 'pipe', 'inherit'] });
+const ready = await new Promise((resolve) => createInterface({ input: sim.stdout }).once('line', (l) => resolve(JSON.parse(l))));
+WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(ready.root, 'hex');
+const admin = async (method, path, body) => (await fetch(ready.admin + path, { method, body: body ? JSON.stringify(body) : undefined })).status;
+const dir = mkdtempSync(join(tmpdir(), 'wabridge-engine-chat-'));
+let sock = null;
+const deadline = setTimeout(() => { console.error('FAIL timed out'); cleanup(1); }, 90000);
+function cleanup(code) {
+  clearTimeout(deadline);
+  try { sock?.end(undefined); } catch { /* closing anyway */ }
+  engine.kill('SIGTERM');
+  sim.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(code);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function waitFor(cond, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) { const v = cond(); if (v || Date.now() > end) return v; await sleep(50); }
+}
+
+// our engine, as a child process speaking JSON lines
+const engine = spawn(toolPath, [ready.ws, ready.admin, ready.root, ENGINE], { stdio: ['pipe', 'pipe', 'inherit'] });
+const engineEvents = [];
+createInterface({ input: engine.stdout }).on('line', (l) => engineEvents.push(JSON.parse(l)));
+const engineSend = (to, text) => engine.stdin.write(JSON.stringify({ op: 'send', to, text }) + '\n');
+expect(await waitFor(() => engineEvents.find((e) => e.event === 'ready'), 30000), 'our engine paired and is ready');
+
+// Baileys on the other account
+const received = [];
+async function connectBaileys() {
+  const { state, saveCreds } = await useMultiFileAuthState(dir);
+  const s = makeWASocket({ waWebSocketUrl: ready.ws, auth: state, logger: pino({ level: 'silent' }), printQRInTerminal: false,
+    markOnlineOnConnect: false, shouldSyncHistoryMessage: () => false });
+  s.ev.on('creds.update', saveCreds);
+  s.ev.on('messages.upsert', ({ messages }) => { for (const m of messages) received.push(m); });
+  return new Promise((resolve) => s.ev.on('connection.update', async (u) => {
+    if (u.qr) await admin('POST', '/admin/scan', { phone: BAILEYS, qr: u.qr });
+    if (u.connection === 'open') resolve({ open: true, s });
+    if (u.connection === 'close') resolve({ open: false });
+  }));
+}
+let r = await connectBaileys();
+if (!r.open) r = await connectBaileys(); // the 515 restart after pairing
+expect(r.open, 'Baileys paired and is open');
+sock = r.s;
+
+const textOf = (m) => m.message?.conversation || m.message?.extendedTextMessage?.text;
+// 1. Baileys -> engine
+await sock.sendMessage(`${ENGINE}@s.whatsapp.net`, { text: 'hello engine, this is Baileys' });
+const got = await waitFor(() => engineEvents.find((e) => e.event === 'message' && e.text === 'hello engine, this is Baileys'));
+expect(got, 'our engine decrypts Baileys\' text');
+expect(got && got.sender.startsWith(BAILEYS), `the sender is Baileys' device (${got?.sender})`);
+
+// 2. engine -> Baileys
+engineSend(`${BAILEYS}@s.whatsapp.net`, 'hello Baileys, this is our engine');
+const sending = await waitFor(() => engineEvents.find((e) => e.event === 'sending'));
+expect(sending && sending.rc === 0, 'the engine accepted the send');
+const inB = await waitFor(() => received.find((m) => !m.key.fromMe && textOf(m) === 'hello Baileys, this is our engine'));
+expect(inB, 'Baileys decrypts our engine\'s text');
+expect(await waitFor(() => engineEvents.find((e) => e.event === 'sent' && e.id === sending?.id)), 'the server acked our message');
+expect(await waitFor(() => engineEvents.find((e) => e.event === 'receipt' && e.text.startsWith(sending?.id))), 'Baileys\' delivery receipt reached our engine');
+
+// 3. a second round on the established sessions
+await sock.sendMessage(`${ENGINE}@s.whatsapp.net`, { text: 'second from Baileys' });
+expect(await waitFor(() => engineEvents.find((e) => e.event === 'message' && e.text === 'second from Baileys')), 'second text to the engine');
+engineSend(`${BAILEYS}@s.whatsapp.net`, 'second from the engine');
+expect(await waitFor(() => received.find((m) => !m.key.fromMe && textOf(m) === 'second from the engine')), 'second text to Baileys');
+const errors = engineEvents.filter((e) => e.event === 'error');
+expect(errors.length === 0, `no engine errors (${JSON.stringify(errors)})`);
+
+console.log(`${passed} passed, ${failed} failed`);
+cleanup(failed ? 1 : 0);
