@@ -6,14 +6,12 @@
 // comes again at its next login; read receipts; garbage stanzas; Bob's phone sends a text to Alice
 // through the admin API (A1 and A2 get it, B1 gets the own-device copy) and decrypts the answer.
 //   node tests/interop/baileys_chat.mjs path/to/wa-sim
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import makeWASocket, { DisconnectReason, useMultiFileAuthState } from '@whiskeysockets/baileys';
-import { WA_CERT_DETAILS } from '@whiskeysockets/baileys/lib/Defaults/index.js';
 import pino from 'pino';
+import { startSim } from './wa_sim.mjs';
 
 const simPath = process.argv[2];
 if (!simPath) { console.error('usage: baileys_chat.mjs <wa-sim>'); process.exit(2); }
@@ -22,18 +20,8 @@ const ALICE_JID = `${ALICE}@s.whatsapp.net`, BOB_JID = `${BOB}@s.whatsapp.net`;
 let passed = 0, failed = 0;
 const expect = (ok, what) => { if (ok) { passed++; console.log('ok   ' + what); } else { failed++; console.error('FAIL ' + what); } };
 
-const sim = spawn(simPath, ['--account', `${ALICE}:100000000000001:Alice`, '--account', `${BOB}:100000000000002:Bob`,
-  ...(process.env.WA_SIM_VERBOSE ? ['--verbose'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
-const ready = await new Promise((resolve, reject) => {
-  const rl = createInterface({ input: sim.stdout });
-  rl.once('line', (line) => resolve(JSON.parse(line)));
-  sim.once('exit', (code) => reject(new Error(`wa-sim exited with ${code}`)));
-});
-const admin = async (method, path, body) => {
-  const r = await fetch(ready.admin + path, { method, body: body ? JSON.stringify(body) : undefined });
-  return { status: r.status, json: await r.json() };
-};
-WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(ready.root, 'hex');
+const sim = await startSim(simPath, ['--account', `${ALICE}:100000000000001:Alice`, '--account', `${BOB}:100000000000002:Bob`]);
+const { ready, admin } = sim;
 const dirs = [];
 const socks = [];
 const logger = pino({ level: 'silent' });
@@ -41,7 +29,7 @@ const deadline = setTimeout(() => { console.error('FAIL timed out'); cleanup(1);
 function cleanup(code) {
   clearTimeout(deadline);
   for (const s of socks) { try { s.end(undefined); } catch { /* closing anyway */ } }
-  sim.kill('SIGTERM');
+  sim.kill();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
   process.exit(code);
 }

@@ -2,14 +2,12 @@
 // prekeys and reaches connection "open"; then a new socket logs in again from the saved credentials
 // without pairing; then a stream error 401 from the server ends the session as "logged out".
 //   node tests/interop/baileys_pair.mjs path/to/wa-sim
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import makeWASocket, { DisconnectReason, useMultiFileAuthState } from '@whiskeysockets/baileys';
-import { WA_CERT_DETAILS } from '@whiskeysockets/baileys/lib/Defaults/index.js';
 import pino from 'pino';
+import { startSim } from './wa_sim.mjs';
 
 const simPath = process.argv[2];
 if (!simPath) { console.error('usage: baileys_pair.mjs <wa-sim>'); process.exit(2); }
@@ -17,23 +15,14 @@ const PHONE = '15550000001';
 let passed = 0, failed = 0;
 const expect = (ok, what) => { if (ok) { passed++; console.log('ok   ' + what); } else { failed++; console.error('FAIL ' + what); } };
 
-const sim = spawn(simPath, ['--account', `${PHONE}:100000000000001:Sim Phone`, ...(process.env.WA_SIM_VERBOSE ? ['--verbose'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
-const ready = await new Promise((resolve, reject) => {
-  const rl = createInterface({ input: sim.stdout });
-  rl.once('line', (line) => resolve(JSON.parse(line)));
-  sim.once('exit', (code) => reject(new Error(`wa-sim exited with ${code}`)));
-});
-const admin = async (method, path, body) => {
-  const r = await fetch(ready.admin + path, { method, body: body ? JSON.stringify(body) : undefined });
-  return { status: r.status, json: await r.json() };
-};
-WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(ready.root, 'hex');
+const sim = await startSim(simPath, ['--account', `${PHONE}:100000000000001:Sim Phone`]);
+const { ready, admin } = sim;
 const dir = mkdtempSync(join(tmpdir(), 'wabridge-baileys-'));
 const logger = pino({ level: 'silent' });
 const deadline = setTimeout(() => { console.error('FAIL timed out'); cleanup(1); }, 60000);
 function cleanup(code) {
   clearTimeout(deadline);
-  sim.kill('SIGTERM');
+  sim.kill();
   rmSync(dir, { recursive: true, force: true });
   process.exit(code);
 }

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import makeWASocket, { useMultiFileAuthState } from '@whiskeysockets/baileys';
-import { WA_CERT_DETAILS } from '@whiskeysockets/baileys/lib/Defaults/index.js';
 import pino from 'pino';
+import { startSim } from './wa_sim.mjs';
 
 const [simPath, toolPath] = process.argv.slice(2);
 if (!simPath || !toolPath) { console.error('usage: engine_baileys_chat.mjs <wa-sim> <engine_tool>'); process.exit(2); }
@@ -18,11 +18,9 @@ const ENGINE = '15550000021', BAILEYS = '15550000022';
 let passed = 0, failed = 0;
 const expect = (ok, what) => { if (ok) { passed++; console.log('ok   ' + what); } else { failed++; console.error('FAIL ' + what); } };
 
-const sim = spawn(simPath, ['--account', `${ENGINE}:100000000000021:Engine`, '--account', `${BAILEYS}:100000000000022:Baileys`],
-  { stdio: ['ignore', 'pipe', 'inherit'] });
-const ready = await new Promise((resolve) => createInterface({ input: sim.stdout }).once('line', (l) => resolve(JSON.parse(l))));
-WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(ready.root, 'hex');
-const admin = async (method, path, body) => (await fetch(ready.admin + path, { method, body: body ? JSON.stringify(body) : undefined })).status;
+const sim = await startSim(simPath, ['--account', `${ENGINE}:100000000000021:Engine`, '--account', `${BAILEYS}:100000000000022:Baileys`]);
+const { ready } = sim;
+const admin = async (method, path, body) => (await sim.admin(method, path, body)).status;
 const dir = mkdtempSync(join(tmpdir(), 'wabridge-engine-chat-'));
 let sock = null;
 const deadline = setTimeout(() => { console.error('FAIL timed out'); cleanup(1); }, 90000);
@@ -30,7 +28,7 @@ function cleanup(code) {
   clearTimeout(deadline);
   try { sock?.end(undefined); } catch { /* closing anyway */ }
   engine.kill('SIGTERM');
-  sim.kill('SIGTERM');
+  sim.kill();
   rmSync(dir, { recursive: true, force: true });
   process.exit(code);
 }
