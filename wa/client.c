@@ -64,7 +64,12 @@ struct wa_client {
     wa_client_config cfg;
     wa_signal *sig;          /* Signal sessions of this device (over cfg.store) */
     send_job jobs[MAX_JOBS]; /* outgoing messages in preparation */
-    wa_received *inbox;      /* received messages not yet taken */
+    struct {
+        char id[128];   /* message id we asked again for */
+        int count;      /* retry receipts sent for it */
+    } retries[32];      /* the latest messages we could not decrypt (a ring) */
+    int next_retry;     /* next ring slot to reuse */
+    wa_received *inbox; /* received messages not yet taken */
     size_t ninbox, inbox_cap;
     uint8_t root[WA_KEY_LEN]; /* trust root of the server's certificate chain */
     wa_device dev;            /* this device, as stored */
@@ -1037,6 +1042,226 @@ static void on_failure(wa_client *c, const wa_node *n, int64_t now)
     }
 }
 
+/* --- shared by sending and retries --- */
+
+/* <device-identity>: our ADV identity (without the account signature key), as pair-device-sign
+ * sent it; NULL before pairing. */
+static wa_node *device_identity_node(wa_client *c, wb_arena *a)
+{
+    if (!c->dev.paired) return NULL;
+    proto_ADVSignedDeviceIdentity sdi = proto_ADVSignedDeviceIdentity_init_zero;
+    sdi.has_details = sdi.has_accountSignature = sdi.has_deviceSignature = true;
+    sdi.details.size = (pb_size_t)c->dev.adv_details_len;
+    memcpy(sdi.details.bytes, c->dev.adv_details, c->dev.adv_details_len);
+    sdi.accountSignature.size = 64;
+    memcpy(sdi.accountSignature.bytes, c->dev.adv_account_sig, 64);
+    sdi.deviceSignature.size = 64;
+    memcpy(sdi.deviceSignature.bytes, c->dev.adv_device_sig, 64);
+    uint8_t enc[512];
+    size_t enc_len;
+    if (pb_encode_buf(proto_ADVSignedDeviceIdentity_fields, &sdi, enc, sizeof(enc), &enc_len) !=
+        WA_OK)
+        return NULL;
+    return bytes_node(a, "device-identity", enc, enc_len);
+}
+
+static bool bytes_of(const wa_node *parent, const char *tag, size_t want, const uint8_t **out)
+{
+    const wa_node *x = wa_node_child(parent, tag);
+    if (!x || x->kind != WA_CONTENT_BYTES || (want && x->data_len != want)) return false;
+    *out = x->data;
+    return true;
+}
+
+static uint32_t be_uint(const uint8_t *p, size_t n)
+{
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A <user> of an `encrypt <key>` answer (or a retry receipt's keys) as a bundle for (name,
+ * device). */
+static int process_bundle_node(wa_client *c, const wa_node *u, const char *name, uint32_t device)
+{
+    const uint8_t *reg, *ident, *sid, *sval, *ssig, *kid, *kval;
+    const wa_node *skey = wa_node_child(u, "skey"), *key = wa_node_child(u, "key");
+    if (!bytes_of(u, "registration", 4, &reg) || !bytes_of(u, "identity", 32, &ident) || !skey ||
+        !bytes_of(skey, "id", 3, &sid) || !bytes_of(skey, "value", 32, &sval) ||
+        !bytes_of(skey, "signature", 64, &ssig))
+        return WA_ERR_PROTO;
+    wa_prekey_bundle b = {.registration_id = be_uint(reg, 4), .signed_prekey_id = be_uint(sid, 3)};
+    memcpy(b.identity, ident, 32);
+    memcpy(b.signed_prekey, sval, 32);
+    memcpy(b.signature, ssig, 64);
+    if (key && bytes_of(key, "id", 3, &kid) && bytes_of(key, "value", 32, &kval)) {
+        b.has_prekey = true;
+        b.prekey_id = be_uint(kid, 3);
+        memcpy(b.prekey, kval, 32);
+    }
+    int rc = wa_signal_process_bundle(c->sig, name, device, &b);
+    if (rc != WA_OK) emit(c, WA_EV_ERROR, rc, 0, "refused the keys of %s", name);
+    return rc;
+}
+
+/* --- retry receipts --- */
+
+#define WA_RETRY_MAX 5
+
+/* The keys a peer needs to start a new session with us: a fresh one-time prekey, the signed
+ * prekey, our identity and our ADV identity. */
+static wa_node *retry_keys(wa_client *c, wb_arena *a)
+{
+    wa_prekey pk = {.id = c->dev.next_prekey_id++ & 0xFFFFFF, .uploaded = true};
+    wa_store *st = c->cfg.store;
+    if (wa_keypair_generate(c->cfg.crypto, &pk.key) != WA_OK ||
+        st->prekeys_save(st->ctx, &pk, 1) != WA_STORE_OK ||
+        st->device_save(st->ctx, &c->dev) != WA_STORE_OK)
+        return NULL;
+    uint8_t b[4];
+    wa_node *keys = wa_node_new(a, "keys");
+    wa_node_add_child(a, keys, bytes_node(a, "type", "\x05", 1));
+    wa_node_add_child(a, keys, bytes_node(a, "identity", c->dev.identity.pub, 32));
+    wa_node *key = wa_node_new(a, "key");
+    put_be(b, pk.id, 3);
+    wa_node_add_child(a, key, bytes_node(a, "id", b, 3));
+    wa_node_add_child(a, key, bytes_node(a, "value", pk.key.pub, 32));
+    wa_node_add_child(a, keys, key);
+    wa_node *skey = wa_node_new(a, "skey");
+    put_be(b, c->dev.signed_prekey_id, 3);
+    wa_node_add_child(a, skey, bytes_node(a, "id", b, 3));
+    wa_node_add_child(a, skey, bytes_node(a, "value", c->dev.signed_prekey.pub, 32));
+    wa_node_add_child(a, skey, bytes_node(a, "signature", c->dev.signed_prekey_sig, 64));
+    wa_node_add_child(a, keys, skey);
+    wa_node *di = device_identity_node(c, a);
+    if (di) wa_node_add_child(a, keys, di);
+    wa_wipe(&pk, sizeof(pk));
+    return keys;
+}
+
+/* Asks the sender to encrypt the message again. False when we gave up (too many retries). */
+static bool send_retry_receipt(wa_client *c, const wa_node *n, const wa_received *r, wb_arena *a)
+{
+    int slot = -1;
+    for (int i = 0; i < 32; i++)
+        if (strcmp(c->retries[i].id, r->id) == 0) slot = i;
+    if (slot < 0) {
+        slot = c->next_retry;
+        c->next_retry = (c->next_retry + 1) % 32;
+        snprintf(c->retries[slot].id, sizeof(c->retries[slot].id), "%s", r->id);
+        c->retries[slot].count = 0;
+    }
+    int count = ++c->retries[slot].count;
+    if (count > WA_RETRY_MAX) return false;
+    wa_node *rec = wa_recv_receipt(a, n);
+    wa_node_set_attr(a, rec, "type", "retry");
+    const char *recipient = wa_node_attr(n, "recipient");
+    if (recipient) wa_node_set_attr(a, rec, "recipient", recipient);
+    wa_node *retry = wa_node_new(a, "retry");
+    char cnt[16];
+    snprintf(cnt, sizeof(cnt), "%d", count);
+    wa_node_set_attr(a, retry, "count", cnt);
+    wa_node_set_attr(a, retry, "id", r->id);
+    wa_node_set_attr(a, retry, "t", wa_node_attr(n, "t") ? wa_node_attr(n, "t") : "0");
+    wa_node_set_attr(a, retry, "v", "1");
+    wa_node_add_child(a, rec, retry);
+    uint8_t b[4];
+    put_be(b, c->dev.registration_id, 4);
+    wa_node_add_child(a, rec, bytes_node(a, "registration", b, 4));
+    /* keys from the second attempt, or at once when we have no session to speak of */
+    wa_jid sender;
+    char name[WA_JID_STR_MAX];
+    uint32_t device;
+    bool no_session = wa_jid_parse_cstr(r->sender, &sender) == WA_OK &&
+                      wa_signal_address(&sender, name, sizeof(name), &device) == WA_OK &&
+                      !wa_signal_has_session(c->sig, name, device);
+    if (count > 1 || no_session) {
+        wa_node *keys = retry_keys(c, a);
+        if (keys) wa_node_add_child(a, rec, keys);
+    }
+    wa_client_send_node(c, rec);
+    return true;
+}
+
+/* A peer could not decrypt our message: start again from the keys it sent (if any) and send the
+ * stored plaintext to that device alone. */
+static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
+{
+    const char *id = wa_node_attr(n, "id");
+    const char *from =
+        wa_node_attr(n, "participant") ? wa_node_attr(n, "participant") : wa_node_attr(n, "from");
+    const wa_node *retry = wa_node_child(n, "retry");
+    wa_jid dev;
+    char name[WA_JID_STR_MAX];
+    uint32_t device;
+    if (!id || !from || !retry || wa_jid_parse_cstr(from, &dev) != WA_OK ||
+        wa_signal_address(&dev, name, sizeof(name), &device) != WA_OK)
+        return;
+    const char *count_s = wa_node_attr(retry, "count");
+    int count = count_s ? atoi(count_s) : 1;
+    if (count > WA_RETRY_MAX) return;
+    /* the chat is the peer's user; for our own devices, the destination of the copy */
+    wa_jid chat = wa_jid_to_user(&dev);
+    const char *recipient = wa_node_attr(n, "recipient");
+    wa_jid rj;
+    if (recipient && wa_jid_parse_cstr(recipient, &rj) == WA_OK) chat = wa_jid_to_user(&rj);
+    char chat_s[WA_JID_STR_MAX];
+    wa_jid_format(&chat, chat_s, sizeof(chat_s));
+    wb_buf pt;
+    wb_buf_init(&pt);
+    wa_store *st = c->cfg.store;
+    if (st->sent_load(st->ctx, chat_s, id, &pt) != WA_STORE_OK) {
+        emit(c, WA_EV_ERROR, 0, 0, "retry for %s from %s: message not kept", id, from);
+        wb_buf_free(&pt);
+        return;
+    }
+    const wa_node *keys = wa_node_child(n, "keys");
+    if (keys) {
+        /* the receipt's keys and registration make a bundle like an `encrypt <key>` answer */
+        wa_node *u = wa_node_new(a, "user");
+        const wa_node *reg = wa_node_child(n, "registration");
+        if (reg) wa_node_add_child(a, u, (wa_node *)reg);
+        for (size_t i = 0; i < keys->nchildren; i++)
+            wa_node_add_child(a, u, keys->children[i]);
+        process_bundle_node(c, u, name, device);
+    }
+    wa_jid me;
+    bool own = wa_jid_parse_cstr(c->dev.pn, &me) == WA_OK && wa_jid_same_user(&me, &dev);
+    wb_buf body;
+    wb_buf_init(&body);
+    if (own)
+        wa_message_device_sent(chat_s, pt.data, pt.len, &body);
+    else
+        wb_buf_append(&body, pt.data, pt.len);
+    wb_buf ct;
+    wb_buf_init(&ct);
+    wa_signal_type type;
+    if (wa_signal_encrypt(c->sig, name, device, body.data, body.len, &ct, &type) == WA_OK) {
+        wa_node *msg = wa_node_new(a, "message");
+        wa_node_set_attr(a, msg, "id", id);
+        wa_node_set_attr(a, msg, "to", from);
+        wa_node_set_attr(a, msg, "type", "text");
+        wa_node *enc = wa_node_new(a, "enc");
+        wa_node_set_attr(a, enc, "v", "2");
+        wa_node_set_attr(a, enc, "type", type == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
+        wa_node_set_attr(a, enc, "count", count_s ? count_s : "1");
+        wa_node_set_bytes(a, enc, ct.data, ct.len);
+        wa_node_add_child(a, msg, enc);
+        if (type == WA_SIGNAL_PKMSG) {
+            wa_node *di = device_identity_node(c, a);
+            if (di) wa_node_add_child(a, msg, di);
+        }
+        wa_client_send_node(c, msg);
+    } else {
+        emit(c, WA_EV_ERROR, 0, 0, "retry for %s from %s: no session to send it again", id, from);
+    }
+    wb_buf_free(&ct);
+    wb_buf_free(&body);
+    wa_wipe(pt.data, pt.len);
+    wb_buf_free(&pt);
+}
+
 /* --- messages in --- */
 
 static void inbox_push(wa_client *c, wa_received *r)
@@ -1077,15 +1302,23 @@ static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
         wa_client_send_node(c, wa_recv_ack(a, n)); /* unusable: drop it at the server */
         return;
     }
-    bool any = false;
+    bool any = false, failed = false;
+    int failure = WA_OK;
     for (size_t i = 0; i < r.nparts; i++) {
-        if (r.parts[i].error != WA_OK)
-            emit(c, WA_EV_ERROR, r.parts[i].error, 0, "cannot decrypt message %s from %s: %s", r.id,
-                 r.sender, wa_strerror(r.parts[i].error));
-        else
+        if (r.parts[i].error != WA_OK) {
+            failed = true;
+            failure = r.parts[i].error;
+        } else {
             any = true;
+        }
     }
-    wa_client_send_node(c, any ? wa_recv_receipt(a, n) : wa_recv_ack(a, n));
+    if (any)
+        wa_client_send_node(c, wa_recv_receipt(a, n));
+    else if (!failed || !send_retry_receipt(c, n, &r, a))
+        wa_client_send_node(c, wa_recv_ack(a, n));
+    if (failed && !any)
+        emit(c, WA_EV_ERROR, failure, 0, "cannot decrypt message %s from %s: %s (asked again)",
+             r.id, r.sender, wa_strerror(failure));
     if (any) {
         inbox_push(c, &r);
         emit(c, WA_EV_MESSAGE, 0, 0, "%s", c->inbox[c->ninbox - 1].id);
@@ -1104,6 +1337,7 @@ static void on_receipt(wa_client *c, const wa_node *n, wb_arena *a)
     wa_node_set_attr(a, ack, "class", "receipt");
     if (type) wa_node_set_attr(a, ack, "type", type);
     wa_client_send_node(c, ack);
+    if (type && strcmp(type, "retry") == 0) on_retry_receipt(c, n, a);
     emit(c, WA_EV_RECEIPT, 0, 0, "%s %s %s", id ? id : "", type ? type : "", from ? from : "");
 }
 
@@ -1235,21 +1469,9 @@ static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
         return;
     }
     wa_node_add_child(a, msg, participants);
-    if (any_pkmsg && c->dev.paired) {
-        /* our ADV identity (without the account signature key), as pair-device-sign sent it */
-        proto_ADVSignedDeviceIdentity sdi = proto_ADVSignedDeviceIdentity_init_zero;
-        sdi.has_details = sdi.has_accountSignature = sdi.has_deviceSignature = true;
-        sdi.details.size = (pb_size_t)c->dev.adv_details_len;
-        memcpy(sdi.details.bytes, c->dev.adv_details, c->dev.adv_details_len);
-        sdi.accountSignature.size = 64;
-        memcpy(sdi.accountSignature.bytes, c->dev.adv_account_sig, 64);
-        sdi.deviceSignature.size = 64;
-        memcpy(sdi.deviceSignature.bytes, c->dev.adv_device_sig, 64);
-        uint8_t enc[512];
-        size_t enc_len;
-        if (pb_encode_buf(proto_ADVSignedDeviceIdentity_fields, &sdi, enc, sizeof(enc), &enc_len) ==
-            WA_OK)
-            wa_node_add_child(a, msg, bytes_node(a, "device-identity", enc, enc_len));
+    if (any_pkmsg) {
+        wa_node *di = device_identity_node(c, a);
+        if (di) wa_node_add_child(a, msg, di);
     }
     wa_store *st = c->cfg.store;
     st->sent_save(st->ctx, j->to, j->id, j->plaintext.data, j->plaintext.len, 0);
@@ -1313,22 +1535,6 @@ static void on_usync_result(wa_client *c, const wa_node *n, send_job *j, wb_aren
     job_fetch_keys(c, j, a);
 }
 
-static bool bytes_of(const wa_node *parent, const char *tag, size_t want, const uint8_t **out)
-{
-    const wa_node *x = wa_node_child(parent, tag);
-    if (!x || x->kind != WA_CONTENT_BYTES || (want && x->data_len != want)) return false;
-    *out = x->data;
-    return true;
-}
-
-static uint32_t be_uint(const uint8_t *p, size_t n)
-{
-    uint32_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
 static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a)
 {
     const wa_node *list = wa_node_child(n, "list");
@@ -1337,26 +1543,9 @@ static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena
         wa_jid jid;
         char name[WA_JID_STR_MAX];
         uint32_t device;
-        const uint8_t *reg, *ident, *sid, *sval, *ssig, *kid, *kval;
-        const wa_node *skey = wa_node_child(u, "skey"), *key = wa_node_child(u, "key");
-        if (wa_node_attr_jid(u, "jid", &jid) != WA_OK ||
-            wa_signal_address(&jid, name, sizeof(name), &device) != WA_OK ||
-            !bytes_of(u, "registration", 4, &reg) || !bytes_of(u, "identity", 32, &ident) ||
-            !skey || !bytes_of(skey, "id", 3, &sid) || !bytes_of(skey, "value", 32, &sval) ||
-            !bytes_of(skey, "signature", 64, &ssig))
-            continue;
-        wa_prekey_bundle b = {.registration_id = be_uint(reg, 4),
-                              .signed_prekey_id = be_uint(sid, 3)};
-        memcpy(b.identity, ident, 32);
-        memcpy(b.signed_prekey, sval, 32);
-        memcpy(b.signature, ssig, 64);
-        if (key && bytes_of(key, "id", 3, &kid) && bytes_of(key, "value", 32, &kval)) {
-            b.has_prekey = true;
-            b.prekey_id = be_uint(kid, 3);
-            memcpy(b.prekey, kval, 32);
-        }
-        if (wa_signal_process_bundle(c->sig, name, device, &b) != WA_OK)
-            emit(c, WA_EV_ERROR, 0, 0, "refused the keys of %s", name);
+        if (wa_node_attr_jid(u, "jid", &jid) == WA_OK &&
+            wa_signal_address(&jid, name, sizeof(name), &device) == WA_OK)
+            process_bundle_node(c, u, name, device);
     }
     job_encrypt_and_send(c, j, a);
 }

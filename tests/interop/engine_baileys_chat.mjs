@@ -4,7 +4,7 @@
 // on the sessions both have.
 //   node tests/interop/engine_baileys_chat.mjs path/to/wa-sim path/to/engine_tool
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -47,10 +47,12 @@ expect(await waitFor(() => engineEvents.find((e) => e.event === 'ready'), 30000)
 
 // Baileys on the other account
 const received = [];
+const sentContent = new Map(); // Baileys needs the original to answer a retry receipt
 async function connectBaileys() {
   const { state, saveCreds } = await useMultiFileAuthState(dir);
   const s = makeWASocket({ waWebSocketUrl: ready.ws, auth: state, logger: pino({ level: 'silent' }), printQRInTerminal: false,
-    markOnlineOnConnect: false, shouldSyncHistoryMessage: () => false });
+    markOnlineOnConnect: false, shouldSyncHistoryMessage: () => false,
+    getMessage: async (key) => sentContent.get(key.id) });
   s.ev.on('creds.update', saveCreds);
   s.ev.on('messages.upsert', ({ messages }) => { for (const m of messages) received.push(m); });
   return new Promise((resolve) => s.ev.on('connection.update', async (u) => {
@@ -87,6 +89,27 @@ engineSend(`${BAILEYS}@s.whatsapp.net`, 'second from the engine');
 expect(await waitFor(() => received.find((m) => !m.key.fromMe && textOf(m) === 'second from the engine')), 'second text to Baileys');
 const errors = engineEvents.filter((e) => e.event === 'error');
 expect(errors.length === 0, `no engine errors (${JSON.stringify(errors)})`);
+
+// 4. our engine lost its session with Baileys' device: it asks again (retry receipt with our keys),
+//    Baileys sends the message again on a new session, and it arrives
+engine.stdin.write(JSON.stringify({ op: 'forget_session', address: `${BAILEYS}:1` }) + '\n');
+const forgot = await waitFor(() => engineEvents.find((e) => e.event === 'forgot'));
+expect(forgot && forgot.rc === 0, 'the engine forgot its session with Baileys (test setup)');
+// known before sending: the retry can come back before sendMessage returns
+sentContent.set('3EB0RETRYTEST0001', { conversation: 'after our session was lost' });
+await sock.sendMessage(`${ENGINE}@s.whatsapp.net`, { text: 'after our session was lost' }, { messageId: '3EB0RETRYTEST0001' });
+expect(await waitFor(() => engineEvents.find((e) => e.event === 'message' && e.text === 'after our session was lost'), 20000),
+  'the retry receipt made Baileys send it again, and the engine read it');
+
+// 5. Baileys lost its session with our engine's device: Baileys asks again, and our engine sends
+//    the stored plaintext again (on a new session from Baileys' keys when it sends them)
+const engineSessions = readdirSync(dir).filter((f) => f.startsWith('session-') && (f.includes(ENGINE) || f.includes('100000000000021')));
+expect(engineSessions.length > 0, `Baileys' session files with our engine found (${readdirSync(dir).filter((f) => f.startsWith('session-')).join(' ')})`);
+for (const f of engineSessions) rmSync(join(dir, f));
+engineSend(`${BAILEYS}@s.whatsapp.net`, 'after Baileys lost its session');
+expect(await waitFor(() => received.find((m) => !m.key.fromMe && textOf(m) === 'after Baileys lost its session'), 25000),
+  'our engine answered Baileys\' retry receipt and Baileys read the message');
+expect(engineEvents.some((e) => e.event === 'receipt' && / retry /.test(` ${e.text} `)), 'a retry receipt reached our engine');
 
 console.log(`${passed} passed, ${failed} failed`);
 cleanup(failed ? 1 : 0);

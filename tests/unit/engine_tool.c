@@ -6,7 +6,9 @@
  * It pairs by QR with the account PHONE (the simulated phone scans through ADMIN_URL), then
  * prints one JSON line per event ({"event":"ready"}, {"event":"message","id","sender","text"},
  * {"event":"sent","id"}, {"event":"receipt","text"}, {"event":"error","text"}) and reads one JSON
- * command per line: {"op":"send","to":JID,"text":...} -> {"event":"sending","rc":0,"id":...}.
+ * command per line: {"op":"send","to":JID,"text":...} -> {"event":"sending","rc":0,"id":...};
+ * {"op":"forget_session","address":"name:device"} (to break a session on purpose) ->
+ * {"event":"forgot","rc":0}.
  */
 #include "sim_proc.h"
 #include "wa/message.h"
@@ -99,6 +101,18 @@ typedef struct send_req {
     int rc;
 } send_req;
 
+typedef struct forget_req {
+    wa_store *store;
+    char address[128];
+    int rc;
+} forget_req;
+
+static void do_forget(wa_client *c, void *arg)
+{
+    forget_req *f = arg;
+    f->rc = f->store->session_delete(f->store->ctx, f->address);
+}
+
 static void do_send(wa_client *c, void *arg)
 {
     send_req *r = arg;
@@ -150,6 +164,18 @@ int main(int argc, char **argv)
             cJSON_AddStringToObject(o, "event", "sending");
             cJSON_AddNumberToObject(o, "rc", r.rc);
             cJSON_AddStringToObject(o, "id", r.id);
+            emit(o);
+        }
+        if (cJSON_IsString(op) && strcmp(op->valuestring, "forget_session") == 0) {
+            forget_req f = {.store = &store, .rc = -1};
+            const cJSON *addr = cJSON_GetObjectItem(cmd, "address");
+            if (cJSON_IsString(addr)) {
+                snprintf(f.address, sizeof(f.address), "%s", addr->valuestring);
+                wa_worker_call(w, 0, do_forget, &f, true);
+            }
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "event", "forgot");
+            cJSON_AddNumberToObject(o, "rc", f.rc);
             emit(o);
         }
         cJSON_Delete(cmd);
