@@ -101,7 +101,16 @@ await sock.sendMessage(`${ENGINE}@s.whatsapp.net`, { text: 'after our session wa
 expect(await waitFor(() => engineEvents.find((e) => e.event === 'message' && e.text === 'after our session was lost'), 20000),
   'the retry receipt made Baileys send it again, and the engine read it');
 
-// 5. Baileys lost its session with our engine's device: Baileys asks again, and our engine sends
+// 5. a corrupted ciphertext (wa-sim flips a byte on the way): the engine's MAC check fails, it asks
+//    again, Baileys sends the message again, and it arrives intact
+expect((await admin('POST', '/admin/corrupt-next', { phone: ENGINE })) === 200, 'wa-sim will corrupt the next message');
+sentContent.set('3EB0RETRYTEST0002', { conversation: 'through a corrupted first attempt' });
+await sock.sendMessage(`${ENGINE}@s.whatsapp.net`, { text: 'through a corrupted first attempt' }, { messageId: '3EB0RETRYTEST0002' });
+expect(await waitFor(() => engineEvents.find((e) => e.event === 'message' && e.text === 'through a corrupted first attempt'), 20000),
+  'the corrupted message recovered through a retry receipt');
+expect(engineEvents.some((e) => e.event === 'error' && /3EB0RETRYTEST0002.*asked again/.test(e.text)), 'the engine reported the bad ciphertext and asked again');
+
+// 6. Baileys lost its session with our engine's device: Baileys asks again, and our engine sends
 //    the stored plaintext again (on a new session from Baileys' keys when it sends them)
 const engineSessions = readdirSync(dir).filter((f) => f.startsWith('session-') && (f.includes(ENGINE) || f.includes('100000000000021')));
 expect(engineSessions.length > 0, `Baileys' session files with our engine found (${readdirSync(dir).filter((f) => f.startsWith('session-')).join(' ')})`);

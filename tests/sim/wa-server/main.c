@@ -22,6 +22,8 @@
  *                                           user JID); answers {"id":...}
  *   POST /admin/stream-error {phone,device?,code}  send <stream:error code> and close
  *   POST /admin/kick {phone,device?}        close the device's connection without a word
+ *   POST /admin/corrupt-next {phone,count?} flip a ciphertext byte in the next messages to the
+ *                                           companions of phone (fault injection: retry receipts)
  *   POST /admin/restart                     drop every connection (state is kept)
  */
 #include "sim.h"
@@ -233,6 +235,12 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
         } else {
             snprintf(err, sizeof(err), "phone, to and text are required");
         }
+    } else if (strcmp(url, "/admin/corrupt-next") == 0) {
+        const char *phone = json_str(body, "phone");
+        rc = phone ? sim_admin_corrupt_next(&g_sim, phone, json_int(body, "count", 1), err,
+                                            sizeof(err))
+                   : -1;
+        if (!phone) snprintf(err, sizeof(err), "phone is required");
     } else if (strcmp(url, "/admin/restart") == 0) {
         for (sim_conn *c = g_sim.conns; c; c = c->next)
             c->state = SIM_CONN_CLOSING;

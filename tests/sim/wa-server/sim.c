@@ -1121,8 +1121,24 @@ static void route_to_device(sim *s, sim_conn *c, wb_arena *a, const wa_node *msg
         const char *v = wa_node_attr(msg, copied[i]);
         if (v) wa_node_set_attr(a, n, copied[i], v);
     }
-    for (size_t i = 0; i < nencs; i++)
-        wa_node_add_child(a, n, encs[i]);
+    bool corrupt = s->corrupt_left > 0 && strcmp(ta->phone, s->corrupt_phone) == 0;
+    if (corrupt) s->corrupt_left--;
+    for (size_t i = 0; i < nencs; i++) {
+        wa_node *enc = encs[i];
+        if (corrupt && enc->data_len > 20) {
+            /* a copy with one flipped byte inside the ciphertext (the MAC will not match) */
+            wa_node *bad = wa_node_new(a, "enc");
+            for (size_t k = 0; k < enc->nattrs; k++)
+                wa_node_set_attr_len(a, bad, enc->attrs[k].key, enc->attrs[k].value,
+                                     enc->attrs[k].value_len);
+            wa_node_set_bytes(a, bad, enc->data, enc->data_len);
+            ((uint8_t *)bad->data)[bad->data_len - 12] ^= 0x01;
+            enc = bad;
+            logf_(s, "[%llu] message %s: corrupted for %s:%u (fault injection)\n",
+                  (unsigned long long)c->serial, id, ta->phone, target->device);
+        }
+        wa_node_add_child(a, n, enc);
+    }
     wa_node *di = wa_node_child(msg, "device-identity");
     if (di) wa_node_add_child(a, n, di);
     deliver(s, ta, td, n, false, id);
@@ -1685,6 +1701,14 @@ static int send_pair_success(sim *s, sim_conn *c, sim_account *acct, const uint8
     sim_send_node(s, c, iq);
     c->state = SIM_CONN_PAIRED;
     wb_arena_free(&a);
+    return 0;
+}
+
+int sim_admin_corrupt_next(sim *s, const char *phone, int count, char *err, size_t errlen)
+{
+    if (!sim_account_find(s, phone)) return set_err(err, errlen, "no such account");
+    snprintf(s->corrupt_phone, sizeof(s->corrupt_phone), "%s", phone);
+    s->corrupt_left = count > 0 ? count : 1;
     return 0;
 }
 

@@ -178,10 +178,12 @@ typedef struct sim {
     int naccounts;
     sim_conn *conns; /* live connections */
     uint64_t next_serial;
-    uint32_t next_id; /* for server-initiated IQ ids */
-    bool verbose;     /* log stanzas to stderr */
-    sim_sent *sent;   /* SIM_SENT_RING entries, malloc'd on first use */
-    size_t sent_next; /* the ring's next slot */
+    uint32_t next_id;       /* for server-initiated IQ ids */
+    bool verbose;           /* log stanzas to stderr */
+    char corrupt_phone[24]; /* fault: messages to this account's companions get a flipped byte */
+    int corrupt_left;       /* how many more messages to corrupt */
+    sim_sent *sent;         /* SIM_SENT_RING entries, malloc'd on first use */
+    size_t sent_next;       /* the ring's next slot */
 } sim;
 
 int sim_init(sim *s, const uint8_t *seed, size_t seed_len, uint64_t fixed_time);
@@ -211,6 +213,9 @@ int sim_admin_stream_error(sim *s, const char *phone, int device, const char *co
 int sim_admin_add_device(sim *s, const char *phone, const uint8_t noise_pub[32],
                          const uint8_t identity_pub[32], uint32_t prekeys, char *err,
                          size_t errlen);
+/* Fault injection: the next `count` messages delivered to companions of `phone` carry a flipped
+ * ciphertext byte (so their Signal MAC fails and the device must ask again). */
+int sim_admin_corrupt_next(sim *s, const char *phone, int count, char *err, size_t errlen);
 /* JSON of the accounts and their devices; caller frees. */
 char *sim_admin_state_json(sim *s);
 /* The messages the phone of `phone` received (NULL and *n = 0 when none); valid until the next call
