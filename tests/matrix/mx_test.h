@@ -21,9 +21,37 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "matrix/as_server.h"
+#include "matrix/registration.h"
 #include "util/bytes.h"
 
 extern char **environ;
+
+/* Our appservice endpoint on a fresh registration for domain: starts the endpoint on a free port,
+ * points the registration's url at it and writes the registration to path (a mkstemp template,
+ * rewritten with the file's name). NULL on failure; the caller stops the server and frees reg. */
+static inline mx_as_server *t_endpoint_with_registration(const mx_txn_store *store,
+                                                         const mx_as_handler *h, const char *domain,
+                                                         mx_registration *reg, char *path)
+{
+    mx_registration_params rp = {.url = "http://127.0.0.1:1", .domain = domain};
+    if (mx_registration_generate(&rp, reg) != MX_OK) return NULL;
+    mx_as_config ac = {.hs_token = reg->hs_token};
+    mx_as_server *as = NULL;
+    if (mx_as_server_start(&ac, store, h, &as) != MX_OK) return NULL;
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", mx_as_server_port(as));
+    free(reg->url);
+    reg->url = strdup(url);
+    int fd = mkstemp(path);
+    if (fd < 0 || !reg->url || mx_registration_write(reg, path) != MX_OK) {
+        if (fd >= 0) close(fd);
+        mx_as_server_stop(as);
+        return NULL;
+    }
+    close(fd);
+    return as;
+}
 
 static inline int64_t t_now_ms(void)
 {

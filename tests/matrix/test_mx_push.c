@@ -115,20 +115,10 @@ int main(int argc, char **argv)
     mx_txn_store store = {.commit = recording_commit};
     mx_as_handler h = {.on_events = on_events};
     mx_registration reg;
-    mx_registration_params rp = {.url = "http://127.0.0.1:1", .domain = DOMAIN};
-    CHECK_INT(mx_registration_generate(&rp, &reg), MX_OK);
-    mx_as_config ac = {.hs_token = reg.hs_token};
-    mx_as_server *as = NULL;
-    CHECK_INT(mx_as_server_start(&ac, &store, &h, &as), MX_OK);
-    if (!as) return CHECK_DONE();
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u", mx_as_server_port(as));
-    free(reg.url);
-    reg.url = strdup(url);
     char path[] = "/tmp/mxpush-regXXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    CHECK_INT(mx_registration_write(&reg, path), MX_OK);
+    mx_as_server *as = t_endpoint_with_registration(&store, &h, DOMAIN, &reg, path);
+    CHECK(as != NULL);
+    if (!as) return CHECK_DONE();
 
     const char *argv_hs[] = {argv[1], "--push-backoff-ms", "30", "0", DOMAIN, path, NULL};
     t_proc hs;
