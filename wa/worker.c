@@ -13,7 +13,15 @@
 
 #define MAX_LOGINS 4096
 
-typedef enum item_kind { ITEM_OPEN, ITEM_DATA, ITEM_CLOSED, ITEM_CALL, ITEM_START } item_kind;
+typedef enum item_kind {
+    ITEM_OPEN,
+    ITEM_DATA,
+    ITEM_CLOSED,
+    ITEM_CALL,
+    ITEM_START,
+    ITEM_RUN,
+    ITEM_REMOVE
+} item_kind;
 
 typedef struct item item;
 struct item {
@@ -23,7 +31,8 @@ struct item {
     uint64_t conn; /* OPEN / DATA / CLOSED: which connection it is about */
     uint8_t *data; /* DATA: copied bytes */
     size_t len;
-    wa_worker_call_fn fn; /* CALL */
+    wa_worker_call_fn fn;    /* CALL */
+    wa_worker_run_fn run_fn; /* RUN */
     void *arg;
     bool *done; /* CALL with wait: set when run */
 };
@@ -128,8 +137,29 @@ static void service_client(wa_worker *w, slot *s)
         if (w->on_event) w->on_event(w->user, s->index, &ev);
 }
 
+static void remove_slot(wa_worker *w, int login)
+{
+    if (login < 0 || login >= MAX_LOGINS) return;
+    pthread_mutex_lock(&w->lock);
+    slot *s = w->slots[login];
+    w->slots[login] = NULL;
+    pthread_mutex_unlock(&w->lock);
+    if (!s) return;
+    if (s->conn) wa_net_close(w->net, s->conn);
+    wa_net_detach_user(w->net, s);
+    free(s);
+}
+
 static void run_item(wa_worker *w, item *it)
 {
+    if (it->kind == ITEM_RUN) {
+        it->run_fn(it->arg);
+        return;
+    }
+    if (it->kind == ITEM_REMOVE) {
+        remove_slot(w, it->login);
+        return;
+    }
     slot *s = it->login >= 0 && it->login < MAX_LOGINS ? w->slots[it->login] : NULL;
     if (!s) return;
     int64_t now = now_ms();
@@ -149,7 +179,10 @@ static void run_item(wa_worker *w, item *it)
         }
         break;
     case ITEM_CALL: it->fn(s->client, it->arg); break;
+    case ITEM_RUN:
+    case ITEM_REMOVE: break;
     }
+    if (!w->slots[it->login]) return; /* the call removed it */
     service_client(w, s);
 }
 
@@ -288,5 +321,45 @@ int wa_worker_call(wa_worker *w, int login, wa_worker_call_fn fn, void *arg, boo
             pthread_cond_wait(&w->cond, &w->lock);
         pthread_mutex_unlock(&w->lock);
     }
+    return 0;
+}
+
+int wa_worker_run(wa_worker *w, wa_worker_run_fn fn, void *arg, bool wait)
+{
+    item *it = calloc(1, sizeof(*it));
+    if (!it) return -1;
+    bool done = false;
+    it->kind = ITEM_RUN;
+    it->login = -1;
+    it->run_fn = fn;
+    it->arg = arg;
+    it->done = wait ? &done : NULL;
+    push(w, it);
+    if (wait) {
+        pthread_mutex_lock(&w->lock);
+        while (!done && !w->stop)
+            pthread_cond_wait(&w->cond, &w->lock);
+        pthread_mutex_unlock(&w->lock);
+    }
+    return 0;
+}
+
+int wa_worker_remove(wa_worker *w, int login)
+{
+    if (pthread_equal(pthread_self(), w->thread)) {
+        remove_slot(w, login);
+        return 0;
+    }
+    item *it = calloc(1, sizeof(*it));
+    if (!it) return -1;
+    bool done = false;
+    it->kind = ITEM_REMOVE;
+    it->login = login;
+    it->done = &done;
+    push(w, it);
+    pthread_mutex_lock(&w->lock);
+    while (!done && !w->stop)
+        pthread_cond_wait(&w->cond, &w->lock);
+    pthread_mutex_unlock(&w->lock);
     return 0;
 }

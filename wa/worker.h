@@ -30,5 +30,13 @@ int wa_worker_add(wa_worker *w, wa_client *client, const char *url);
 /* Runs fn(client, arg) on the worker thread, after what is already queued; waits for it when
  * wait is true. */
 int wa_worker_call(wa_worker *w, int login, wa_worker_call_fn fn, void *arg, bool wait);
+/* Runs fn(arg) on the worker thread, not tied to a login (e.g. to create a client whose store
+ * uses the worker's own database connection, then wa_worker_add it from there). */
+typedef void (*wa_worker_run_fn)(void *arg);
+int wa_worker_run(wa_worker *w, wa_worker_run_fn fn, void *arg, bool wait);
+/* Unpins a login: its connection is closed and no callback mentions it after this returns. The
+ * client is not freed (its owner frees it). Call from the worker thread (inside a call/run) or
+ * from another thread; not from the event callback of the same login. */
+int wa_worker_remove(wa_worker *w, int login);
 
 #endif

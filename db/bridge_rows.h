@@ -1,0 +1,100 @@
+/*
+ * db/bridge_rows.h - the rest of the bridge's rows, as bridge/ uses them: users and their
+ * management rooms, logins and their state, portals and their rooms, ghosts, the inbox read in
+ * order after a position, and the engine's decrypted-event buffer read and cleared by the bridge.
+ *
+ * Companion to db/bridge_db.h (the hot paths that were there first). Same conventions: DB_OK or a
+ * negative db_err, details in db_conn_error; fixed buffers NUL-terminated, DB_ID_MAX bytes.
+ */
+#ifndef DB_BRIDGE_ROWS_H
+#define DB_BRIDGE_ROWS_H
+
+#include "db/bridge_db.h"
+
+/* ---- users ---- */
+
+/* The user's management room ("" when none); DB_ERR_NOT_FOUND when the user is unknown. */
+int db_user_management_room(db_conn *c, const char *mxid, char *room, size_t cap);
+/* Creates the user if needed and records its management room. */
+int db_user_set_management_room(db_conn *c, const char *mxid, const char *room);
+/* Whose management room this is; DB_ERR_NOT_FOUND when nobody's. */
+int db_user_by_management_room(db_conn *c, const char *room, char *mxid, size_t cap);
+
+/* ---- logins ---- */
+
+typedef struct db_login {
+    int64_t id;
+    char mxid[DB_ID_MAX];  /* the Matrix user it belongs to */
+    char phone[64];        /* digits; "" before pairing */
+    char state[32];        /* new, pairing, connected, logged_out, ... */
+    int64_t created_ms;
+} db_login;
+
+/* Logins of mxid (NULL: every login), oldest first; at most max; *n the count. */
+int db_login_list(db_conn *c, const char *mxid, db_login *out, size_t max, size_t *n);
+int db_login_get(db_conn *c, int64_t id, db_login *out);
+/* Sets the state, and the phone when phone is not NULL. */
+int db_login_set_state(db_conn *c, int64_t id, const char *state, const char *phone);
+/* Gives up our lease on a login (shutdown): another process may take it at once. */
+int db_login_release(db_conn *c, int64_t id, const char *owner);
+
+/* ---- portals ---- */
+
+typedef struct db_portal {
+    int64_t id;
+    char chat_jid[DB_ID_MAX];  /* WhatsApp chat */
+    int64_t receiver_login_id; /* 0: shared (group) portal */
+    char mxid[DB_ID_MAX];      /* Matrix room id, "" until created */
+    char name[DB_ID_MAX];
+    char topic[DB_ID_MAX];
+} db_portal;
+
+/* Portals that have a room, at most max, from after_id on (id order, for paging). */
+int db_portal_list(db_conn *c, int64_t after_id, db_portal *out, size_t max, size_t *n);
+int db_portal_get(db_conn *c, int64_t id, db_portal *out);
+int db_portal_by_mxid(db_conn *c, const char *room, db_portal *out);
+int db_portal_set_mxid(db_conn *c, int64_t id, const char *room);
+int db_portal_set_name(db_conn *c, int64_t id, const char *name, const char *topic);
+/* Portals of a login (its DMs; groups come through user_portal). */
+int db_portal_delete_for_login(db_conn *c, int64_t login_id);
+
+/* ---- ghosts ---- */
+
+typedef struct db_ghost {
+    char jid[DB_ID_MAX];  /* WhatsApp user, no device */
+    char mxid[DB_ID_MAX]; /* the puppet */
+    char name[DB_ID_MAX]; /* display name set on the homeserver, "" = none yet */
+} db_ghost;
+
+int db_ghost_get(db_conn *c, const char *jid, db_ghost *out);
+int db_ghost_by_mxid(db_conn *c, const char *mxid, db_ghost *out);
+/* Inserts or updates (mxid, name). */
+int db_ghost_upsert(db_conn *c, const db_ghost *g);
+
+/* ---- Matrix inbox in order ---- */
+
+/* Up to max inbox rows with id > after_id, oldest first. */
+int db_inbox_peek_after(db_conn *c, int64_t after_id, db_inbox_row *rows, size_t max, size_t *n);
+/* Counts a failed attempt on an inbox row. */
+int db_inbox_failed(db_conn *c, int64_t id);
+int db_inbox_count(db_conn *c, int64_t *n);
+
+/* ---- the engine's decrypted-event buffer, as the bridge sees it ---- */
+
+typedef struct db_buffered {
+    char chat[DB_ID_MAX];   /* chat JID */
+    char sender[DB_ID_MAX]; /* sending device JID */
+    char id[DB_ID_MAX];     /* WhatsApp message id */
+    uint8_t *plaintext;     /* Message protobuf, malloc'd */
+    size_t len;
+    int64_t ts_ms;          /* server time */
+} db_buffered;
+
+/* Rows of login_id not yet bridged, oldest first (a restart re-bridges them). */
+int db_event_buffer_pending(db_conn *c, int64_t login_id, db_buffered **out, size_t *n);
+void db_buffered_free(db_buffered *rows, size_t n);
+/* Drops a bridged message (every part of it). */
+int db_event_buffer_done(db_conn *c, int64_t login_id, const char *chat, const char *id);
+int db_event_buffer_count(db_conn *c, int64_t login_id, int64_t *n);
+
+#endif
