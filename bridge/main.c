@@ -1,9 +1,10 @@
 /*
  * bridge/main.c - the wabridge command.
  *
- * Today it proves the build: it reports its version and the version of every library of the product
- * card it is linked against, and says which parts are still to come. The daemon (config, logins,
- * portals, the appservice) grows here issue by issue; see README.md.
+ * `wabridge -c config.yaml` runs the daemon (bridge/bridge.h) until SIGTERM, then drains; -g writes
+ * the appservice registration, -e an example config. Tools: --version, --libraries (the library
+ * versions of the product card), --migrate CONNINFO, --decode / --decode-frame HEX (a WhatsApp
+ * binary node).
  */
 #include <cJSON.h>
 #include <curl/curl.h>
@@ -21,7 +22,11 @@
 #include <yaml.h>
 #include <zlib.h>
 
+#include "bridge/bridge.h"
 #include "db/migrate.h"
+#include "util/log.h"
+#include <pthread.h>
+#include <signal.h>
 #include "wa/binary/node.h"
 #include <stdlib.h>
 
@@ -110,8 +115,54 @@ static int migrate(const char *conninfo)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: wabridge [--version | --libraries | --migrate CONNINFO | --decode HEX |\n"
-               "                 --decode-frame HEX]\n");
+    fprintf(f,
+            "usage: wabridge [-c CONFIG]             run the bridge (CONFIG: config.yaml)\n"
+            "       wabridge -g [-c CONFIG] [-r REG]  write the appservice registration (REG:\n"
+            "                                         registration.yaml), generating tokens\n"
+            "       wabridge -e [-c CONFIG]           write an example config to CONFIG\n"
+            "       wabridge --version | --libraries | --migrate CONNINFO | --decode HEX |\n"
+            "                --decode-frame HEX\n"
+            "Options can be overridden by environment variables: see config.sample.yaml.\n");
+}
+
+extern char **environ;
+
+/* Runs the daemon until SIGTERM or SIGINT, then drains and exits. */
+static int run(const char *config_path)
+{
+    br_config cfg;
+    char err[1024];
+    if (br_config_load(config_path, environ, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wabridge: %s: %s\n", config_path, err);
+        return 1;
+    }
+    if (!wb_log_set_level_name(cfg.log_level)) wb_log_set_level(WB_LOG_INFO);
+    wb_log_set_json(cfg.log_json);
+    /* every thread inherits the blocked signals; this one waits for them */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    br_bridge *b;
+    if (br_bridge_start(&cfg, &b, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wabridge: %s\n", err);
+        br_config_free(&cfg);
+        curl_global_cleanup();
+        return 1;
+    }
+    printf("wabridge %s running (bridge bot @%s:%s); SIGTERM stops it\n", WABRIDGE_VERSION,
+           cfg.bot_username, cfg.hs_domain);
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&set, &sig);
+    WB_INFO("main", "got %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    br_bridge_stop(b);
+    br_config_free(&cfg);
+    curl_global_cleanup();
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -119,7 +170,7 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--migrate") == 0) return migrate(argv[2]);
     if (argc == 3 && strcmp(argv[1], "--decode") == 0) return decode_hex(argv[2], false);
     if (argc == 3 && strcmp(argv[1], "--decode-frame") == 0) return decode_hex(argv[2], true);
-    if (argc > 1 && strcmp(argv[1], "--help") == 0) {
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return 0;
     }
@@ -131,18 +182,42 @@ int main(int argc, char **argv)
         print_libraries();
         return 0;
     }
-    if (argc > 1) {
-        fprintf(stderr, "wabridge: unknown option '%s'\n", argv[1]);
-        usage(stderr);
-        return 2;
+    const char *config = "config.yaml", *reg = "registration.yaml";
+    bool gen = false, example = false;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            config = argv[++i];
+        else if ((strcmp(argv[i], "-r") == 0 || strcmp(argv[i], "--registration") == 0) &&
+                 i + 1 < argc)
+            reg = argv[++i];
+        else if (strcmp(argv[i], "-g") == 0 || strcmp(argv[i], "--generate-registration") == 0)
+            gen = true;
+        else if (strcmp(argv[i], "-e") == 0 || strcmp(argv[i], "--generate-example-config") == 0)
+            example = true;
+        else {
+            fprintf(stderr, "wabridge: unknown or incomplete option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
     }
-    printf("wabridge %s: a WhatsApp <-> Matrix puppeting bridge.\n\n", WABRIDGE_VERSION);
-    printf("Built so far: the WhatsApp binary node codec (wa/binary), the byte cursor/builder and\n"
-           "arena (util/), and the build, test and fuzz tooling.\n\n");
-    printf(
-        "Still to come (see README.md): PostgreSQL persistence, the Noise transport, pairing and\n"
-        "the WhatsApp server simulator, Signal messaging, the Matrix appservice side with its\n"
-        "homeserver simulator, and the bridge daemon with the demo stack.\n\n");
-    print_libraries();
-    return 0;
+    char err[1024];
+    if (example) {
+        if (br_config_write_example(config, err, sizeof(err)) != 0) {
+            fprintf(stderr, "wabridge: %s\n", err);
+            return 1;
+        }
+        printf("wrote an example config to %s: edit it, then run wabridge -g -c %s\n", config,
+               config);
+        return 0;
+    }
+    if (gen) {
+        if (br_config_generate_registration(config, reg, err, sizeof(err)) != 0) {
+            fprintf(stderr, "wabridge: %s\n", err);
+            return 1;
+        }
+        printf("wrote %s: install it on your homeserver (app_service_config_files), then run "
+               "wabridge -c %s\n", reg, config);
+        return 0;
+    }
+    return run(config);
 }

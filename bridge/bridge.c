@@ -1,0 +1,515 @@
+/*
+ * bridge/bridge.c - the daemon's frame (see bridge.h and bridge_internal.h): start-up and drain,
+ * the portal workers' serial queues, the Matrix inbox pump, the lease heartbeat, and the
+ * appservice endpoint's callbacks.
+ */
+#include "bridge/bridge_internal.h"
+#include "bridge/mx_ghosts_pg.h"
+#include "bridge/mx_txn_pg.h"
+#include "db/migrate.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PUMP_BATCH      256
+#define LEASE_MS        60000
+#define LEASE_RENEW_MS  20000
+#define MOD             "bridge"
+
+int64_t br_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* ---- portal workers ---- */
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return h;
+}
+
+void br_enqueue(br_bridge *b, const char *key, br_job_fn fn, void *arg)
+{
+    br_pworker *pw = &b->pworkers[fnv1a(key) % (uint64_t)b->n_pworkers];
+    br_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        WB_ERROR(MOD, "out of memory queueing a job for %s", key);
+        return;
+    }
+    j->fn = fn;
+    j->arg = arg;
+    pthread_mutex_lock(&pw->lock);
+    if (pw->tail)
+        pw->tail->next = j;
+    else
+        pw->head = j;
+    pw->tail = j;
+    pw->depth++;
+    pthread_cond_signal(&pw->cond);
+    pthread_mutex_unlock(&pw->lock);
+}
+
+static void *pworker_main(void *arg)
+{
+    br_pworker *pw = arg;
+    pthread_mutex_lock(&pw->lock);
+    for (;;) {
+        br_job *j = pw->head;
+        if (!j) {
+            if (atomic_load(&pw->b->stopping)) break; /* drained */
+            pthread_cond_wait(&pw->cond, &pw->lock);
+            continue;
+        }
+        pw->head = j->next;
+        if (!pw->head) pw->tail = NULL;
+        pw->depth--;
+        pw->busy = true;
+        pthread_mutex_unlock(&pw->lock);
+        j->fn(pw, j->arg);
+        free(j);
+        pthread_mutex_lock(&pw->lock);
+        pw->busy = false;
+    }
+    pthread_mutex_unlock(&pw->lock);
+    return NULL;
+}
+
+/* ---- rooms ---- */
+
+void br_room_remember(br_bridge *b, const char *room, const char *chat, int64_t receiver,
+                      int64_t portal_id)
+{
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < b->n_rooms; i++)
+        if (strcmp(b->rooms[i].room, room) == 0) {
+            pthread_mutex_unlock(&b->lock);
+            return;
+        }
+    if (b->n_rooms == b->cap_rooms) {
+        size_t cap = b->cap_rooms ? b->cap_rooms * 2 : 64;
+        br_room_ref *r = realloc(b->rooms, cap * sizeof(*r));
+        if (!r) {
+            pthread_mutex_unlock(&b->lock);
+            return;
+        }
+        b->rooms = r;
+        b->cap_rooms = cap;
+    }
+    br_room_ref *r = &b->rooms[b->n_rooms++];
+    snprintf(r->room, sizeof(r->room), "%s", room);
+    snprintf(r->chat, sizeof(r->chat), "%s", chat);
+    r->receiver = receiver;
+    r->portal_id = portal_id;
+    pthread_mutex_unlock(&b->lock);
+}
+
+bool br_room_lookup(br_bridge *b, const char *room, br_room_ref *out)
+{
+    bool found = false;
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < b->n_rooms && !found; i++)
+        if (strcmp(b->rooms[i].room, room) == 0) {
+            *out = b->rooms[i];
+            found = true;
+        }
+    pthread_mutex_unlock(&b->lock);
+    return found;
+}
+
+void br_room_forget_login(br_bridge *b, int64_t login_id)
+{
+    pthread_mutex_lock(&b->lock);
+    size_t o = 0;
+    for (size_t i = 0; i < b->n_rooms; i++)
+        if (b->rooms[i].receiver != login_id) b->rooms[o++] = b->rooms[i];
+    b->n_rooms = o;
+    pthread_mutex_unlock(&b->lock);
+}
+
+static int load_rooms(br_bridge *b)
+{
+    db_portal page[128];
+    size_t n;
+    int64_t after = 0;
+    do {
+        int rc = db_portal_list(b->db_main, after, page, 128, &n);
+        if (rc) return rc;
+        for (size_t i = 0; i < n; i++) {
+            br_room_remember(b, page[i].mxid, page[i].chat_jid, page[i].receiver_login_id,
+                             page[i].id);
+            after = page[i].id;
+        }
+    } while (n == 128);
+    return 0;
+}
+
+/* ---- helpers for the other files ---- */
+
+void br_notice(br_pworker *pw, const char *room, const char *fmt, ...)
+{
+    char text[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "msgtype", "m.notice");
+    cJSON_AddStringToObject(c, "body", text);
+    mx_error err;
+    if (mx_client_send(pw->mx, NULL, room, "m.room.message", c, NULL, 0, NULL, &err) != MX_OK)
+        WB_WARN("portal", "notice to %s failed: %s", room, err.error);
+    cJSON_Delete(c);
+}
+
+bool br_is_ours(br_bridge *b, const char *mxid)
+{
+    if (!mxid) return false;
+    if (strcmp(mxid, b->bot_mxid) == 0) return true;
+    const char *colon = strchr(mxid, ':');
+    if (mxid[0] != '@' || !colon || strcmp(colon + 1, b->cfg->hs_domain) != 0) return false;
+    char local[DB_ID_MAX], id[DB_ID_MAX];
+    size_t n = (size_t)(colon - mxid - 1);
+    if (n >= sizeof(local)) return false;
+    memcpy(local, mxid + 1, n);
+    local[n] = '\0';
+    return br_config_ghost_id(b->cfg, local, id, sizeof(id));
+}
+
+/* ---- the appservice endpoint ---- */
+
+static void on_events(void *ctx, const char *txn_id, const mx_event_batch *batch)
+{
+    br_bridge *b = ctx;
+    pthread_mutex_lock(&b->pump_lock);
+    b->pump_wake = true;
+    pthread_cond_signal(&b->pump_cond);
+    pthread_mutex_unlock(&b->pump_lock);
+}
+
+static bool query_user(void *ctx, const char *user_id)
+{
+    return br_is_ours(ctx, user_id);
+}
+
+/* ---- the inbox pump ---- */
+
+static void route_inbox_row(br_bridge *b, db_inbox_row *row)
+{
+    cJSON *ev = cJSON_Parse(row->event_json);
+    if (!ev) {
+        WB_WARN(MOD, "inbox row %lld is not JSON: dropped", (long long)row->id);
+        db_inbox_delete(b->db_pump, row->id);
+        return;
+    }
+    br_mx_job *job = calloc(1, sizeof(*job));
+    if (!job) {
+        cJSON_Delete(ev);
+        return;
+    }
+    job->inbox_id = row->id;
+    job->ev = ev;
+    char key[DB_ID_MAX + 64];
+    br_room_ref ref;
+    if (row->room_id[0] && br_room_lookup(b, row->room_id, &ref))
+        br_portal_key(ref.receiver, ref.chat, key, sizeof(key));
+    else
+        snprintf(key, sizeof(key), "room:%s", row->room_id);
+    atomic_fetch_add(&b->stats.mx_events, 1);
+    br_enqueue(b, key, br_portal_job_mx_event, job);
+}
+
+static void *pump_main(void *arg)
+{
+    br_bridge *b = arg;
+    int64_t after = 0;
+    db_inbox_row rows[PUMP_BATCH];
+    while (!atomic_load(&b->stopping)) {
+        size_t n = 0;
+        int rc = db_inbox_peek_after(b->db_pump, after, rows, PUMP_BATCH, &n);
+        if (rc) {
+            WB_WARN(MOD, "reading the Matrix inbox failed: %s", db_conn_error(b->db_pump)->message);
+            sleep_ms(1000);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            route_inbox_row(b, &rows[i]);
+            after = rows[i].id;
+        }
+        db_inbox_rows_free(rows, n);
+        if (n == PUMP_BATCH) continue;
+        pthread_mutex_lock(&b->pump_lock);
+        if (!b->pump_wake && !atomic_load(&b->stopping)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&b->pump_cond, &b->pump_lock, &ts);
+        }
+        b->pump_wake = false;
+        pthread_mutex_unlock(&b->pump_lock);
+    }
+    return NULL;
+}
+
+static void *lease_main(void *arg)
+{
+    br_bridge *b = arg;
+    int64_t next = br_now_ms() + LEASE_RENEW_MS;
+    while (!atomic_load(&b->stopping)) {
+        sleep_ms(200);
+        if (br_now_ms() < next) continue;
+        next = br_now_ms() + LEASE_RENEW_MS;
+        br_logins_resume(b);
+    }
+    return NULL;
+}
+
+/* ---- start / stop ---- */
+
+static int fail(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int open_db(const br_config *cfg, db_conn **out, char *err, size_t cap)
+{
+    db_error e;
+    db_conn_opts opts = {.reconnect_timeout_ms = 30000};
+    if (db_conn_open(cfg->db_uri, &opts, out, &e) != DB_OK)
+        return fail(err, cap, "database: cannot connect (database.uri): %s", e.message);
+    return 0;
+}
+
+static mx_client *new_mx(br_bridge *b)
+{
+    mx_client_config mc = {
+        .hs_url = b->cfg->hs_address,
+        .as_token = b->cfg->as_token,
+        .server_name = b->cfg->hs_domain,
+        .bot_localpart = b->cfg->bot_username,
+    };
+    return mx_client_new(&mc);
+}
+
+static int cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap)
+{
+    *out = NULL;
+    br_bridge *b = calloc(1, sizeof(*b));
+    if (!b) return fail(err, cap, "out of memory");
+    b->cfg = cfg;
+    char host[64] = "host";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(b->owner, sizeof(b->owner), "%s:%d", host, (int)getpid());
+    snprintf(b->bot_mxid, sizeof(b->bot_mxid), "@%s:%s", cfg->bot_username, cfg->hs_domain);
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->pump_lock, NULL);
+    pthread_cond_init(&b->pump_cond, NULL);
+
+    /* database: connect and migrate */
+    if (open_db(cfg, &b->db_main, err, cap) || open_db(cfg, &b->db_http, err, cap) ||
+        open_db(cfg, &b->db_pump, err, cap))
+        goto fail;
+    db_migrate_report rep;
+    if (db_migrate(b->db_main, db_migrations_embedded, db_migrations_embedded_count, &rep) != DB_OK) {
+        fail(err, cap, "database: migration failed: %s", db_conn_error(b->db_main)->message);
+        goto fail;
+    }
+    if (rep.applied)
+        WB_INFO(MOD, "database migrated from version %d to %d", rep.from_version, rep.to_version);
+    if (load_rooms(b)) {
+        fail(err, cap, "database: reading portals failed: %s", db_conn_error(b->db_main)->message);
+        goto fail;
+    }
+
+    /* the appservice endpoint first: the homeserver's ping must find it */
+    mx_as_config ac = {.bind_addr = cfg->as_hostname, .port = cfg->as_port, .hs_token = cfg->hs_token};
+    mx_txn_store store = br_mx_txn_store_pg(b->db_http);
+    mx_as_handler h = {.ctx = b, .on_events = on_events, .query_user = query_user};
+    if (mx_as_server_start(&ac, &store, &h, &b->as) != MX_OK) {
+        fail(err, cap, "appservice: cannot listen on %s:%u (appservice.hostname/port)",
+             cfg->as_hostname, (unsigned)cfg->as_port);
+        goto fail;
+    }
+    WB_INFO(MOD, "appservice endpoint on %s:%u", cfg->as_hostname,
+            (unsigned)mx_as_server_port(b->as));
+
+    /* the homeserver: reachable, our token valid, the bot registered with its profile */
+    b->mx_main = new_mx(b);
+    if (!b->mx_main) {
+        fail(err, cap, "out of memory");
+        goto fail;
+    }
+    mx_error me;
+    if (mx_client_wait_versions(b->mx_main, 60000, NULL, &me) != MX_OK) {
+        fail(err, cap, "homeserver: %s not reachable (homeserver.address): %s", cfg->hs_address,
+             me.error);
+        goto fail;
+    }
+    if (mx_client_ensure_registered(b->mx_main, cfg->bot_username, &me) != MX_OK) {
+        fail(err, cap, "homeserver: cannot register the bot %s (is the registration installed?): %s",
+             b->bot_mxid, me.error);
+        goto fail;
+    }
+    char *who = NULL;
+    if (mx_client_whoami(b->mx_main, NULL, &who, &me) != MX_OK) {
+        fail(err, cap, "homeserver: as_token refused (appservice.as_token): %s %s", me.errcode,
+             me.error);
+        goto fail;
+    }
+    free(who);
+    if (mx_client_appservice_ping(b->mx_main, cfg->as_id, NULL, &me) != MX_OK)
+        WB_WARN(MOD, "the homeserver could not ping us at %s: %s (continuing)", cfg->as_address,
+                me.error);
+    if (cfg->bot_displayname[0] &&
+        mx_client_set_displayname(b->mx_main, NULL, cfg->bot_displayname, &me) != MX_OK)
+        WB_WARN(MOD, "setting the bot's display name failed: %s", me.error);
+    if (cfg->bot_avatar[0] && mx_client_set_avatar_url(b->mx_main, NULL, cfg->bot_avatar, &me) != MX_OK)
+        WB_WARN(MOD, "setting the bot's avatar failed: %s", me.error);
+
+    /* portal workers */
+    b->n_pworkers = cfg->portal_workers > 0 ? cfg->portal_workers : 2 * cores();
+    b->pworkers = calloc((size_t)b->n_pworkers, sizeof(*b->pworkers));
+    if (!b->pworkers) goto nomem;
+    for (int i = 0; i < b->n_pworkers; i++) {
+        br_pworker *pw = &b->pworkers[i];
+        pw->b = b;
+        pw->index = i;
+        pthread_mutex_init(&pw->lock, NULL);
+        pthread_cond_init(&pw->cond, NULL);
+        if (open_db(cfg, &pw->db, err, cap)) goto fail;
+        mx_client_config mc = {.hs_url = cfg->hs_address, .as_token = cfg->as_token,
+                               .server_name = cfg->hs_domain, .bot_localpart = cfg->bot_username,
+                               .ghosts = br_mx_ghost_store_pg(pw->db)};
+        pw->mx = mx_client_new(&mc);
+        if (!pw->mx) goto nomem;
+        if (pthread_create(&pw->thread, NULL, pworker_main, pw) != 0) goto nomem;
+    }
+
+    /* WhatsApp: the transport and the engine workers */
+    b->net = wa_net_new(cfg->wa_ca_file && cfg->wa_ca_file[0] ? cfg->wa_ca_file : NULL);
+    if (!b->net) {
+        fail(err, cap, "whatsapp: cannot start the WebSocket transport");
+        goto fail;
+    }
+    b->n_engines = cfg->engine_workers > 0 ? cfg->engine_workers : cores();
+    b->engines = calloc((size_t)b->n_engines, sizeof(*b->engines));
+    if (!b->engines) goto nomem;
+    extern void br_login_on_engine_event(void *user, int login, const wa_event *ev);
+    for (int i = 0; i < b->n_engines; i++) {
+        br_engine *e = &b->engines[i];
+        e->b = b;
+        e->index = i;
+        if (open_db(cfg, &e->db, err, cap)) goto fail;
+        e->crypto = wa_crypto_new(NULL, 0);
+        if (!e->crypto) goto nomem;
+        e->w = wa_worker_new(b->net, br_login_on_engine_event, e);
+        if (!e->w) goto nomem;
+    }
+
+    /* the logins we hold, then the pump (inbox events need their logins listed) */
+    br_logins_resume(b);
+    if (pthread_create(&b->pump_thread, NULL, pump_main, b) != 0) goto nomem;
+    if (pthread_create(&b->lease_thread, NULL, lease_main, b) != 0) goto nomem;
+    WB_INFO(MOD, "running as %s: %d engine worker(s), %d portal worker(s)", b->bot_mxid,
+            b->n_engines, b->n_pworkers);
+    *out = b;
+    return 0;
+nomem:
+    fail(err, cap, "out of memory (or too few threads)");
+fail:
+    br_bridge_stop(b);
+    return -1;
+}
+
+void br_bridge_stop(br_bridge *b)
+{
+    if (!b) return;
+    WB_INFO(MOD, "stopping: draining queues");
+    /* no new transactions: the homeserver keeps them and retries later */
+    if (b->as) mx_as_server_stop(b->as);
+    b->as = NULL;
+    atomic_store(&b->stopping, true);
+    pthread_mutex_lock(&b->pump_lock);
+    pthread_cond_broadcast(&b->pump_cond);
+    pthread_mutex_unlock(&b->pump_lock);
+    if (b->pump_thread) pthread_join(b->pump_thread, NULL);
+    if (b->lease_thread) pthread_join(b->lease_thread, NULL);
+    /* portal workers finish what is queued (they may still send to WhatsApp) */
+    for (int i = 0; b->pworkers && i < b->n_pworkers; i++) {
+        br_pworker *pw = &b->pworkers[i];
+        if (!pw->thread) continue;
+        pthread_mutex_lock(&pw->lock);
+        pthread_cond_broadcast(&pw->cond);
+        pthread_mutex_unlock(&pw->lock);
+        pthread_join(pw->thread, NULL);
+    }
+    br_logins_stop(b);
+    for (int i = 0; b->engines && i < b->n_engines; i++) {
+        br_engine *e = &b->engines[i];
+        if (e->w) wa_worker_free(e->w);
+        if (e->crypto) wa_crypto_free(e->crypto);
+        if (e->db) db_conn_close(e->db);
+    }
+    if (b->net) wa_net_free(b->net);
+    for (int i = 0; b->pworkers && i < b->n_pworkers; i++) {
+        br_pworker *pw = &b->pworkers[i];
+        while (pw->head) { /* only left when a worker never started */
+            br_job *j = pw->head;
+            pw->head = j->next;
+            free(j);
+        }
+        if (pw->mx) mx_client_free(pw->mx);
+        if (pw->db) db_conn_close(pw->db);
+        pthread_mutex_destroy(&pw->lock);
+        pthread_cond_destroy(&pw->cond);
+    }
+    free(b->pworkers);
+    free(b->engines);
+    if (b->mx_main) mx_client_free(b->mx_main);
+    if (b->db_pump) db_conn_close(b->db_pump);
+    if (b->db_http) db_conn_close(b->db_http);
+    if (b->db_main) db_conn_close(b->db_main);
+    free(b->rooms);
+    pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->pump_lock);
+    pthread_cond_destroy(&b->pump_cond);
+    WB_INFO(MOD, "stopped");
+    free(b);
+}
+
+void br_bridge_stats(br_bridge *b, br_stats *out)
+{
+    out->mx_events = atomic_load(&b->stats.mx_events);
+    out->mx_bridged = atomic_load(&b->stats.mx_bridged);
+    out->wa_messages = atomic_load(&b->stats.wa_messages);
+    out->wa_bridged = atomic_load(&b->stats.wa_bridged);
+    out->commands = atomic_load(&b->stats.commands);
+    out->failures = atomic_load(&b->stats.failures);
+}

@@ -1,0 +1,195 @@
+/*
+ * bridge/bridge_internal.h - what the daemon's files (bridge.c, login.c, portal.c, commands.c)
+ * share. Not a public API.
+ *
+ * Threads and who touches what:
+ *  - portal workers (br_pworker): serial queues of jobs; a job key (a portal, a management room)
+ *    always hashes to the same worker, so one portal's jobs run one at a time, in order. Each worker
+ *    owns a db_conn and an mx_client.
+ *  - engine workers (br_engine): wa_worker threads; a login's client is only touched there. Each
+ *    owns a db_conn used by the stores of its logins. They never call the homeserver.
+ *  - the pump: reads mx_inbox in id order and queues each event on its key's worker.
+ * b->lock guards the login list and the room -> portal cache.
+ */
+#ifndef BR_BRIDGE_INTERNAL_H
+#define BR_BRIDGE_INTERNAL_H
+
+#include "bridge/bridge.h"
+#include "bridge/config.h"
+#include "db/bridge_rows.h"
+#include "matrix/as_server.h"
+#include "matrix/client.h"
+#include "util/log.h"
+#include "wa/client.h"
+#include "wa/worker.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define BR_MAX_LOGINS  4096
+#define BR_SEND_WAIT_MS 60000 /* how long a portal waits for WhatsApp to accept a message */
+
+typedef struct br_bridge br_bridge;
+typedef struct br_pworker br_pworker;
+
+typedef void (*br_job_fn)(br_pworker *pw, void *arg);
+
+typedef struct br_job br_job;
+struct br_job {
+    br_job *next;
+    br_job_fn fn;
+    void *arg; /* owned by the job: fn frees it */
+};
+
+struct br_pworker {
+    br_bridge *b;
+    int index;
+    pthread_t thread;
+    pthread_mutex_t lock; /* guards the queue */
+    pthread_cond_t cond;
+    br_job *head, *tail;
+    size_t depth; /* jobs queued */
+    bool busy;    /* a job is running */
+    db_conn *db;
+    mx_client *mx;
+};
+
+typedef struct br_engine {
+    br_bridge *b;
+    int index;
+    wa_worker *w;
+    db_conn *db;              /* the engine thread's connection (stores of its logins) */
+    wa_crypto *crypto;        /* the engine thread's randomness */
+    struct br_login *by_handle[BR_MAX_LOGINS]; /* wa_worker login handle -> login */
+} br_engine;
+
+/* A message sent to WhatsApp, waiting for the server's ack (WA_EV_SENT / WA_EV_SEND_FAILED). */
+typedef struct br_pending_send br_pending_send;
+struct br_pending_send {
+    br_pending_send *next;
+    char id[128];
+    int result; /* 0 waiting, 1 sent, -1 failed */
+};
+
+typedef struct br_login {
+    int64_t id;
+    char mxid[DB_ID_MAX];      /* the Matrix user */
+    char mgmt_room[DB_ID_MAX]; /* where login progress is reported; "" = none */
+    char phone[64];            /* digits, once paired */
+    br_engine *eng;
+    int handle;                /* wa_worker login handle, -1 before it is added */
+    wa_client *client;         /* engine thread only */
+    wa_store store;
+    _Atomic int state;         /* wa_client_state, mirrored for other threads */
+    bool pairing;              /* started by a login command (not yet paired) */
+    char qr_event[DB_ID_MAX];  /* the QR image event, edited as the QR rotates; management worker */
+    char pair_phone[64];       /* login by code: the phone number */
+    bool removed;              /* logged out / deleted: ignore late events */
+    pthread_mutex_t send_lock; /* guards pending */
+    pthread_cond_t send_cond;
+    br_pending_send *pending;
+    struct br_login *next_dead; /* unlisted logins, freed at shutdown (late jobs may hold one) */
+} br_login;
+
+/* A portal known to have a room (cache of the portal table for routing Matrix events). */
+typedef struct br_room_ref {
+    char room[DB_ID_MAX];
+    char chat[DB_ID_MAX];
+    int64_t receiver; /* login id, 0 for a shared portal */
+    int64_t portal_id;
+} br_room_ref;
+
+struct br_bridge {
+    const br_config *cfg;
+    char owner[128]; /* lease owner name: host:pid */
+    char bot_mxid[DB_ID_MAX];
+    db_conn *db_http; /* the endpoint's commits */
+    db_conn *db_pump; /* the pump's reads */
+    db_conn *db_main; /* start-up and the lease heartbeat */
+    mx_client *mx_main;
+    mx_as_server *as;
+    wa_net *net;
+    br_engine *engines;
+    int n_engines;
+    br_pworker *pworkers;
+    int n_pworkers;
+    pthread_t pump_thread, lease_thread;
+    pthread_mutex_t pump_lock;
+    pthread_cond_t pump_cond;
+    bool pump_wake;
+    _Atomic bool stopping;
+    pthread_mutex_t lock; /* guards logins, rooms */
+    br_login *logins[BR_MAX_LOGINS];
+    size_t n_logins;
+    br_login *dead; /* unlisted logins, freed at shutdown */
+    br_room_ref *rooms;
+    size_t n_rooms, cap_rooms;
+    int next_engine;
+    struct {
+        _Atomic uint64_t mx_events, mx_bridged, wa_messages, wa_bridged, commands, failures;
+    } stats;
+};
+
+/* ---- bridge.c ---- */
+/* Queues fn(arg) on the worker of key (arg is freed by fn). */
+void br_enqueue(br_bridge *b, const char *key, br_job_fn fn, void *arg);
+int64_t br_now_ms(void);
+void br_room_remember(br_bridge *b, const char *room, const char *chat, int64_t receiver,
+                      int64_t portal_id);
+bool br_room_lookup(br_bridge *b, const char *room, br_room_ref *out);
+void br_room_forget_login(br_bridge *b, int64_t login_id);
+/* Sends a notice (as the bot) to room; errors are logged. */
+void br_notice(br_pworker *pw, const char *room, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool br_is_ours(br_bridge *b, const char *mxid); /* the bot or a ghost */
+
+/* ---- login.c ---- */
+br_login *br_login_find(br_bridge *b, int64_t id);
+/* Logins of a Matrix user (up to max); returns the count. */
+size_t br_logins_of(br_bridge *b, const char *mxid, br_login **out, size_t max);
+/* Starts a new login for mxid, reporting to room (QR, or code when phone is not NULL). */
+int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const char *phone,
+                   char *err, size_t errcap);
+/* Starts the logins this process holds leases for (at start-up). */
+int br_logins_resume(br_bridge *b);
+int br_login_logout(br_pworker *pw, br_login *l);
+void br_logins_stop(br_bridge *b);
+/* Sends text to a WhatsApp chat from l and waits for the server's ack. 0 = sent (id filled). */
+int br_login_send_text(br_login *l, const char *to, const char *text, char *id, size_t idcap,
+                       char *err, size_t errcap);
+const char *br_login_state_name(br_login *l);
+
+/* ---- portal.c ---- */
+/* A received WhatsApp message (from the engine, or the event buffer at start-up). */
+typedef struct br_wa_msg {
+    int64_t login_id;
+    char chat[DB_ID_MAX];
+    char sender[DB_ID_MAX];
+    char id[DB_ID_MAX];
+    char notify[256];
+    int64_t ts_ms;
+    uint8_t *plaintext; /* Message protobuf, malloc'd; NULL when undecryptable */
+    size_t len;
+} br_wa_msg;
+/* The portal job key of a WhatsApp chat for a login. */
+void br_portal_key(int64_t login_id, const char *chat_user_jid, char *key, size_t cap);
+void br_portal_job_wa_message(br_pworker *pw, void *arg); /* arg: br_wa_msg */
+/* A Matrix room event for a portal (or an unknown room). arg: br_mx_job */
+typedef struct br_mx_job {
+    int64_t inbox_id;
+    cJSON *ev; /* owned */
+} br_mx_job;
+void br_portal_job_mx_event(br_pworker *pw, void *arg);
+/* Finds or creates the DM portal of login l with chat (a user JID), with its room. */
+int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const char *name_hint,
+                        db_portal *out);
+
+/* ---- commands.c ---- */
+/* A message in a management room (or a prefixed command elsewhere). Returns true if handled. */
+bool br_command_handle(br_pworker *pw, const char *room, const char *sender, const char *body,
+                       bool mgmt_room);
+/* The bot was invited to a room by sender. */
+void br_command_on_invite(br_pworker *pw, const char *room, const char *sender, bool is_direct);
+
+#endif

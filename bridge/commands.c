@@ -1,0 +1,283 @@
+/*
+ * bridge/commands.c - the bot's management room: the room a user opens by starting a DM with the
+ * bot, where commands need no prefix; elsewhere the prefix (bridge.command_prefix, "!wa") is
+ * needed. Every command answers: usage on wrong arguments, a refusal without permission.
+ */
+#include "bridge/bridge_internal.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD      "commands"
+#define MAX_ARGS 32
+
+static const char *const help_text =
+    "Commands (in this room the prefix %s is optional):\n"
+    "  help                          this list\n"
+    "  login qr                      link a WhatsApp account by scanning a QR code\n"
+    "  login phone NUMBER            link by a pairing code typed on the phone (NUMBER with "
+    "country code)\n"
+    "  logout [NUMBER]               unlink a WhatsApp account\n"
+    "  ping                          show your logins and their connection state\n"
+    "  list-logins                   the same, with login ids\n"
+    "  sync                          bring groups and contacts over (not available yet)\n"
+    "  start-chat NUMBER             open a portal room with a WhatsApp user\n"
+    "  create-group NAME NUMBER...   create a WhatsApp group (not available yet)";
+
+void br_command_on_invite(br_pworker *pw, const char *room, const char *sender, bool is_direct)
+{
+    br_bridge *b = pw->b;
+    mx_error err;
+    if (mx_client_join(pw->mx, NULL, room, NULL, &err) != MX_OK) {
+        WB_WARN(MOD, "joining %s (invited by %s) failed: %s", room, sender, err.error);
+        return;
+    }
+    br_perm perm = br_config_perm(b->cfg, sender);
+    if (perm < BR_PERM_COMMANDS) {
+        br_notice(pw, room, "You are not allowed to use this bridge.");
+        mx_client_leave(pw->mx, NULL, room, &err);
+        return;
+    }
+    char current[DB_ID_MAX] = "";
+    db_user_management_room(pw->db, sender, current, sizeof(current));
+    if (is_direct || !current[0]) {
+        db_user_set_management_room(pw->db, sender, room);
+        br_notice(pw, room,
+                  "Hello, I am the WhatsApp bridge bot. This is your management room: send `help` "
+                  "for the commands, or `login qr` to link your WhatsApp account.");
+    } else {
+        br_notice(pw, room, "Hello. Send `%s help` for the commands.", b->cfg->command_prefix);
+    }
+}
+
+static bool all_digits(const char *s, size_t min, size_t max)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max) return false;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s)) return false;
+    return true;
+}
+
+/* "+1 (555) 123-4567" style arguments: keep the digits. */
+static void digits_of(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (; *in && o + 1 < cap; in++)
+        if (isdigit((unsigned char)*in)) out[o++] = *in;
+        else if (!strchr("+-() .", *in)) {
+            o = 0;
+            break;
+        }
+    out[o] = '\0';
+}
+
+static void cmd_ping(br_pworker *pw, const char *room, const char *sender, bool ids)
+{
+    br_login *ls[16];
+    size_t n = br_logins_of(pw->b, sender, ls, 16);
+    if (n == 0) {
+        br_notice(pw, room, "You are not logged in. Send `login qr` to link a WhatsApp account.");
+        return;
+    }
+    char text[4096];
+    size_t o = (size_t)snprintf(text, sizeof(text), "Your WhatsApp logins:");
+    for (size_t i = 0; i < n && o < sizeof(text); i++) {
+        if (ids)
+            o += (size_t)snprintf(text + o, sizeof(text) - o, "\n  #%lld +%s: %s",
+                                  (long long)ls[i]->id, ls[i]->phone[0] ? ls[i]->phone : "?",
+                                  br_login_state_name(ls[i]));
+        else
+            o += (size_t)snprintf(text + o, sizeof(text) - o, "\n  +%s: %s",
+                                  ls[i]->phone[0] ? ls[i]->phone : "(pairing)",
+                                  br_login_state_name(ls[i]));
+    }
+    br_notice(pw, room, "%s", text);
+}
+
+static void cmd_login(br_pworker *pw, const char *room, const char *sender, int argc, char **argv)
+{
+    const char *usage = "Usage: `login qr` or `login phone NUMBER` (NUMBER with country code).";
+    if (argc < 2 || (strcmp(argv[1], "qr") != 0 && strcmp(argv[1], "phone") != 0)) {
+        br_notice(pw, room, "%s", usage);
+        return;
+    }
+    char phone[64] = "";
+    if (strcmp(argv[1], "phone") == 0) {
+        if (argc != 3) {
+            br_notice(pw, room, "%s", usage);
+            return;
+        }
+        digits_of(argv[2], phone, sizeof(phone));
+        if (!all_digits(phone, 7, 15)) {
+            br_notice(pw, room, "`%s` is not a phone number: give it with the country code, e.g. "
+                      "`login phone +15551234567`.", argv[2]);
+            return;
+        }
+    } else if (argc != 2) {
+        br_notice(pw, room, "%s", usage);
+        return;
+    }
+    br_login *ls[16];
+    size_t n = br_logins_of(pw->b, sender, ls, 16);
+    for (size_t i = 0; i < n; i++)
+        if (ls[i]->pairing) {
+            br_notice(pw, room, "A login is already in progress: finish it or wait for it to time "
+                      "out.");
+            return;
+        }
+    char err[256];
+    if (br_login_begin(pw, sender, room, phone[0] ? phone : NULL, err, sizeof(err)) != 0) {
+        br_notice(pw, room, "The login could not start: %s", err);
+        return;
+    }
+    if (!phone[0])
+        br_notice(pw, room, "Scan the QR code below with WhatsApp on your phone: Settings > Linked "
+                  "devices > Link a device.");
+}
+
+static br_login *pick_login(br_pworker *pw, const char *room, const char *sender, const char *arg)
+{
+    br_login *ls[16];
+    size_t n = br_logins_of(pw->b, sender, ls, 16);
+    if (n == 0) {
+        br_notice(pw, room, "You are not logged in.");
+        return NULL;
+    }
+    if (!arg) {
+        if (n == 1) return ls[0];
+        br_notice(pw, room, "You have %zu logins: name the number (see `list-logins`).", n);
+        return NULL;
+    }
+    char want[64];
+    digits_of(arg, want, sizeof(want));
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ls[i]->phone, want) == 0) return ls[i];
+    br_notice(pw, room, "No login of yours has the number `%s`.", arg);
+    return NULL;
+}
+
+typedef struct start_chat_job {
+    int64_t login_id;
+    char chat[DB_ID_MAX];
+    char reply_room[DB_ID_MAX];
+} start_chat_job;
+
+/* Runs on the portal's own queue, so it cannot race a message creating the same room. */
+static void job_start_chat(br_pworker *pw, void *arg)
+{
+    start_chat_job *j = arg;
+    br_login *l = br_login_find(pw->b, j->login_id);
+    db_portal p;
+    if (!l)
+        br_notice(pw, j->reply_room, "That login is gone.");
+    else if (br_portal_ensure_dm(pw, l, j->chat, NULL, &p) != 0)
+        br_notice(pw, j->reply_room, "The portal room for %s could not be created.", j->chat);
+    else
+        br_notice(pw, j->reply_room, "Portal room for +%.*s: %s (you were invited).",
+                  (int)(strchr(j->chat, '@') - j->chat), j->chat, p.mxid);
+    free(j);
+}
+
+static void cmd_start_chat(br_pworker *pw, const char *room, const char *sender, int argc,
+                           char **argv)
+{
+    if (argc != 2) {
+        br_notice(pw, room, "Usage: `start-chat NUMBER` (with country code).");
+        return;
+    }
+    char phone[64];
+    digits_of(argv[1], phone, sizeof(phone));
+    if (!all_digits(phone, 7, 15)) {
+        br_notice(pw, room, "`%s` is not a phone number.", argv[1]);
+        return;
+    }
+    br_login *l = pick_login(pw, room, sender, NULL);
+    if (!l) return;
+    start_chat_job *j = calloc(1, sizeof(*j));
+    if (!j) return;
+    j->login_id = l->id;
+    snprintf(j->chat, sizeof(j->chat), "%s@s.whatsapp.net", phone);
+    snprintf(j->reply_room, sizeof(j->reply_room), "%s", room);
+    char key[DB_ID_MAX + 64];
+    br_portal_key(l->id, j->chat, key, sizeof(key));
+    br_enqueue(pw->b, key, job_start_chat, j);
+}
+
+bool br_command_handle(br_pworker *pw, const char *room, const char *sender, const char *body,
+                       bool mgmt_room)
+{
+    br_bridge *b = pw->b;
+    const char *prefix = b->cfg->command_prefix;
+    size_t plen = strlen(prefix);
+    while (isspace((unsigned char)*body))
+        body++;
+    if (strncmp(body, prefix, plen) == 0 && (body[plen] == '\0' || isspace((unsigned char)body[plen])))
+        body += plen;
+    else if (!mgmt_room)
+        return false;
+    char line[2048];
+    snprintf(line, sizeof(line), "%s", body);
+    char *argv[MAX_ARGS];
+    int argc = 0;
+    for (char *save = NULL, *t = strtok_r(line, " \t\r\n", &save); t && argc < MAX_ARGS;
+         t = strtok_r(NULL, " \t\r\n", &save))
+        argv[argc++] = t;
+    if (argc == 0) return mgmt_room;
+    atomic_fetch_add(&b->stats.commands, 1);
+    br_perm perm = br_config_perm(b->cfg, sender);
+    if (perm < BR_PERM_COMMANDS) {
+        br_notice(pw, room, "You are not allowed to use this bridge.");
+        return true;
+    }
+    for (char *p = argv[0]; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    const char *cmd = argv[0];
+    if (strcmp(cmd, "help") == 0) {
+        br_notice(pw, room, help_text, prefix);
+        return true;
+    }
+    if (strcmp(cmd, "ping") == 0 || strcmp(cmd, "list-logins") == 0) {
+        cmd_ping(pw, room, sender, strcmp(cmd, "list-logins") == 0);
+        return true;
+    }
+    bool known = strcmp(cmd, "login") == 0 || strcmp(cmd, "logout") == 0 ||
+                 strcmp(cmd, "sync") == 0 || strcmp(cmd, "start-chat") == 0 ||
+                 strcmp(cmd, "create-group") == 0;
+    if (!known) {
+        br_notice(pw, room, "Unknown command `%s`. Send `help` for the list.", cmd);
+        return true;
+    }
+    if (perm < BR_PERM_USER) {
+        br_notice(pw, room, "You are not allowed to log in through this bridge (your permission "
+                  "level is %s).", br_perm_name(perm));
+        return true;
+    }
+    if (strcmp(cmd, "login") == 0) {
+        cmd_login(pw, room, sender, argc, argv);
+    } else if (strcmp(cmd, "logout") == 0) {
+        if (argc > 2) {
+            br_notice(pw, room, "Usage: `logout [NUMBER]`.");
+            return true;
+        }
+        br_login *l = pick_login(pw, room, sender, argc == 2 ? argv[1] : NULL);
+        if (!l) return true;
+        char phone[64];
+        snprintf(phone, sizeof(phone), "%s", l->phone);
+        br_login_logout(pw, l);
+        br_notice(pw, room, "Logged out of WhatsApp (+%s).", phone);
+    } else if (strcmp(cmd, "start-chat") == 0) {
+        cmd_start_chat(pw, room, sender, argc, argv);
+    } else if (strcmp(cmd, "sync") == 0) {
+        br_notice(pw, room, "`sync` is not available yet: groups and contacts come with group "
+                  "support. Direct chats appear by themselves when a message arrives.");
+    } else {
+        if (argc < 3)
+            br_notice(pw, room, "Usage: `create-group NAME NUMBER...`.");
+        else
+            br_notice(pw, room, "`create-group` is not available yet: groups are being built.");
+    }
+    return true;
+}

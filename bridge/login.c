@@ -1,0 +1,599 @@
+/*
+ * bridge/login.c - a Matrix user's WhatsApp account: creating it (login by QR or by code), starting
+ * it on an engine worker with its PostgreSQL store, reporting its progress to the management room,
+ * handing its received messages to the portal queues, sending for the portals, logging out.
+ *
+ * The engine callback runs on the engine thread: it never calls the homeserver, it queues jobs.
+ */
+#include "bridge/bridge_internal.h"
+#include "bridge/qr.h"
+#include "db/store_pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MOD "login"
+
+br_login *br_login_find(br_bridge *b, int64_t id)
+{
+    br_login *l = NULL;
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < b->n_logins && !l; i++)
+        if (b->logins[i]->id == id) l = b->logins[i];
+    pthread_mutex_unlock(&b->lock);
+    return l;
+}
+
+size_t br_logins_of(br_bridge *b, const char *mxid, br_login **out, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < b->n_logins && n < max; i++)
+        if (!b->logins[i]->removed && strcmp(b->logins[i]->mxid, mxid) == 0)
+            out[n++] = b->logins[i];
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
+
+const char *br_login_state_name(br_login *l)
+{
+    return wa_client_state_name((wa_client_state)atomic_load(&l->state));
+}
+
+/* ---- jobs run on the management room's portal worker ---- */
+
+typedef struct login_note {
+    int64_t login_id;
+    wa_event ev;
+} login_note;
+
+static void post_qr(br_pworker *pw, br_login *l, const char *code)
+{
+    wb_buf png;
+    wb_buf_init(&png);
+    mx_error err;
+    char *mxc = NULL;
+    if (br_qr_png(code, 8, &png) != 0 ||
+        mx_client_upload(pw->mx, NULL, "image/png", "qr.png", png.data, png.len, &mxc, &err) !=
+            MX_OK) {
+        wb_buf_free(&png);
+        br_notice(pw, l->mgmt_room, "Scan this code with WhatsApp (Linked devices):\n%s", code);
+        return;
+    }
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "msgtype", "m.image");
+    cJSON_AddStringToObject(c, "body", code);
+    cJSON_AddStringToObject(c, "url", mxc);
+    cJSON *info = cJSON_AddObjectToObject(c, "info");
+    cJSON_AddStringToObject(info, "mimetype", "image/png");
+    cJSON_AddNumberToObject(info, "size", (double)png.len);
+    wb_buf_free(&png);
+    free(mxc);
+    if (l->qr_event[0]) {
+        /* the QR rotated: replace the image in place */
+        cJSON *nc = cJSON_Duplicate(c, true);
+        cJSON_AddItemToObject(c, "m.new_content", nc);
+        cJSON *rel = cJSON_AddObjectToObject(c, "m.relates_to");
+        cJSON_AddStringToObject(rel, "rel_type", "m.replace");
+        cJSON_AddStringToObject(rel, "event_id", l->qr_event);
+        if (mx_client_send(pw->mx, NULL, l->mgmt_room, "m.room.message", c, NULL, 0, NULL, &err) !=
+            MX_OK)
+            WB_WARN(MOD, "editing the QR failed: %s", err.error);
+    } else {
+        char *eid = NULL;
+        if (mx_client_send(pw->mx, NULL, l->mgmt_room, "m.room.message", c, NULL, 0, &eid, &err) ==
+            MX_OK) {
+            snprintf(l->qr_event, sizeof(l->qr_event), "%s", eid);
+            free(eid);
+        } else {
+            WB_WARN(MOD, "posting the QR failed: %s", err.error);
+        }
+    }
+    cJSON_Delete(c);
+}
+
+static void redact_qr(br_pworker *pw, br_login *l)
+{
+    if (!l->qr_event[0]) return;
+    mx_error err;
+    mx_client_redact(pw->mx, NULL, l->mgmt_room, l->qr_event, "login finished", NULL, NULL, &err);
+    l->qr_event[0] = '\0';
+}
+
+static void forget_login(br_bridge *b, br_login *l);
+
+static void job_login_note(br_pworker *pw, void *arg)
+{
+    login_note *n = arg;
+    br_bridge *b = pw->b;
+    br_login *l = br_login_find(b, n->login_id);
+    if (!l) {
+        free(n);
+        return;
+    }
+    const char *room = l->mgmt_room;
+    switch (n->ev.type) {
+    case WA_EV_QR:
+        if (room[0]) post_qr(pw, l, n->ev.text);
+        break;
+    case WA_EV_PAIR_CODE:
+        if (room[0])
+            br_notice(pw, room,
+                      "Your pairing code: %s\nOn your phone: WhatsApp > Linked devices > Link a "
+                      "device > Link with phone number instead, then type the code.",
+                      n->ev.text);
+        break;
+    case WA_EV_PAIR_SUCCESS: {
+        char phone[64] = "";
+        const char *at = strchr(n->ev.text, '@'), *colon = strchr(n->ev.text, ':');
+        const char *end = colon && (!at || colon < at) ? colon : at;
+        if (end && (size_t)(end - n->ev.text) < sizeof(phone)) {
+            memcpy(phone, n->ev.text, (size_t)(end - n->ev.text));
+            phone[end - n->ev.text] = '\0';
+        }
+        snprintf(l->phone, sizeof(l->phone), "%s", phone);
+        db_login_set_state(pw->db, l->id, "paired", phone);
+        if (room[0]) redact_qr(pw, l);
+        break;
+    }
+    case WA_EV_CONNECTED:
+        db_login_set_state(pw->db, l->id, "connected", NULL);
+        if (l->pairing && room[0]) {
+            br_notice(pw, room, "Successfully logged in as +%s", l->phone);
+            l->pairing = false;
+        }
+        break;
+    case WA_EV_QR_TIMEOUT:
+        if (room[0]) {
+            redact_qr(pw, l);
+            br_notice(pw, room, "Login timed out: no code was scanned. Send `login qr` to try again.");
+        }
+        forget_login(b, l);
+        db_login_delete(pw->db, n->login_id);
+        break;
+    case WA_EV_LOGGED_OUT:
+        if (room[0])
+            br_notice(pw, room, "You were logged out of WhatsApp (+%s, code %d). Send `login qr` "
+                      "to log in again.", l->phone, n->ev.code);
+        db_login_set_state(pw->db, l->id, "logged_out", NULL);
+        forget_login(b, l);
+        break;
+    case WA_EV_ERROR:
+        if (room[0] && l->pairing) br_notice(pw, room, "WhatsApp: %s", n->ev.text);
+        break;
+    default: break;
+    }
+    free(n);
+}
+
+/* ---- the engine side (engine thread) ---- */
+
+static void note(br_login *l, const wa_event *ev)
+{
+    login_note *n = calloc(1, sizeof(*n));
+    if (!n) return;
+    n->login_id = l->id;
+    n->ev = *ev;
+    char key[DB_ID_MAX + 16];
+    snprintf(key, sizeof(key), "room:%s", l->mgmt_room[0] ? l->mgmt_room : l->mxid);
+    br_enqueue(l->eng->b, key, job_login_note, n);
+}
+
+static void resolve_pending(br_login *l, const char *id, int result)
+{
+    pthread_mutex_lock(&l->send_lock);
+    for (br_pending_send *p = l->pending; p; p = p->next)
+        if (strcmp(p->id, id) == 0) p->result = result;
+    pthread_cond_broadcast(&l->send_cond);
+    pthread_mutex_unlock(&l->send_lock);
+}
+
+static void take_messages(br_login *l)
+{
+    wa_received r;
+    while (wa_client_next_message(l->client, &r)) {
+        atomic_fetch_add(&l->eng->b->stats.wa_messages, 1);
+        WB_DEBUG(MOD, "login %lld: message %s from %s in %s (%zu part(s))", (long long)l->id, r.id,
+                 r.sender, r.chat, r.nparts);
+        /* one Matrix message per WhatsApp message: the first readable part carries it */
+        br_wa_msg *m = calloc(1, sizeof(*m));
+        if (m) {
+            m->login_id = l->id;
+            snprintf(m->chat, sizeof(m->chat), "%s", r.chat);
+            snprintf(m->sender, sizeof(m->sender), "%s", r.sender);
+            snprintf(m->id, sizeof(m->id), "%s", r.id);
+            snprintf(m->notify, sizeof(m->notify), "%s", r.notify);
+            m->ts_ms = (int64_t)r.t * 1000;
+            for (size_t i = 0; i < r.nparts && !m->plaintext; i++) {
+                if (r.parts[i].error != WA_OK || !r.parts[i].plaintext.len) continue;
+                m->plaintext = malloc(r.parts[i].plaintext.len);
+                if (!m->plaintext) continue;
+                memcpy(m->plaintext, r.parts[i].plaintext.data, r.parts[i].plaintext.len);
+                m->len = r.parts[i].plaintext.len;
+            }
+            wa_jid j;
+            char chat_user[DB_ID_MAX] = "";
+            if (wa_jid_parse_cstr(m->chat, &j) == WA_OK) {
+                j.device = 0;
+                j.ad = false;
+                j.agent = 0;
+                wa_jid_format(&j, chat_user, sizeof(chat_user));
+            }
+            char key[DB_ID_MAX + 64];
+            br_portal_key(l->id, chat_user, key, sizeof(key));
+            br_enqueue(l->eng->b, key, br_portal_job_wa_message, m);
+        }
+        wa_received_free(&r);
+    }
+}
+
+void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
+{
+    br_engine *e = user;
+    br_login *l = handle >= 0 && handle < BR_MAX_LOGINS ? e->by_handle[handle] : NULL;
+    if (!l || l->removed) return;
+    atomic_store(&l->state, (int)wa_client_get_state(l->client));
+    switch (ev->type) {
+    case WA_EV_MESSAGE: take_messages(l); break;
+    case WA_EV_SENT: resolve_pending(l, ev->text, 1); break;
+    case WA_EV_SEND_FAILED: resolve_pending(l, ev->text, -1); break;
+    case WA_EV_DISCONNECTED:
+        WB_INFO(MOD, "login %lld disconnected (code %d), reconnecting in %lld ms", (long long)l->id,
+                ev->code, (long long)ev->ms);
+        break;
+    case WA_EV_READY: WB_INFO(MOD, "login %lld is live", (long long)l->id); break;
+    case WA_EV_RECEIPT: break;
+    default:
+        WB_INFO(MOD, "login %lld: event %d %s", (long long)l->id, (int)ev->type,
+                ev->type == WA_EV_QR ? "(qr)" : ev->text);
+        note(l, ev);
+        break;
+    }
+}
+
+/* ---- creating and starting logins ---- */
+
+typedef struct start_req {
+    br_login *l;
+    const char *url;
+    int rc;
+    char err[1024];
+} start_req;
+
+/* Runs on the engine thread: the store uses the engine's connection. */
+static void start_on_engine(void *arg)
+{
+    start_req *r = arg;
+    br_login *l = r->l;
+    br_engine *e = l->eng;
+    const br_config *cfg = e->b->cfg;
+    if (db_store_new(e->db, l->id, &l->store) != DB_OK) {
+        snprintf(r->err, sizeof(r->err), "store: %s", db_conn_error(e->db)->message);
+        r->rc = -1;
+        return;
+    }
+    wa_client_config cc = {
+        .store = &l->store,
+        .crypto = e->crypto,
+        .trust_root = cfg->wa_trust_root_set ? cfg->wa_trust_root : NULL,
+        .push_name = "wabridge",
+        .os_name = cfg->wa_os_name,
+    };
+    int werr = 0;
+    l->client = wa_client_new(&cc, &werr);
+    if (!l->client) {
+        snprintf(r->err, sizeof(r->err), "engine: %s", wa_strerror(werr));
+        l->store.destroy(l->store.ctx);
+        r->rc = -1;
+        return;
+    }
+    if (l->pair_phone[0]) wa_client_pair_phone(l->client, l->pair_phone, 0);
+    l->handle = wa_worker_add(e->w, l->client, r->url);
+    if (l->handle < 0 || l->handle >= BR_MAX_LOGINS) {
+        snprintf(r->err, sizeof(r->err), "engine: too many logins on one worker");
+        r->rc = -1;
+        return;
+    }
+    e->by_handle[l->handle] = l;
+    r->rc = 0;
+}
+
+static br_login *login_new(br_bridge *b, int64_t id, const char *mxid)
+{
+    br_login *l = calloc(1, sizeof(*l));
+    if (!l) return NULL;
+    l->id = id;
+    l->handle = -1;
+    snprintf(l->mxid, sizeof(l->mxid), "%s", mxid);
+    pthread_mutex_init(&l->send_lock, NULL);
+    pthread_cond_init(&l->send_cond, NULL);
+    pthread_mutex_lock(&b->lock);
+    l->eng = &b->engines[b->next_engine++ % b->n_engines];
+    pthread_mutex_unlock(&b->lock);
+    return l;
+}
+
+static int login_start(br_bridge *b, br_login *l, char *err, size_t cap)
+{
+    pthread_mutex_lock(&b->lock);
+    if (b->n_logins == BR_MAX_LOGINS) {
+        pthread_mutex_unlock(&b->lock);
+        snprintf(err, cap, "too many logins in this process");
+        return -1;
+    }
+    b->logins[b->n_logins++] = l;
+    pthread_mutex_unlock(&b->lock);
+    start_req r = {.l = l, .url = b->cfg->wa_url};
+    wa_worker_run(l->eng->w, start_on_engine, &r, true);
+    if (r.rc) {
+        snprintf(err, cap, "%s", r.err);
+        forget_login(b, l);
+        return -1;
+    }
+    return 0;
+}
+
+int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const char *phone,
+                   char *err, size_t cap)
+{
+    br_bridge *b = pw->b;
+    int64_t id;
+    if (db_login_create(pw->db, mxid, &id) != DB_OK) {
+        snprintf(err, cap, "database: %s", db_conn_error(pw->db)->message);
+        return -1;
+    }
+    size_t n;
+    int64_t ids[1];
+    /* lease it now: the heartbeat keeps it */
+    db_login_set_state(pw->db, id, "pairing", NULL);
+    br_login *l = login_new(b, id, mxid);
+    if (!l) {
+        db_login_delete(pw->db, id);
+        snprintf(err, cap, "out of memory");
+        return -1;
+    }
+    (void)ids;
+    (void)n;
+    snprintf(l->mgmt_room, sizeof(l->mgmt_room), "%s", room);
+    l->pairing = true;
+    if (phone) snprintf(l->pair_phone, sizeof(l->pair_phone), "%s", phone);
+    if (login_start(b, l, err, cap)) {
+        db_login_delete(pw->db, id);
+        return -1;
+    }
+    return 0;
+}
+
+/* Re-bridges what the engine decrypted but the bridge had not delivered (a crash, a restart). */
+static void requeue_buffer(br_bridge *b, br_login *l)
+{
+    db_buffered *rows;
+    size_t n;
+    if (db_event_buffer_pending(b->db_main, l->id, &rows, &n) != DB_OK) {
+        WB_WARN(MOD, "login %lld: reading the event buffer failed: %s", (long long)l->id,
+                db_conn_error(b->db_main)->message);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        br_wa_msg *m = calloc(1, sizeof(*m));
+        if (!m) break;
+        m->login_id = l->id;
+        snprintf(m->chat, sizeof(m->chat), "%s", rows[i].chat);
+        snprintf(m->sender, sizeof(m->sender), "%s", rows[i].sender);
+        snprintf(m->id, sizeof(m->id), "%s", rows[i].id);
+        m->ts_ms = rows[i].ts_ms;
+        m->plaintext = rows[i].plaintext;
+        m->len = rows[i].len;
+        rows[i].plaintext = NULL;
+        wa_jid j;
+        char chat_user[DB_ID_MAX] = "";
+        if (wa_jid_parse_cstr(m->chat, &j) == WA_OK) {
+            j.device = 0;
+            j.ad = false;
+            j.agent = 0;
+            wa_jid_format(&j, chat_user, sizeof(chat_user));
+        }
+        char key[DB_ID_MAX + 64];
+        br_portal_key(l->id, chat_user, key, sizeof(key));
+        br_enqueue(b, key, br_portal_job_wa_message, m);
+    }
+    if (n) WB_INFO(MOD, "login %lld: %zu buffered message(s) to bridge", (long long)l->id, n);
+    db_buffered_free(rows, n);
+}
+
+int br_logins_resume(br_bridge *b)
+{
+    int64_t ids[256];
+    size_t n = 0;
+    if (db_login_lease(b->db_main, b->owner, 60000, ids, 256, &n) != DB_OK) {
+        WB_WARN(MOD, "taking login leases failed: %s", db_conn_error(b->db_main)->message);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (br_login_find(b, ids[i])) continue;
+        db_login row;
+        if (db_login_get(b->db_main, ids[i], &row) != DB_OK) continue;
+        if (strcmp(row.state, "logged_out") == 0) continue;
+        if (strcmp(row.state, "new") == 0 || strcmp(row.state, "pairing") == 0) {
+            /* a login that never finished pairing: nobody is watching its QR any more */
+            db_login_delete(b->db_main, ids[i]);
+            continue;
+        }
+        br_login *l = login_new(b, row.id, row.mxid);
+        if (!l) break;
+        snprintf(l->phone, sizeof(l->phone), "%s", row.phone);
+        db_user_management_room(b->db_main, row.mxid, l->mgmt_room, sizeof(l->mgmt_room));
+        requeue_buffer(b, l);
+        char err[256];
+        if (login_start(b, l, err, sizeof(err)))
+            WB_WARN(MOD, "login %lld could not start: %s", (long long)row.id, err);
+        else
+            WB_INFO(MOD, "login %lld (+%s of %s) started", (long long)row.id, row.phone, row.mxid);
+    }
+    return 0;
+}
+
+/* ---- removing ---- */
+
+typedef struct free_req {
+    br_login *l;
+} free_req;
+
+static void free_on_engine(void *arg)
+{
+    br_login *l = arg;
+    if (l->handle >= 0) {
+        wa_worker_remove(l->eng->w, l->handle);
+        l->eng->by_handle[l->handle] = NULL;
+    }
+    if (l->client) {
+        wa_client_free(l->client);
+        l->client = NULL;
+        l->store.destroy(l->store.ctx);
+    }
+}
+
+/* Stops and unlists a login (its rows stay unless the caller deletes them). Not from the engine
+ * thread. The struct stays allocated (late jobs may still hold its id; they find nothing). */
+static void forget_login(br_bridge *b, br_login *l)
+{
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < b->n_logins; i++)
+        if (b->logins[i] == l) {
+            b->logins[i] = b->logins[--b->n_logins];
+            break;
+        }
+    l->next_dead = b->dead;
+    b->dead = l;
+    pthread_mutex_unlock(&b->lock);
+    l->removed = true;
+    wa_worker_run(l->eng->w, free_on_engine, l, true);
+    pthread_mutex_lock(&l->send_lock);
+    pthread_cond_broadcast(&l->send_cond);
+    pthread_mutex_unlock(&l->send_lock);
+}
+
+static void logout_on_engine(wa_client *c, void *arg)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    *(int *)arg = wa_client_logout(c, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+int br_login_logout(br_pworker *pw, br_login *l)
+{
+    int rc = 0;
+    if (l->handle >= 0) wa_worker_call(l->eng->w, l->handle, logout_on_engine, &rc, true);
+    forget_login(pw->b, l);
+    br_room_forget_login(pw->b, l->id);
+    db_login_delete(pw->db, l->id);
+    return rc;
+}
+
+void br_logins_stop(br_bridge *b)
+{
+    pthread_mutex_lock(&b->lock);
+    size_t n = b->n_logins;
+    br_login *all[BR_MAX_LOGINS];
+    memcpy(all, b->logins, n * sizeof(all[0]));
+    b->n_logins = 0;
+    pthread_mutex_unlock(&b->lock);
+    for (size_t i = 0; i < n; i++) {
+        br_login *l = all[i];
+        l->removed = true;
+        wa_worker_run(l->eng->w, free_on_engine, l, true);
+        db_login_release(b->db_main, l->id, b->owner);
+        pthread_mutex_destroy(&l->send_lock);
+        pthread_cond_destroy(&l->send_cond);
+        free(l);
+    }
+    while (b->dead) {
+        br_login *l = b->dead;
+        b->dead = l->next_dead;
+        pthread_mutex_destroy(&l->send_lock);
+        pthread_cond_destroy(&l->send_cond);
+        free(l);
+    }
+}
+
+/* ---- sending for the portals ---- */
+
+typedef struct send_req {
+    br_login *l;
+    const char *to, *text;
+    char id[128];
+    int rc;
+    br_pending_send *p;
+} send_req;
+
+static void send_on_engine(wa_client *c, void *arg)
+{
+    send_req *r = arg;
+    char id[sizeof(r->id)] = "";
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    r->rc = wa_client_send_text(c, r->to, r->text, id,
+                                (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    if (r->rc == WA_OK) {
+        snprintf(r->id, sizeof(r->id), "%s", id);
+        snprintf(r->p->id, sizeof(r->p->id), "%s", id);
+        /* listed before the events of this step are dispatched, so the ack is never missed */
+        pthread_mutex_lock(&r->l->send_lock);
+        r->p->next = r->l->pending;
+        r->l->pending = r->p;
+        pthread_mutex_unlock(&r->l->send_lock);
+    }
+}
+
+int br_login_send_text(br_login *l, const char *to, const char *text, char *id, size_t idcap,
+                       char *err, size_t errcap)
+{
+    if (l->removed || l->handle < 0) {
+        snprintf(err, errcap, "not logged in");
+        return -1;
+    }
+    br_pending_send *p = calloc(1, sizeof(*p));
+    if (!p) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    send_req r = {.l = l, .to = to, .text = text, .p = p};
+    /* not connected yet (starting, reconnecting): wait for it rather than fail */
+    int64_t give_up = br_now_ms() + BR_SEND_WAIT_MS;
+    for (;;) {
+        wa_worker_call(l->eng->w, l->handle, send_on_engine, &r, true);
+        wa_client_state st = (wa_client_state)atomic_load(&l->state);
+        if (r.rc != WA_ERR_STATE || l->removed || st == WA_CLIENT_LOGGED_OUT ||
+            st == WA_CLIENT_IDLE || br_now_ms() > give_up || atomic_load(&l->eng->b->stopping))
+            break;
+        struct timespec pause = {0, 100 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    if (r.rc != WA_OK) {
+        free(p);
+        snprintf(err, errcap, "%s", r.rc == WA_ERR_STATE ? "not connected to WhatsApp"
+                                                           : wa_strerror(r.rc));
+        return -1;
+    }
+    snprintf(id, idcap, "%s", r.id);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += BR_SEND_WAIT_MS / 1000;
+    pthread_mutex_lock(&l->send_lock);
+    while (p->result == 0 && !l->removed)
+        if (pthread_cond_timedwait(&l->send_cond, &l->send_lock, &dl) != 0) break;
+    int result = p->result;
+    for (br_pending_send **pp = &l->pending; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    pthread_mutex_unlock(&l->send_lock);
+    free(p);
+    if (result == 1) return 0;
+    snprintf(err, errcap, "%s", result == -1 ? "WhatsApp did not accept the message"
+                                             : "no answer from WhatsApp in time");
+    return -1;
+}

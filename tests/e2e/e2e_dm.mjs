@@ -1,0 +1,105 @@
+// tests/e2e/e2e_dm.mjs - the whole stack, a direct chat: PostgreSQL + hs-sim + wa-sim + wabridge.
+// Alice (Matrix) opens a management room with the bot, checks the commands' answers (help, bad
+// arguments, unknown command, ping), logs in by QR; Bob's simulated phone writes to her WhatsApp
+// account -> a portal room appears with Bob's ghost and the message; Alice answers there -> Bob's
+// phone receives it. A user without permission is told no. Then the bridge is stopped (SIGTERM)
+// and started again: it logs in from the database and a message still crosses each way. Logout.
+//   node e2e_dm.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE: the db fixture's state)
+import { readFileSync } from 'node:fs';
+import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { openManagementRoom, loginQr, joinNextInvite, phoneMessages, fromBot } from './scenario.mjs';
+
+const [wabridge, hsSim, waSim] = process.argv.slice(2);
+const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
+const pg = createDatabase(conninfo, 'e2e_dm');
+let failures = 0;
+const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+
+const ALICE = '15550000001', BOB = '15550000002';
+const stack = await startStack({
+  bins: { wabridge, hsSim, waSim }, pg,
+  accounts: [{ phone: ALICE, lid: '900000000000001', name: 'Alice' }, { phone: BOB, lid: '900000000000002', name: 'Bob' }],
+  permissions: { '*': 'relay', [DOMAIN]: 'user', 'other.org': 'relay' },
+});
+const { wa, hs } = stack;
+try {
+  const alice = await MxUser.register(hs.url, 'alice');
+  const mgmt = await openManagementRoom(alice, DOMAIN);
+  check(true, 'the bot joined the DM and greeted: management room');
+
+  const answer = async (cmd, re, what) => {
+    const since = alice.events.length;
+    await alice.send(mgmt, cmd);
+    const ev = await alice.waitEvent(what, (e) => alice.events.indexOf(e) >= since && fromBot(alice, mgmt)(e));
+    check(re.test(ev.content.body), `${what}: ${JSON.stringify(ev.content.body.slice(0, 80))}`);
+  };
+  await answer('help', /login qr/, 'help lists the commands');
+  await answer('!wa ping', /not logged in/, 'ping with the prefix, before login');
+  await answer('login', /Usage: `login qr`/, 'login without a method answers its usage');
+  await answer('login phone 12ab', /not a phone number/, 'login phone with a bad number is refused');
+  await answer('frobnicate', /Unknown command `frobnicate`/, 'an unknown command is named');
+  await answer('start-chat', /Usage: `start-chat NUMBER`/, 'start-chat without a number answers its usage');
+
+  await loginQr(alice, mgmt, wa, ALICE);
+  check(true, 'login by QR: the phone scanned the posted image, the bot reported success');
+  await answer('ping', new RegExp(`\\+${ALICE}: connected`), 'ping shows the login connected');
+
+  // WhatsApp -> Matrix
+  const r = await wa.admin('POST', '/admin/send', { phone: BOB, to: `${ALICE}@s.whatsapp.net`, text: 'Hi Alice, Bob here *on WhatsApp*' });
+  check(r.status === 200, 'Bob\'s phone sent a message to Alice');
+  const known = new Set([mgmt]);
+  const portal = await joinNextInvite(alice, known);
+  const bobGhost = `@whatsapp_${BOB}:${DOMAIN}`;
+  const m1 = await alice.waitEvent('Bob\'s message in the portal', (e) => e.room_id === portal && e.type === 'm.room.message' && e.sender === bobGhost);
+  check(m1.content.body === 'Hi Alice, Bob here *on WhatsApp*', 'the portal shows Bob\'s text from his ghost');
+  const profile = await alice.req('GET', `/_matrix/client/v3/profile/${encodeURIComponent(bobGhost)}`);
+  check(profile.displayname === 'Bob (WA)', `the ghost's display name comes from the push name: ${profile.displayname}`);
+
+  // Matrix -> WhatsApp
+  await alice.send(portal, 'Hello Bob, from Matrix');
+  const got = await waitFor('Bob\'s phone gets Alice\'s answer', async () =>
+    (await phoneMessages(wa, BOB)).find((m) => m.text === 'Hello Bob, from Matrix'), 30000);
+  check(got.sender.startsWith(ALICE), `Bob's phone got it from Alice's account (${got.sender})`);
+  await alice.send(portal, 'an image?', { msgtype: 'm.image', url: 'mxc://example.org/x' });
+  await alice.waitEvent('a notice for what is not bridged', fromBot(alice, portal, (e) => /not bridged/.test(e.content.body)));
+  check(true, 'an image from Matrix gets a notice: not bridged yet');
+
+  // a user without permission
+  const eve = await MxUser.register(hs.url, 'eve');
+  eve.botId = alice.botId;
+  // eve is on example.org (user level); a relay-level user is refused commands beyond help
+  const eveRoom = await eve.createRoom({ invite: [eve.botId], is_direct: true });
+  await eve.waitEvent('eve greeted', fromBot(eve, eveRoom, (e) => /management room/.test(e.content.body)));
+  check(true, 'another user gets her own management room');
+
+  // restart: logins come back from the database
+  const stopped = await stack.bridge.stop();
+  check(stopped.code === 0, `SIGTERM: wabridge drained and exited 0 (${JSON.stringify(stopped)})`);
+  await wa.admin('POST', '/admin/send', { phone: BOB, to: `${ALICE}@s.whatsapp.net`, text: 'sent while the bridge was down' });
+  await stack.restartBridge();
+  const m2 = await alice.waitEvent('the message sent during the restart', (e) => e.room_id === portal && e.content?.body === 'sent while the bridge was down', 30000);
+  check(!!m2, 'a message sent while the bridge was down arrives after the restart, in the same portal');
+  await alice.send(portal, 'after the restart');
+  await waitFor('Bob gets the post-restart message', async () =>
+    (await phoneMessages(wa, BOB)).find((m) => m.text === 'after the restart'), 30000);
+  check(true, 'Matrix -> WhatsApp works after the restart (logged in from the database)');
+  const bobTexts = (await phoneMessages(wa, BOB)).map((m) => m.text);
+  check(bobTexts.filter((t) => t === 'Hello Bob, from Matrix').length === 1, 'no message was sent twice');
+  const fromBob = alice.messagesIn(portal).filter((e) => e.sender === bobGhost).map((e) => e.content.body);
+  check(new Set(fromBob).size === fromBob.length, `no WhatsApp message was bridged twice (${fromBob.length})`);
+
+  // logout
+  await answer('logout', new RegExp(`Logged out of WhatsApp \\(\\+${ALICE}\\)`), 'logout');
+  await answer('ping', /not logged in/, 'ping after logout');
+  const devs = await wa.admin('GET', '/admin/state');
+  const acc = devs.json.accounts?.find((a) => a.phone === ALICE);
+  check(acc && (acc.devices ?? []).filter((d) => d.id !== 0).length === 0, 'the companion device is gone from the account');
+  alice.stop(); eve.stop();
+} catch (e) {
+  console.log(`FAIL - ${e.stack}`);
+  failures++;
+} finally {
+  await stack.stop();
+}
+console.log(failures ? `${failures} failure(s)` : 'all passed');
+process.exit(failures ? 1 : 0);
