@@ -10,6 +10,7 @@
  * a crash is not duplicated either.
  */
 #include "bridge/bridge_internal.h"
+#include "bridge/format.h"
 #include "wa/message.h"
 
 #include <errno.h>
@@ -139,6 +140,54 @@ int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const cha
     return 0;
 }
 
+/* ---- mentions: WhatsApp users <-> Matrix users ---- */
+
+static bool resolve_jid_to_mx(void *ctx, const char *jid, char *mxid, size_t mxid_cap, char *name,
+                              size_t name_cap)
+{
+    br_pworker *pw = ctx;
+    char id[DB_ID_MAX], user[DB_ID_MAX], local[DB_ID_MAX];
+    user_jid_of(jid, user, sizeof(user));
+    if (!ghost_id_of(user, id, sizeof(id)) ||
+        br_config_ghost_localpart(pw->b->cfg, id, local, sizeof(local)) != 0)
+        return false;
+    if ((size_t)snprintf(mxid, mxid_cap, "@%s:%s", local, pw->b->cfg->hs_domain) >= mxid_cap)
+        return false;
+    db_ghost g;
+    snprintf(name, name_cap, "%s", db_ghost_get(pw->db, user, &g) == DB_OK && g.name[0] ? g.name : "");
+    return true;
+}
+
+static bool resolve_mx_to_jid(void *ctx, const char *mxid, char *jid, size_t jid_cap)
+{
+    br_pworker *pw = ctx;
+    const char *colon = strchr(mxid, ':');
+    if (mxid[0] != '@' || !colon) return false;
+    char local[DB_ID_MAX], id[DB_ID_MAX];
+    size_t n = (size_t)(colon - mxid - 1);
+    if (n >= sizeof(local)) return false;
+    memcpy(local, mxid + 1, n);
+    local[n] = '\0';
+    if (strcmp(colon + 1, pw->b->cfg->hs_domain) == 0 &&
+        br_config_ghost_id(pw->b->cfg, local, id, sizeof(id))) {
+        if (strncmp(id, "lid-", 4) == 0)
+            return (size_t)snprintf(jid, jid_cap, "%s@lid", id + 4) < jid_cap;
+        return (size_t)snprintf(jid, jid_cap, "%s@s.whatsapp.net", id) < jid_cap;
+    }
+    /* a Matrix user with a login: their own WhatsApp number */
+    br_login *ls[1];
+    if (br_logins_of(pw->b, mxid, ls, 1) == 1 && ls[0]->phone[0])
+        return (size_t)snprintf(jid, jid_cap, "%s@s.whatsapp.net", ls[0]->phone) < jid_cap;
+    return false;
+}
+
+static br_format_resolver resolver_of(br_pworker *pw)
+{
+    br_format_resolver r = {.ctx = pw, .jid_to_mx = resolve_jid_to_mx,
+                            .mx_to_jid = resolve_mx_to_jid};
+    return r;
+}
+
 /* ---- WhatsApp -> Matrix ---- */
 
 static void br_wa_msg_release(br_wa_msg *m)
@@ -193,10 +242,21 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
     }
     cJSON *c = cJSON_CreateObject();
     if (prc == WA_OK) {
-        char *body = strndup((const char *)text, text_len);
+        char *raw = strndup((const char *)text, text_len);
+        br_format_resolver res = resolver_of(pw);
+        br_formatted f = {0};
         cJSON_AddStringToObject(c, "msgtype", own ? "m.notice" : "m.text");
-        cJSON_AddStringToObject(c, "body", body ? body : "");
-        free(body);
+        if (raw && br_format_wa_to_mx(raw, NULL, 0, &res, &f) == 0) {
+            cJSON_AddStringToObject(c, "body", f.body);
+            if (f.html) {
+                cJSON_AddStringToObject(c, "format", "org.matrix.custom.html");
+                cJSON_AddStringToObject(c, "formatted_body", f.html);
+            }
+            br_formatted_free(&f);
+        } else {
+            cJSON_AddStringToObject(c, "body", raw ? raw : "");
+        }
+        free(raw);
     } else {
         cJSON_AddStringToObject(c, "msgtype", "m.notice");
         cJSON_AddStringToObject(c, "body", prc == WA_ERR_CRYPTO
@@ -287,11 +347,21 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
     }
     db_message prev;
     if (db_message_by_mxid(pw->db, event_id, &prev) == DB_OK) return; /* sent before a restart */
+    const char *format = jstr(content, "format"), *html = jstr(content, "formatted_body");
+    if (!format || strcmp(format, "org.matrix.custom.html") != 0) html = NULL;
+    bool is_reply = rel && cJSON_GetObjectItemCaseSensitive(rel, "m.in_reply_to");
+    br_format_resolver res = resolver_of(pw);
+    br_wa_text wt = {0};
+    if (br_format_mx_to_wa_ex(body, html, is_reply, &res, &wt) != 0) {
+        br_notice(pw, ref->room, "⚠ Your message could not be converted for WhatsApp.");
+        return;
+    }
     char text[65536];
     if (strcmp(msgtype, "m.emote") == 0)
-        snprintf(text, sizeof(text), "_* %s_", body);
+        snprintf(text, sizeof(text), "_* %s_", wt.text);
     else
-        snprintf(text, sizeof(text), "%s", body);
+        snprintf(text, sizeof(text), "%s", wt.text);
+    br_wa_text_free(&wt);
     char id[128], err[256];
     if (br_login_send_text(l, ref->chat, text, id, sizeof(id), err, sizeof(err)) != 0) {
         br_notice(pw, ref->room, "⚠ Your message was not sent to WhatsApp: %s.", err);

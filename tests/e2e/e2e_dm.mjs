@@ -19,7 +19,7 @@ const ALICE = '15550000001', BOB = '15550000002';
 const stack = await startStack({
   bins: { wabridge, hsSim, waSim }, pg,
   accounts: [{ phone: ALICE, lid: '900000000000001', name: 'Alice' }, { phone: BOB, lid: '900000000000002', name: 'Bob' }],
-  permissions: { '*': 'relay', [DOMAIN]: 'user', 'other.org': 'relay' },
+  permissions: { '*': 'relay', [DOMAIN]: 'user', [`@mallory:${DOMAIN}`]: 'none' },
 });
 const { wa, hs } = stack;
 try {
@@ -52,6 +52,8 @@ try {
   const bobGhost = `@whatsapp_${BOB}:${DOMAIN}`;
   const m1 = await alice.waitEvent('Bob\'s message in the portal', (e) => e.room_id === portal && e.type === 'm.room.message' && e.sender === bobGhost);
   check(m1.content.body === 'Hi Alice, Bob here *on WhatsApp*', 'the portal shows Bob\'s text from his ghost');
+  check(m1.content.format === 'org.matrix.custom.html' && m1.content.formatted_body === 'Hi Alice, Bob here <strong>on WhatsApp</strong>',
+    `WhatsApp markup becomes Matrix HTML: ${m1.content.formatted_body}`);
   const profile = await alice.req('GET', `/_matrix/client/v3/profile/${encodeURIComponent(bobGhost)}`);
   check(profile.displayname === 'Bob (WA)', `the ghost's display name comes from the push name: ${profile.displayname}`);
 
@@ -60,6 +62,10 @@ try {
   const got = await waitFor('Bob\'s phone gets Alice\'s answer', async () =>
     (await phoneMessages(wa, BOB)).find((m) => m.text === 'Hello Bob, from Matrix'), 30000);
   check(got.sender.startsWith(ALICE), `Bob's phone got it from Alice's account (${got.sender})`);
+  await alice.send(portal, 'Bold and italic', { format: 'org.matrix.custom.html', formatted_body: '<b>Bold</b> and <em>italic</em>' });
+  await waitFor('the formatted message on Bob\'s phone', async () =>
+    (await phoneMessages(wa, BOB)).find((m) => m.text === '*Bold* and _italic_'), 30000);
+  check(true, 'Matrix HTML becomes WhatsApp markup (*Bold* and _italic_)');
   await alice.send(portal, 'an image?', { msgtype: 'm.image', url: 'mxc://example.org/x' });
   await alice.waitEvent('a notice for what is not bridged', fromBot(alice, portal, (e) => /not bridged/.test(e.content.body)));
   check(true, 'an image from Matrix gets a notice: not bridged yet');
@@ -71,6 +77,12 @@ try {
   const eveRoom = await eve.createRoom({ invite: [eve.botId], is_direct: true });
   await eve.waitEvent('eve greeted', fromBot(eve, eveRoom, (e) => /management room/.test(e.content.body)));
   check(true, 'another user gets her own management room');
+  const mallory = await MxUser.register(hs.url, 'mallory');
+  mallory.botId = alice.botId;
+  const malRoom = await mallory.createRoom({ invite: [mallory.botId], is_direct: true });
+  const no = await mallory.waitEvent('the refusal', fromBot(mallory, malRoom));
+  check(/not allowed/.test(no.content.body), `a user without permission is told no: ${no.content.body}`);
+  mallory.stop();
 
   // restart: logins come back from the database
   const stopped = await stack.bridge.stop();
