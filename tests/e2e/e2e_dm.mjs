@@ -16,6 +16,7 @@ let failures = 0;
 const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
 
 const ALICE = '15550000001', BOB = '15550000002';
+const eveId = () => `@eve:${DOMAIN}`;
 const stack = await startStack({
   bins: { wabridge, hsSim, waSim }, pg,
   accounts: [{ phone: ALICE, lid: '900000000000001', name: 'Alice' }, { phone: BOB, lid: '900000000000002', name: 'Bob' }],
@@ -69,6 +70,30 @@ try {
   await alice.send(portal, 'an image?', { msgtype: 'm.image', url: 'mxc://example.org/x' });
   await alice.waitEvent('a notice for what is not bridged', fromBot(alice, portal, (e) => /not bridged/.test(e.content.body)));
   check(true, 'an image from Matrix gets a notice: not bridged yet');
+
+  // bad input straight to the bridge's endpoint: odd events are skipped, nothing else breaks
+  const reg = readFileSync(stack.regPath, 'utf8');
+  const hsToken = reg.match(/hs_token:\s*['"]?([0-9a-f]+)/)[1];
+  const asUrl = reg.match(/^url:\s*['"]?([^'"\s]+)/m)[1];
+  const put = (txn, body) => fetch(`${asUrl}/_matrix/app/v1/transactions/${txn}`, {
+    method: 'PUT', headers: { Authorization: `Bearer ${hsToken}`, 'Content-Type': 'application/json' }, body });
+  const bad = await put('bad-1', JSON.stringify({ events: [
+    { type: 'm.room.message', room_id: portal, sender: alice.userId, event_id: '$bad1', content: { msgtype: 'm.text', body: 42 } },
+    { type: 'm.room.message', room_id: portal, sender: alice.userId, event_id: '$bad2' },
+    { type: 'm.room.message', room_id: portal, event_id: '$bad3', content: { body: 'no sender' } },
+    { type: 'org.example.unknown', room_id: portal, sender: alice.userId, event_id: '$bad4', content: {} },
+    { type: 'm.room.message', room_id: '!nowhere:example.org', sender: alice.userId, event_id: '$bad5', content: { msgtype: 'm.text', body: '!wa nonsense' } },
+    { type: 'm.room.message', room_id: portal, sender: eveId(), event_id: '$bad6', content: { msgtype: 'm.text', body: 'a stranger in the DM' } },
+    17, 'not an event', { no_type: true },
+  ] }));
+  check(bad.status === 200, `a transaction of odd events is accepted (${bad.status})`);
+  const junk = await put('bad-2', '{"events": [');
+  check(junk.status === 400, `a transaction that is not JSON is refused with 400 (${junk.status})`);
+  await alice.send(portal, 'still working after bad input');
+  await waitFor('the message after bad input', async () =>
+    (await phoneMessages(wa, BOB)).find((m) => m.text === 'still working after bad input'), 30000);
+  check(!(await phoneMessages(wa, BOB)).some((m) => m.text === 'a stranger in the DM'), 'a stranger\'s event in a DM portal is not sent as Alice');
+  check(true, 'the bridge still bridges after bad input');
 
   // a user without permission
   const eve = await MxUser.register(hs.url, 'eve');

@@ -5,7 +5,7 @@
 // fetch, with a /sync loop, for the scripted users.
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,7 +135,12 @@ export async function startStack({ bins, pg, accounts, permissions }) {
   const stack = {
     dir, wa, hs, bridge, configPath, regPath, env,
     restartBridge: async () => { stack.bridge = await startBridge(bins.wabridge, configPath, env); return stack.bridge; },
-    stop: async () => { await stack.bridge.stop().catch(() => {}); hs.stop(); wa.stop(); },
+    stop: async () => {
+      await stack.bridge.stop().catch(() => {});
+      hs.stop();
+      wa.stop();
+      if (!process.env.WABRIDGE_E2E_KEEP_DIR) rmSync(dir, { recursive: true, force: true });
+    },
   };
   return stack;
 }
