@@ -292,13 +292,22 @@ static int fail(char *err, size_t cap, const char *fmt, ...)
     return -1;
 }
 
-static int open_db(const br_config *cfg, db_conn **out, char *err, size_t cap)
+/* async: the portal workers' connections. What they write (message rows, deleting bridged inbox
+ * and buffer rows) is replayed idempotently after a crash, so those commits need not wait for the
+ * WAL flush; the rows that must survive (inbox, event buffer, Signal state) are written by the
+ * endpoint's and the engines' connections, which commit synchronously. */
+static int open_db_opts(const br_config *cfg, db_conn **out, bool async, char *err, size_t cap)
 {
     db_error e;
-    db_conn_opts opts = {.reconnect_timeout_ms = 30000};
+    db_conn_opts opts = {.reconnect_timeout_ms = 30000, .async_commit = async};
     if (db_conn_open(cfg->db_uri, &opts, out, &e) != DB_OK)
         return fail(err, cap, "database: cannot connect (database.uri): %s", e.message);
     return 0;
+}
+
+static int open_db(const br_config *cfg, db_conn **out, char *err, size_t cap)
+{
+    return open_db_opts(cfg, out, false, err, cap);
 }
 
 static mx_client *new_mx(br_bridge *b)
@@ -403,7 +412,7 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         pw->index = i;
         pthread_mutex_init(&pw->lock, NULL);
         pthread_cond_init(&pw->cond, NULL);
-        if (open_db(cfg, &pw->db, err, cap)) goto fail;
+        if (open_db_opts(cfg, &pw->db, true, err, cap)) goto fail;
         mx_client_config mc = {.hs_url = cfg->hs_address, .as_token = cfg->as_token,
                                .server_name = cfg->hs_domain, .bot_localpart = cfg->bot_username,
                                .ghosts = br_mx_ghost_store_pg(pw->db)};

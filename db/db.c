@@ -168,13 +168,23 @@ static bool conn_alive(db_conn *c)
     return !conn_bad(c);
 }
 
+/* Session settings asked for in the options, after every (re)connect. */
+static bool apply_session(db_conn *c)
+{
+    if (!c->opts.async_commit) return true;
+    PGresult *r = PQexec(c->pg, "SET synchronous_commit = off");
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok;
+}
+
 static int reconnect(db_conn *c)
 {
     int64_t deadline = now_ms() + c->opts.reconnect_timeout_ms;
     int wait = 25;
     for (;;) {
         PQreset(c->pg);
-        if (PQstatus(c->pg) == CONNECTION_OK) {
+        if (PQstatus(c->pg) == CONNECTION_OK && apply_session(c)) {
             PQsetNoticeProcessor(c->pg, silent_notice, NULL);
             c->nprepared = 0;
             c->reconnects++;
@@ -217,7 +227,7 @@ int db_conn_open(const char *conninfo, const db_conn_opts *opts, db_conn **out, 
     if (c->opts.tx_max_attempts <= 0) c->opts.tx_max_attempts = 5;
     c->rng = (uint64_t)now_ms() * 0x9e3779b97f4a7c15ULL | 1;
     c->pg = PQconnectdb(conninfo ? conninfo : "");
-    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || !apply_session(c)) {
         if (err) {
             set_error(c, DB_ERR_CONNECT, NULL, "connect: %s",
                       c->pg ? PQerrorMessage(c->pg) : "out of memory");

@@ -60,6 +60,9 @@ typedef struct db_error {
 typedef struct db_conn_opts {
     int reconnect_timeout_ms; /* how long to keep trying to reconnect (default 15000) */
     int tx_max_attempts;      /* db_tx attempts on serialization failure/lost connection (5) */
+    bool async_commit;        /* SET synchronous_commit = off on this session: commits return
+                                 before the WAL is flushed (a crash may lose the last few hundred
+                                 ms of them). Only for writes that are replayed idempotently. */
 } db_conn_opts;
 
 typedef struct db_conn db_conn;

@@ -20,13 +20,13 @@ export async function freePort() {
   });
 }
 
-export async function waitFor(what, check, ms = 20000) {
+export async function waitFor(what, check, ms = 20000, every = 50) {
   const end = Date.now() + ms;
   for (;;) {
     const v = await check();
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, every));
   }
 }
 
@@ -176,6 +176,7 @@ export class MxUser {
     while (this.running) {
       try {
         const q = this.since ? `?since=${encodeURIComponent(this.since)}&timeout=500` : '?timeout=0';
+        // (long polling: hs-sim answers as soon as an event arrives)
         const j = await this.req('GET', `/_matrix/client/v3/sync${q}`);
         this.since = j.next_batch;
         for (const [roomId, room] of Object.entries(j.rooms?.join ?? {}))

@@ -1,0 +1,92 @@
+// bench/bench_bridge.mjs - the whole stack on this machine (PostgreSQL, hs-sim, wa-sim, wabridge):
+// bridged messages per second each way, and the end-to-end latency at a fixed rate.
+//   node bench/bench_bridge.mjs WABRIDGE HS_SIM WA_SIM CONNINFO [N] [CONTACTS]
+// Prints one JSON line. Throughput: N messages from CONTACTS WhatsApp contacts at once (one portal
+// each) to one Matrix user, then N from that user spread over the portals. Latency: one message
+// every 20 ms for 10 s each way, from the sender's call to the receiver seeing it (Matrix: its /sync;
+// WhatsApp: the simulated phone's message list, polled every 5 ms), so it includes the simulators.
+import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from '../tests/e2e/stack.mjs';
+import { openManagementRoom, loginQr, joinNextInvite, phoneMessages } from '../tests/e2e/scenario.mjs';
+
+const [wabridge, hsSim, waSim, conninfo, nArg, cArg] = process.argv.slice(2);
+const N = Number(nArg ?? 2000), C = Number(cArg ?? 4);
+const ALICE = '15550000101';
+const contacts = Array.from({ length: C }, (_, i) => String(15550000200 + i));
+const pg = createDatabase(conninfo, 'bench_bridge');
+const stack = await startStack({
+  bins: { wabridge, hsSim, waSim }, pg,
+  accounts: [{ phone: ALICE, lid: '900000000000101', name: 'Alice' },
+    ...contacts.map((p, i) => ({ phone: p, lid: String(900000000000200 + i), name: `Contact${i}` }))],
+});
+const { wa, hs } = stack;
+const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
+try {
+  const alice = await MxUser.register(hs.url, 'alice');
+  const mgmt = await openManagementRoom(alice, DOMAIN);
+  await loginQr(alice, mgmt, wa, ALICE);
+  const portals = [];
+  const known = new Set([mgmt]);
+  for (const p of contacts) {
+    await wa.admin('POST', '/admin/send', { phone: p, to: `${ALICE}@s.whatsapp.net`, text: 'hello' });
+    portals.push(await joinNextInvite(alice, known));
+  }
+  await waitFor('the portals', () => portals.every((r) => alice.messagesIn(r).length >= 1), 30000);
+  const count = (prefix) => alice.events.filter((e) => e.type === 'm.room.message' && e.content?.body?.startsWith(prefix)).length;
+
+  // WhatsApp -> Matrix throughput
+  let t0 = Date.now();
+  await Promise.all(contacts.map(async (p, ci) => {
+    for (let i = ci; i < N; i += C)
+      await wa.admin('POST', '/admin/send', { phone: p, to: `${ALICE}@s.whatsapp.net`, text: `w${i}` });
+  }));
+  const simSendS = (Date.now() - t0) / 1000;
+  await waitFor('all WhatsApp messages on Matrix', () => count('w') >= N, 600000);
+  const waToMx = N / ((Date.now() - t0) / 1000);
+
+  // Matrix -> WhatsApp throughput (8 sends in flight per portal)
+  t0 = Date.now();
+  await Promise.all(portals.map(async (room, ci) => {
+    const mine = [];
+    for (let i = ci; i < N; i += C) mine.push(i);
+    for (let k = 0; k < mine.length; k += 8)
+      await Promise.all(mine.slice(k, k + 8).map((i) => alice.send(room, `m${i}`)));
+  }));
+  const mxSendS = (Date.now() - t0) / 1000;
+  await waitFor('all Matrix messages on WhatsApp', async () => {
+    let n = 0;
+    for (const p of contacts) n += (await phoneMessages(wa, p)).filter((m) => m.text.startsWith('m')).length;
+    return n >= N;
+  }, 600000);
+  const mxToWa = N / ((Date.now() - t0) / 1000);
+
+  // latency at a fixed rate: one message every 20 ms for 10 s, each way, one portal
+  const lat = async (send, seen) => {
+    const out = [];
+    const pending = [];
+    for (let i = 0; i < 500; i++) {
+      const start = Date.now();
+      pending.push(send(i).then(() => waitFor('a message', () => seen(i), 30000, 2)).then(() => out.push(Date.now() - start)));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await Promise.all(pending);
+    return out;
+  };
+  const bob = contacts[0], room = portals[0];
+  const waLat = await lat((i) => wa.admin('POST', '/admin/send', { phone: bob, to: `${ALICE}@s.whatsapp.net`, text: `lw${i}` }),
+    (i) => alice.events.some((e) => e.content?.body === `lw${i}`));
+  let phoneSeen = new Set();
+  const poll = setInterval(async () => { for (const m of await phoneMessages(wa, bob)) phoneSeen.add(m.text); }, 5);
+  const mxLat = await lat((i) => alice.send(room, `lm${i}`), (i) => phoneSeen.has(`lm${i}`));
+  clearInterval(poll);
+  console.log(JSON.stringify({
+    n: N, contacts: C,
+    wa_to_mx_per_s: Math.round(waToMx), wa_sim_send_s: simSendS,
+    mx_to_wa_per_s: Math.round(mxToWa), mx_send_s: mxSendS,
+    wa_to_mx_p50_ms: pct(waLat, 0.5), wa_to_mx_p99_ms: pct(waLat, 0.99),
+    mx_to_wa_p50_ms: pct(mxLat, 0.5), mx_to_wa_p99_ms: pct(mxLat, 0.99),
+  }));
+  alice.stop();
+} finally {
+  await stack.stop();
+}
+process.exit(0);
