@@ -315,7 +315,8 @@ static br_login *login_new(br_bridge *b, int64_t id, const char *mxid)
     return l;
 }
 
-static int login_start(br_bridge *b, br_login *l, char *err, size_t cap)
+/* Lists the login (so jobs find it) without starting its engine. */
+static int login_list(br_bridge *b, br_login *l, char *err, size_t cap)
 {
     pthread_mutex_lock(&b->lock);
     if (b->n_logins == BR_MAX_LOGINS) {
@@ -325,6 +326,12 @@ static int login_start(br_bridge *b, br_login *l, char *err, size_t cap)
     }
     b->logins[b->n_logins++] = l;
     pthread_mutex_unlock(&b->lock);
+    return 0;
+}
+
+/* Starts a listed login's engine. */
+static int login_start(br_bridge *b, br_login *l, char *err, size_t cap)
+{
     start_req r = {.l = l, .url = b->cfg->wa_url};
     wa_worker_run(l->eng->w, start_on_engine, &r, true);
     if (r.rc) {
@@ -359,7 +366,7 @@ int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const cha
     snprintf(l->mgmt_room, sizeof(l->mgmt_room), "%s", room);
     l->pairing = true;
     if (phone) snprintf(l->pair_phone, sizeof(l->pair_phone), "%s", phone);
-    if (login_start(b, l, err, cap)) {
+    if (login_list(b, l, err, cap) || login_start(b, l, err, cap)) {
         db_login_delete(pw->db, id);
         return -1;
     }
@@ -425,8 +432,13 @@ int br_logins_resume(br_bridge *b)
         if (!l) break;
         snprintf(l->phone, sizeof(l->phone), "%s", row.phone);
         db_user_management_room(b->db_main, row.mxid, l->mgmt_room, sizeof(l->mgmt_room));
+        char err[1024];
+        if (login_list(b, l, err, sizeof(err))) {
+            WB_WARN(MOD, "login %lld could not start: %s", (long long)row.id, err);
+            break;
+        }
+        /* what was decrypted but not bridged goes first, before anything new arrives */
         requeue_buffer(b, l);
-        char err[256];
         if (login_start(b, l, err, sizeof(err)))
             WB_WARN(MOD, "login %lld could not start: %s", (long long)row.id, err);
         else
@@ -585,6 +597,8 @@ int br_login_send_text(br_login *l, const char *to, const char *text, char *id, 
     while (p->result == 0 && !l->removed)
         if (pthread_cond_timedwait(&l->send_cond, &l->send_lock, &dl) != 0) break;
     int result = p->result;
+    WB_DEBUG(MOD, "login %lld: send %s to %s: %s", (long long)l->id, r.id, to,
+             result == 1 ? "acked" : result == -1 ? "refused" : "no ack in time");
     for (br_pending_send **pp = &l->pending; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;

@@ -201,7 +201,14 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
 {
     br_bridge *b = pw->b;
     br_login *l = br_login_find(b, m->login_id);
-    if (!l) return 0; /* logged out meanwhile: its buffer went with it */
+    if (!l) {
+        /* logged out meanwhile (its buffer went with it), or not running here (yet): keep it */
+        db_login row;
+        return db_login_get(pw->db, m->login_id, &row) == DB_OK &&
+                       strcmp(row.state, "logged_out") != 0
+                   ? -1
+                   : 0;
+    }
     const uint8_t *text = NULL, *dest = NULL;
     size_t text_len = 0, dest_len = 0;
     char chat[DB_ID_MAX], sender[DB_ID_MAX];
@@ -302,7 +309,10 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
 void br_portal_job_wa_message(br_pworker *pw, void *arg)
 {
     br_wa_msg *m = arg;
+    WB_DEBUG(MOD, "login %lld: bridging %s from %s", (long long)m->login_id, m->id, m->sender);
     while (bridge_wa_message(pw, m) != 0) {
+        WB_DEBUG(MOD, "login %lld: %s not bridged yet, again in %d ms", (long long)m->login_id,
+                 m->id, RETRY_MS);
         if (atomic_load(&pw->b->stopping)) break; /* stays in the event buffer for next time */
         sleep_ms(RETRY_MS);
     }

@@ -32,11 +32,13 @@ try {
   const waToMx = () => alice.messagesIn(portal).filter((e) => e.sender === bobGhost && e.content.body.startsWith('wa-')).map((e) => e.content.body);
   const mxToWa = async () => (await phoneMessages(wa, BOB)).filter((m) => m.text.startsWith('mx-')).map((m) => m.text);
 
+  const ids = {};
   // both directions at once; the kill comes when about a third has crossed each way
   const sendWa = (async () => {
     for (let i = 1; i <= N; i++) {
       const r = await wa.admin('POST', '/admin/send', { phone: BOB, to: `${ALICE}@s.whatsapp.net`, text: `wa-${pad(i)}` });
       if (r.status !== 200) throw new Error(`phone send ${i}: ${JSON.stringify(r.json)}`);
+      ids[`wa-${pad(i)}`] = r.json.id;
     }
   })();
   const sendMx = (async () => {
@@ -53,7 +55,15 @@ try {
   await new Promise((r) => setTimeout(r, 500));
   await stack.restartBridge();
   await Promise.all([sendWa, sendMx]);
-  await waitFor('every message crossing', async () => waToMx().length >= N && (await mxToWa()).length >= N, 240000).catch(async (e) => { console.log('  so far', waToMx().length, (await mxToWa()).length); throw e; });
+  await waitFor('every message crossing', async () => waToMx().length >= N && (await mxToWa()).length >= N, 240000).catch(async (e) => {
+    const a = waToMx(), b = await mxToWa();
+    console.log('  so far', a.length, b.length);
+    const want = Array.from({ length: N }, (_, i) => pad(i + 1));
+    console.log('  missing wa->mx', want.map((x) => `wa-${x}`).filter((x) => !a.includes(x)).slice(0, 20).map((x) => `${x}=${ids[x]}`).join(' '));
+    console.log('  missing mx->wa', want.map((x) => `mx-${x}`).filter((x) => !b.includes(x)).slice(0, 20).join(' '));
+    console.log('  other messages in the portal:', JSON.stringify(alice.messagesIn(portal).filter((ev) => !/^(wa-|mx-|start)/.test(ev.content?.body)).map((ev) => ev.content?.body)));
+    throw e;
+  });
   await new Promise((r) => setTimeout(r, 2000)); // duplicates would show up now
   const a = waToMx(), b = await mxToWa();
   const want = Array.from({ length: N }, (_, i) => pad(i + 1));

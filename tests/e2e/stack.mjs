@@ -46,6 +46,7 @@ function lines(proc, onLine) {
 export async function startWaSim(bin, accounts) {
   const args = [];
   for (const a of accounts) args.push('--account', `${a.phone}:${a.lid}:${a.name}`);
+  if (process.env.WA_SIM_VERBOSE) args.push('--verbose');
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const ready = await new Promise((resolve, reject) => {
     createInterface({ input: proc.stdout }).once('line', (l) => resolve(JSON.parse(l)));
