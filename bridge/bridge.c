@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #define PUMP_BATCH      256
-#define LEASE_MS        60000
 #define LEASE_RENEW_MS  20000
 #define MOD             "bridge"
 

@@ -28,6 +28,7 @@
 #include <stdatomic.h>
 
 #define BR_MAX_LOGINS  4096
+#define BR_LEASE_MS    60000 /* a login lease lasts this long; renewed every 20 s */
 #define BR_SEND_WAIT_MS 60000 /* how long a portal waits for WhatsApp to accept a message */
 
 typedef struct br_bridge br_bridge;

@@ -9,6 +9,8 @@
 #include "bridge/qr.h"
 #include "db/store_pg.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -351,9 +353,8 @@ int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const cha
         snprintf(err, cap, "database: %s", db_conn_error(pw->db)->message);
         return -1;
     }
-    size_t n;
-    int64_t ids[1];
-    /* lease it now: the heartbeat keeps it */
+    /* ours from now on: the heartbeat renews the lease */
+    db_login_take(pw->db, id, b->owner, BR_LEASE_MS);
     db_login_set_state(pw->db, id, "pairing", NULL);
     br_login *l = login_new(b, id, mxid);
     if (!l) {
@@ -361,8 +362,6 @@ int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const cha
         snprintf(err, cap, "out of memory");
         return -1;
     }
-    (void)ids;
-    (void)n;
     snprintf(l->mgmt_room, sizeof(l->mgmt_room), "%s", room);
     l->pairing = true;
     if (phone) snprintf(l->pair_phone, sizeof(l->pair_phone), "%s", phone);
@@ -410,11 +409,34 @@ static void requeue_buffer(br_bridge *b, br_login *l)
     db_buffered_free(rows, n);
 }
 
+/* Leases held by an earlier process on this host that is gone (killed, crashed) are released:
+ * waiting for them to expire would keep those logins down for up to a minute. */
+static void release_dead_leases(br_bridge *b)
+{
+    const char *colon = strrchr(b->owner, ':');
+    size_t host_len = colon ? (size_t)(colon - b->owner) : 0;
+    db_login rows[64];
+    size_t n = 0;
+    if (!host_len || db_login_list(b->db_main, NULL, rows, 64, &n) != DB_OK) return;
+    for (size_t i = 0; i < n; i++) {
+        const char *o = rows[i].owner;
+        if (!o[0] || strcmp(o, b->owner) == 0 || strncmp(o, b->owner, host_len + 1) != 0)
+            continue;
+        long pid = strtol(o + host_len + 1, NULL, 10);
+        if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+            WB_INFO(MOD, "login %lld: the lease of %s (gone) is released", (long long)rows[i].id, o);
+            db_login_release(b->db_main, rows[i].id, o);
+        }
+    }
+}
+
 int br_logins_resume(br_bridge *b)
 {
     int64_t ids[256];
     size_t n = 0;
-    if (db_login_lease(b->db_main, b->owner, 60000, ids, 256, &n) != DB_OK) {
+    static _Atomic bool first = true;
+    if (atomic_exchange(&first, false)) release_dead_leases(b);
+    if (db_login_lease(b->db_main, b->owner, BR_LEASE_MS, ids, 256, &n) != DB_OK) {
         WB_WARN(MOD, "taking login leases failed: %s", db_conn_error(b->db_main)->message);
         return -1;
     }

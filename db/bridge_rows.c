@@ -19,7 +19,9 @@ static const db_stmt st_user_set_room = {
 static const db_stmt st_user_by_room = {
     "rows_user_by_room", "SELECT mxid FROM mx_user WHERE management_room = $1 LIMIT 1", I};
 
-#define LOGIN_COLS "id, mxid, coalesce(phone, ''), state, created_ms"
+#define LOGIN_COLS                                                                                 \
+    "id, mxid, coalesce(phone, ''), state, created_ms, coalesce(owner, ''),"                       \
+    " coalesce(lease_expires_ms, 0)"
 static const db_stmt st_login_list = {
     "rows_login_list",
     "SELECT " LOGIN_COLS " FROM wa_login WHERE $1::text IS NULL OR mxid = $1 ORDER BY id LIMIT $2",
@@ -29,6 +31,8 @@ static const db_stmt st_login_get = {"rows_login_get",
 static const db_stmt st_login_state = {
     "rows_login_state",
     "UPDATE wa_login SET state = $2, phone = coalesce($3, phone) WHERE id = $1", I};
+static const db_stmt st_login_take = {
+    "rows_login_take", "UPDATE wa_login SET owner = $2, lease_expires_ms = $3 WHERE id = $1", I};
 static const db_stmt st_login_release = {
     "rows_login_release",
     "UPDATE wa_login SET owner = NULL, lease_expires_ms = NULL WHERE id = $1 AND owner = $2", I};
@@ -117,6 +121,8 @@ static void login_row(const db_result *r, int i, db_login *l)
     db_result_copy_text(r, i, 2, l->phone, sizeof(l->phone));
     db_result_copy_text(r, i, 3, l->state, sizeof(l->state));
     l->created_ms = db_result_int(r, i, 4);
+    db_result_copy_text(r, i, 5, l->owner, sizeof(l->owner));
+    l->lease_expires_ms = db_result_int(r, i, 6);
 }
 
 int db_login_list(db_conn *c, const char *mxid, db_login *out, size_t max, size_t *n)
@@ -147,6 +153,12 @@ int db_login_set_state(db_conn *c, int64_t id, const char *state, const char *ph
 {
     db_param p[3] = {db_p_int(id), db_p_text(state), db_p_text(phone)};
     return db_exec(c, &st_login_state, p, 3, NULL);
+}
+
+int db_login_take(db_conn *c, int64_t id, const char *owner, int64_t lease_ms)
+{
+    db_param p[3] = {db_p_int(id), db_p_text(owner), db_p_int(db_now_ms() + lease_ms)};
+    return db_exec(c, &st_login_take, p, 3, NULL);
 }
 
 int db_login_release(db_conn *c, int64_t id, const char *owner)

@@ -28,6 +28,8 @@ typedef struct db_login {
     char phone[64];        /* digits; "" before pairing */
     char state[32];        /* new, pairing, connected, logged_out, ... */
     int64_t created_ms;
+    char owner[128];       /* lease holder ("" = none) */
+    int64_t lease_expires_ms;
 } db_login;
 
 /* Logins of mxid (NULL: every login), oldest first; at most max; *n the count. */
@@ -35,6 +37,8 @@ int db_login_list(db_conn *c, const char *mxid, db_login *out, size_t max, size_
 int db_login_get(db_conn *c, int64_t id, db_login *out);
 /* Sets the state, and the phone when phone is not NULL. */
 int db_login_set_state(db_conn *c, int64_t id, const char *state, const char *phone);
+/* Takes the lease of a login we just created (owner, for lease_ms from now). */
+int db_login_take(db_conn *c, int64_t id, const char *owner, int64_t lease_ms);
 /* Gives up our lease on a login (shutdown): another process may take it at once. */
 int db_login_release(db_conn *c, int64_t id, const char *owner);
 
