@@ -50,11 +50,20 @@ typedef struct pending_iq {
 #define MAX_JOBS        16
 #define MAX_JOB_DEVICES 64
 
+/* What a <message> stanza says about its content besides the ciphertext (WhatsApp Web's
+ * attributes, see wa_client_send_message). */
+typedef struct msg_attrs {
+    const char *type; /* "text" or "reaction" */
+    const char *edit; /* "1" edit, "7" sender revoke, "8" admin revoke; NULL = none */
+    bool hide_fail;   /* <enc decrypt-fail="hide">: a peer that cannot read it shows nothing */
+} msg_attrs;
+
 /* An outgoing message waiting for device lists and sessions. */
 typedef struct send_job {
     bool used;
     char id[32];                     /* message id */
     char to[WA_JID_STR_MAX];         /* the recipient user (PN) */
+    msg_attrs attrs;                 /* stanza attributes for the content */
     wb_buf plaintext;                /* Message protobuf */
     wa_jid devices[MAX_JOB_DEVICES]; /* every device to encrypt for (theirs and our others) */
     int ndevices;
@@ -74,8 +83,9 @@ struct wa_client {
     uint8_t root[WA_KEY_LEN]; /* trust root of the server's certificate chain */
     wa_device dev;            /* this device, as stored */
     wa_client_state state;
-    wa_io io;   /* pending socket request for the runtime */
-    wb_buf out; /* bytes for the socket */
+    uint64_t wall; /* the latest wall time we were given (unix seconds), for timestamps */
+    wa_io io;      /* pending socket request for the runtime */
+    wb_buf out;    /* bytes for the socket */
     wa_noise noise;
     wa_frame_reader reader;
     /* timers: 0 = not armed */
@@ -425,6 +435,7 @@ int wa_client_start(wa_client *c, int64_t now, uint64_t wall)
         c->state != WA_CLIENT_BACKOFF)
         return WA_ERR_STATE;
     c->stopped = false;
+    if (wall) c->wall = wall;
     reset_connection(c);
     c->state = WA_CLIENT_CONNECTING;
     c->io = WA_IO_OPEN;
@@ -442,6 +453,7 @@ void wa_client_stop(wa_client *c, int64_t now)
 void wa_client_on_open(wa_client *c, int64_t now, uint64_t wall)
 {
     if (c->state != WA_CLIENT_CONNECTING) return;
+    if (wall) c->wall = wall;
     if (wa_noise_init(&c->noise, c->cfg.crypto, WA_NOISE_INITIATOR, NULL) != WA_OK ||
         wa_noise_client_hello(&c->noise, &c->out) != WA_OK) {
         drop(c, now, 0, fail_backoff(c, now), "cannot start the handshake");
@@ -1044,6 +1056,44 @@ static void on_failure(wa_client *c, const wa_node *n, int64_t now)
 
 /* --- shared by sending and retries --- */
 
+/* The stanza attributes WhatsApp Web (and whatsmeow) give a content: type "reaction" for
+ * reactions; edit 1 (edit), 7 (revoke of our own message, or a reaction removed), 8 (an admin's
+ * revoke of someone else's); decrypt-fail="hide" on the <enc> of all of these. */
+static msg_attrs msg_attrs_of(const wa_msg *m)
+{
+    msg_attrs a = {.type = m->kind == WA_MSG_REACTION ? "reaction" : "text"};
+    if (m->kind == WA_MSG_EDIT)
+        a.edit = "1";
+    else if (m->kind == WA_MSG_REVOKE)
+        a.edit = m->target.from_me ? "7" : "8";
+    else if (m->kind == WA_MSG_REACTION && !m->reaction[0])
+        a.edit = "7";
+    a.hide_fail = a.edit != NULL || m->kind == WA_MSG_REACTION;
+    return a;
+}
+
+/* <message id to type [edit]> for content with attributes a. */
+static wa_node *message_stanza(wb_arena *ar, const char *id, const char *to, const msg_attrs *a)
+{
+    wa_node *msg = wa_node_new(ar, "message");
+    wa_node_set_attr(ar, msg, "id", id);
+    wa_node_set_attr(ar, msg, "to", to);
+    wa_node_set_attr(ar, msg, "type", a->type);
+    if (a->edit) wa_node_set_attr(ar, msg, "edit", a->edit);
+    return msg;
+}
+
+/* <enc v="2" type="pkmsg|msg" [decrypt-fail="hide"]> with the ciphertext. */
+static wa_node *enc_node(wb_arena *ar, const wb_buf *ct, wa_signal_type type, const msg_attrs *a)
+{
+    wa_node *enc = wa_node_new(ar, "enc");
+    wa_node_set_attr(ar, enc, "v", "2");
+    wa_node_set_attr(ar, enc, "type", type == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
+    if (a->hide_fail) wa_node_set_attr(ar, enc, "decrypt-fail", "hide");
+    wa_node_set_bytes(ar, enc, ct->data, ct->len);
+    return enc;
+}
+
 /* <device-identity>: our ADV identity (without the account signature key), as pair-device-sign
  * sent it; NULL before pairing. */
 static wa_node *device_identity_node(wa_client *c, wb_arena *a)
@@ -1237,16 +1287,17 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
     wb_buf ct;
     wb_buf_init(&ct);
     wa_signal_type type;
+    /* the same stanza attributes as the first time: they follow from the content */
+    wa_msg content;
+    msg_attrs attrs = {.type = "text"};
+    if (wa_message_parse(pt.data, pt.len, &content) == WA_OK) {
+        attrs = msg_attrs_of(&content);
+        wa_msg_free(&content);
+    }
     if (wa_signal_encrypt(c->sig, name, device, body.data, body.len, &ct, &type) == WA_OK) {
-        wa_node *msg = wa_node_new(a, "message");
-        wa_node_set_attr(a, msg, "id", id);
-        wa_node_set_attr(a, msg, "to", from);
-        wa_node_set_attr(a, msg, "type", "text");
-        wa_node *enc = wa_node_new(a, "enc");
-        wa_node_set_attr(a, enc, "v", "2");
-        wa_node_set_attr(a, enc, "type", type == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
+        wa_node *msg = message_stanza(a, id, from, &attrs);
+        wa_node *enc = enc_node(a, &ct, type, &attrs);
         wa_node_set_attr(a, enc, "count", count_s ? count_s : "1");
-        wa_node_set_bytes(a, enc, ct.data, ct.len);
         wa_node_add_child(a, msg, enc);
         if (type == WA_SIGNAL_PKMSG) {
             wa_node *di = device_identity_node(c, a);
@@ -1330,15 +1381,57 @@ static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
 static void on_receipt(wa_client *c, const wa_node *n, wb_arena *a)
 {
     const char *id = wa_node_attr(n, "id"), *from = wa_node_attr(n, "from");
-    const char *type = wa_node_attr(n, "type");
+    const char *type = wa_node_attr(n, "type"), *participant = wa_node_attr(n, "participant");
     wa_node *ack = wa_node_new(a, "ack");
     wa_node_set_attr(a, ack, "id", id ? id : "");
     wa_node_set_attr(a, ack, "to", from ? from : WA_SERVER_PN);
     wa_node_set_attr(a, ack, "class", "receipt");
     if (type) wa_node_set_attr(a, ack, "type", type);
+    if (participant) wa_node_set_attr(a, ack, "participant", participant);
     wa_client_send_node(c, ack);
     if (type && strcmp(type, "retry") == 0) on_retry_receipt(c, n, a);
-    emit(c, WA_EV_RECEIPT, 0, 0, "%s %s %s", id ? id : "", type ? type : "", from ? from : "");
+    /* one event per message: the stanza's id, then the ids its <list> names */
+    const wa_node *list = wa_node_child(n, "list");
+    size_t nitems = list && list->kind == WA_CONTENT_LIST ? list->nchildren : 0;
+    for (size_t i = 0; i <= nitems; i++) {
+        const char *mid = id;
+        if (i > 0) {
+            const wa_node *item = list->children[i - 1];
+            mid = strcmp(item->tag, "item") == 0 ? wa_node_attr(item, "id") : NULL;
+            if (!mid || !mid[0]) continue;
+        }
+        emit(c, WA_EV_RECEIPT, 0, 0, "%s %s %s%s%s", mid ? mid : "", type ? type : "",
+             from ? from : "", participant ? " " : "", participant ? participant : "");
+    }
+}
+
+/* <presence from [type="unavailable"] [last]>: a contact we subscribed to came or went. */
+static void on_presence(wa_client *c, const wa_node *n)
+{
+    const char *from = wa_node_attr(n, "from"), *type = wa_node_attr(n, "type");
+    const char *last = wa_node_attr(n, "last");
+    if (!from || (type && strcmp(type, "available") != 0 && strcmp(type, "unavailable") != 0))
+        return; /* errors, subscription answers without a state */
+    bool available = !type || strcmp(type, "unavailable") != 0;
+    int64_t seen = 0;
+    if (last && last[0] >= '0' && last[0] <= '9') seen = strtoll(last, NULL, 10); /* not "deny" */
+    emit(c, WA_EV_PRESENCE, 0, seen, "%s %s", from, available ? "available" : "unavailable");
+}
+
+/* <chatstate from [participant]><composing [media="audio"]/> | <paused/></chatstate>. */
+static void on_chat_state(wa_client *c, const wa_node *n)
+{
+    const char *from = wa_node_attr(n, "from"), *participant = wa_node_attr(n, "participant");
+    const wa_node *st = n->kind == WA_CONTENT_LIST && n->nchildren ? n->children[0] : NULL;
+    if (!from || !st) return;
+    const char *state, *media = wa_node_attr(st, "media");
+    if (strcmp(st->tag, "composing") == 0)
+        state = media && strcmp(media, "audio") == 0 ? "recording" : "composing";
+    else if (strcmp(st->tag, "paused") == 0)
+        state = "paused";
+    else
+        return;
+    emit(c, WA_EV_CHAT_STATE, 0, 0, "%s %s %s", from, participant ? participant : from, state);
 }
 
 /* --- messages out --- */
@@ -1364,25 +1457,83 @@ static void job_fail(wa_client *c, send_job *j, const char *why)
     j->used = false;
 }
 
+/* A new message id as WhatsApp Web makes them: 3EB0 and 16 upper-case hex digits. */
+static void new_message_id(wa_client *c, char id[WA_MESSAGE_ID_MAX])
+{
+    uint8_t rnd[8];
+    wa_random(c->cfg.crypto, rnd, sizeof(rnd));
+    memcpy(id, "3EB0", 4);
+    wb_hex_encode(rnd, sizeof(rnd), id + 4);
+    for (char *p = id; *p; p++)
+        if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
+}
+
+/* Sender keys for a group: not there yet. The plaintext (encoded m) is ready; the group code
+ * encrypts it once with our sender key (skmsg), hands the key to members' devices without it
+ * (pkmsg/msg with a senderKeyDistributionMessage) and sends with the same attributes.
+ * TODO(groups): wire wa/group's skmsg sending here. */
+static int send_group_message(wa_client *c, const wa_jid *group, const wb_buf *plaintext,
+                              const msg_attrs *attrs, const char *id, int64_t now)
+{
+    (void)c, (void)group, (void)plaintext, (void)attrs, (void)id, (void)now;
+    return WA_ERR_UNSUPPORTED;
+}
+
 int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
                         int64_t now)
 {
+    wa_msg m = {.kind = WA_MSG_TEXT, .text = (char *)text};
+    return wa_client_send_message(c, to_jid, &m, id_out, now);
+}
+
+int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *msg, char *id_out,
+                           int64_t now)
+{
     wa_jid to;
     if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
-    if (wa_jid_parse_cstr(to_jid, &to) != WA_OK || wa_jid_kind_of(&to) != WA_JID_PN)
-        return WA_ERR_BAD_JID;
-    send_job *j = job_new(c);
-    if (!j) return WA_ERR_TOO_LARGE;
-    uint8_t rnd[8];
-    wa_random(c->cfg.crypto, rnd, sizeof(rnd));
-    snprintf(j->id, sizeof(j->id), "3EB0");
-    wb_hex_encode(rnd, sizeof(rnd), j->id + 4);
-    for (char *p = j->id; *p; p++)
-        if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
+    if (wa_jid_parse_cstr(to_jid, &to) != WA_OK) return WA_ERR_BAD_JID;
+    wa_jid_kind kind = wa_jid_kind_of(&to);
+    if (kind != WA_JID_PN && kind != WA_JID_GROUP) return WA_ERR_BAD_JID;
+    if (msg->kind != WA_MSG_TEXT && msg->kind != WA_MSG_EDIT && msg->kind != WA_MSG_REACTION &&
+        msg->kind != WA_MSG_REVOKE)
+        return WA_ERR_INVALID;
     wa_jid user = wa_jid_to_user(&to);
-    wa_jid_format(&user, j->to, sizeof(j->to));
-    wb_buf_init(&j->plaintext);
-    wa_message_text(text, strlen(text), &j->plaintext);
+    char chat[WA_JID_STR_MAX];
+    wa_jid_format(&user, chat, sizeof(chat));
+    /* fill in what the caller may leave out: the chat of the target, the timestamps */
+    wa_msg m = *msg;
+    if (m.kind == WA_MSG_EDIT || m.kind == WA_MSG_REVOKE || m.kind == WA_MSG_REACTION) {
+        if (!m.target.remote_jid[0])
+            snprintf(m.target.remote_jid, sizeof(m.target.remote_jid), "%s", chat);
+        if (m.kind == WA_MSG_EDIT) m.target.from_me = true;
+        if (m.kind != WA_MSG_REVOKE && m.timestamp_ms <= 0)
+            m.timestamp_ms = (int64_t)c->wall * 1000;
+    }
+    msg_attrs attrs = msg_attrs_of(&m);
+    wb_buf plaintext;
+    wb_buf_init(&plaintext);
+    int rc = wa_message_encode(&m, &plaintext);
+    if (rc != WA_OK) {
+        wb_buf_free(&plaintext);
+        return rc;
+    }
+    char id[WA_MESSAGE_ID_MAX];
+    new_message_id(c, id);
+    if (kind == WA_JID_GROUP) {
+        rc = send_group_message(c, &user, &plaintext, &attrs, id, now);
+        wb_buf_free(&plaintext);
+        if (rc == WA_OK && id_out) memcpy(id_out, id, strlen(id) + 1);
+        return rc;
+    }
+    send_job *j = job_new(c);
+    if (!j) {
+        wb_buf_free(&plaintext);
+        return WA_ERR_TOO_LARGE;
+    }
+    memcpy(j->id, id, sizeof(j->id));
+    memcpy(j->to, chat, sizeof(j->to));
+    j->attrs = attrs;
+    j->plaintext = plaintext;
     if (id_out) memcpy(id_out, j->id, strlen(j->id) + 1); /* 20 characters and the NUL */
 
     /* device lists of the recipient and of ourselves */
@@ -1414,7 +1565,133 @@ int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char
     }
     wa_node_add_child(&a, usync, list);
     wa_node_add_child(&a, iq, usync);
-    int rc = wa_client_send_node(c, iq);
+    rc = wa_client_send_node(c, iq);
+    wb_arena_free(&a);
+    return rc;
+}
+
+int wa_received_parse(const wa_received *r, wa_msg *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = WA_ERR_INVALID;
+    for (size_t i = 0; i < r->nparts; i++) {
+        const wa_received_part *part = &r->parts[i];
+        wa_msg m;
+        if (part->error != WA_OK) continue;
+        int prc = wa_message_parse(part->plaintext.data, part->plaintext.len, &m);
+        if (prc != WA_OK) {
+            if (rc != WA_OK) rc = prc;
+            continue;
+        }
+        rc = WA_OK;
+        if (out->kind == WA_MSG_NONE && m.kind != WA_MSG_NONE) {
+            /* the content: take all of it, keeping a key found before */
+            uint8_t *skdm = out->skdm;
+            size_t skdm_len = out->skdm_len;
+            char group[WA_JID_STR_MAX];
+            memcpy(group, out->skdm_group, sizeof(group));
+            if (skdm && !m.skdm) {
+                m.skdm = skdm, m.skdm_len = skdm_len;
+                memcpy(m.skdm_group, group, sizeof(group));
+            } else {
+                free(skdm);
+            }
+            *out = m;
+            continue;
+        }
+        if (!out->skdm && m.skdm) {
+            out->skdm = m.skdm, out->skdm_len = m.skdm_len;
+            memcpy(out->skdm_group, m.skdm_group, sizeof(out->skdm_group));
+            m.skdm = NULL;
+        }
+        if (!out->dest_jid[0]) memcpy(out->dest_jid, m.dest_jid, sizeof(out->dest_jid));
+        wa_msg_free(&m);
+    }
+    return rc;
+}
+
+int wa_client_mark_read(wa_client *c, const char *chat, const char *sender, const char *const *ids,
+                        size_t n, bool played, uint64_t wall)
+{
+    if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
+    wa_jid cj, sj;
+    if (!chat || wa_jid_parse_cstr(chat, &cj) != WA_OK ||
+        (sender && wa_jid_parse_cstr(sender, &sj) != WA_OK))
+        return WA_ERR_BAD_JID;
+    if (!ids || n == 0) return WA_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (!ids[i] || !ids[i][0] || strlen(ids[i]) >= 128) return WA_ERR_INVALID;
+    if (wall) c->wall = wall;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *r = wa_node_new(&a, "receipt");
+    char t[24];
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)c->wall);
+    wa_node_set_attr(&a, r, "id", ids[0]);
+    wa_node_set_attr(&a, r, "to", chat);
+    if (sender) wa_node_set_attr(&a, r, "participant", sender);
+    wa_node_set_attr(&a, r, "type", played ? "played" : "read");
+    wa_node_set_attr(&a, r, "t", t);
+    if (n > 1) {
+        wa_node *list = wa_node_new(&a, "list");
+        for (size_t i = 1; i < n; i++) {
+            wa_node *item = wa_node_new(&a, "item");
+            wa_node_set_attr(&a, item, "id", ids[i]);
+            wa_node_add_child(&a, list, item);
+        }
+        wa_node_add_child(&a, r, list);
+    }
+    int rc = wa_client_send_node(c, r);
+    wb_arena_free(&a);
+    return rc;
+}
+
+int wa_client_send_presence(wa_client *c, bool available)
+{
+    if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
+    const char *name =
+        c->cfg.push_name && c->cfg.push_name[0] ? c->cfg.push_name : c->dev.push_name;
+    if (!name[0]) return WA_ERR_STATE; /* the server wants a name with a presence */
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *p = wa_node_new(&a, "presence");
+    wa_node_set_attr(&a, p, "name", name);
+    wa_node_set_attr(&a, p, "type", available ? "available" : "unavailable");
+    int rc = wa_client_send_node(c, p);
+    wb_arena_free(&a);
+    return rc;
+}
+
+int wa_client_subscribe_presence(wa_client *c, const char *jid)
+{
+    if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
+    wa_jid j;
+    if (!jid || wa_jid_parse_cstr(jid, &j) != WA_OK) return WA_ERR_BAD_JID;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *p = wa_node_new(&a, "presence");
+    wa_node_set_attr(&a, p, "type", "subscribe");
+    wa_node_set_attr(&a, p, "to", jid);
+    int rc = wa_client_send_node(c, p);
+    wb_arena_free(&a);
+    return rc;
+}
+
+int wa_client_send_chat_state(wa_client *c, const char *chat, wa_chat_state st)
+{
+    if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
+    wa_jid j;
+    if (!chat || wa_jid_parse_cstr(chat, &j) != WA_OK) return WA_ERR_BAD_JID;
+    if (st != WA_CHAT_COMPOSING && st != WA_CHAT_RECORDING && st != WA_CHAT_PAUSED)
+        return WA_ERR_INVALID;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *cs = wa_node_new(&a, "chatstate");
+    wa_node_set_attr(&a, cs, "to", chat);
+    wa_node *child = wa_node_new(&a, st == WA_CHAT_PAUSED ? "paused" : "composing");
+    if (st == WA_CHAT_RECORDING) wa_node_set_attr(&a, child, "media", "audio");
+    wa_node_add_child(&a, cs, child);
+    int rc = wa_client_send_node(c, cs);
     wb_arena_free(&a);
     return rc;
 }
@@ -1428,10 +1705,7 @@ static bool is_me(const wa_client *c, const wa_jid *dev)
 
 static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
 {
-    wa_node *msg = wa_node_new(a, "message");
-    wa_node_set_attr(a, msg, "id", j->id);
-    wa_node_set_attr(a, msg, "to", j->to);
-    wa_node_set_attr(a, msg, "type", "text");
+    wa_node *msg = message_stanza(a, j->id, j->to, &j->attrs);
     wa_node *participants = wa_node_new(a, "participants");
     wa_jid to;
     wa_jid_parse_cstr(j->to, &to);
@@ -1452,11 +1726,7 @@ static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
         if (wa_signal_encrypt(c->sig, name, device, pt->data, pt->len, &ct, &type) == WA_OK) {
             wa_node *t = wa_node_new(a, "to");
             wa_node_set_attr_jid(a, t, "jid", &j->devices[i]);
-            wa_node *enc = wa_node_new(a, "enc");
-            wa_node_set_attr(a, enc, "v", "2");
-            wa_node_set_attr(a, enc, "type", type == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
-            wa_node_set_bytes(a, enc, ct.data, ct.len);
-            wa_node_add_child(a, t, enc);
+            wa_node_add_child(a, t, enc_node(a, &ct, type, &j->attrs));
             wa_node_add_child(a, participants, t);
             any_pkmsg |= type == WA_SIGNAL_PKMSG;
             sent++;
@@ -1579,6 +1849,10 @@ static void on_node(wa_client *c, wa_node *n, int64_t now)
         on_message(c, n, &a, now);
     } else if (strcmp(tag, "receipt") == 0 && c->state == WA_CLIENT_CONNECTED) {
         on_receipt(c, n, &a);
+    } else if (strcmp(tag, "presence") == 0 && c->state == WA_CLIENT_CONNECTED) {
+        on_presence(c, n);
+    } else if (strcmp(tag, "chatstate") == 0 && c->state == WA_CLIENT_CONNECTED) {
+        on_chat_state(c, n);
     } else if (strcmp(tag, "ack") == 0) {
         const char *cls = wa_node_attr(n, "class"), *id = wa_node_attr(n, "id");
         if (cls && strcmp(cls, "message") == 0 && id) emit(c, WA_EV_SENT, 0, 0, "%s", id);
@@ -1607,6 +1881,7 @@ void wa_client_on_data(wa_client *c, const uint8_t *p, size_t len, int64_t now, 
     if (c->state == WA_CLIENT_IDLE || c->state == WA_CLIENT_BACKOFF ||
         c->state == WA_CLIENT_LOGGED_OUT || c->state == WA_CLIENT_CONNECTING)
         return;
+    if (wall) c->wall = wall;
     wa_errinfo ei = {0};
     if (wa_frame_reader_push(&c->reader, p, len) != WA_OK) {
         drop(c, now, 0, fail_backoff(c, now), "out of memory");
@@ -1663,6 +1938,7 @@ void wa_client_on_data(wa_client *c, const uint8_t *p, size_t len, int64_t now, 
 
 void wa_client_tick(wa_client *c, int64_t now, uint64_t wall)
 {
+    if (wall) c->wall = wall;
     if (c->reconnect_at && now >= c->reconnect_at) {
         c->reconnect_at = 0;
         wa_client_start(c, now, wall);

@@ -23,6 +23,7 @@
 #include "util/bytes.h"
 #include "wa/binary/node.h"
 #include "wa/crypto.h"
+#include "wa/message.h"
 #include "wa/noise.h"
 #include "wa/recv.h"
 #include "wa/store.h"
@@ -58,7 +59,12 @@ typedef enum wa_event_type {
     WA_EV_MESSAGE,      /* a message arrived: take it with wa_client_next_message */
     WA_EV_SENT,         /* text: id of our message the server accepted */
     WA_EV_SEND_FAILED,  /* text: id of our message that could not be sent (reason in the log) */
-    WA_EV_RECEIPT,      /* text: "id type chat": a receipt for our message (type "" = delivered) */
+    WA_EV_RECEIPT,      /* text: "id type chat[ participant]": a receipt for our message (type "" =
+                           delivered, "read", "played", "retry", ...; participant: who, in a
+                           group); one event per message id (a receipt's <list> names more) */
+    WA_EV_PRESENCE,     /* text: "jid available|unavailable"; ms: last seen (unix seconds), or 0
+                           when unknown or hidden (after wa_client_subscribe_presence) */
+    WA_EV_CHAT_STATE,   /* text: "chat sender composing|recording|paused" (sender = chat in 1:1) */
 } wa_event_type;
 
 typedef struct wa_event {
@@ -124,12 +130,45 @@ bool wa_client_next_event(wa_client *c, wa_event *ev);
  * plaintext stays in the store's event buffer until the bridge deletes it (event_buffer_delete)
  * once the Matrix event id is stored. */
 bool wa_client_next_message(wa_client *c, wa_received *out);
-/* Sends a text to a user (PN JID) and to our own other devices (as deviceSentMessage): device
- * lists (usync), missing sessions (prekey bundles), then one <enc> per device. id_out gets the
- * message id (at least WA_MESSAGE_ID_MAX bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow. Connected
- * only. */
+/* The Message inside a received message (wa/message.h), from its first readable part (a bare
+ * senderKeyDistributionMessage in another part is merged in). out is the caller's to wa_msg_free.
+ * WA_ERR_INVALID when no part could be read, WA_ERR_PROTO when none is a Message. */
+int wa_received_parse(const wa_received *r, wa_msg *out);
+
+#define WA_MESSAGE_ID_MAX 32 /* bytes an id_out must hold */
+
+/* Sends a message to a user (PN JID) and to our own other devices (as deviceSentMessage): device
+ * lists (usync), missing sessions (prekey bundles), then one <enc> per device. m is a TEXT, EDIT,
+ * REACTION or REVOKE (wa_message_encode); the stanza carries what WhatsApp Web puts there:
+ * type="reaction" for a reaction (else "text"), edit="1" for an edit, edit="7" for a revoke of our
+ * own message or a reaction's removal (edit="8": an admin's revoke of someone else's message), and
+ * <enc decrypt-fail="hide"> for edits, revokes and reactions. An edit or revoke without
+ * target.remote_jid gets the chat; an edit is always of our own message (from_me); a zero
+ * timestamp_ms becomes the last wall time the client was given. id_out gets the message id (at
+ * least WA_MESSAGE_ID_MAX bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow. Connected only.
+ * Groups (@g.us) go to the sender-key path: WA_ERR_UNSUPPORTED until it exists. */
+int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *m, char *id_out,
+                           int64_t now);
+/* wa_client_send_message of a plain TEXT. */
 int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
                         int64_t now);
+/* Tells the sender we read (or, played = true, listened to) messages: one
+ * <receipt id=ids[0] to=chat [participant=sender] type="read"|"played" t=wall> with
+ * <list><item id/>...</list> for the other ids. sender: who wrote them in a group, NULL in 1:1.
+ * Connected only; WA_ERR_INVALID without ids or with an empty or too long one. */
+int wa_client_mark_read(wa_client *c, const char *chat, const char *sender, const char *const *ids,
+                        size_t n, bool played, uint64_t wall);
+/* <presence name=push name type="available"|"unavailable">: online or not for our contacts (and
+ * WhatsApp sends us presences only while we are available). WA_ERR_STATE without a push name. */
+int wa_client_send_presence(wa_client *c, bool available);
+/* <presence type="subscribe" to=jid>: the server answers with the user's presence now and at
+ * every change (WA_EV_PRESENCE), for as long as this connection lasts. */
+int wa_client_subscribe_presence(wa_client *c, const char *jid);
+
+typedef enum wa_chat_state { WA_CHAT_COMPOSING, WA_CHAT_RECORDING, WA_CHAT_PAUSED } wa_chat_state;
+/* <chatstate to=chat><composing/> | <composing media="audio"/> | <paused/></chatstate>: typing,
+ * recording a voice message, or stopped. */
+int wa_client_send_chat_state(wa_client *c, const char *chat, wa_chat_state st);
 /* Sends a node now (connected only). Returns WA_ERR_STATE when not connected. */
 int wa_client_send_node(wa_client *c, const wa_node *n);
 

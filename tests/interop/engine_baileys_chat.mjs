@@ -1,5 +1,6 @@
 // Live peers: our engine (engine_tool: wa_client on wa_worker over wa_net) and unmodified Baileys
-// 7.0.0-rc14 exchange 1:1 texts through wa-sim, each on its own account: Baileys -> engine,
+// 7.0.0-rc14 exchange 1:1 texts through wa-sim, each on its own account (the other message kinds:
+// engine_baileys_kinds.mjs; one account shared: engine_baileys_own.mjs): Baileys -> engine,
 // engine -> Baileys, the delivery receipt Baileys sends reaches the engine, and a second round goes
 // on the sessions both have.
 //   node tests/interop/engine_baileys_chat.mjs path/to/wa-sim path/to/engine_tool
@@ -72,6 +73,8 @@ await sock.sendMessage(`${ENGINE}@s.whatsapp.net`, { text: 'hello engine, this i
 const got = await waitFor(() => engineEvents.find((e) => e.event === 'message' && e.text === 'hello engine, this is Baileys'));
 expect(got, 'our engine decrypts Baileys\' text');
 expect(got && got.sender.startsWith(BAILEYS), `the sender is Baileys' device (${got?.sender})`);
+expect(got && got.parse_rc === 0 && got.kind === 'text' && got.dest === '' && got.mentions.length === 0,
+  `the engine parses it as a plain text (${got?.kind})`);
 
 // 2. engine -> Baileys
 engineSend(`${BAILEYS}@s.whatsapp.net`, 'hello Baileys, this is our engine');

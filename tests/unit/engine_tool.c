@@ -4,11 +4,24 @@
  *
  *   engine_tool WS_URL ADMIN_URL ROOT_HEX PHONE
  * It pairs by QR with the account PHONE (the simulated phone scans through ADMIN_URL), then
- * prints one JSON line per event ({"event":"ready"}, {"event":"message","id","sender","text"},
- * {"event":"sent","id"}, {"event":"receipt","text"}, {"event":"error","text"}) and reads one JSON
- * command per line: {"op":"send","to":JID,"text":...} -> {"event":"sending","rc":0,"id":...};
- * {"op":"forget_session","address":"name:device"} (to break a session on purpose) ->
- * {"event":"forgot","rc":0}.
+ * prints one JSON line per event and reads one JSON command per line.
+ *
+ * Events: {"event":"ready"}; {"event":"message","id","sender","chat","type","kind","text",
+ * "mentions":[...],"reply_id","reply_sender","reply_text","target":{"id","remote_jid","from_me",
+ * "participant"},"reaction","dest","unsupported"} (wa_received_parse; "text" also for old
+ * readers); {"event":"sent","id"}; {"event":"receipt","text"}; {"event":"presence","text","ms"};
+ * {"event":"chatstate","text"}; {"event":"error","text"}.
+ *
+ * Commands:
+ *   {"op":"send","to":JID,"text":...[,"mentions":[JID...],"reply_id","reply_sender","reply_text"]}
+ *       -> {"event":"sending","rc":0,"id":...}
+ *   {"op":"edit","to","id","text"} / {"op":"react","to","id","emoji"[,"from_me","participant"]} /
+ *   {"op":"revoke","to","id"}        -> {"event":"result","op":...,"rc":0,"id":...}
+ *   {"op":"read","chat","ids":[...][,"sender","played":true]} / {"op":"presence","available":b} /
+ *   {"op":"subscribe","jid"} / {"op":"chatstate","to","state":"composing|recording|paused"}
+ *                                    -> {"event":"result","op":...,"rc":0}
+ *   {"op":"forget_session","address":"name:device"} (to break a session on purpose) ->
+ *       {"event":"forgot","rc":0}.
  */
 #include "sim_proc.h"
 #include "wa/message.h"
@@ -38,6 +51,35 @@ static void emit(cJSON *o)
     cJSON_Delete(o);
 }
 
+/* The parsed message (wa_received_parse) into the event object. */
+static void add_parsed(cJSON *m, const wa_received *r)
+{
+    wa_msg p;
+    int rc = wa_received_parse(r, &p);
+    cJSON_AddNumberToObject(m, "parse_rc", rc);
+    if (rc != WA_OK) return;
+    cJSON_AddStringToObject(m, "kind", wa_msg_kind_name(p.kind));
+    if (p.text) {
+        cJSON_DeleteItemFromObject(m, "text");
+        cJSON_AddStringToObject(m, "text", p.text);
+    }
+    cJSON *mentions = cJSON_AddArrayToObject(m, "mentions");
+    for (size_t i = 0; i < p.n_mentions; i++)
+        cJSON_AddItemToArray(mentions, cJSON_CreateString(p.mentions[i]));
+    cJSON_AddStringToObject(m, "reply_id", p.reply_id);
+    cJSON_AddStringToObject(m, "reply_sender", p.reply_sender);
+    if (p.reply_text) cJSON_AddStringToObject(m, "reply_text", p.reply_text);
+    cJSON *target = cJSON_AddObjectToObject(m, "target");
+    cJSON_AddStringToObject(target, "id", p.target.id);
+    cJSON_AddStringToObject(target, "remote_jid", p.target.remote_jid);
+    cJSON_AddBoolToObject(target, "from_me", p.target.from_me);
+    cJSON_AddStringToObject(target, "participant", p.target.participant);
+    cJSON_AddStringToObject(m, "reaction", p.reaction);
+    cJSON_AddStringToObject(m, "dest", p.dest_jid);
+    cJSON_AddStringToObject(m, "unsupported", p.unsupported);
+    wa_msg_free(&p);
+}
+
 static void on_event(void *user, int login, const wa_event *e)
 {
     wa_client *c = user;
@@ -64,6 +106,15 @@ static void on_event(void *user, int login, const wa_event *e)
         cJSON_AddStringToObject(o, "event", "receipt");
         cJSON_AddStringToObject(o, "text", e->text);
         break;
+    case WA_EV_PRESENCE:
+        cJSON_AddStringToObject(o, "event", "presence");
+        cJSON_AddStringToObject(o, "text", e->text);
+        cJSON_AddNumberToObject(o, "ms", (double)e->ms);
+        break;
+    case WA_EV_CHAT_STATE:
+        cJSON_AddStringToObject(o, "event", "chatstate");
+        cJSON_AddStringToObject(o, "text", e->text);
+        break;
     case WA_EV_ERROR:
     case WA_EV_SEND_FAILED:
         cJSON_AddStringToObject(o, "event", "error");
@@ -79,12 +130,15 @@ static void on_event(void *user, int login, const wa_event *e)
             cJSON_AddStringToObject(m, "event", "message");
             cJSON_AddStringToObject(m, "id", r.id);
             cJSON_AddStringToObject(m, "sender", r.sender);
+            cJSON_AddStringToObject(m, "chat", r.chat);
+            cJSON_AddStringToObject(m, "type", r.type);
             if (r.nparts && wa_message_get_text(r.parts[0].plaintext.data, r.parts[0].plaintext.len,
                                                 &t, &len, NULL, NULL) == WA_OK) {
                 char *text = strndup((const char *)t, len);
                 cJSON_AddStringToObject(m, "text", text ? text : "");
                 free(text);
             }
+            add_parsed(m, &r);
             wa_received_free(&r);
             emit(m);
         }
@@ -96,10 +150,19 @@ static void on_event(void *user, int login, const wa_event *e)
     emit(o);
 }
 
+/* A command for the worker thread. */
 typedef struct send_req {
-    char to[128], text[4096], id[32];
+    const cJSON *cmd; /* the command */
+    const char *op;   /* its "op" */
+    char id[32];      /* message id, for the sends */
     int rc;
 } send_req;
+
+static const char *str_of(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
 
 typedef struct forget_req {
     wa_store *store;
@@ -113,13 +176,79 @@ static void do_forget(wa_client *c, void *arg)
     f->rc = f->store->session_delete(f->store->ctx, f->address);
 }
 
+/* send / edit / react / revoke: a wa_msg for wa_client_send_message. */
+static int do_message(wa_client *c, send_req *r, int64_t now)
+{
+    const cJSON *cmd = r->cmd;
+    const char *to = str_of(cmd, "to"), *text = str_of(cmd, "text"), *id = str_of(cmd, "id");
+    const char *reply = str_of(cmd, "reply_id");
+    const cJSON *mentions = cJSON_GetObjectItem(cmd, "mentions");
+    wa_msg m;
+    memset(&m, 0, sizeof(m));
+    m.text = (char *)text;
+    if (strcmp(r->op, "send") == 0) {
+        m.kind = WA_MSG_TEXT;
+    } else if (strcmp(r->op, "edit") == 0) {
+        m.kind = WA_MSG_EDIT;
+    } else if (strcmp(r->op, "react") == 0) {
+        const char *emoji = str_of(cmd, "emoji"), *participant = str_of(cmd, "participant");
+        m.kind = WA_MSG_REACTION;
+        snprintf(m.reaction, sizeof(m.reaction), "%s", emoji ? emoji : "");
+        m.target.from_me = cJSON_IsTrue(cJSON_GetObjectItem(cmd, "from_me"));
+        if (participant)
+            snprintf(m.target.participant, sizeof(m.target.participant), "%s", participant);
+    } else {
+        m.kind = WA_MSG_REVOKE;
+        m.target.from_me = true;
+    }
+    if (id) snprintf(m.target.id, sizeof(m.target.id), "%s", id);
+    if (reply) {
+        const char *sender = str_of(cmd, "reply_sender");
+        snprintf(m.reply_id, sizeof(m.reply_id), "%s", reply);
+        snprintf(m.reply_sender, sizeof(m.reply_sender), "%s", sender ? sender : "");
+        m.reply_text = (char *)str_of(cmd, "reply_text");
+    }
+    char *list[64];
+    for (int i = 0; cJSON_IsArray(mentions) && i < cJSON_GetArraySize(mentions) && i < 64; i++) {
+        const cJSON *j = cJSON_GetArrayItem(mentions, i);
+        if (cJSON_IsString(j)) list[m.n_mentions++] = j->valuestring;
+    }
+    m.mentions = list;
+    return to ? wa_client_send_message(c, to, &m, r->id, now) : WA_ERR_INVALID;
+}
+
 static void do_send(wa_client *c, void *arg)
 {
     send_req *r = arg;
+    const cJSON *cmd = r->cmd;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    r->rc = wa_client_send_text(c, r->to, r->text, r->id,
-                                (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (strcmp(r->op, "read") == 0) {
+        const cJSON *ids = cJSON_GetObjectItem(cmd, "ids");
+        const char *list[64];
+        size_t n = 0;
+        for (int i = 0; cJSON_IsArray(ids) && i < cJSON_GetArraySize(ids) && n < 64; i++) {
+            const cJSON *j = cJSON_GetArrayItem(ids, i);
+            if (cJSON_IsString(j)) list[n++] = j->valuestring;
+        }
+        r->rc = wa_client_mark_read(c, str_of(cmd, "chat"), str_of(cmd, "sender"), list, n,
+                                    cJSON_IsTrue(cJSON_GetObjectItem(cmd, "played")),
+                                    (uint64_t)time(NULL));
+    } else if (strcmp(r->op, "presence") == 0) {
+        r->rc = wa_client_send_presence(c, cJSON_IsTrue(cJSON_GetObjectItem(cmd, "available")));
+    } else if (strcmp(r->op, "subscribe") == 0) {
+        r->rc = wa_client_subscribe_presence(c, str_of(cmd, "jid"));
+    } else if (strcmp(r->op, "chatstate") == 0) {
+        const char *st = str_of(cmd, "state");
+        wa_chat_state cs = st && strcmp(st, "recording") == 0 ? WA_CHAT_RECORDING
+                           : st && strcmp(st, "paused") == 0  ? WA_CHAT_PAUSED
+                                                              : WA_CHAT_COMPOSING;
+        const char *to = str_of(cmd, "to");
+        r->rc = to ? wa_client_send_chat_state(c, to, cs) : WA_ERR_INVALID;
+    } else {
+        r->rc = do_message(c, r, now);
+    }
 }
 
 int main(int argc, char **argv)
@@ -151,17 +280,15 @@ int main(int argc, char **argv)
     while (fgets(line, sizeof(line), stdin)) {
         cJSON *cmd = cJSON_Parse(line);
         const cJSON *op = cmd ? cJSON_GetObjectItem(cmd, "op") : NULL;
-        if (cJSON_IsString(op) && strcmp(op->valuestring, "send") == 0) {
-            send_req r = {.rc = -1};
-            const cJSON *to = cJSON_GetObjectItem(cmd, "to"),
-                        *text = cJSON_GetObjectItem(cmd, "text");
-            if (cJSON_IsString(to) && cJSON_IsString(text)) {
-                snprintf(r.to, sizeof(r.to), "%s", to->valuestring);
-                snprintf(r.text, sizeof(r.text), "%s", text->valuestring);
-                wa_worker_call(w, 0, do_send, &r, true);
-            }
+        static const char *const ops[] = {"send", "edit",     "react",     "revoke",
+                                          "read", "presence", "subscribe", "chatstate"};
+        for (size_t i = 0; cJSON_IsString(op) && i < sizeof(ops) / sizeof(ops[0]); i++) {
+            if (strcmp(op->valuestring, ops[i]) != 0) continue;
+            send_req r = {.cmd = cmd, .op = ops[i], .rc = -1};
+            wa_worker_call(w, 0, do_send, &r, true);
             cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "event", "sending");
+            cJSON_AddStringToObject(o, "event", i == 0 ? "sending" : "result");
+            cJSON_AddStringToObject(o, "op", ops[i]);
             cJSON_AddNumberToObject(o, "rc", r.rc);
             cJSON_AddStringToObject(o, "id", r.id);
             emit(o);

@@ -13,20 +13,37 @@
  * Admin API (JSON bodies):
  *   GET  /admin/state                       accounts, devices (online, prekeys, queued), the root
  *   GET  /admin/messages?phone=P            what the phone of P received: {"messages":[{sender,
- *                                           chat, id, text, t, own, failed}]}
+ *                                           chat, id, text, t, own, failed, kind, target}]} (kind:
+ *                                           text, edit, reaction, revoke, unsupported, none;
+ *                                           text: an edit's new text, a reaction's emoji;
+ *                                           target: the id an edit/reaction/revoke acts on)
  *   POST /admin/accounts {phone,lid?,name?} add an account with a simulated primary phone
  *   POST /admin/scan {phone,qr}             the phone of `phone` scans a QR text
  *   POST /admin/pair-code {phone,code}      the user types the companion's pairing code on the
  *                                           phone
  *   POST /admin/send {phone,to,text}        the phone of `phone` sends a text to `to` (PN or LID
- *                                           user JID); answers {"id":...}
+ *                                           user JID); answers {"id":...}. Optional fields:
+ *        mentions:[jid...], reply_id, reply_sender, reply_text   a text with mentions / a reply
+ *        edit: id                           edits the phone's own message id to `text`
+ *        react: id, emoji ("" removes), from_me (bool: the phone's own message), participant
+ *        revoke: id                         deletes the phone's own message id for everyone
  *   POST /admin/stream-error {phone,device?,code}  send <stream:error code> and close
  *   POST /admin/kick {phone,device?}        close the device's connection without a word
  *   POST /admin/corrupt-next {phone,count?} flip a ciphertext byte in the next messages to the
  *                                           companions of phone (fault injection: retry receipts)
  *   POST /admin/restart                     drop every connection (state is kept)
+ *   Groups (sim_group.h; members are phone numbers or user JIDs):
+ *   POST /admin/group/create {phone,subject,members[]}  the phone creates a group -> {"jid"}
+ *   POST /admin/group/send {phone,group,text}           the phone sends a group text -> {"id"}
+ *   POST /admin/group/participants {phone,group,action,members[]}  the phone (an admin) adds,
+ *                                           removes, promotes or demotes -> {"results":[{jid,
+ *                                           error}]} (error 0: done, 404 no account / not in,
+ *                                           409 already in)
+ *   GET  /admin/group?jid=G                 the group: subject, members (phone, lid, admin),
+ *                                           invite, last:{id, sender, skmsg hex}
  */
 #include "sim.h"
+#include "sim_group.h"
 
 #include <cJSON.h>
 #include <libwebsockets.h>
@@ -112,6 +129,9 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             pthread_mutex_lock(&g_sim.lock);
             sim_conn_free(&g_sim, ss->conn);
             ss->conn = NULL;
+            /* its presence may have gone to subscribers: write on the other connections */
+            for (sim_conn *c = g_sim.conns; c; c = c->next)
+                want_write(c);
             pthread_mutex_unlock(&g_sim.lock);
         }
         return 0;
@@ -171,6 +191,52 @@ static int json_int(const cJSON *o, const char *key, int dflt)
     return cJSON_IsNumber(v) ? v->valueint : dflt;
 }
 
+/* The optional fields of /admin/send as a wa_msg (pointing into body; m->mentions is malloc'd).
+ * False for a plain text. */
+static bool admin_msg(const cJSON *body, wa_msg *m)
+{
+    memset(m, 0, sizeof(*m));
+    const char *text = json_str(body, "text"), *edit = json_str(body, "edit");
+    const char *react = json_str(body, "react"), *revoke = json_str(body, "revoke");
+    const char *reply = json_str(body, "reply_id");
+    const cJSON *mentions = cJSON_GetObjectItemCaseSensitive(body, "mentions");
+    m->text = (char *)text;
+    if (edit) {
+        m->kind = WA_MSG_EDIT;
+        snprintf(m->target.id, sizeof(m->target.id), "%s", edit);
+    } else if (react) {
+        const char *emoji = json_str(body, "emoji"), *participant = json_str(body, "participant");
+        m->kind = WA_MSG_REACTION;
+        snprintf(m->target.id, sizeof(m->target.id), "%s", react);
+        snprintf(m->reaction, sizeof(m->reaction), "%s", emoji ? emoji : "");
+        m->target.from_me = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "from_me"));
+        if (participant)
+            snprintf(m->target.participant, sizeof(m->target.participant), "%s", participant);
+    } else if (revoke) {
+        m->kind = WA_MSG_REVOKE;
+        snprintf(m->target.id, sizeof(m->target.id), "%s", revoke);
+        m->target.from_me = true;
+    } else if (reply || cJSON_IsArray(mentions)) {
+        m->kind = WA_MSG_TEXT;
+    } else {
+        return false;
+    }
+    if (reply) {
+        const char *sender = json_str(body, "reply_sender");
+        snprintf(m->reply_id, sizeof(m->reply_id), "%s", reply);
+        snprintf(m->reply_sender, sizeof(m->reply_sender), "%s", sender ? sender : "");
+        m->reply_text = (char *)json_str(body, "reply_text");
+    }
+    int n = cJSON_IsArray(mentions) ? cJSON_GetArraySize(mentions) : 0;
+    if (n > 0 && (m->mentions = calloc((size_t)n, sizeof(char *)))) {
+        for (int i = 0; i < n; i++) {
+            const cJSON *j = cJSON_GetArrayItem(mentions, i);
+            if (cJSON_IsString(j)) m->mentions[m->n_mentions++] = j->valuestring;
+        }
+    }
+    return true;
+}
+
 static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, cJSON *body)
 {
     char err[160] = "";
@@ -219,9 +285,15 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
         const char *phone = json_str(body, "phone"), *to = json_str(body, "to");
         const char *text = json_str(body, "text");
         char id[64];
-        if (phone && to && text) {
-            if (sim_admin_send_text(&g_sim, phone, to, text, id, sizeof(id), err, sizeof(err)) ==
-                0) {
+        wa_msg m;
+        bool rich = admin_msg(body, &m);
+        if (phone && to && (text || rich)) {
+            int sent =
+                rich ? sim_admin_send_msg(&g_sim, phone, to, &m, id, sizeof(id), err, sizeof(err))
+                     : sim_admin_send_text(&g_sim, phone, to, text, id, sizeof(id), err,
+                                           sizeof(err));
+            free(m.mentions);
+            if (sent == 0) {
                 pthread_mutex_unlock(&g_sim.lock);
                 lws_cancel_service(g_lws);
                 cJSON *o = cJSON_CreateObject();
@@ -233,7 +305,8 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
                 return ret;
             }
         } else {
-            snprintf(err, sizeof(err), "phone, to and text are required");
+            free(m.mentions);
+            snprintf(err, sizeof(err), "phone, to and text (or edit/react/revoke) are required");
         }
     } else if (strcmp(url, "/admin/corrupt-next") == 0) {
         const char *phone = json_str(body, "phone");
@@ -245,6 +318,16 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
         for (sim_conn *c = g_sim.conns; c; c = c->next)
             c->state = SIM_CONN_CLOSING;
         rc = 0;
+    } else if (strncmp(url, "/admin/group/", 13) == 0) { /* sim_group.c */
+        char *out = NULL;
+        rc = sim_group_admin_post(&g_sim, url, body, &out, err, sizeof(err)) == 1 ? 0 : -1;
+        if (rc == 0) {
+            pthread_mutex_unlock(&g_sim.lock);
+            lws_cancel_service(g_lws);
+            enum MHD_Result ret = reply(conn, MHD_HTTP_OK, out);
+            free(out);
+            return ret;
+        }
     } else {
         pthread_mutex_unlock(&g_sim.lock);
         return reply_error(conn, MHD_HTTP_NOT_FOUND, "no such admin call");
@@ -272,6 +355,8 @@ static enum MHD_Result admin_messages(struct MHD_Connection *conn, const char *p
         cJSON_AddNumberToObject(e, "t", (double)m[i].t);
         cJSON_AddBoolToObject(e, "own", m[i].own);
         cJSON_AddBoolToObject(e, "failed", m[i].failed);
+        cJSON_AddStringToObject(e, "kind", m[i].kind);
+        cJSON_AddStringToObject(e, "target", m[i].target);
         cJSON_AddItemToArray(list, e);
     }
     pthread_mutex_unlock(&g_sim.lock);
@@ -288,6 +373,16 @@ static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *conn, con
                                      const char *method, const char *version,
                                      const char *upload_data, size_t *upload_size, void **con_cls)
 {
+    if (strcmp(method, "GET") == 0 && strcmp(url, "/admin/group") == 0) { /* sim_group.c */
+        const char *jid = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "jid");
+        pthread_mutex_lock(&g_sim.lock);
+        char *json = jid ? sim_admin_group_json(&g_sim, jid) : NULL;
+        pthread_mutex_unlock(&g_sim.lock);
+        enum MHD_Result r = json ? reply(conn, MHD_HTTP_OK, json)
+                                 : reply_error(conn, MHD_HTTP_NOT_FOUND, "no such group");
+        free(json);
+        return r;
+    }
     if (strcmp(method, "GET") == 0 && strcmp(url, "/admin/messages") == 0) {
         const char *phone = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "phone");
         if (!phone) return reply_error(conn, MHD_HTTP_BAD_REQUEST, "phone is required");

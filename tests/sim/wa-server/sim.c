@@ -3,6 +3,7 @@
  * messaging (prekey store, usync, per-device queues, receipts, the simulated phone), admin.
  */
 #include "sim.h"
+#include "sim_group.h"
 
 #include "util/base64.h"
 #include "wa/proto/wa.pb.h"
@@ -72,6 +73,7 @@ void sim_free(sim *s)
         s->accounts[i].primary = NULL;
     }
     free(s->sent);
+    sim_groups_free(s);
     wb_buf_free(&s->cert_chain);
     wa_crypto_free(s->crypto);
     pthread_mutex_destroy(&s->lock);
@@ -140,6 +142,8 @@ sim_conn *sim_conn_new(sim *s, void *wsi)
     return c;
 }
 
+static void presence_changed(sim *s, sim_account *acct);
+
 void sim_conn_free(sim *s, sim_conn *c)
 {
     for (sim_conn **p = &s->conns; *p; p = &(*p)->next) {
@@ -147,6 +151,11 @@ void sim_conn_free(sim *s, sim_conn *c)
             *p = c->next;
             break;
         }
+    }
+    /* a connection that goes away is unavailable: tell the subscribers if the account went */
+    if (c->available && c->account && !sim_account_available(s, c->account)) {
+        c->account->last_seen = sim_now(s);
+        presence_changed(s, c->account);
     }
     wa_frame_reader_free(&c->reader);
     wb_buf_free(&c->out);
@@ -949,21 +958,22 @@ static int decode_text(wb_cur msg, int depth, wb_buf *text, char *dest, size_t d
 
 /* --- the phone receives --- */
 
-static void phone_record(sim *s, sim_account *acct, const char *sender, const char *chat,
-                         const char *id, const uint8_t *text, size_t text_len, bool own,
-                         bool failed)
+/* Records a message the phone received; returns it (NULL when not kept). */
+static sim_phone_msg *phone_record(sim *s, sim_account *acct, const char *sender, const char *chat,
+                                   const char *id, const uint8_t *text, size_t text_len, bool own,
+                                   bool failed)
 {
     sim_phone *p = acct->primary;
-    if (!p || p->nmsgs == SIM_PHONE_MSGS) return;
+    if (!p || p->nmsgs == SIM_PHONE_MSGS) return NULL;
     if ((p->nmsgs & (p->nmsgs - 1)) == 0) { /* 0, 1, 2, 4, ...: grow to the next power of two */
         sim_phone_msg *grown = realloc(p->msgs, (p->nmsgs ? p->nmsgs * 2 : 1) * sizeof(*grown));
-        if (!grown) return;
+        if (!grown) return NULL;
         p->msgs = grown;
     }
     sim_phone_msg *m = &p->msgs[p->nmsgs];
     memset(m, 0, sizeof(*m));
     m->text = malloc(text_len + 1);
-    if (!m->text) return;
+    if (!m->text) return NULL;
     if (text_len) memcpy(m->text, text, text_len);
     m->text[text_len] = '\0';
     snprintf(m->sender, sizeof(m->sender), "%s", sender);
@@ -975,6 +985,7 @@ static void phone_record(sim *s, sim_account *acct, const char *sender, const ch
     p->nmsgs++;
     logf_(s, "phone %s got %s from %s: %s%s\n", acct->phone, id, sender, failed ? "FAILED " : "",
           m->text);
+    return m;
 }
 
 /* An <enc> for the phone of acct from device from_dev of from_acct. Returns 0 when it decrypted. */
@@ -1008,9 +1019,21 @@ static int phone_receive(sim *s, sim_account *acct, sim_account *from_acct, uint
         if (decode_text(cur, 0, &text, dest, sizeof(dest)) != 0 || text.failed) rc = WA_ERR_PROTO;
     }
     bool own = from_acct == acct;
+    wa_msg parsed;
+    if (rc == WA_OK && wa_message_parse(plain.data, plain.len, &parsed) != WA_OK) rc = WA_ERR_PROTO;
     if (rc == WA_OK) {
-        phone_record(s, acct, sender, own && dest[0] ? dest : chat, id, text.data, text.len, own,
-                     false);
+        /* what the phone would show: the text, an edit's new text, a reaction's emoji */
+        const char *shown = parsed.kind == WA_MSG_EDIT       ? parsed.text
+                            : parsed.kind == WA_MSG_REACTION ? parsed.reaction
+                                                             : NULL;
+        sim_phone_msg *m = phone_record(s, acct, sender, own && dest[0] ? dest : chat, id,
+                                        shown ? (const uint8_t *)shown : text.data,
+                                        shown ? strlen(shown) : text.len, own, false);
+        if (m) {
+            snprintf(m->kind, sizeof(m->kind), "%s", wa_msg_kind_name(parsed.kind));
+            snprintf(m->target, sizeof(m->target), "%s", parsed.target.id);
+        }
+        wa_msg_free(&parsed);
     } else {
         char msg[96];
         snprintf(msg, sizeof(msg), "cannot read: %s", wa_strerror(rc));
@@ -1165,6 +1188,10 @@ static void on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
               (unsigned long long)c->serial);
         return;
     }
+    if (sim_group_is_jid(to)) {
+        sim_group_on_message(s, c, a, msg); /* sim_group.c */
+        return;
+    }
     wa_jid chat;
     bool lid = false;
     bool chat_ok = wa_jid_parse_cstr(to, &chat) == WA_OK && account_of_jid(s, &chat, &lid);
@@ -1197,7 +1224,8 @@ static void on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
 }
 
 /* A client's <receipt id to [type]>[<list><item id/>...]: acks those messages for this device and
- * goes on to the device that sent them (delivered, read, played, retry). */
+ * goes on to the devices that sent them (delivered, read, played, retry): one receipt per sending
+ * device, its first id as the receipt's id and the others in its <list>. */
 static void on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
 {
     const char *id = wa_node_attr(r, "id"), *to = wa_node_attr(r, "to");
@@ -1205,30 +1233,162 @@ static void on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
     if (c->state != SIM_CONN_LOGGED_IN || c->device_index < 0 || !valid_id(id)) return;
     sim_account *me = c->account;
     sim_device *my = &me->devices[c->device_index];
+    const char *ids[SIM_RECEIPT_IDS];
+    size_t nids = 0;
+    ids[nids++] = id;
     queue_ack(my, false, id);
     wa_node *list = wa_node_child(r, "list");
     for (size_t i = 0; list && list->kind == WA_CONTENT_LIST && i < list->nchildren; i++) {
         const char *item = wa_node_attr(list->children[i], "id");
-        if (valid_id(item)) queue_ack(my, false, item);
+        if (!valid_id(item)) continue;
+        queue_ack(my, false, item);
+        if (nids < SIM_RECEIPT_IDS) ids[nids++] = item;
+    }
+    if (sim_group_is_jid(to)) {
+        sim_group_on_receipt(s, c, a, r); /* sim_group.c */
+        return;
     }
     bool delivered = !type || strcmp(type, "inactive") == 0;
     bool retry = type && strcmp(type, "retry") == 0;
     if (!to || !(delivered || retry || strcmp(type, "read") == 0 || strcmp(type, "played") == 0))
         return; /* sender, peer_msg, hist_sync, read-self...: nothing for the sender */
-    /* the sending device: remembered from the message, else the device `to` names */
     wa_jid tj;
     bool lid = false;
     sim_account *ta = wa_jid_parse_cstr(to, &tj) == WA_OK ? account_of_jid(s, &tj, &lid) : NULL;
-    const sim_sent *orig = sent_find(s, me, id);
-    uint16_t to_dev = orig ? orig->from_device : tj.device;
-    if (orig) ta = orig->from;
-    if (!ta || ta == me || to_dev == 0) return; /* the phone needs no receipts */
-    sim_device *td = companion(ta, to_dev);
-    if (!td) return;
-    wa_node *n = receipt_node(s, a, me, retry ? my->id : 0, lid, id, delivered ? NULL : type);
-    for (size_t i = 0; r->kind == WA_CONTENT_LIST && i < r->nchildren; i++)
-        wa_node_add_child(a, n, r->children[i]); /* <list>, and <retry>/<keys> of retries */
-    deliver(s, ta, td, n, true, id);
+    /* the sending device of each message: remembered from the message, else the one `to` names */
+    struct {
+        sim_account *acct;
+        uint16_t dev;
+        wa_node *receipt, *list;
+    } out[SIM_RECEIPT_IDS];
+    size_t nout = 0;
+    for (size_t k = 0; k < nids; k++) {
+        const sim_sent *orig = sent_find(s, me, ids[k]);
+        sim_account *sender = orig ? orig->from : ta;
+        uint16_t dev = orig ? orig->from_device : (ta ? tj.device : 0);
+        if (!sender || sender == me || dev == 0 || !companion(sender, dev))
+            continue; /* the phone needs no receipts */
+        size_t o = 0;
+        while (o < nout && !(out[o].acct == sender && out[o].dev == dev))
+            o++;
+        if (o == nout) {
+            out[o].acct = sender;
+            out[o].dev = dev;
+            out[o].list = NULL;
+            out[o].receipt =
+                receipt_node(s, a, me, retry ? my->id : 0, lid, ids[k], delivered ? NULL : type);
+            for (size_t i = 0; retry && r->kind == WA_CONTENT_LIST && i < r->nchildren; i++)
+                wa_node_add_child(a, out[o].receipt, r->children[i]); /* <retry>, <keys>... */
+            nout++;
+            continue;
+        }
+        if (!out[o].list) {
+            out[o].list = wa_node_new(a, "list");
+            wa_node_add_child(a, out[o].receipt, out[o].list);
+        }
+        wa_node *item = wa_node_new(a, "item");
+        wa_node_set_attr(a, item, "id", ids[k]);
+        wa_node_add_child(a, out[o].list, item);
+    }
+    for (size_t o = 0; o < nout; o++)
+        deliver(s, out[o].acct, companion(out[o].acct, out[o].dev), out[o].receipt, true,
+                wa_node_attr(out[o].receipt, "id"));
+}
+
+/* --- presence and chat state --- */
+
+bool sim_account_available(const sim *s, const sim_account *acct)
+{
+    for (const sim_conn *c = s->conns; c; c = c->next)
+        if (c->account == acct && c->available && c->state == SIM_CONN_LOGGED_IN) return true;
+    return false;
+}
+
+/* <presence from=acct's user JID type="available|unavailable" [last]> */
+static wa_node *presence_node(sim *s, wb_arena *a, const sim_account *acct, bool lid)
+{
+    char jid[64], last[24];
+    device_jid(acct, 0, lid, jid, sizeof(jid));
+    bool available = sim_account_available(s, acct);
+    wa_node *n = wa_node_new(a, "presence");
+    wa_node_set_attr(a, n, "from", jid);
+    wa_node_set_attr(a, n, "type", available ? "available" : "unavailable");
+    if (!available && acct->last_seen) {
+        snprintf(last, sizeof(last), "%llu", (unsigned long long)acct->last_seen);
+        wa_node_set_attr(a, n, "last", last);
+    }
+    return n;
+}
+
+/* The account came or went: every connection subscribed to it hears of it. */
+static void presence_changed(sim *s, sim_account *acct)
+{
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    for (sim_conn *c = s->conns; c; c = c->next) {
+        if (c->state != SIM_CONN_LOGGED_IN || c->device_index < 0) continue;
+        for (int i = 0; i < c->nsubs; i++)
+            if (c->subs[i].account == acct)
+                sim_send_node(s, c, presence_node(s, &a, acct, c->subs[i].lid));
+    }
+    wb_arena_free(&a);
+}
+
+/* <presence type="available|unavailable" [name]>, or <presence type="subscribe" to>. Without a
+ * type it only tells the server a new push name (Baileys does that): no change. */
+static void on_presence(sim *s, sim_conn *c, wb_arena *a, wa_node *n)
+{
+    if (c->state != SIM_CONN_LOGGED_IN || c->device_index < 0) return;
+    const char *type = wa_node_attr(n, "type"), *to = wa_node_attr(n, "to");
+    if (type && strcmp(type, "subscribe") == 0) {
+        wa_jid tj;
+        bool lid = false;
+        sim_account *ta =
+            to && wa_jid_parse_cstr(to, &tj) == WA_OK ? account_of_jid(s, &tj, &lid) : NULL;
+        if (!ta) return;
+        int i = 0;
+        while (i < c->nsubs && !(c->subs[i].account == ta && c->subs[i].lid == lid))
+            i++;
+        if (i == c->nsubs && c->nsubs < SIM_MAX_SUBS) {
+            c->subs[c->nsubs].account = ta;
+            c->subs[c->nsubs].lid = lid;
+            c->nsubs++;
+        }
+        sim_send_node(s, c, presence_node(s, a, ta, lid)); /* the state now */
+        return;
+    }
+    if (!type || (strcmp(type, "available") != 0 && strcmp(type, "unavailable") != 0)) return;
+    bool before = sim_account_available(s, c->account);
+    c->available = strcmp(type, "available") == 0;
+    bool after = sim_account_available(s, c->account);
+    if (before == after) return;
+    if (!after) c->account->last_seen = sim_now(s);
+    presence_changed(s, c->account);
+}
+
+/* <chatstate to=peer><composing [media]/> | <paused/></chatstate>: to every online device of the
+ * peer, from the sender's user JID (on the server `to` used). Not queued. */
+static void on_chatstate(sim *s, sim_conn *c, wb_arena *a, wa_node *n)
+{
+    if (c->state != SIM_CONN_LOGGED_IN || c->device_index < 0) return;
+    const char *to = wa_node_attr(n, "to");
+    wa_node *st = n->kind == WA_CONTENT_LIST && n->nchildren ? n->children[0] : NULL;
+    wa_jid tj;
+    bool lid = false;
+    sim_account *ta =
+        to && wa_jid_parse_cstr(to, &tj) == WA_OK ? account_of_jid(s, &tj, &lid) : NULL;
+    if (!ta || ta == c->account || !st) return;
+    char from[64];
+    device_jid(c->account, 0, lid, from, sizeof(from));
+    wa_node *out = wa_node_new(a, "chatstate");
+    wa_node_set_attr(a, out, "from", from);
+    wa_node *child = wa_node_new(a, st->tag);
+    const char *media = wa_node_attr(st, "media");
+    if (media) wa_node_set_attr(a, child, "media", media);
+    wa_node_add_child(a, out, child);
+    for (sim_conn *x = s->conns; x; x = x->next)
+        if (x->account == ta && x->state == SIM_CONN_LOGGED_IN && x->device_index >= 0 && x->active)
+            sim_send_node(s, x, out);
 }
 
 static void on_ack(sim *s, sim_conn *c, wa_node *n)
@@ -1240,6 +1400,8 @@ static void on_ack(sim *s, sim_conn *c, wa_node *n)
         queue_ack(dev, false, id);
     else if (strcmp(cls, "receipt") == 0)
         queue_ack(dev, true, id);
+    else if (strcmp(cls, "notification") == 0)
+        queue_ack(dev, false, id); /* group notifications are queued like messages */
 }
 
 /* At <passive><active/>: everything queued goes out in order, then <ib><offline count/>. */
@@ -1404,44 +1566,37 @@ static wa_node *enc_node(wb_arena *a, const wb_buf *ct, wa_signal_type type)
     return enc;
 }
 
-int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *text, char *id_out,
-                        size_t id_len, char *err, size_t errlen)
+/* Stanza attributes of a content, as WhatsApp Web sets them (see wa_client_send_message). */
+typedef struct sim_msg_attrs {
+    const char *type; /* "text" or "reaction" */
+    const char *edit; /* "1", "7", "8" or NULL */
+    bool hide_fail;   /* <enc decrypt-fail="hide"> */
+} sim_msg_attrs;
+
+/* The phone of `me` sends peer_plain to every device of ta (its phone decrypts here) and own_plain
+ * (the deviceSentMessage copy) to its own companions. */
+static int phone_fanout(sim *s, sim_account *me, sim_account *ta, bool lid,
+                        const wb_buf *peer_plain, const wb_buf *own_plain,
+                        const sim_msg_attrs *attrs, const char *id)
 {
-    sim_account *me = sim_account_find(s, phone);
-    if (!me) return set_err(err, errlen, "no such account");
-    wa_jid tj;
-    bool lid = false;
-    sim_account *ta = wa_jid_parse_cstr(to, &tj) == WA_OK ? account_of_jid(s, &tj, &lid) : NULL;
-    if (!ta) return set_err(err, errlen, "`to` is not the PN or LID JID of an account");
-    if (ta == me) return set_err(err, errlen, "the phone cannot message its own account");
     sim_phone *p = phone_of(s, me);
-    if (!p) return set_err(err, errlen, "the phone's Signal state cannot be set up");
-    uint8_t r[8];
-    char hex[17], id[24], from[64], dest[64];
-    wa_random(s->crypto, r, sizeof(r));
-    wb_hex_encode(r, sizeof(r), hex);
-    for (char *h = hex; *h; h++)
-        if (*h >= 'a' && *h <= 'f') *h = (char)(*h - 'a' + 'A');
-    snprintf(id, sizeof(id), "3EB0%s", hex);
+    if (!p) return 0;
+    char from[64], dest[64];
     device_jid(me, 0, lid, from, sizeof(from));
     device_jid(ta, 0, lid, dest, sizeof(dest));
-    wb_buf peer_plain, own_plain, ct;
-    wb_buf_init(&peer_plain);
-    wb_buf_init(&own_plain);
-    encode_text(&peer_plain, text, NULL);
-    encode_text(&own_plain, text, dest);
     int sent = 0;
     wb_arena a;
     wb_arena_init(&a, 0);
+    wb_buf ct;
     sent_note(s, me, 0, ta, id);
-    for (int side = 0; side < 2 && !peer_plain.failed && !own_plain.failed; side++) {
+    for (int side = 0; side < 2 && !peer_plain->failed && !own_plain->failed; side++) {
         sim_account *acct = side == 0 ? ta : me;
         for (int d = side == 0 ? -1 : 0; d < acct->ndevices; d++) {
             sim_device *dev = d >= 0 ? &acct->devices[d] : NULL;
             if (dev && (!dev->present || !dev->has_keys)) continue;
             wa_signal_type type;
             wb_buf_init(&ct);
-            if (phone_encrypt(s, p, acct, dev ? dev->id : 0, side == 0 ? &peer_plain : &own_plain,
+            if (phone_encrypt(s, p, acct, dev ? dev->id : 0, side == 0 ? peer_plain : own_plain,
                               &ct, &type) != 0) {
                 logf_(s, "phone %s cannot encrypt for %s:%u\n", me->phone, acct->phone,
                       dev ? dev->id : 0);
@@ -1449,11 +1604,13 @@ int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *t
                 continue;
             }
             wa_node *enc = enc_node(&a, &ct, type);
+            if (attrs->hide_fail) wa_node_set_attr(&a, enc, "decrypt-fail", "hide");
             wb_buf_free(&ct);
             if (!dev) { /* the recipient's phone is simulated too */
                 phone_receive(s, ta, me, 0, from, from, id, enc);
             } else {
-                wa_node *n = message_node(s, &a, me, 0, lid, id, "text", side ? dest : NULL);
+                wa_node *n = message_node(s, &a, me, 0, lid, id, attrs->type, side ? dest : NULL);
+                if (attrs->edit) wa_node_set_attr(&a, n, "edit", attrs->edit);
                 wa_node_add_child(&a, n, enc);
                 deliver(s, acct, dev, n, false, id);
             }
@@ -1461,8 +1618,97 @@ int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *t
         }
     }
     wb_arena_free(&a);
+    return sent;
+}
+
+/* Checks the accounts of an admin send and makes a message id; NULL (err set) when unusable. */
+static sim_account *send_prepare(sim *s, const char *phone, const char *to, sim_account **ta,
+                                 bool *lid, char id[24], char *err, size_t errlen)
+{
+    sim_account *me = sim_account_find(s, phone);
+    wa_jid tj;
+    if (!me) {
+        set_err(err, errlen, "no such account");
+        return NULL;
+    }
+    *ta = wa_jid_parse_cstr(to, &tj) == WA_OK ? account_of_jid(s, &tj, lid) : NULL;
+    if (!*ta) {
+        set_err(err, errlen, "`to` is not the PN or LID JID of an account");
+        return NULL;
+    }
+    if (*ta == me) {
+        set_err(err, errlen, "the phone cannot message its own account");
+        return NULL;
+    }
+    if (!phone_of(s, me)) {
+        set_err(err, errlen, "the phone's Signal state cannot be set up");
+        return NULL;
+    }
+    uint8_t r[8];
+    char hex[17];
+    wa_random(s->crypto, r, sizeof(r));
+    wb_hex_encode(r, sizeof(r), hex);
+    for (char *h = hex; *h; h++)
+        if (*h >= 'a' && *h <= 'f') *h = (char)(*h - 'a' + 'A');
+    snprintf(id, 24, "3EB0%s", hex);
+    return me;
+}
+
+int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *text, char *id_out,
+                        size_t id_len, char *err, size_t errlen)
+{
+    sim_account *ta;
+    bool lid = false;
+    char id[24], dest[64];
+    sim_account *me = send_prepare(s, phone, to, &ta, &lid, id, err, errlen);
+    if (!me) return -1;
+    device_jid(ta, 0, lid, dest, sizeof(dest));
+    wb_buf peer_plain, own_plain;
+    wb_buf_init(&peer_plain);
+    wb_buf_init(&own_plain);
+    encode_text(&peer_plain, text, NULL);
+    encode_text(&own_plain, text, dest);
+    sim_msg_attrs attrs = {.type = "text"};
+    int sent = phone_fanout(s, me, ta, lid, &peer_plain, &own_plain, &attrs, id);
     wb_buf_free(&peer_plain);
     wb_buf_free(&own_plain);
+    if (!sent) return set_err(err, errlen, "no device could be reached");
+    snprintf(id_out, id_len, "%s", id);
+    return 0;
+}
+
+int sim_admin_send_msg(sim *s, const char *phone, const char *to, const wa_msg *msg, char *id_out,
+                       size_t id_len, char *err, size_t errlen)
+{
+    sim_account *ta;
+    bool lid = false;
+    char id[24], dest[64];
+    sim_account *me = send_prepare(s, phone, to, &ta, &lid, id, err, errlen);
+    if (!me) return -1;
+    device_jid(ta, 0, lid, dest, sizeof(dest));
+    wa_msg m = *msg;
+    if (m.kind != WA_MSG_TEXT && !m.target.remote_jid[0])
+        snprintf(m.target.remote_jid, sizeof(m.target.remote_jid), "%s", dest);
+    if (m.kind == WA_MSG_EDIT) m.target.from_me = true;
+    if ((m.kind == WA_MSG_EDIT || m.kind == WA_MSG_REACTION) && !m.timestamp_ms)
+        m.timestamp_ms = (int64_t)sim_now(s) * 1000;
+    sim_msg_attrs attrs = {.type = m.kind == WA_MSG_REACTION ? "reaction" : "text"};
+    if (m.kind == WA_MSG_EDIT)
+        attrs.edit = "1";
+    else if (m.kind == WA_MSG_REVOKE)
+        attrs.edit = m.target.from_me ? "7" : "8";
+    else if (m.kind == WA_MSG_REACTION && !m.reaction[0])
+        attrs.edit = "7";
+    attrs.hide_fail = attrs.edit || m.kind == WA_MSG_REACTION;
+    wb_buf peer_plain, own_plain;
+    wb_buf_init(&peer_plain);
+    wb_buf_init(&own_plain);
+    int rc = wa_message_encode(&m, &peer_plain);
+    if (rc == WA_OK) rc = wa_message_device_sent(dest, peer_plain.data, peer_plain.len, &own_plain);
+    int sent = rc == WA_OK ? phone_fanout(s, me, ta, lid, &peer_plain, &own_plain, &attrs, id) : 0;
+    wb_buf_free(&peer_plain);
+    wb_buf_free(&own_plain);
+    if (rc != WA_OK) return set_err(err, errlen, "cannot encode that message (text or target?)");
     if (!sent) return set_err(err, errlen, "no device could be reached");
     snprintf(id_out, id_len, "%s", id);
     return 0;
@@ -1509,6 +1755,8 @@ static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
         send_result(s, c, a, id, NULL);
     } else if (strcmp(xmlns, "encrypt") == 0 && strcmp(what, "key") == 0) {
         on_key_fetch(s, c, a, id, iq);
+    } else if (strcmp(xmlns, "w:g2") == 0) {
+        sim_group_on_iq(s, c, a, iq); /* sim_group.c */
     } else if (strcmp(xmlns, "usync") == 0) {
         on_usync(s, c, a, id, iq);
     } else if (strcmp(xmlns, "encrypt") == 0 && strcmp(what, "digest") == 0) {
@@ -1559,7 +1807,11 @@ static int on_node(sim *s, sim_conn *c, wa_node *n, wb_arena *a)
         on_receipt(s, c, a, n);
     else if (strcmp(n->tag, "ack") == 0)
         on_ack(s, c, n);
-    /* ib, presence, chat states: nothing to answer yet */
+    else if (strcmp(n->tag, "presence") == 0)
+        on_presence(s, c, a, n);
+    else if (strcmp(n->tag, "chatstate") == 0)
+        on_chatstate(s, c, a, n);
+    /* ib: nothing to answer */
     return 0;
 }
 
@@ -1824,4 +2076,50 @@ char *sim_admin_state_json(sim *s)
     snprintf(tmp, sizeof(tmp), "],\"pairing\":%d}", pairing);
     wb_buf_append(&b, tmp, strlen(tmp) + 1);
     return (char *)wb_buf_steal(&b, NULL);
+}
+
+/* --- for sim_group.c (sim_group.h): the helpers above, under public names --- */
+
+sim_account *sim_account_of_jid(sim *s, const wa_jid *j, bool *lid)
+{
+    return account_of_jid(s, j, lid);
+}
+
+sim_device *sim_companion(sim_account *acct, uint16_t id)
+{
+    return companion(acct, id);
+}
+
+void sim_device_jid(const sim_account *acct, uint16_t device, bool lid, char *out, size_t cap)
+{
+    device_jid(acct, device, lid, out, cap);
+}
+
+void sim_signal_name(const sim_account *acct, char *out, size_t cap)
+{
+    signal_name(acct, out, cap);
+}
+
+sim_phone *sim_phone_of(sim *s, sim_account *acct)
+{
+    return phone_of(s, acct);
+}
+
+int sim_phone_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev, const wb_buf *plain,
+                      wb_buf *out, wa_signal_type *type)
+{
+    return phone_encrypt(s, p, acct, dev, plain, out, type);
+}
+
+void sim_deliver(sim *s, sim_account *acct, sim_device *dev, const wa_node *n, bool is_receipt,
+                 const char *id)
+{
+    deliver(s, acct, dev, n, is_receipt, id);
+}
+
+sim_phone_msg *sim_phone_record(sim *s, sim_account *acct, const char *sender, const char *chat,
+                                const char *id, const uint8_t *text, size_t text_len, bool own,
+                                bool failed)
+{
+    return phone_record(s, acct, sender, chat, id, text, text_len, own, failed);
 }

@@ -17,13 +17,31 @@
  * addressed device through a per-device queue (delivered at once when the device is online, at its
  * next login otherwise, and again at every login until the device acks or receipts it), receipts
  * routed to the sending device, and a primary phone per account (device 0) that speaks Signal for
- * real (wa/signal over an in-memory store): it decrypts what is sent to it and sends texts on
- * admin request.
+ * real (wa/signal over an in-memory store): it decrypts what is sent to it (recording each
+ * message's kind and target) and sends texts, replies with mentions, edits, reactions and revokes
+ * on admin request (sim_admin_send_msg; over HTTP, POST /admin/send with the optional fields
+ * mentions, reply_id / reply_sender / reply_text, edit, react + emoji / from_me / participant, and
+ * revoke, listed at the top of main.c).
+ *
+ * Receipts, presence and chat state: a <receipt> (delivered, read, played, retry; with a <list> of
+ * more ids) goes to the device that sent each message (one receipt per sending device, the other
+ * ids in its <list>). A device's <presence type="available|unavailable"> makes its account
+ * available while any of its connections is; subscribers (<presence type="subscribe" to>, kept per
+ * connection) get <presence from type="available|unavailable" [last]> at once and at every change
+ * (a connection that closes counts as unavailable). <chatstate to><composing/>|<paused/> goes to
+ * every online device of the peer as <chatstate from=sender>, not queued (it is ephemeral).
+ *
+ * Groups live in sim_group.c (sim_group.h): LID-addressed groups, the w:g2 IQs, w:gp2
+ * notifications, group messages (skmsg + pairwise SKDM) fanned out to every member device, and the
+ * phones as members with sender keys. Admin: POST /admin/group/create {phone, subject, members[]},
+ * POST /admin/group/send {phone, group, text}, POST /admin/group/participants {phone, group,
+ * action, members[]}, GET /admin/group?jid=G (members, invite, the last skmsg).
  */
 #ifndef WA_SIM_H
 #define WA_SIM_H
 
 #include "wa/binary/node.h"
+#include "wa/message.h"
 #include "wa/noise.h"
 #include "wa/signal.h"
 
@@ -39,7 +57,9 @@
 #define SIM_QUEUE_MAX    20000 /* stanzas queued per device */
 #define SIM_PHONE_MSGS   4096  /* messages a phone remembers */
 
-#define SIM_SENT_RING 4096 /* messages remembered for routing receipts to their sender */
+#define SIM_SENT_RING   4096 /* messages remembered for routing receipts to their sender */
+#define SIM_MAX_SUBS    64   /* presence subscriptions kept per connection */
+#define SIM_RECEIPT_IDS 256  /* message ids of one <receipt> (its id and <list>) routed */
 
 /* Who sent a message to whom: a receipt names the chat, not always the sending device. */
 typedef struct sim_sent {
@@ -71,10 +91,13 @@ typedef struct sim_phone_msg {
     char sender[64];         /* the sending device's JID as the stanza named it */
     char chat[64];           /* the chat: the sender's user, or the destination of an own copy */
     char id[SIM_ID_MAX + 1]; /* message id */
-    char *text;              /* conversation or extendedTextMessage.text; "" if none; malloc'd */
-    uint64_t t;              /* server time, unix seconds */
-    bool own;                /* a deviceSentMessage copy from one of the account's companions */
-    bool failed;             /* could not be decrypted or decoded (text says why) */
+    char *text;              /* conversation or extendedTextMessage.text, the new text of an edit,
+                                the emoji of a reaction; "" if none; malloc'd */
+    char kind[16];           /* wa_msg_kind_name of the content: text, edit, reaction, revoke... */
+    char target[SIM_ID_MAX + 1]; /* edit / reaction / revoke: the id of the message acted on */
+    uint64_t t;                  /* server time, unix seconds */
+    bool own;                    /* a deviceSentMessage copy from one of the account's companions */
+    bool failed;                 /* could not be decrypted or decoded (text says why) */
 } sim_phone_msg;
 
 /* The primary phone's Signal side (device 0 of an account); made on first use. */
@@ -124,6 +147,7 @@ struct sim_account {
     sim_device devices[SIM_MAX_DEVICES]; /* companions (device 0, the phone, is `phone`) */
     int ndevices;                        /* used entries of devices */
     sim_phone *primary;                  /* the phone's Signal side; NULL until first needed */
+    uint64_t last_seen; /* presence: when its last available connection went (unix s); 0 never */
 };
 
 typedef enum sim_conn_state {
@@ -164,6 +188,13 @@ struct sim_conn {
     /* after login or pairing */
     sim_account *account;
     int device_index; /* into account->devices, or -1 */
+    /* presence */
+    bool available; /* said <presence type="available"> (and not "unavailable" since) */
+    struct {
+        sim_account *account; /* whose presence this connection asked for */
+        bool lid;             /* it asked by LID: answers come from the LID JID */
+    } subs[SIM_MAX_SUBS];
+    int nsubs; /* used entries of subs */
 };
 
 typedef struct sim {
@@ -184,6 +215,9 @@ typedef struct sim {
     int corrupt_left;       /* how many more messages to corrupt */
     sim_sent *sent;         /* SIM_SENT_RING entries, malloc'd on first use */
     size_t sent_next;       /* the ring's next slot */
+
+    /* sim_group.c: the groups and their messages; NULL until the first group */
+    struct sim_groups *groups;
 } sim;
 
 int sim_init(sim *s, const uint8_t *seed, size_t seed_len, uint64_t fixed_time);
@@ -225,5 +259,12 @@ const sim_phone_msg *sim_admin_phone_messages(sim *s, const char *phone, size_t 
  * recipient, and as a deviceSentMessage to its own companions. The message id goes to id_out. */
 int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *text, char *id_out,
                         size_t id_len, char *err, size_t errlen);
+/* The same for any content wa_message_encode takes (a text with mentions or a reply, an edit, a
+ * reaction, a revoke), with the stanza attributes WhatsApp gives it (type="reaction", edit="1" /
+ * "7", <enc decrypt-fail="hide">). */
+int sim_admin_send_msg(sim *s, const char *phone, const char *to, const wa_msg *m, char *id_out,
+                       size_t id_len, char *err, size_t errlen);
+/* True while a connection of acct said it is available. */
+bool sim_account_available(const sim *s, const sim_account *acct);
 
 #endif
