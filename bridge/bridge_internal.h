@@ -21,6 +21,7 @@
 #include "matrix/client.h"
 #include "util/log.h"
 #include "wa/client.h"
+#include "wa/message.h"
 #include "wa/worker.h"
 
 #include <cjson/cJSON.h>
@@ -156,9 +157,14 @@ int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const cha
 int br_logins_resume(br_bridge *b);
 int br_login_logout(br_pworker *pw, br_login *l);
 void br_logins_stop(br_bridge *b);
-/* Sends text to a WhatsApp chat from l and waits for the server's ack. 0 = sent (id filled). */
-int br_login_send_text(br_login *l, const char *to, const char *text, char *id, size_t idcap,
-                       char *err, size_t errcap);
+/* Sends m to a WhatsApp chat from l as message `id` and waits for the server's ack (waiting for
+ * the connection first when the login is (re)connecting). 0 = sent. */
+int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, char *err,
+                  size_t errcap);
+/* The WhatsApp message id of a Matrix event: "3EB0" + 16 hex digits of SHA-256(event id). The
+ * same event always gets the same id, so a send repeated after a crash is one message to the
+ * receivers, which deduplicate by id. */
+void br_message_id_for(const char *event_id, char id[WA_MESSAGE_ID_MAX]);
 const char *br_login_state_name(br_login *l);
 
 /* ---- portal.c ---- */

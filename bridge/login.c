@@ -556,8 +556,9 @@ void br_logins_stop(br_bridge *b)
 
 typedef struct send_req {
     br_login *l;
-    const char *to, *text;
-    char id[128];
+    const char *to;
+    const wa_msg *m;
+    char id[WA_MESSAGE_ID_MAX];
     int rc;
     br_pending_send *p;
 } send_req;
@@ -565,14 +566,13 @@ typedef struct send_req {
 static void send_on_engine(wa_client *c, void *arg)
 {
     send_req *r = arg;
-    char id[sizeof(r->id)] = "";
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    r->rc = wa_client_send_text(c, r->to, r->text, id,
-                                (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    r->rc = wa_client_send_message_id(c, r->to, r->m, r->id,
+                                      (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     if (r->rc == WA_OK) {
-        snprintf(r->id, sizeof(r->id), "%s", id);
-        snprintf(r->p->id, sizeof(r->p->id), "%s", id);
+        snprintf(r->p->id, sizeof(r->p->id), "%s", r->id);
+        r->p->result = 0;
         /* listed before the events of this step are dispatched, so the ack is never missed */
         pthread_mutex_lock(&r->l->send_lock);
         r->p->next = r->l->pending;
@@ -581,8 +581,21 @@ static void send_on_engine(wa_client *c, void *arg)
     }
 }
 
-int br_login_send_text(br_login *l, const char *to, const char *text, char *id, size_t idcap,
-                       char *err, size_t errcap)
+void br_message_id_for(const char *event_id, char id[WA_MESSAGE_ID_MAX])
+{
+    uint8_t h[32];
+    wa_sha256((const uint8_t *)event_id, strlen(event_id), h);
+    static const char hex[] = "0123456789ABCDEF";
+    memcpy(id, "3EB0", 4);
+    for (int i = 0; i < 8; i++) {
+        id[4 + 2 * i] = hex[h[i] >> 4];
+        id[5 + 2 * i] = hex[h[i] & 15];
+    }
+    id[20] = '\0';
+}
+
+int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, char *err,
+                  size_t errcap)
 {
     if (l->removed || l->handle < 0) {
         snprintf(err, errcap, "not logged in");
@@ -593,7 +606,8 @@ int br_login_send_text(br_login *l, const char *to, const char *text, char *id, 
         snprintf(err, errcap, "out of memory");
         return -1;
     }
-    send_req r = {.l = l, .to = to, .text = text, .p = p};
+    send_req r = {.l = l, .to = to, .m = m, .p = p};
+    snprintf(r.id, sizeof(r.id), "%s", id);
     /* not connected yet (starting, reconnecting): wait for it rather than fail */
     int64_t give_up = br_now_ms() + BR_SEND_WAIT_MS;
     for (;;) {
@@ -611,7 +625,6 @@ int br_login_send_text(br_login *l, const char *to, const char *text, char *id, 
                                                            : wa_strerror(r.rc));
         return -1;
     }
-    snprintf(id, idcap, "%s", r.id);
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += BR_SEND_WAIT_MS / 1000;

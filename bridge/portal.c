@@ -355,8 +355,6 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
         atomic_fetch_add(&b->stats.failures, 1);
         return;
     }
-    db_message prev;
-    if (db_message_by_mxid(pw->db, event_id, &prev) == DB_OK) return; /* sent before a restart */
     const char *format = jstr(content, "format"), *html = jstr(content, "formatted_body");
     if (!format || strcmp(format, "org.matrix.custom.html") != 0) html = NULL;
     bool is_reply = rel && cJSON_GetObjectItemCaseSensitive(rel, "m.in_reply_to");
@@ -371,9 +369,14 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
         snprintf(text, sizeof(text), "_* %s_", wt.text);
     else
         snprintf(text, sizeof(text), "%s", wt.text);
+    wa_msg m = {.kind = WA_MSG_TEXT, .text = text, .mentions = wt.mentions,
+                .n_mentions = wt.n_mentions};
+    /* the id comes from the event: sent again after a crash, it is the same message */
+    char id[WA_MESSAGE_ID_MAX], err[256];
+    br_message_id_for(event_id, id);
+    int rc = br_login_send(l, ref->chat, &m, id, err, sizeof(err));
     br_wa_text_free(&wt);
-    char id[128], err[256];
-    if (br_login_send_text(l, ref->chat, text, id, sizeof(id), err, sizeof(err)) != 0) {
+    if (rc != 0) {
         br_notice(pw, ref->room, "⚠ Your message was not sent to WhatsApp: %s.", err);
         atomic_fetch_add(&b->stats.failures, 1);
         return;
@@ -383,7 +386,8 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
     snprintf(row.sender_jid, sizeof(row.sender_jid), "%s", wa_client_jid(l->client));
     snprintf(row.mxid, sizeof(row.mxid), "%s", event_id);
     snprintf(row.mx_room, sizeof(row.mx_room), "%s", ref->room);
-    if (db_message_insert(pw->db, &row) != DB_OK)
+    int drc = db_message_insert(pw->db, &row);
+    if (drc != DB_OK && drc != DB_ERR_UNIQUE) /* UNIQUE: sent before a restart, mapped already */
         WB_WARN(MOD, "storing the mapping of %s failed: %s", event_id,
                 db_conn_error(pw->db)->message);
     atomic_fetch_add(&b->stats.mx_bridged, 1);

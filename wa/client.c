@@ -1486,7 +1486,31 @@ int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char
     return wa_client_send_message(c, to_jid, &m, id_out, now);
 }
 
+static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, const char *id,
+                           int64_t now);
+
 int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *msg, char *id_out,
+                           int64_t now)
+{
+    char id[WA_MESSAGE_ID_MAX];
+    new_message_id(c, id);
+    int rc = send_message_id(c, to_jid, msg, id, now);
+    if (rc == WA_OK && id_out) memcpy(id_out, id, strlen(id) + 1);
+    return rc;
+}
+
+int wa_client_send_message_id(wa_client *c, const char *to_jid, const wa_msg *m, const char *id,
+                              int64_t now)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n < 8 || n >= WA_MESSAGE_ID_MAX) return WA_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'A' && id[i] <= 'Z')))
+            return WA_ERR_INVALID;
+    return send_message_id(c, to_jid, m, id, now);
+}
+
+static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, const char *id,
                            int64_t now)
 {
     wa_jid to;
@@ -1517,12 +1541,9 @@ int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *msg, 
         wb_buf_free(&plaintext);
         return rc;
     }
-    char id[WA_MESSAGE_ID_MAX];
-    new_message_id(c, id);
     if (kind == WA_JID_GROUP) {
         rc = send_group_message(c, &user, &plaintext, &attrs, id, now);
         wb_buf_free(&plaintext);
-        if (rc == WA_OK && id_out) memcpy(id_out, id, strlen(id) + 1);
         return rc;
     }
     send_job *j = job_new(c);
@@ -1530,11 +1551,10 @@ int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *msg, 
         wb_buf_free(&plaintext);
         return WA_ERR_TOO_LARGE;
     }
-    memcpy(j->id, id, sizeof(j->id));
+    snprintf(j->id, sizeof(j->id), "%s", id);
     memcpy(j->to, chat, sizeof(j->to));
     j->attrs = attrs;
     j->plaintext = plaintext;
-    if (id_out) memcpy(id_out, j->id, strlen(j->id) + 1); /* 20 characters and the NUL */
 
     /* device lists of the recipient and of ourselves */
     wb_arena a;

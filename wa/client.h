@@ -149,6 +149,11 @@ int wa_received_parse(const wa_received *r, wa_msg *out);
  * Groups (@g.us) go to the sender-key path: WA_ERR_UNSUPPORTED until it exists. */
 int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *m, char *id_out,
                            int64_t now);
+/* The same with the caller's message id (8..31 characters, 0-9 A-Z): a bridge derives it from its
+ * own event id, so a send repeated after a crash carries the same id and receivers, which
+ * deduplicate by id, show it once. */
+int wa_client_send_message_id(wa_client *c, const char *to_jid, const wa_msg *m, const char *id,
+                              int64_t now);
 /* wa_client_send_message of a plain TEXT. */
 int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
                         int64_t now);

@@ -254,6 +254,22 @@ static void test_kinds(rig *r)
                 .reply_text = "earlier words"};
     CHECK_INT(send_msg(r, a, JID_B, &m, id1), WA_OK);
     CHECK_INT(count(a, WA_EV_SENT, id1), 1);
+
+    /* 0. the caller's own id (a bridge derives it from its event id): used as given; bad ones
+     * are refused before anything is sent */
+    wa_msg plain = {.kind = WA_MSG_TEXT, .text = "with my id"};
+    CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, "3EB0CAFE0123456789AB", r->now),
+              WA_OK);
+    advance(r, 100);
+    CHECK_INT(count(a, WA_EV_SENT, "3EB0CAFE0123456789AB"), 1);
+    const got *mine = got_id(b, "3EB0CAFE0123456789AB");
+    CHECK(mine != NULL && mine->m.text && strcmp(mine->m.text, "with my id") == 0);
+    CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, "short", r->now), WA_ERR_INVALID);
+    CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, "3eb0lowercase0000", r->now),
+              WA_ERR_INVALID);
+    CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, "3EB0<BAD>000000", r->now),
+              WA_ERR_INVALID);
+    CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, NULL, r->now), WA_ERR_INVALID);
     const got *g = got_id(b, id1);
     CHECK(g != NULL);
     if (g) {

@@ -1021,7 +1021,14 @@ static int phone_receive(sim *s, sim_account *acct, sim_account *from_acct, uint
     bool own = from_acct == acct;
     wa_msg parsed;
     if (rc == WA_OK && wa_message_parse(plain.data, plain.len, &parsed) != WA_OK) rc = WA_ERR_PROTO;
-    if (rc == WA_OK) {
+    bool seen = false; /* phones show a message id once: a resend with the same id is a repeat */
+    for (size_t i = 0; rc == WA_OK && i < p->nmsgs && !seen; i++)
+        seen = !p->msgs[i].failed && strcmp(p->msgs[i].id, id) == 0 &&
+               strcmp(p->msgs[i].sender, sender) == 0;
+    if (seen) {
+        logf_(s, "phone %s: %s from %s again: a repeat, not shown twice\n", acct->phone, id, sender);
+        wa_msg_free(&parsed);
+    } else if (rc == WA_OK) {
         /* what the phone would show: the text, an edit's new text, a reaction's emoji */
         const char *shown = parsed.kind == WA_MSG_EDIT       ? parsed.text
                             : parsed.kind == WA_MSG_REACTION ? parsed.reaction
