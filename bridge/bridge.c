@@ -132,6 +132,19 @@ bool br_room_lookup(br_bridge *b, const char *room, br_room_ref *out)
     return found;
 }
 
+bool br_room_of_chat(br_bridge *b, int64_t receiver, const char *chat, br_room_ref *out)
+{
+    bool found = false;
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < b->n_rooms && !found; i++)
+        if (b->rooms[i].receiver == receiver && strcmp(b->rooms[i].chat, chat) == 0) {
+            *out = b->rooms[i];
+            found = true;
+        }
+    pthread_mutex_unlock(&b->lock);
+    return found;
+}
+
 void br_room_forget_login(br_bridge *b, int64_t login_id)
 {
     pthread_mutex_lock(&b->lock);

@@ -141,6 +141,8 @@ void br_room_remember(br_bridge *b, const char *room, const char *chat, int64_t 
                       int64_t portal_id);
 bool br_room_lookup(br_bridge *b, const char *room, br_room_ref *out);
 void br_room_forget_login(br_bridge *b, int64_t login_id);
+/* The portal room of a chat (receiver: login id, 0 for shared portals), if it has one. */
+bool br_room_of_chat(br_bridge *b, int64_t receiver, const char *chat, br_room_ref *out);
 /* Sends a notice (as the bot) to room; errors are logged. */
 void br_notice(br_pworker *pw, const char *room, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -166,6 +168,9 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
  * receivers, which deduplicate by id. */
 void br_message_id_for(const char *event_id, char id[WA_MESSAGE_ID_MAX]);
 const char *br_login_state_name(br_login *l);
+/* A read receipt for a contact's message / our typing state, sent when connected (not queued). */
+void br_login_mark_read(br_login *l, const char *chat, const char *wa_id);
+void br_login_chat_state(br_login *l, const char *chat, bool typing);
 
 /* ---- portal.c ---- */
 /* A received WhatsApp message (from the engine, or the event buffer at start-up). */
@@ -188,6 +193,16 @@ typedef struct br_mx_job {
     cJSON *ev; /* owned */
 } br_mx_job;
 void br_portal_job_mx_event(br_pworker *pw, void *arg);
+/* A contact's receipt or typing on WhatsApp, shown on Matrix. arg: br_wa_signal */
+typedef struct br_wa_signal {
+    int64_t login_id;
+    bool typing_event; /* true: chat state; false: a read receipt */
+    char chat[DB_ID_MAX];
+    char who[DB_ID_MAX];   /* the contact (user JID) */
+    char id[DB_ID_MAX];    /* receipt: our message id */
+    char state[32];        /* typing: composing / recording / paused */
+} br_wa_signal;
+void br_portal_job_wa_signal(br_pworker *pw, void *arg);
 /* Finds or creates the DM portal of login l with chat (a user JID), with its room. */
 int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const char *name_hint,
                         db_portal *out);

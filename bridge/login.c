@@ -192,6 +192,18 @@ static void resolve_pending(br_login *l, const char *id, int result)
     pthread_mutex_unlock(&l->send_lock);
 }
 
+/* The user JID (no device) of a JID string; "" when it does not parse. */
+static void user_jid(const char *jid, char *out, size_t cap)
+{
+    wa_jid j;
+    out[0] = '\0';
+    if (wa_jid_parse_cstr(jid, &j) != WA_OK) return;
+    j.device = 0;
+    j.ad = false;
+    j.agent = 0;
+    wa_jid_format(&j, out, cap);
+}
+
 static void take_messages(br_login *l)
 {
     wa_received r;
@@ -246,7 +258,34 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
                 ev->code, (long long)ev->ms);
         break;
     case WA_EV_READY: WB_INFO(MOD, "login %lld is live", (long long)l->id); break;
-    case WA_EV_RECEIPT: break;
+    case WA_EV_RECEIPT:
+    case WA_EV_CHAT_STATE: {
+        /* "id type chat [participant]" / "chat sender state" */
+        char a[DB_ID_MAX] = "", t[64] = "", c3[DB_ID_MAX] = "";
+        if (sscanf(ev->text, "%255s %63s %255s", a, t, c3) < 2) break;
+        br_wa_signal *sg = calloc(1, sizeof(*sg));
+        if (!sg) break;
+        sg->login_id = l->id;
+        if (ev->type == WA_EV_RECEIPT) {
+            /* type "" (delivered) leaves the second word out: only read receipts are shown */
+            if (strcmp(t, "read") != 0 || !c3[0]) {
+                free(sg);
+                break;
+            }
+            snprintf(sg->id, sizeof(sg->id), "%s", a);
+            user_jid(c3, sg->chat, sizeof(sg->chat));
+            snprintf(sg->who, sizeof(sg->who), "%s", sg->chat);
+        } else {
+            sg->typing_event = true;
+            user_jid(a, sg->chat, sizeof(sg->chat));
+            user_jid(t, sg->who, sizeof(sg->who));
+            snprintf(sg->state, sizeof(sg->state), "%.31s", c3);
+        }
+        char key[DB_ID_MAX + 64];
+        br_portal_key(l->id, sg->chat, key, sizeof(key));
+        br_enqueue(l->eng->b, key, br_portal_job_wa_signal, sg);
+        break;
+    }
     default:
         WB_INFO(MOD, "login %lld: event %d %s", (long long)l->id, (int)ev->type,
                 ev->type == WA_EV_QR ? "(qr)" : ev->text);
@@ -645,4 +684,46 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
     snprintf(err, errcap, "%s", result == -1 ? "WhatsApp did not accept the message"
                                              : "no answer from WhatsApp in time");
     return -1;
+}
+
+/* ---- receipts and chat state for the portals (fire and forget) ---- */
+
+typedef struct mark_req {
+    char chat[DB_ID_MAX];
+    char id[WA_MESSAGE_ID_MAX + 96];
+    int state; /* chat state: -1 = a read receipt instead */
+} mark_req;
+
+static void mark_on_engine(wa_client *c, void *arg)
+{
+    mark_req *r = arg;
+    if (r->state < 0) {
+        const char *ids[1] = {r->id};
+        wa_client_mark_read(c, r->chat, NULL, ids, 1, false, (uint64_t)time(NULL));
+    } else {
+        wa_client_send_chat_state(c, r->chat, (wa_chat_state)r->state);
+    }
+    free(r);
+}
+
+static void post_mark(br_login *l, const char *chat, const char *id, int state)
+{
+    if (l->removed || l->handle < 0) return;
+    if ((wa_client_state)atomic_load(&l->state) != WA_CLIENT_CONNECTED) return; /* not kept */
+    mark_req *r = calloc(1, sizeof(*r));
+    if (!r) return;
+    snprintf(r->chat, sizeof(r->chat), "%s", chat);
+    snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
+    r->state = state;
+    if (wa_worker_call(l->eng->w, l->handle, mark_on_engine, r, false) != 0) free(r);
+}
+
+void br_login_mark_read(br_login *l, const char *chat, const char *wa_id)
+{
+    post_mark(l, chat, wa_id, -1);
+}
+
+void br_login_chat_state(br_login *l, const char *chat, bool typing)
+{
+    post_mark(l, chat, NULL, typing ? WA_CHAT_COMPOSING : WA_CHAT_PAUSED);
 }

@@ -22,6 +22,19 @@
 #define MOD           "portal"
 #define RETRY_MS      2000
 
+/* Copies src into dst (cap bytes), cut at a character boundary when too long. */
+static void set_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 void br_portal_key(int64_t login_id, const char *chat_user_jid, char *key, size_t cap)
 {
     snprintf(key, cap, "portal:%lld:%s", (long long)login_id, chat_user_jid);
@@ -140,6 +153,12 @@ int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const cha
     return 0;
 }
 
+static const char *jstr(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
 /* ---- mentions: WhatsApp users <-> Matrix users ---- */
 
 static bool resolve_jid_to_mx(void *ctx, const char *jid, char *mxid, size_t mxid_cap, char *name,
@@ -197,6 +216,66 @@ static void br_wa_msg_release(br_wa_msg *m)
 }
 
 /* One attempt; 0 done (bridged, duplicate, or dropped for good), -1 try again later. */
+/* A homeserver transaction id for what a WhatsApp message becomes (the same after a crash). */
+static void txn_of(int64_t login_id, const char *wa_id, char *txn, size_t cap)
+{
+    snprintf(txn, cap, "wa-%lld-%s", (long long)login_id, wa_id);
+    for (char *p = txn; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_'))
+            *p = '_';
+}
+
+/* The m.room.message content of a WhatsApp text: body, HTML, mentions, reply. */
+static cJSON *text_content(br_pworker *pw, const db_portal *portal, const wa_msg *msg, bool own)
+{
+    cJSON *c = cJSON_CreateObject();
+    br_format_resolver res = resolver_of(pw);
+    br_formatted f = {0};
+    cJSON_AddStringToObject(c, "msgtype", own ? "m.notice" : "m.text");
+    if (br_format_wa_to_mx(msg->text ? msg->text : "", (const char *const *)msg->mentions,
+                           msg->n_mentions, &res, &f) == 0) {
+        cJSON_AddStringToObject(c, "body", f.body);
+        if (f.html) {
+            cJSON_AddStringToObject(c, "format", "org.matrix.custom.html");
+            cJSON_AddStringToObject(c, "formatted_body", f.html);
+        }
+        br_formatted_free(&f);
+    } else {
+        cJSON_AddStringToObject(c, "body", msg->text ? msg->text : "");
+    }
+    if (msg->n_mentions) {
+        cJSON *ids = cJSON_AddArrayToObject(cJSON_AddObjectToObject(c, "m.mentions"), "user_ids");
+        for (size_t i = 0; i < msg->n_mentions; i++) {
+            char mxid[DB_ID_MAX], name[DB_ID_MAX];
+            if (resolve_jid_to_mx(pw, msg->mentions[i], mxid, sizeof(mxid), name, sizeof(name)))
+                cJSON_AddItemToArray(ids, cJSON_CreateString(mxid));
+        }
+    }
+    db_message quoted;
+    if (msg->reply_id[0] && db_message_by_wa(pw->db, portal->id, msg->reply_id, "", &quoted) == DB_OK) {
+        cJSON *rel = cJSON_AddObjectToObject(c, "m.relates_to");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(rel, "m.in_reply_to"), "event_id",
+                                quoted.mxid);
+    }
+    return c;
+}
+
+static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login_id,
+                          const char *wa_id, const char *sender, const char *event_id,
+                          int64_t ts_ms)
+{
+    db_message row = {.portal_id = portal->id, .login_id = login_id, .timestamp_ms = ts_ms};
+    snprintf(row.wa_id, sizeof(row.wa_id), "%s", wa_id);
+    snprintf(row.sender_jid, sizeof(row.sender_jid), "%s", sender);
+    snprintf(row.mxid, sizeof(row.mxid), "%s", event_id);
+    snprintf(row.mx_room, sizeof(row.mx_room), "%s", portal->mxid);
+    int rc = db_message_insert(pw->db, &row);
+    if (rc != DB_OK && rc != DB_ERR_UNIQUE)
+        WB_WARN(MOD, "storing the mapping of %s failed: %s", wa_id, db_conn_error(pw->db)->message);
+}
+
+/* One attempt; 0 done (bridged, duplicate, or dropped for good), -1 try again later. */
 static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
 {
     br_bridge *b = pw->b;
@@ -209,101 +288,151 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
                    ? -1
                    : 0;
     }
-    const uint8_t *text = NULL, *dest = NULL;
-    size_t text_len = 0, dest_len = 0;
     char chat[DB_ID_MAX], sender[DB_ID_MAX];
     user_jid_of(m->chat, chat, sizeof(chat));
     user_jid_of(m->sender, sender, sizeof(sender));
-    int prc = m->plaintext ? wa_message_get_text(m->plaintext, m->len, &text, &text_len, &dest,
-                                                 &dest_len)
-                           : WA_ERR_CRYPTO;
+    wa_msg msg = {0};
+    int prc = m->plaintext ? wa_message_parse(m->plaintext, m->len, &msg) : WA_ERR_CRYPTO;
     bool own = false;
-    if (dest && dest_len > 0 && dest_len < sizeof(chat)) {
+    if (prc == WA_OK && msg.dest_jid[0]) {
         /* sent from another device of this account: it belongs to the chat it went to */
-        char d[DB_ID_MAX];
-        memcpy(d, dest, dest_len);
-        d[dest_len] = '\0';
-        user_jid_of(d, chat, sizeof(chat));
+        user_jid_of(msg.dest_jid, chat, sizeof(chat));
         own = true;
     }
+    int result = 0;
     wa_jid cj;
     if (!chat[0] || wa_jid_parse_cstr(chat, &cj) != WA_OK ||
         (wa_jid_kind_of(&cj) != WA_JID_PN && wa_jid_kind_of(&cj) != WA_JID_LID)) {
         WB_INFO(MOD, "login %lld: message %s in %s: chat kind not bridged yet", (long long)l->id,
                 m->id, m->chat);
-        db_event_buffer_done(pw->db, l->id, m->chat, m->id);
-        return 0;
+        goto done;
     }
+    if (prc == WA_OK && msg.kind == WA_MSG_NONE) goto done; /* e.g. a bare key distribution */
     db_portal portal;
-    if (br_portal_ensure_dm(pw, l, chat, own ? "" : m->notify, &portal)) return -1;
-    db_message prev;
-    if (db_message_by_wa(pw->db, portal.id, m->id, "", &prev) == DB_OK) {
-        db_event_buffer_done(pw->db, l->id, m->chat, m->id);
-        return 0; /* bridged before (a redelivery or a restart) */
+    if (br_portal_ensure_dm(pw, l, chat, own ? "" : m->notify, &portal)) {
+        result = -1;
+        goto out;
     }
+    db_message prev;
+    if (db_message_by_wa(pw->db, portal.id, m->id, "", &prev) == DB_OK)
+        goto done; /* bridged before (a redelivery or a restart) */
     char ghost[DB_ID_MAX];
     const char *as_user = NULL; /* own messages come through the bot */
+    const char *who = own ? "" : sender; /* "" = the login's own account */
     if (!own) {
-        if (ghost_ensure(pw, sender, m->notify, ghost, sizeof(ghost))) return -1;
+        if (ghost_ensure(pw, sender, m->notify, ghost, sizeof(ghost))) {
+            result = -1;
+            goto out;
+        }
         as_user = ghost;
     }
-    cJSON *c = cJSON_CreateObject();
-    if (prc == WA_OK) {
-        char *raw = strndup((const char *)text, text_len);
-        br_format_resolver res = resolver_of(pw);
-        br_formatted f = {0};
-        cJSON_AddStringToObject(c, "msgtype", own ? "m.notice" : "m.text");
-        if (raw && br_format_wa_to_mx(raw, NULL, 0, &res, &f) == 0) {
-            cJSON_AddStringToObject(c, "body", f.body);
-            if (f.html) {
-                cJSON_AddStringToObject(c, "format", "org.matrix.custom.html");
-                cJSON_AddStringToObject(c, "formatted_body", f.html);
-            }
-            br_formatted_free(&f);
-        } else {
-            cJSON_AddStringToObject(c, "body", raw ? raw : "");
-        }
-        free(raw);
-    } else {
-        cJSON_AddStringToObject(c, "msgtype", "m.notice");
-        cJSON_AddStringToObject(c, "body", prc == WA_ERR_CRYPTO
-                                               ? "⚠ A message could not be decrypted."
-                                               : "⚠ A message of a kind not bridged yet.");
-    }
-    if (own) {
-        cJSON *o = cJSON_AddObjectToObject(c, "fi.mau.whatsapp.own_device");
-        cJSON_AddBoolToObject(o, "from_own_device", true);
-    }
     char txn[DB_ID_MAX + 64];
-    snprintf(txn, sizeof(txn), "wa-%lld-%s", (long long)l->id, m->id);
-    for (char *p = txn; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_'))
-            *p = '_';
-    char *event_id = NULL;
+    txn_of(l->id, m->id, txn, sizeof(txn));
     mx_error err;
-    int rc = mx_client_send(pw->mx, as_user, portal.mxid, "m.room.message", c, txn, m->ts_ms,
+    char *event_id = NULL;
+    int rc = MX_OK;
+    db_message target;
+    bool has_target = prc == WA_OK &&
+                      (msg.kind == WA_MSG_EDIT || msg.kind == WA_MSG_REACTION ||
+                       msg.kind == WA_MSG_REVOKE) &&
+                      db_message_by_wa(pw->db, portal.id, msg.target.id, "", &target) == DB_OK;
+    if (prc == WA_OK && (msg.kind == WA_MSG_EDIT || msg.kind == WA_MSG_REACTION ||
+                         msg.kind == WA_MSG_REVOKE) && !has_target) {
+        WB_INFO(MOD, "login %lld: %s of %s, a message not bridged: ignored", (long long)l->id,
+                wa_msg_kind_name(msg.kind), msg.target.id);
+        goto done;
+    }
+    if (prc == WA_OK && msg.kind == WA_MSG_REVOKE) {
+        /* the sender deletes its message: redact it (as the ghost when it is its own event) */
+        bool theirs = strcmp(target.sender_jid, who) == 0 && as_user;
+        rc = mx_client_redact(pw->mx, theirs ? as_user : NULL, portal.mxid, target.mxid,
+                              "deleted on WhatsApp", txn, &event_id, &err);
+    } else if (prc == WA_OK && msg.kind == WA_MSG_REACTION) {
+        db_reaction old;
+        bool had = db_reaction_get(pw->db, portal.id, msg.target.id, who, &old) == DB_OK;
+        if (had) { /* one reaction per sender: the new one replaces it, "" removes it */
+            char rtxn[DB_ID_MAX + 80];
+            snprintf(rtxn, sizeof(rtxn), "%s-undo", txn);
+            mx_client_redact(pw->mx, as_user, portal.mxid, old.mxid, NULL, rtxn, NULL, &err);
+            db_reaction_delete(pw->db, old.mxid);
+        }
+        if (msg.reaction[0]) {
+            cJSON *c = cJSON_CreateObject();
+            cJSON *rel = cJSON_AddObjectToObject(c, "m.relates_to");
+            cJSON_AddStringToObject(rel, "rel_type", "m.annotation");
+            cJSON_AddStringToObject(rel, "event_id", target.mxid);
+            cJSON_AddStringToObject(rel, "key", msg.reaction);
+            rc = mx_client_send(pw->mx, as_user, portal.mxid, "m.reaction", c, txn, m->ts_ms,
+                                &event_id, &err);
+            cJSON_Delete(c);
+            if (rc == MX_OK) {
+                db_reaction r = {.portal_id = portal.id, .timestamp_ms = m->ts_ms};
+                snprintf(r.target_wa_id, sizeof(r.target_wa_id), "%s", msg.target.id);
+                snprintf(r.sender_jid, sizeof(r.sender_jid), "%s", who);
+                snprintf(r.emoji, sizeof(r.emoji), "%s", msg.reaction);
+                snprintf(r.mxid, sizeof(r.mxid), "%s", event_id);
+                snprintf(r.mx_room, sizeof(r.mx_room), "%s", portal.mxid);
+                db_reaction_put(pw->db, &r);
+            }
+        } else {
+            goto done; /* a removal: nothing more to show */
+        }
+    } else {
+        cJSON *c;
+        if (prc != WA_OK || msg.kind == WA_MSG_UNSUPPORTED) {
+            c = cJSON_CreateObject();
+            char note[160];
+            if (prc != WA_OK)
+                snprintf(note, sizeof(note), "⚠ A message could not be decrypted.");
+            else
+                snprintf(note, sizeof(note), "⚠ A message of a kind not bridged yet (%s).",
+                         msg.unsupported);
+            cJSON_AddStringToObject(c, "msgtype", "m.notice");
+            cJSON_AddStringToObject(c, "body", note);
+        } else if (msg.kind == WA_MSG_EDIT) {
+            cJSON *nc = text_content(pw, &portal, &msg, own);
+            cJSON_DeleteItemFromObject(nc, "m.relates_to");
+            c = cJSON_Duplicate(nc, true);
+            const char *nb = jstr(nc, "body");
+            size_t nlen = nb ? strlen(nb) + 3 : 3;
+            char *starred = malloc(nlen);
+            if (starred) {
+                snprintf(starred, nlen, "* %s", nb ? nb : "");
+                cJSON_ReplaceItemInObjectCaseSensitive(c, "body", cJSON_CreateString(starred));
+                free(starred);
+            }
+            cJSON_DeleteItemFromObject(c, "formatted_body");
+            cJSON_DeleteItemFromObject(c, "format");
+            cJSON_AddItemToObject(c, "m.new_content", nc);
+            cJSON *rel = cJSON_AddObjectToObject(c, "m.relates_to");
+            cJSON_AddStringToObject(rel, "rel_type", "m.replace");
+            cJSON_AddStringToObject(rel, "event_id", target.mxid);
+        } else {
+            c = text_content(pw, &portal, &msg, own);
+        }
+        if (own) {
+            cJSON *o = cJSON_AddObjectToObject(c, "fi.mau.whatsapp.own_device");
+            cJSON_AddBoolToObject(o, "from_own_device", true);
+        }
+        rc = mx_client_send(pw->mx, as_user, portal.mxid, "m.room.message", c, txn, m->ts_ms,
                             &event_id, &err);
-    cJSON_Delete(c);
+        cJSON_Delete(c);
+    }
     if (rc != MX_OK) {
         WB_WARN(MOD, "sending %s to %s failed: %s", m->id, portal.mxid, err.error);
-        return err.http_status == 403 || err.http_status == 400 ? 0 : -1;
+        free(event_id);
+        result = err.http_status == 403 || err.http_status == 400 ? 0 : -1;
+        if (result == 0) goto done;
+        goto out;
     }
-    db_message row = {.portal_id = portal.id, .login_id = l->id, .timestamp_ms = m->ts_ms};
-    snprintf(row.wa_id, sizeof(row.wa_id), "%s", m->id);
-    snprintf(row.sender_jid, sizeof(row.sender_jid), "%s", own ? "" : sender);
-    snprintf(row.mxid, sizeof(row.mxid), "%s", event_id);
-    snprintf(row.mx_room, sizeof(row.mx_room), "%s", portal.mxid);
+    store_mapping(pw, &portal, l->id, m->id, who, event_id, m->ts_ms);
     free(event_id);
-    int drc = db_message_insert(pw->db, &row);
-    if (drc != DB_OK && drc != DB_ERR_UNIQUE) {
-        WB_WARN(MOD, "storing the mapping of %s failed: %s", m->id,
-                db_conn_error(pw->db)->message);
-        return -1;
-    }
-    db_event_buffer_done(pw->db, l->id, m->chat, m->id);
     atomic_fetch_add(&b->stats.wa_bridged, 1);
-    return 0;
+done:
+    db_event_buffer_done(pw->db, l->id, m->chat, m->id);
+out:
+    if (prc == WA_OK) wa_msg_free(&msg);
+    return result;
 }
 
 void br_portal_job_wa_message(br_pworker *pw, void *arg)
@@ -319,12 +448,82 @@ void br_portal_job_wa_message(br_pworker *pw, void *arg)
     br_wa_msg_release(m);
 }
 
+void br_portal_job_wa_signal(br_pworker *pw, void *arg)
+{
+    br_wa_signal *sg = arg;
+    br_room_ref ref;
+    char ghost[DB_ID_MAX];
+    mx_error err;
+    if (!br_room_of_chat(pw->b, sg->login_id, sg->chat, &ref) ||
+        ghost_ensure(pw, sg->who, NULL, ghost, sizeof(ghost)) != 0)
+        goto out;
+    if (sg->typing_event) {
+        bool typing = strcmp(sg->state, "composing") == 0 || strcmp(sg->state, "recording") == 0;
+        if (mx_client_typing(pw->mx, ghost, ref.room, typing, 30000, &err) != MX_OK)
+            WB_DEBUG(MOD, "typing in %s failed: %s", ref.room, err.error);
+    } else {
+        db_message row;
+        if (db_message_by_wa(pw->db, ref.portal_id, sg->id, "", &row) == DB_OK &&
+            mx_client_read_receipt(pw->mx, ghost, ref.room, row.mxid, &err) != MX_OK)
+            WB_DEBUG(MOD, "read receipt in %s failed: %s", ref.room, err.error);
+    }
+out:
+    free(sg);
+}
+
 /* ---- Matrix -> WhatsApp ---- */
 
-static const char *jstr(const cJSON *o, const char *key)
+
+/* The login a Matrix user acts through in a portal; NULL (with a notice when useful) if none. */
+static br_login *portal_login(br_pworker *pw, const br_room_ref *ref, const char *sender,
+                              bool tell)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
+    br_login *l = br_login_find(pw->b, ref->receiver);
+    if (!l) {
+        db_login row;
+        if (tell && db_login_get(pw->db, ref->receiver, &row) == DB_OK &&
+            strcmp(row.mxid, sender) == 0)
+            br_notice(pw, ref->room, "⚠ Your message was not sent: this WhatsApp login is not "
+                      "running (state %s). Send `login qr` in the management room.", row.state);
+        return NULL;
+    }
+    if (strcmp(l->mxid, sender) != 0) return NULL; /* someone else in a DM portal (relay later) */
+    return l;
+}
+
+/* Sends m as the event's WhatsApp message and stores the mapping; notices on failure. */
+static void send_to_wa(br_pworker *pw, const br_room_ref *ref, br_login *l, const wa_msg *m,
+                       const char *event_id, bool map)
+{
+    char id[WA_MESSAGE_ID_MAX], err[256];
+    br_message_id_for(event_id, id); /* the same after a crash: one message to the receivers */
+    if (br_login_send(l, ref->chat, m, id, err, sizeof(err)) != 0) {
+        br_notice(pw, ref->room, "⚠ Your %s was not sent to WhatsApp: %s.",
+                  m->kind == WA_MSG_TEXT       ? "message"
+                  : m->kind == WA_MSG_EDIT     ? "edit"
+                  : m->kind == WA_MSG_REACTION ? "reaction"
+                                               : "deletion",
+                  err);
+        atomic_fetch_add(&pw->b->stats.failures, 1);
+        return;
+    }
+    atomic_fetch_add(&pw->b->stats.mx_bridged, 1);
+    if (!map) return;
+    db_portal portal = {.id = ref->portal_id};
+    snprintf(portal.mxid, sizeof(portal.mxid), "%s", ref->room);
+    store_mapping(pw, &portal, l->id, id, "", event_id, br_now_ms());
+}
+
+/* A target Matrix event -> its WhatsApp message key in this chat. */
+static bool target_key(br_pworker *pw, const br_room_ref *ref, br_login *l, const char *event_id,
+                       wa_msg_key *key, db_message *row)
+{
+    if (!event_id || db_message_by_mxid(pw->db, event_id, row) != DB_OK) return false;
+    memset(key, 0, sizeof(*key));
+    set_str(key->id, sizeof(key->id), row->wa_id);
+    set_str(key->remote_jid, sizeof(key->remote_jid), ref->chat);
+    key->from_me = row->sender_jid[0] == '\0';
+    return true;
 }
 
 static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSON *ev,
@@ -332,21 +531,14 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
 {
     br_bridge *b = pw->b;
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(ev, "content");
-    const char *msgtype = jstr(content, "msgtype"), *body = jstr(content, "body");
-    br_login *l = br_login_find(b, ref->receiver);
-    if (!l) {
-        db_login row;
-        if (db_login_get(pw->db, ref->receiver, &row) == DB_OK && strcmp(row.mxid, sender) == 0)
-            br_notice(pw, ref->room, "⚠ Your message was not sent: this WhatsApp login is not "
-                      "running (state %s). Send `login qr` in the management room.", row.state);
-        return;
-    }
-    if (strcmp(l->mxid, sender) != 0) return; /* someone else in a DM portal (relay mode later) */
+    br_login *l = portal_login(pw, ref, sender, true);
+    if (!l) return;
     const cJSON *rel = cJSON_GetObjectItemCaseSensitive(content, "m.relates_to");
-    if (rel && jstr(rel, "rel_type") && strcmp(jstr(rel, "rel_type"), "m.replace") == 0) {
-        br_notice(pw, ref->room, "⚠ Edits are not bridged to WhatsApp yet.");
-        return;
-    }
+    const char *rel_type = jstr(rel, "rel_type");
+    bool is_edit = rel_type && strcmp(rel_type, "m.replace") == 0;
+    const cJSON *src = content; /* an edit's new text is in m.new_content */
+    if (is_edit) src = cJSON_GetObjectItemCaseSensitive(content, "m.new_content");
+    const char *msgtype = jstr(src, "msgtype"), *body = jstr(src, "body");
     if (!msgtype || !body ||
         (strcmp(msgtype, "m.text") != 0 && strcmp(msgtype, "m.emote") != 0 &&
          strcmp(msgtype, "m.notice") != 0)) {
@@ -355,12 +547,12 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
         atomic_fetch_add(&b->stats.failures, 1);
         return;
     }
-    const char *format = jstr(content, "format"), *html = jstr(content, "formatted_body");
+    const char *format = jstr(src, "format"), *html = jstr(src, "formatted_body");
     if (!format || strcmp(format, "org.matrix.custom.html") != 0) html = NULL;
-    bool is_reply = rel && cJSON_GetObjectItemCaseSensitive(rel, "m.in_reply_to");
+    const cJSON *reply = rel ? cJSON_GetObjectItemCaseSensitive(rel, "m.in_reply_to") : NULL;
     br_format_resolver res = resolver_of(pw);
     br_wa_text wt = {0};
-    if (br_format_mx_to_wa_ex(body, html, is_reply, &res, &wt) != 0) {
+    if (br_format_mx_to_wa_ex(body, html, reply != NULL && !is_edit, &res, &wt) != 0) {
         br_notice(pw, ref->room, "⚠ Your message could not be converted for WhatsApp.");
         return;
     }
@@ -371,26 +563,107 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
         snprintf(text, sizeof(text), "%s", wt.text);
     wa_msg m = {.kind = WA_MSG_TEXT, .text = text, .mentions = wt.mentions,
                 .n_mentions = wt.n_mentions};
-    /* the id comes from the event: sent again after a crash, it is the same message */
-    char id[WA_MESSAGE_ID_MAX], err[256];
-    br_message_id_for(event_id, id);
-    int rc = br_login_send(l, ref->chat, &m, id, err, sizeof(err));
+    db_message row;
+    if (is_edit) {
+        if (!target_key(pw, ref, l, jstr(rel, "event_id"), &m.target, &row) || !m.target.from_me) {
+            br_notice(pw, ref->room, "⚠ Your edit was not sent: only your own bridged messages "
+                      "can be edited on WhatsApp.");
+            br_wa_text_free(&wt);
+            return;
+        }
+        m.kind = WA_MSG_EDIT;
+    } else if (reply) {
+        const char *quoted = jstr(reply, "event_id");
+        if (quoted && db_message_by_mxid(pw->db, quoted, &row) == DB_OK) {
+            set_str(m.reply_id, sizeof(m.reply_id), row.wa_id);
+            if (row.sender_jid[0])
+                set_str(m.reply_sender, sizeof(m.reply_sender), row.sender_jid);
+            else
+                snprintf(m.reply_sender, sizeof(m.reply_sender), "%s@s.whatsapp.net", l->phone);
+        }
+    }
+    send_to_wa(pw, ref, l, &m, event_id, !is_edit);
     br_wa_text_free(&wt);
-    if (rc != 0) {
-        br_notice(pw, ref->room, "⚠ Your message was not sent to WhatsApp: %s.", err);
-        atomic_fetch_add(&b->stats.failures, 1);
+}
+
+static void bridge_mx_reaction(br_pworker *pw, const br_room_ref *ref, const cJSON *ev,
+                               const char *sender, const char *event_id)
+{
+    const cJSON *rel =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "content"),
+                                         "m.relates_to");
+    const char *rel_type = jstr(rel, "rel_type"), *key = jstr(rel, "key");
+    br_login *l = portal_login(pw, ref, sender, false);
+    if (!l || !rel_type || strcmp(rel_type, "m.annotation") != 0 || !key) return;
+    wa_msg m = {.kind = WA_MSG_REACTION};
+    db_message row;
+    if (!target_key(pw, ref, l, jstr(rel, "event_id"), &m.target, &row)) return;
+    snprintf(m.reaction, sizeof(m.reaction), "%s", key);
+    send_to_wa(pw, ref, l, &m, event_id, false);
+    db_reaction r = {.portal_id = ref->portal_id, .timestamp_ms = br_now_ms()};
+    snprintf(r.target_wa_id, sizeof(r.target_wa_id), "%s", row.wa_id);
+    snprintf(r.emoji, sizeof(r.emoji), "%s", key);
+    snprintf(r.mxid, sizeof(r.mxid), "%s", event_id);
+    snprintf(r.mx_room, sizeof(r.mx_room), "%s", ref->room);
+    db_reaction_put(pw->db, &r);
+}
+
+static void bridge_mx_redaction(br_pworker *pw, const br_room_ref *ref, const cJSON *ev,
+                                const char *sender, const char *event_id)
+{
+    const char *redacts = jstr(ev, "redacts");
+    if (!redacts) redacts = jstr(cJSON_GetObjectItemCaseSensitive(ev, "content"), "redacts");
+    br_login *l = portal_login(pw, ref, sender, false);
+    if (!l || !redacts) return;
+    db_reaction r;
+    if (db_reaction_by_mxid(pw->db, redacts, &r) == DB_OK) { /* a reaction taken back */
+        if (r.sender_jid[0]) return; /* someone else's */
+        wa_msg m = {.kind = WA_MSG_REACTION};
+        set_str(m.target.id, sizeof(m.target.id), r.target_wa_id);
+        set_str(m.target.remote_jid, sizeof(m.target.remote_jid), ref->chat);
+        db_message row;
+        m.target.from_me = db_message_by_wa(pw->db, ref->portal_id, r.target_wa_id, "", &row) ==
+                               DB_OK &&
+                           row.sender_jid[0] == '\0';
+        send_to_wa(pw, ref, l, &m, event_id, false);
+        db_reaction_delete(pw->db, redacts);
         return;
     }
-    db_message row = {.portal_id = ref->portal_id, .login_id = l->id, .timestamp_ms = br_now_ms()};
-    snprintf(row.wa_id, sizeof(row.wa_id), "%s", id);
-    snprintf(row.sender_jid, sizeof(row.sender_jid), "%s", wa_client_jid(l->client));
-    snprintf(row.mxid, sizeof(row.mxid), "%s", event_id);
-    snprintf(row.mx_room, sizeof(row.mx_room), "%s", ref->room);
-    int drc = db_message_insert(pw->db, &row);
-    if (drc != DB_OK && drc != DB_ERR_UNIQUE) /* UNIQUE: sent before a restart, mapped already */
-        WB_WARN(MOD, "storing the mapping of %s failed: %s", event_id,
-                db_conn_error(pw->db)->message);
-    atomic_fetch_add(&b->stats.mx_bridged, 1);
+    wa_msg m = {.kind = WA_MSG_REVOKE};
+    db_message row;
+    if (!target_key(pw, ref, l, redacts, &m.target, &row)) return;
+    if (!m.target.from_me) {
+        br_notice(pw, ref->room, "⚠ Only your own messages can be deleted on WhatsApp.");
+        return;
+    }
+    send_to_wa(pw, ref, l, &m, event_id, false);
+}
+
+/* Ephemeral events: our user's typing and read receipts in a portal. */
+static void bridge_mx_ephemeral(br_pworker *pw, const br_room_ref *ref, const char *type,
+                                const cJSON *content)
+{
+    br_login *l = br_login_find(pw->b, ref->receiver);
+    if (!l) return;
+    if (strcmp(type, "m.typing") == 0) {
+        bool typing = false;
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(content, "user_ids"), *u;
+        cJSON_ArrayForEach(u, ids) if (cJSON_IsString(u) && strcmp(u->valuestring, l->mxid) == 0)
+            typing = true;
+        br_login_chat_state(l, ref->chat, typing);
+        return;
+    }
+    if (strcmp(type, "m.receipt") != 0) return;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, content)
+    {
+        const cJSON *read = cJSON_GetObjectItemCaseSensitive(e, "m.read");
+        if (!cJSON_GetObjectItemCaseSensitive(read, l->mxid)) continue;
+        db_message row;
+        if (e->string && db_message_by_mxid(pw->db, e->string, &row) == DB_OK &&
+            row.sender_jid[0] != '\0')
+            br_login_mark_read(l, ref->chat, row.wa_id);
+    }
 }
 
 void br_portal_job_mx_event(br_pworker *pw, void *arg)
@@ -401,7 +674,13 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
     const char *type = jstr(ev, "type"), *sender = jstr(ev, "sender"), *room = jstr(ev, "room_id"),
                *event_id = jstr(ev, "event_id"), *state_key = jstr(ev, "state_key");
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(ev, "content");
-    if (!type || !sender || !room || br_is_ours(b, sender)) goto done;
+    br_room_ref ref;
+    bool portal = room && br_room_lookup(b, room, &ref);
+    if (type && room && !event_id && portal) { /* typing, receipts */
+        bridge_mx_ephemeral(pw, &ref, type, content);
+        goto done;
+    }
+    if (!type || !sender || !room || !event_id || br_is_ours(b, sender)) goto done;
     if (strcmp(type, "m.room.member") == 0 && state_key && strcmp(state_key, b->bot_mxid) == 0) {
         const char *membership = jstr(content, "membership");
         if (membership && strcmp(membership, "invite") == 0) {
@@ -410,12 +689,16 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
         }
         goto done;
     }
-    if (strcmp(type, "m.room.message") != 0 || !event_id) goto done;
-    br_room_ref ref;
-    if (br_room_lookup(b, room, &ref)) {
-        bridge_mx_message(pw, &ref, ev, sender, event_id);
+    if (portal) {
+        if (strcmp(type, "m.room.message") == 0)
+            bridge_mx_message(pw, &ref, ev, sender, event_id);
+        else if (strcmp(type, "m.reaction") == 0)
+            bridge_mx_reaction(pw, &ref, ev, sender, event_id);
+        else if (strcmp(type, "m.room.redaction") == 0)
+            bridge_mx_redaction(pw, &ref, ev, sender, event_id);
         goto done;
     }
+    if (strcmp(type, "m.room.message") != 0) goto done;
     const char *body = jstr(content, "body");
     if (!body) goto done;
     char owner[DB_ID_MAX];

@@ -65,6 +65,24 @@ static const db_stmt st_ghost_upsert = {
     " name_set = EXCLUDED.name_set, updated_ms = EXCLUDED.updated_ms",
     I};
 
+#define REACTION_COLS "portal_id, target_wa_id, sender_jid, emoji, mxid, mx_room, timestamp_ms"
+static const db_stmt st_reaction_put = {
+    "rows_reaction_put",
+    "INSERT INTO reaction (" REACTION_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    " ON CONFLICT (portal_id, target_wa_id, target_part_id, sender_jid) DO UPDATE SET"
+    " emoji = EXCLUDED.emoji, mxid = EXCLUDED.mxid, mx_room = EXCLUDED.mx_room,"
+    " timestamp_ms = EXCLUDED.timestamp_ms",
+    I};
+static const db_stmt st_reaction_get = {
+    "rows_reaction_get",
+    "SELECT " REACTION_COLS " FROM reaction WHERE portal_id = $1 AND target_wa_id = $2"
+    " AND target_part_id = '' AND sender_jid = $3",
+    I};
+static const db_stmt st_reaction_by_mxid = {
+    "rows_reaction_by_mxid", "SELECT " REACTION_COLS " FROM reaction WHERE mxid = $1", I};
+static const db_stmt st_reaction_delete = {"rows_reaction_delete",
+                                           "DELETE FROM reaction WHERE mxid = $1", I};
+
 static const db_stmt st_inbox_after = {
     "rows_inbox_after",
     "SELECT id, event_id, room_id, event_json, attempts FROM mx_inbox WHERE id > $1"
@@ -260,6 +278,50 @@ int db_ghost_upsert(db_conn *c, const db_ghost *g)
     db_param p[4] = {db_p_text(g->jid), db_p_text(g->mxid), db_p_text(g->name),
                      db_p_int(db_now_ms())};
     return db_exec(c, &st_ghost_upsert, p, 4, NULL);
+}
+
+int db_reaction_put(db_conn *c, const db_reaction *r)
+{
+    db_param p[7] = {db_p_int(r->portal_id), db_p_text(r->target_wa_id), db_p_text(r->sender_jid),
+                     db_p_text(r->emoji),      db_p_text(r->mxid),         db_p_text(r->mx_room),
+                     db_p_int(r->timestamp_ms)};
+    return db_exec(c, &st_reaction_put, p, 7, NULL);
+}
+
+static int reaction_one(db_conn *c, const db_stmt *st, const db_param *p, int np, db_reaction *out)
+{
+    db_result *r;
+    int rc = db_exec_row(c, st, p, np, &r);
+    if (rc) return rc;
+    memset(out, 0, sizeof(*out));
+    out->portal_id = db_result_int(r, 0, 0);
+    db_result_copy_text(r, 0, 1, out->target_wa_id, sizeof(out->target_wa_id));
+    db_result_copy_text(r, 0, 2, out->sender_jid, sizeof(out->sender_jid));
+    db_result_copy_text(r, 0, 3, out->emoji, sizeof(out->emoji));
+    db_result_copy_text(r, 0, 4, out->mxid, sizeof(out->mxid));
+    db_result_copy_text(r, 0, 5, out->mx_room, sizeof(out->mx_room));
+    out->timestamp_ms = db_result_int(r, 0, 6);
+    db_result_free(r);
+    return DB_OK;
+}
+
+int db_reaction_get(db_conn *c, int64_t portal_id, const char *target_wa_id,
+                    const char *sender_jid, db_reaction *out)
+{
+    db_param p[3] = {db_p_int(portal_id), db_p_text(target_wa_id), db_p_text(sender_jid)};
+    return reaction_one(c, &st_reaction_get, p, 3, out);
+}
+
+int db_reaction_by_mxid(db_conn *c, const char *mxid, db_reaction *out)
+{
+    db_param p[1] = {db_p_text(mxid)};
+    return reaction_one(c, &st_reaction_by_mxid, p, 1, out);
+}
+
+int db_reaction_delete(db_conn *c, const char *mxid)
+{
+    db_param p[1] = {db_p_text(mxid)};
+    return db_exec(c, &st_reaction_delete, p, 1, NULL);
 }
 
 int db_inbox_peek_after(db_conn *c, int64_t after_id, db_inbox_row *rows, size_t max, size_t *n)

@@ -75,6 +75,25 @@ int db_ghost_by_mxid(db_conn *c, const char *mxid, db_ghost *out);
 /* Inserts or updates (mxid, name). */
 int db_ghost_upsert(db_conn *c, const db_ghost *g);
 
+/* ---- reactions (one per sender and target, as WhatsApp allows) ---- */
+
+typedef struct db_reaction {
+    int64_t portal_id;
+    char target_wa_id[DB_ID_MAX]; /* the message reacted to */
+    char sender_jid[DB_ID_MAX];   /* who reacted ("" = the login's own account) */
+    char emoji[64];
+    char mxid[DB_ID_MAX];         /* the m.reaction event */
+    char mx_room[DB_ID_MAX];
+    int64_t timestamp_ms;
+} db_reaction;
+
+/* Inserts or replaces the sender's reaction to the target. */
+int db_reaction_put(db_conn *c, const db_reaction *r);
+int db_reaction_get(db_conn *c, int64_t portal_id, const char *target_wa_id,
+                    const char *sender_jid, db_reaction *out);
+int db_reaction_by_mxid(db_conn *c, const char *mxid, db_reaction *out);
+int db_reaction_delete(db_conn *c, const char *mxid);
+
 /* ---- Matrix inbox in order ---- */
 
 /* Up to max inbox rows with id > after_id, oldest first. */
