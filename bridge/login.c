@@ -699,7 +699,8 @@ static void mark_on_engine(wa_client *c, void *arg)
     mark_req *r = arg;
     if (r->state < 0) {
         const char *ids[1] = {r->id};
-        wa_client_mark_read(c, r->chat, NULL, ids, 1, false, (uint64_t)time(NULL));
+        int rc = wa_client_mark_read(c, r->chat, NULL, ids, 1, false, (uint64_t)time(NULL));
+        WB_DEBUG(MOD, "read receipt for %s in %s: %s", r->id, r->chat, wa_strerror(rc));
     } else {
         wa_client_send_chat_state(c, r->chat, (wa_chat_state)r->state);
     }

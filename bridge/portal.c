@@ -498,6 +498,8 @@ static void send_to_wa(br_pworker *pw, const br_room_ref *ref, br_login *l, cons
     char id[WA_MESSAGE_ID_MAX], err[256];
     br_message_id_for(event_id, id); /* the same after a crash: one message to the receivers */
     if (br_login_send(l, ref->chat, m, id, err, sizeof(err)) != 0) {
+        WB_INFO(MOD, "login %lld: %s %s to %s not sent: %s", (long long)l->id,
+                wa_msg_kind_name(m->kind), id, ref->chat, err);
         br_notice(pw, ref->room, "⚠ Your %s was not sent to WhatsApp: %s.",
                   m->kind == WA_MSG_TEXT       ? "message"
                   : m->kind == WA_MSG_EDIT     ? "edit"
@@ -676,6 +678,8 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(ev, "content");
     br_room_ref ref;
     bool portal = room && br_room_lookup(b, room, &ref);
+    WB_DEBUG(MOD, "matrix %s %s from %s in %s%s", type ? type : "?", event_id ? event_id : "-",
+             sender ? sender : "-", room ? room : "-", portal ? " (portal)" : "");
     if (type && room && !event_id && portal) { /* typing, receipts */
         bridge_mx_ephemeral(pw, &ref, type, content);
         goto done;

@@ -149,7 +149,7 @@ export async function startStack({ bins, pg, accounts, permissions }) {
 // A Matrix user over the client-server API, with a background /sync loop.
 export class MxUser {
   constructor(hsUrl, userId, token) {
-    Object.assign(this, { hsUrl, userId, token, events: [], invites: new Set(), since: null, running: true });
+    Object.assign(this, { hsUrl, userId, token, events: [], ephemeral: [], invites: new Set(), since: null, running: true });
     this.loop = this.#syncLoop();
   }
 
@@ -180,8 +180,10 @@ export class MxUser {
         // (long polling: hs-sim answers as soon as an event arrives)
         const j = await this.req('GET', `/_matrix/client/v3/sync${q}`);
         this.since = j.next_batch;
-        for (const [roomId, room] of Object.entries(j.rooms?.join ?? {}))
+        for (const [roomId, room] of Object.entries(j.rooms?.join ?? {})) {
           for (const ev of room.timeline?.events ?? []) this.events.push({ ...ev, room_id: roomId });
+          for (const ev of room.ephemeral?.events ?? []) this.ephemeral.push({ ...ev, room_id: roomId });
+        }
         for (const roomId of Object.keys(j.rooms?.invite ?? {})) this.invites.add(roomId);
       } catch (e) {
         if (this.running) await new Promise((r) => setTimeout(r, 200));
@@ -190,6 +192,20 @@ export class MxUser {
   }
 
   stop() { this.running = false; }
+  async sendEvent(room, type, content) {
+    const txn = `t${Date.now()}${Math.random().toString(36).slice(2)}`;
+    return (await this.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/${type}/${txn}`, content)).event_id;
+  }
+  async redact(room, eventId) {
+    const txn = `r${Date.now()}${Math.random().toString(36).slice(2)}`;
+    return (await this.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/redact/${encodeURIComponent(eventId)}/${txn}`, {})).event_id;
+  }
+  typing(room, on) {
+    return this.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/typing/${encodeURIComponent(this.userId)}`, { typing: on, timeout: 30000 });
+  }
+  readReceipt(room, eventId) {
+    return this.req('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/receipt/m.read/${encodeURIComponent(eventId)}`, {});
+  }
   createRoom(opts) { return this.req('POST', '/_matrix/client/v3/createRoom', opts).then((j) => j.room_id); }
   join(room) { return this.req('POST', `/_matrix/client/v3/join/${encodeURIComponent(room)}`, {}); }
   async send(room, body, extra = {}) {

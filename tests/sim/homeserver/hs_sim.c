@@ -284,8 +284,21 @@ static bool is_member(hs_room *r, const char *user, const char *m)
 }
 
 /* Appends an event (content taken); returns the stored event. */
+static hs_event *room_append_ex(hs_room *r, const char *sender, const char *type,
+                                const char *state_key, cJSON *content, int64_t ts,
+                                const char *redacts);
+
 static hs_event *room_append(hs_room *r, const char *sender, const char *type,
                              const char *state_key, cJSON *content, int64_t ts)
+{
+    return room_append_ex(r, sender, type, state_key, content, ts, NULL);
+}
+
+/* redacts: for m.room.redaction, the target (top-level key, as room versions up to 10 have it);
+ * set before the event is offered to the appservice. */
+static hs_event *room_append_ex(hs_room *r, const char *sender, const char *type,
+                                const char *state_key, cJSON *content, int64_t ts,
+                                const char *redacts)
 {
     HS_GROW(r->events, r->n_events, r->cap_events);
     hs_event *e = &r->events[r->n_events++];
@@ -301,6 +314,7 @@ static hs_event *room_append(hs_room *r, const char *sender, const char *type,
     cJSON_AddStringToObject(ev, "event_id", eid);
     cJSON_AddNumberToObject(ev, "origin_server_ts", (double)(ts > 0 ? ts : hs_now_ms()));
     if (state_key) cJSON_AddStringToObject(ev, "state_key", state_key);
+    if (redacts) cJSON_AddStringToObject(ev, "redacts", redacts);
     cJSON *uns = cJSON_AddObjectToObject(ev, "unsigned");
     cJSON_AddNumberToObject(uns, "age", 0);
     free(eid);
@@ -800,10 +814,9 @@ static void h_redact(hreq *rq, hres *rs, hs_room *r, const char *event_id, const
         /* strip the content (a real server keeps some keys of state events) */
         cJSON_ReplaceItemInObjectCaseSensitive(target->ev, "content", cJSON_CreateObject());
     }
-    hs_event *e = room_append(r, rq->user_id, "m.room.redaction", NULL, b, 0);
-    cJSON_AddStringToObject(e->ev, "redacts", event_id);
-    cJSON_AddStringToObject(cJSON_GetObjectItemCaseSensitive(e->ev, "content"), "redacts",
-                            event_id);
+    cJSON_DeleteItemFromObjectCaseSensitive(b, "redacts");
+    cJSON_AddStringToObject(b, "redacts", event_id); /* room version 11 keeps it in content */
+    hs_event *e = room_append_ex(r, rq->user_id, "m.room.redaction", NULL, b, 0, event_id);
     e->txn_id = xstrdup(txn);
     e->txn_token = xstrdup(rq->txn_key);
     cJSON *o = cJSON_CreateObject();
