@@ -7,7 +7,7 @@
 //   node e2e_dm.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE: the db fixture's state)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
-import { openManagementRoom, loginQr, joinNextInvite, phoneMessages, fromBot } from './scenario.mjs';
+import { openManagementRoom, loginQr, loginPhone, joinNextInvite, phoneMessages, fromBot } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
@@ -15,11 +15,12 @@ const pg = createDatabase(conninfo, 'e2e_dm');
 let failures = 0;
 const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
 
-const ALICE = '15550000001', BOB = '15550000002';
+const ALICE = '15550000001', BOB = '15550000002', CAROL = '15550000003';
 const eveId = () => `@eve:${DOMAIN}`;
 const stack = await startStack({
   bins: { wabridge, hsSim, waSim }, pg,
-  accounts: [{ phone: ALICE, lid: '900000000000001', name: 'Alice' }, { phone: BOB, lid: '900000000000002', name: 'Bob' }],
+  accounts: [{ phone: ALICE, lid: '900000000000001', name: 'Alice' }, { phone: BOB, lid: '900000000000002', name: 'Bob' },
+    { phone: CAROL, lid: '900000000000003', name: 'Carol' }],
   permissions: { '*': 'relay', [DOMAIN]: 'user', [`@mallory:${DOMAIN}`]: 'none' },
 });
 const { wa, hs } = stack;
@@ -124,6 +125,17 @@ try {
   check(bobTexts.filter((t) => t === 'Hello Bob, from Matrix').length === 1, 'no message was sent twice');
   const fromBob = alice.messagesIn(portal).filter((e) => e.sender === bobGhost).map((e) => e.content.body);
   check(new Set(fromBob).size === fromBob.length, `no WhatsApp message was bridged twice (${fromBob.length})`);
+
+  // a second user logs in by pairing code; the two logins are independent
+  const carol = await MxUser.register(hs.url, 'carol');
+  const carolMgmt = await openManagementRoom(carol, DOMAIN);
+  const code = await loginPhone(carol, carolMgmt, wa, CAROL);
+  check(/^[A-Z0-9]{4}-?[A-Z0-9]{4}$/.test(code), `login by pairing code: the bot showed ${code}, typed on the phone, logged in`);
+  await wa.admin('POST', '/admin/send', { phone: BOB, to: `${CAROL}@s.whatsapp.net`, text: 'Hi Carol' });
+  const carolPortal = await joinNextInvite(carol, new Set([carolMgmt]));
+  await carol.waitEvent('Bob\'s message to Carol', (e) => e.room_id === carolPortal && e.content?.body === 'Hi Carol');
+  check(!alice.events.some((e) => e.content?.body === 'Hi Carol'), 'Carol\'s portal is hers: Alice does not see it');
+  carol.stop();
 
   // logout
   await answer('logout', new RegExp(`Logged out of WhatsApp \\(\\+${ALICE}\\)`), 'logout');
