@@ -460,6 +460,7 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     if (pthread_create(&b->lease_thread, NULL, lease_main, b) != 0) goto nomem;
     WB_INFO(MOD, "running as %s: %d engine worker(s), %d portal worker(s)", b->bot_mxid,
             b->n_engines, b->n_pworkers);
+    b->started = true;
     *out = b;
     return 0;
 nomem:
@@ -472,7 +473,8 @@ fail:
 void br_bridge_stop(br_bridge *b)
 {
     if (!b) return;
-    WB_INFO(MOD, "stopping: draining queues");
+    bool started = b->started;
+    if (started) WB_INFO(MOD, "stopping: draining queues");
     /* no new transactions: the homeserver keeps them and retries later */
     if (b->as) mx_as_server_stop(b->as);
     b->as = NULL;
@@ -521,7 +523,7 @@ void br_bridge_stop(br_bridge *b)
     pthread_mutex_destroy(&b->lock);
     pthread_mutex_destroy(&b->pump_lock);
     pthread_cond_destroy(&b->pump_cond);
-    WB_INFO(MOD, "stopped");
+    if (started) WB_INFO(MOD, "stopped");
     free(b);
 }
 

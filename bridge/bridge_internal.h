@@ -121,6 +121,7 @@ struct br_bridge {
     pthread_cond_t pump_cond;
     bool pump_wake;
     _Atomic bool stopping;
+    bool started; /* br_bridge_start completed */
     pthread_mutex_t lock; /* guards logins, rooms */
     br_login *logins[BR_MAX_LOGINS];
     size_t n_logins;

@@ -133,7 +133,7 @@ static int run(const char *config_path)
     br_config cfg;
     char err[1024];
     if (br_config_load(config_path, environ, &cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "wabridge: %s: %s\n", config_path, err);
+        fprintf(stderr, "wabridge: %s\n", err); /* err names the file and the option */
         return 1;
     }
     if (!wb_log_set_level_name(cfg.log_level)) wb_log_set_level(WB_LOG_INFO);

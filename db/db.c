@@ -82,6 +82,9 @@ static int set_error(db_conn *c, int code, const char *sqlstate, const char *fmt
     size_t n = strlen(c->err.message);
     while (n > 0 && (c->err.message[n - 1] == '\n' || c->err.message[n - 1] == ' '))
         c->err.message[--n] = '\0';
+    /* and some span lines ("... failed: ...\n\tIs the server running ..."): keep it one line */
+    for (char *p = c->err.message; *p; p++)
+        if (*p == '\n' || *p == '\t') *p = ' ';
     return code;
 }
 

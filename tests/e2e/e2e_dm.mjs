@@ -68,6 +68,11 @@ try {
   await waitFor('the formatted message on Bob\'s phone', async () =>
     (await phoneMessages(wa, BOB)).find((m) => m.text === '*Bold* and _italic_'), 30000);
   check(true, 'Matrix HTML becomes WhatsApp markup (*Bold* and _italic_)');
+  // Alice writes from her phone: her companion (the bridge) gets the own-device copy
+  await wa.admin('POST', '/admin/send', { phone: ALICE, to: `${BOB}@s.whatsapp.net`, text: 'typed on my phone' });
+  const own = await alice.waitEvent('the message from Alice\'s phone', (e) => e.room_id === portal && e.content?.body === 'typed on my phone');
+  check(own.sender === alice.botId && own.content['fi.mau.whatsapp.own_device']?.from_own_device === true,
+    'a message from another device of the account appears in the chat, through the bot');
   await alice.send(portal, 'an image?', { msgtype: 'm.image', url: 'mxc://example.org/x' });
   await alice.waitEvent('a notice for what is not bridged', fromBot(alice, portal, (e) => /not bridged/.test(e.content.body)));
   check(true, 'an image from Matrix gets a notice: not bridged yet');
