@@ -72,7 +72,7 @@ static void *pworker_main(void *arg)
     for (;;) {
         br_job *j = pw->head;
         if (!j) {
-            if (atomic_load(&pw->b->stopping)) break; /* drained */
+            if (atomic_load(&pw->b->workers_exit)) break; /* drained */
             pthread_cond_wait(&pw->cond, &pw->lock);
             continue;
         }
@@ -285,6 +285,7 @@ static void *lease_main(void *arg)
     int64_t next = br_now_ms() + LEASE_RENEW_MS;
     while (!atomic_load(&b->stopping)) {
         sleep_ms(200);
+        br_logins_sweep(b);
         if (br_now_ms() < next) continue;
         next = br_now_ms() + LEASE_RENEW_MS;
         br_logins_resume(b);
@@ -484,7 +485,25 @@ void br_bridge_stop(br_bridge *b)
     pthread_mutex_unlock(&b->pump_lock);
     if (b->pump_thread) pthread_join(b->pump_thread, NULL);
     if (b->lease_thread) pthread_join(b->lease_thread, NULL);
-    /* portal workers finish what is queued (they may still send to WhatsApp) */
+    /* portal workers finish what is queued (they may still send to WhatsApp) and the acks of
+     * what they sent come back (bounded: what does not is replayed from the inbox next time) */
+    for (int waited = 0; b->pworkers && waited < 10000; waited += 20) {
+        bool quiet = true;
+        for (int i = 0; i < b->n_pworkers && quiet; i++) {
+            br_pworker *pw = &b->pworkers[i];
+            pthread_mutex_lock(&pw->lock);
+            quiet = !pw->head && !pw->busy;
+            pthread_mutex_unlock(&pw->lock);
+        }
+        pthread_mutex_lock(&b->lock);
+        for (size_t i = 0; i < b->n_logins && quiet; i++)
+            quiet = b->logins[i]->pending == NULL;
+        pthread_mutex_unlock(&b->lock);
+        if (quiet) break;
+        br_logins_sweep(b);
+        sleep_ms(20);
+    }
+    atomic_store(&b->workers_exit, true);
     for (int i = 0; b->pworkers && i < b->n_pworkers; i++) {
         br_pworker *pw = &b->pworkers[i];
         if (!pw->thread) continue;

@@ -30,7 +30,8 @@
 
 #define BR_MAX_LOGINS  4096
 #define BR_LEASE_MS    60000 /* a login lease lasts this long; renewed every 20 s */
-#define BR_SEND_WAIT_MS 60000 /* how long a portal waits for WhatsApp to accept a message */
+#define BR_SEND_WAIT_MS 60000
+#define BR_MAX_INFLIGHT 12 /* sends of one login waiting for their ack (the engine allows 16) */ /* how long a portal waits for WhatsApp to accept a message */
 
 typedef struct br_bridge br_bridge;
 typedef struct br_pworker br_pworker;
@@ -55,6 +56,8 @@ struct br_pworker {
     bool busy;    /* a job is running */
     db_conn *db;
     mx_client *mx;
+    int64_t cur_inbox_id; /* the inbox row of the Matrix event being handled */
+    bool deferred;        /* its deletion waits for an asynchronous send's completion */
 };
 
 typedef struct br_engine {
@@ -70,9 +73,22 @@ typedef struct br_engine {
 typedef struct br_pending_send br_pending_send;
 struct br_pending_send {
     br_pending_send *next;
-    char id[128];
+    char id[WA_MESSAGE_ID_MAX];
     int result; /* 0 waiting, 1 sent, -1 failed */
+    /* asynchronous sends: the completion queued on the portal's queue (NULL: a waiter) */
+    br_job_fn done_fn;
+    struct br_send_done *done;
+    char key[DB_ID_MAX + 64];
+    int64_t deadline_ms; /* completed as failed when no ack came by then */
 };
+
+/* What an asynchronous send's completion job gets (owned by it). */
+typedef struct br_send_done {
+    int result;           /* 1 sent, -1 failed */
+    char err[256];        /* why, when failed */
+    char id[WA_MESSAGE_ID_MAX];
+    void *ctx;            /* the caller's, freed by the completion */
+} br_send_done;
 
 typedef struct br_login {
     int64_t id;
@@ -91,6 +107,7 @@ typedef struct br_login {
     pthread_mutex_t send_lock; /* guards pending */
     pthread_cond_t send_cond;
     br_pending_send *pending;
+    int n_pending; /* entries in pending */
     struct br_login *next_dead; /* unlisted logins, freed at shutdown (late jobs may hold one) */
 } br_login;
 
@@ -121,7 +138,8 @@ struct br_bridge {
     pthread_cond_t pump_cond;
     bool pump_wake;
     _Atomic bool stopping;
-    bool started; /* br_bridge_start completed */
+    _Atomic bool workers_exit; /* portal workers stop once their queue is empty */
+    bool started;              /* br_bridge_start completed */
     pthread_mutex_t lock; /* guards logins, rooms */
     br_login *logins[BR_MAX_LOGINS];
     size_t n_logins;
@@ -164,6 +182,14 @@ void br_logins_stop(br_bridge *b);
  * the connection first when the login is (re)connecting). 0 = sent. */
 int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, char *err,
                   size_t errcap);
+/* The same without waiting for the ack: 0 when the engine took it (the completion job done_fn
+ * then runs on key's portal queue with a br_send_done whose ctx is ctx), -1 when it could not
+ * (err filled; nothing queued; ctx stays the caller's). Waits for the connection like
+ * br_login_send when the login is (re)connecting. */
+int br_login_send_async(br_login *l, const char *to, const wa_msg *m, const char *id,
+                        const char *key, br_job_fn done_fn, void *ctx, char *err, size_t errcap);
+/* Completes, as failed, asynchronous sends whose ack is overdue (called every second). */
+void br_logins_sweep(br_bridge *b);
 /* The WhatsApp message id of a Matrix event: "3EB0" + 16 hex digits of SHA-256(event id). The
  * same event always gets the same id, so a send repeated after a crash is one message to the
  * receivers, which deduplicate by id. */

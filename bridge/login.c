@@ -183,13 +183,77 @@ static void note(br_login *l, const wa_event *ev)
     br_enqueue(l->eng->b, key, job_login_note, n);
 }
 
+/* Hands a finished asynchronous send to its portal queue; p is unlisted and freed. */
+static void complete_async(br_bridge *b, br_pending_send *p, int result, const char *why)
+{
+    p->done->result = result;
+    snprintf(p->done->id, sizeof(p->done->id), "%s", p->id);
+    if (why) snprintf(p->done->err, sizeof(p->done->err), "%s", why);
+    br_enqueue(b, p->key, p->done_fn, p->done);
+    free(p);
+}
+
 static void resolve_pending(br_login *l, const char *id, int result)
 {
+    br_pending_send *done = NULL;
     pthread_mutex_lock(&l->send_lock);
-    for (br_pending_send *p = l->pending; p; p = p->next)
-        if (strcmp(p->id, id) == 0) p->result = result;
+    for (br_pending_send **pp = &l->pending; *pp;) {
+        br_pending_send *p = *pp;
+        if (strcmp(p->id, id) != 0) {
+            pp = &p->next;
+            continue;
+        }
+        if (!p->done_fn) {
+            p->result = result;
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next; /* an asynchronous send: completed below, outside the lock */
+        l->n_pending--;
+        p->next = done;
+        done = p;
+    }
     pthread_cond_broadcast(&l->send_cond);
     pthread_mutex_unlock(&l->send_lock);
+    while (done) {
+        br_pending_send *p = done;
+        done = p->next;
+        complete_async(l->eng->b, p, result,
+                       result == 1 ? NULL : "WhatsApp did not accept the message");
+    }
+}
+
+void br_logins_sweep(br_bridge *b)
+{
+    int64_t now = br_now_ms();
+    pthread_mutex_lock(&b->lock);
+    size_t n = b->n_logins;
+    br_login *all[BR_MAX_LOGINS];
+    memcpy(all, b->logins, n * sizeof(all[0]));
+    pthread_mutex_unlock(&b->lock);
+    for (size_t i = 0; i < n; i++) {
+        br_login *l = all[i];
+        br_pending_send *late = NULL;
+        pthread_mutex_lock(&l->send_lock);
+        for (br_pending_send **pp = &l->pending; *pp;) {
+            br_pending_send *p = *pp;
+            if (p->done_fn && p->deadline_ms < now) {
+                *pp = p->next;
+                l->n_pending--;
+                p->next = late;
+                late = p;
+            } else {
+                pp = &p->next;
+            }
+        }
+        pthread_cond_broadcast(&l->send_cond);
+        pthread_mutex_unlock(&l->send_lock);
+        while (late) {
+            br_pending_send *p = late;
+            late = p->next;
+            complete_async(b, p, -1, "no answer from WhatsApp in time");
+        }
+    }
 }
 
 /* The user JID (no device) of a JID string; "" when it does not parse. */
@@ -565,6 +629,19 @@ int br_login_logout(br_pworker *pw, br_login *l)
     return rc;
 }
 
+/* Sends never acked at shutdown: their completions cannot run any more (the Matrix inbox keeps
+ * their events, replayed at the next start with the same message ids). */
+static void free_pending(br_login *l)
+{
+    while (l->pending) {
+        br_pending_send *p = l->pending;
+        l->pending = p->next;
+        if (p->done) free(p->done->ctx);
+        free(p->done);
+        free(p);
+    }
+}
+
 void br_logins_stop(br_bridge *b)
 {
     pthread_mutex_lock(&b->lock);
@@ -578,6 +655,7 @@ void br_logins_stop(br_bridge *b)
         l->removed = true;
         wa_worker_run(l->eng->w, free_on_engine, l, true);
         db_login_release(b->db_main, l->id, b->owner);
+        free_pending(l);
         pthread_mutex_destroy(&l->send_lock);
         pthread_cond_destroy(&l->send_cond);
         free(l);
@@ -585,6 +663,7 @@ void br_logins_stop(br_bridge *b)
     while (b->dead) {
         br_login *l = b->dead;
         b->dead = l->next_dead;
+        free_pending(l);
         pthread_mutex_destroy(&l->send_lock);
         pthread_cond_destroy(&l->send_cond);
         free(l);
@@ -610,12 +689,12 @@ static void send_on_engine(wa_client *c, void *arg)
     r->rc = wa_client_send_message_id(c, r->to, r->m, r->id,
                                       (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     if (r->rc == WA_OK) {
-        snprintf(r->p->id, sizeof(r->p->id), "%s", r->id);
         r->p->result = 0;
         /* listed before the events of this step are dispatched, so the ack is never missed */
         pthread_mutex_lock(&r->l->send_lock);
         r->p->next = r->l->pending;
         r->l->pending = r->p;
+        r->l->n_pending++;
         pthread_mutex_unlock(&r->l->send_lock);
     }
 }
@@ -633,20 +712,17 @@ void br_message_id_for(const char *event_id, char id[WA_MESSAGE_ID_MAX])
     id[20] = '\0';
 }
 
-int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, char *err,
-                  size_t errcap)
+/* Hands the send to the engine (waiting for the connection when it is coming); p is listed as
+ * pending before the engine can report the ack. 0, or -1 with err (p not listed). */
+static int submit_send(br_login *l, const char *to, const wa_msg *m, br_pending_send *p,
+                       char *err, size_t errcap)
 {
     if (l->removed || l->handle < 0) {
         snprintf(err, errcap, "not logged in");
         return -1;
     }
-    br_pending_send *p = calloc(1, sizeof(*p));
-    if (!p) {
-        snprintf(err, errcap, "out of memory");
-        return -1;
-    }
     send_req r = {.l = l, .to = to, .m = m, .p = p};
-    snprintf(r.id, sizeof(r.id), "%s", id);
+    snprintf(r.id, sizeof(r.id), "%s", p->id);
     /* not connected yet (starting, reconnecting): wait for it rather than fail */
     int64_t give_up = br_now_ms() + BR_SEND_WAIT_MS;
     for (;;) {
@@ -659,9 +735,58 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
         nanosleep(&pause, NULL);
     }
     if (r.rc != WA_OK) {
-        free(p);
         snprintf(err, errcap, "%s", r.rc == WA_ERR_STATE ? "not connected to WhatsApp"
                                                            : wa_strerror(r.rc));
+        return -1;
+    }
+    return 0;
+}
+
+int br_login_send_async(br_login *l, const char *to, const wa_msg *m, const char *id,
+                        const char *key, br_job_fn done_fn, void *ctx, char *err, size_t errcap)
+{
+    br_pending_send *p = calloc(1, sizeof(*p));
+    br_send_done *d = calloc(1, sizeof(*d));
+    if (!p || !d) {
+        free(p);
+        free(d);
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    snprintf(p->id, sizeof(p->id), "%s", id);
+    snprintf(p->key, sizeof(p->key), "%s", key);
+    p->done_fn = done_fn;
+    p->done = d;
+    d->ctx = ctx;
+    p->deadline_ms = br_now_ms() + BR_SEND_WAIT_MS;
+    /* at most BR_MAX_INFLIGHT sends of a login wait for their ack (the engine's own limit is a
+     * little higher): the portal queue waits here, in order */
+    pthread_mutex_lock(&l->send_lock);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += BR_SEND_WAIT_MS / 1000;
+    while (l->n_pending >= BR_MAX_INFLIGHT && !l->removed)
+        if (pthread_cond_timedwait(&l->send_cond, &l->send_lock, &dl) != 0) break;
+    pthread_mutex_unlock(&l->send_lock);
+    if (submit_send(l, to, m, p, err, errcap) != 0) {
+        free(p);
+        free(d);
+        return -1;
+    }
+    return 0; /* p belongs to the pending list now */
+}
+
+int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, char *err,
+                  size_t errcap)
+{
+    br_pending_send *p = calloc(1, sizeof(*p));
+    if (!p) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    snprintf(p->id, sizeof(p->id), "%s", id);
+    if (submit_send(l, to, m, p, err, errcap) != 0) {
+        free(p);
         return -1;
     }
     struct timespec dl;
@@ -671,11 +796,12 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
     while (p->result == 0 && !l->removed)
         if (pthread_cond_timedwait(&l->send_cond, &l->send_lock, &dl) != 0) break;
     int result = p->result;
-    WB_DEBUG(MOD, "login %lld: send %s to %s: %s", (long long)l->id, r.id, to,
+    WB_DEBUG(MOD, "login %lld: send %s to %s: %s", (long long)l->id, p->id, to,
              result == 1 ? "acked" : result == -1 ? "refused" : "no ack in time");
     for (br_pending_send **pp = &l->pending; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;
+            l->n_pending--;
             break;
         }
     pthread_mutex_unlock(&l->send_lock);

@@ -492,28 +492,78 @@ static br_login *portal_login(br_pworker *pw, const br_room_ref *ref, const char
 }
 
 /* Sends m as the event's WhatsApp message and stores the mapping; notices on failure. */
+static const char *kind_word(wa_msg_kind k)
+{
+    return k == WA_MSG_TEXT       ? "message"
+           : k == WA_MSG_EDIT     ? "edit"
+           : k == WA_MSG_REACTION ? "reaction"
+                                  : "deletion";
+}
+
+/* What the completion of an asynchronous send needs (flat: freed with free()). */
+typedef struct send_ctx {
+    int64_t inbox_id;
+    int64_t login_id;
+    wa_msg_kind kind;
+    char room[DB_ID_MAX];
+    char event_id[DB_ID_MAX];
+} send_ctx;
+
+/* On the portal's queue once WhatsApp acked (or refused) the message: the inbox row goes now. */
+static void job_send_done(br_pworker *pw, void *arg)
+{
+    br_send_done *d = arg;
+    send_ctx *c = d->ctx;
+    if (d->result == 1) {
+        atomic_fetch_add(&pw->b->stats.mx_bridged, 1);
+    } else {
+        WB_INFO(MOD, "login %lld: %s %s not sent: %s", (long long)c->login_id,
+                kind_word(c->kind), d->id, d->err);
+        /* what was recorded on the way out did not happen */
+        db_message_delete(pw->db, c->event_id);
+        db_reaction_delete(pw->db, c->event_id);
+        br_notice(pw, c->room, "⚠ Your %s was not sent to WhatsApp: %s.", kind_word(c->kind),
+                  d->err);
+        atomic_fetch_add(&pw->b->stats.failures, 1);
+    }
+    db_inbox_delete(pw->db, c->inbox_id);
+    free(c);
+    free(d);
+}
+
+/* Sends m as the event's WhatsApp message without waiting for the ack: the mapping is stored now
+ * (so an edit or reaction right after finds it), the inbox row goes when the ack comes
+ * (job_send_done). Notices at once when it cannot be handed over. */
 static void send_to_wa(br_pworker *pw, const br_room_ref *ref, br_login *l, const wa_msg *m,
                        const char *event_id, bool map)
 {
     char id[WA_MESSAGE_ID_MAX], err[256];
     br_message_id_for(event_id, id); /* the same after a crash: one message to the receivers */
-    if (br_login_send(l, ref->chat, m, id, err, sizeof(err)) != 0) {
+    send_ctx *c = calloc(1, sizeof(*c));
+    if (!c) return;
+    c->inbox_id = pw->cur_inbox_id;
+    c->login_id = l->id;
+    c->kind = m->kind;
+    set_str(c->room, sizeof(c->room), ref->room);
+    set_str(c->event_id, sizeof(c->event_id), event_id);
+    if (map) {
+        db_portal portal = {.id = ref->portal_id};
+        set_str(portal.mxid, sizeof(portal.mxid), ref->room);
+        store_mapping(pw, &portal, l->id, id, "", event_id, br_now_ms());
+    }
+    char key[DB_ID_MAX + 64];
+    br_portal_key(ref->receiver, ref->chat, key, sizeof(key));
+    if (br_login_send_async(l, ref->chat, m, id, key, job_send_done, c, err, sizeof(err)) != 0) {
         WB_INFO(MOD, "login %lld: %s %s to %s not sent: %s", (long long)l->id,
                 wa_msg_kind_name(m->kind), id, ref->chat, err);
-        br_notice(pw, ref->room, "⚠ Your %s was not sent to WhatsApp: %s.",
-                  m->kind == WA_MSG_TEXT       ? "message"
-                  : m->kind == WA_MSG_EDIT     ? "edit"
-                  : m->kind == WA_MSG_REACTION ? "reaction"
-                                               : "deletion",
+        if (map) db_message_delete(pw->db, event_id);
+        br_notice(pw, ref->room, "⚠ Your %s was not sent to WhatsApp: %s.", kind_word(m->kind),
                   err);
         atomic_fetch_add(&pw->b->stats.failures, 1);
+        free(c);
         return;
     }
-    atomic_fetch_add(&pw->b->stats.mx_bridged, 1);
-    if (!map) return;
-    db_portal portal = {.id = ref->portal_id};
-    snprintf(portal.mxid, sizeof(portal.mxid), "%s", ref->room);
-    store_mapping(pw, &portal, l->id, id, "", event_id, br_now_ms());
+    pw->deferred = true; /* job_send_done deletes the inbox row */
 }
 
 /* A target Matrix event -> its WhatsApp message key in this chat. */
@@ -676,6 +726,8 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
     const char *type = jstr(ev, "type"), *sender = jstr(ev, "sender"), *room = jstr(ev, "room_id"),
                *event_id = jstr(ev, "event_id"), *state_key = jstr(ev, "state_key");
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(ev, "content");
+    pw->cur_inbox_id = job->inbox_id;
+    pw->deferred = false;
     br_room_ref ref;
     bool portal = room && br_room_lookup(b, room, &ref);
     WB_DEBUG(MOD, "matrix %s %s from %s in %s%s", type ? type : "?", event_id ? event_id : "-",
@@ -710,7 +762,8 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
                 strcmp(owner, sender) == 0;
     br_command_handle(pw, room, sender, body, mgmt);
 done:
-    db_inbox_delete(pw->db, job->inbox_id);
+    if (!pw->deferred) db_inbox_delete(pw->db, job->inbox_id);
+    pw->deferred = false;
     cJSON_Delete(job->ev);
     free(job);
 }
