@@ -101,6 +101,8 @@ typedef struct br_login {
     wa_store store;
     _Atomic int state;         /* wa_client_state, mirrored for other threads */
     bool pairing;              /* started by a login command (not yet paired) */
+    _Atomic int64_t pairing_until_ms; /* the login times out then (bridge.login_timeout_s); 0 = none */
+    _Atomic bool paired;       /* the engine reported pair success */
     char qr_event[DB_ID_MAX];  /* the QR image event, edited as the QR rotates; management worker */
     char pair_phone[64];       /* login by code: the phone number */
     bool removed;              /* logged out / deleted: ignore late events */

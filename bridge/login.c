@@ -223,6 +223,23 @@ static void resolve_pending(br_login *l, const char *id, int result)
     }
 }
 
+/* A login nobody completed within bridge.login_timeout_s. */
+static void job_login_timeout(br_pworker *pw, void *arg)
+{
+    int64_t id = *(int64_t *)arg;
+    free(arg);
+    br_login *l = br_login_find(pw->b, id);
+    if (!l || atomic_load(&l->paired)) return;
+    WB_INFO(MOD, "login %lld: not completed in time", (long long)id);
+    if (l->mgmt_room[0]) {
+        redact_qr(pw, l);
+        br_notice(pw, l->mgmt_room, "Login timed out: nothing was scanned or typed in %lld s. "
+                  "Send `login qr` to try again.", (long long)pw->b->cfg->qr_timeout_s);
+    }
+    forget_login(pw->b, l);
+    db_login_delete(pw->db, id);
+}
+
 void br_logins_sweep(br_bridge *b)
 {
     int64_t now = br_now_ms();
@@ -233,6 +250,16 @@ void br_logins_sweep(br_bridge *b)
     pthread_mutex_unlock(&b->lock);
     for (size_t i = 0; i < n; i++) {
         br_login *l = all[i];
+        if (l->pairing_until_ms && l->pairing_until_ms < now && !atomic_load(&l->paired)) {
+            l->pairing_until_ms = 0; /* once */
+            int64_t *id = malloc(sizeof(*id));
+            if (id) {
+                *id = l->id;
+                char key[DB_ID_MAX + 16];
+                snprintf(key, sizeof(key), "room:%s", l->mgmt_room[0] ? l->mgmt_room : l->mxid);
+                br_enqueue(b, key, job_login_timeout, id);
+            }
+        }
         br_pending_send *late = NULL;
         pthread_mutex_lock(&l->send_lock);
         for (br_pending_send **pp = &l->pending; *pp;) {
@@ -315,6 +342,10 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
     atomic_store(&l->state, (int)wa_client_get_state(l->client));
     switch (ev->type) {
     case WA_EV_MESSAGE: take_messages(l); break;
+    case WA_EV_PAIR_SUCCESS:
+        atomic_store(&l->paired, true);
+        note(l, ev);
+        break;
     case WA_EV_SENT: resolve_pending(l, ev->text, 1); break;
     case WA_EV_SEND_FAILED: resolve_pending(l, ev->text, -1); break;
     case WA_EV_DISCONNECTED:
@@ -467,6 +498,7 @@ int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const cha
     }
     snprintf(l->mgmt_room, sizeof(l->mgmt_room), "%s", room);
     l->pairing = true;
+    l->pairing_until_ms = br_now_ms() + b->cfg->qr_timeout_s * 1000;
     if (phone) snprintf(l->pair_phone, sizeof(l->pair_phone), "%s", phone);
     if (login_list(b, l, err, cap) || login_start(b, l, err, cap)) {
         db_login_delete(pw->db, id);

@@ -22,6 +22,7 @@ const stack = await startStack({
   accounts: [{ phone: ALICE, lid: '900000000000001', name: 'Alice' }, { phone: BOB, lid: '900000000000002', name: 'Bob' },
     { phone: CAROL, lid: '900000000000003', name: 'Carol' }],
   permissions: { '*': 'relay', [DOMAIN]: 'user', [`@mallory:${DOMAIN}`]: 'none' },
+  env: { WABRIDGE_BRIDGE_LOGIN_TIMEOUT_S: '10' }, // a login nobody completes times out quickly
 });
 const { wa, hs } = stack;
 try {
@@ -145,6 +146,14 @@ try {
   // logout
   await answer('logout', new RegExp(`Logged out of WhatsApp \\(\\+${ALICE}\\)`), 'logout');
   await answer('ping', /not logged in/, 'ping after logout');
+  // a login nobody completes times out (bridge.login_timeout_s), and the QR goes away
+  const since = alice.events.length;
+  await alice.send(mgmt, 'login qr');
+  const qr = await alice.waitEvent('a QR nobody scans', (e) => alice.events.indexOf(e) >= since && fromBot(alice, mgmt, (x) => x.content.msgtype === 'm.image')(e));
+  const to = await alice.waitEvent('the timeout', (e) => alice.events.indexOf(e) >= since && fromBot(alice, mgmt, (x) => /timed out/.test(x.content.body))(e), 30000);
+  check(/timed out/.test(to.content.body), `an unfinished login times out: ${to.content.body}`);
+  check(!!alice.events.find((e) => e.type === 'm.room.redaction' && e.redacts === qr.event_id), 'the stale QR is redacted');
+  await answer('ping', /not logged in/, 'nothing is left of the timed-out login');
   const devs = await wa.admin('GET', '/admin/state');
   const acc = devs.json.accounts?.find((a) => a.phone === ALICE);
   check(acc && (acc.devices ?? []).filter((d) => d.id !== 0).length === 0, 'the companion device is gone from the account');

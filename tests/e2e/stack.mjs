@@ -123,7 +123,7 @@ export async function startBridge(bin, configPath, env = {}) {
 }
 
 // Everything: wa-sim with accounts, config + registration, hs-sim, wabridge.
-export async function startStack({ bins, pg, accounts, permissions }) {
+export async function startStack({ bins, pg, accounts, permissions, env: extraEnv = {} }) {
   const dir = mkdtempSync(join(tmpdir(), 'wabridge-e2e-'));
   const wa = await startWaSim(bins.waSim, accounts);
   const asPort = await freePort();
@@ -131,7 +131,7 @@ export async function startStack({ bins, pg, accounts, permissions }) {
   const regPath = join(dir, 'registration.yaml');
   execFileSync(bins.wabridge, ['-g', '-c', configPath, '-r', regPath], { stdio: ['ignore', 'ignore', 'inherit'] });
   const hs = await startHsSim(bins.hsSim, regPath);
-  const env = { WABRIDGE_HOMESERVER_ADDRESS: hs.url };
+  const env = { WABRIDGE_HOMESERVER_ADDRESS: hs.url, ...extraEnv };
   const bridge = await startBridge(bins.wabridge, configPath, env);
   const stack = {
     dir, wa, hs, bridge, configPath, regPath, env,
