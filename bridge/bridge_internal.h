@@ -80,6 +80,8 @@ struct br_pending_send {
     struct br_send_done *done;
     char key[DB_ID_MAX + 64];
     int64_t deadline_ms; /* completed as failed when no ack came by then */
+    char to[DB_ID_MAX];  /* the chat */
+    wa_msg msg;          /* a deep copy, sent again when the connection was lost before the ack */
 };
 
 /* What an asynchronous send's completion job gets (owned by it). */

@@ -18,6 +18,8 @@
 
 #define MOD "login"
 
+static void pending_free(br_pending_send *p);
+
 br_login *br_login_find(br_bridge *b, int64_t id)
 {
     br_login *l = NULL;
@@ -190,7 +192,7 @@ static void complete_async(br_bridge *b, br_pending_send *p, int result, const c
     snprintf(p->done->id, sizeof(p->done->id), "%s", p->id);
     if (why) snprintf(p->done->err, sizeof(p->done->err), "%s", why);
     br_enqueue(b, p->key, p->done_fn, p->done);
-    free(p);
+    pending_free(p);
 }
 
 static void resolve_pending(br_login *l, const char *id, int result)
@@ -334,6 +336,25 @@ static void take_messages(br_login *l)
     }
 }
 
+/* The connection came (back): what was handed over on an earlier one and never acked is sent
+ * again, in the order it was first sent, with the same ids (receivers show an id once). Engine
+ * thread. */
+static void resend_unacked(br_login *l)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    pthread_mutex_lock(&l->send_lock);
+    int n = 0;
+    for (br_pending_send *p = l->pending; p; p = p->next) {
+        if (p->result != 0) continue;
+        if (wa_client_send_message_id(l->client, p->to, &p->msg, p->id, now) == WA_OK) n++;
+        p->deadline_ms = br_now_ms() + BR_SEND_WAIT_MS;
+    }
+    pthread_mutex_unlock(&l->send_lock);
+    if (n) WB_INFO(MOD, "login %lld: %d unacknowledged message(s) sent again", (long long)l->id, n);
+}
+
 void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
 {
     br_engine *e = user;
@@ -353,6 +374,10 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
                 ev->code, (long long)ev->ms);
         break;
     case WA_EV_READY: WB_INFO(MOD, "login %lld is live", (long long)l->id); break;
+    case WA_EV_CONNECTED:
+        resend_unacked(l);
+        note(l, ev);
+        break;
     case WA_EV_RECEIPT:
     case WA_EV_CHAT_STATE: {
         /* "id type chat [participant]" / "chat sender state" */
@@ -670,7 +695,7 @@ static void free_pending(br_login *l)
         l->pending = p->next;
         if (p->done) free(p->done->ctx);
         free(p->done);
-        free(p);
+        pending_free(p);
     }
 }
 
@@ -704,6 +729,32 @@ void br_logins_stop(br_bridge *b)
 
 /* ---- sending for the portals ---- */
 
+/* A deep copy of what a wa_msg owns (text, mentions, reply text); the rest is by value. */
+static void msg_copy(wa_msg *dst, const wa_msg *src)
+{
+    *dst = *src;
+    dst->text = src->text ? strdup(src->text) : NULL;
+    dst->reply_text = src->reply_text ? strdup(src->reply_text) : NULL;
+    dst->skdm = NULL;
+    dst->skdm_len = 0;
+    dst->mentions = NULL;
+    dst->n_mentions = 0;
+    if (src->n_mentions && (dst->mentions = calloc(src->n_mentions, sizeof(char *)))) {
+        for (size_t i = 0; i < src->n_mentions; i++)
+            if ((dst->mentions[i] = strdup(src->mentions[i]))) dst->n_mentions = i + 1;
+    }
+}
+
+static void pending_free(br_pending_send *p)
+{
+    free(p->msg.text);
+    free(p->msg.reply_text);
+    for (size_t i = 0; i < p->msg.n_mentions; i++)
+        free(p->msg.mentions[i]);
+    free(p->msg.mentions);
+    free(p);
+}
+
 typedef struct send_req {
     br_login *l;
     const char *to;
@@ -724,8 +775,11 @@ static void send_on_engine(wa_client *c, void *arg)
         r->p->result = 0;
         /* listed before the events of this step are dispatched, so the ack is never missed */
         pthread_mutex_lock(&r->l->send_lock);
-        r->p->next = r->l->pending;
-        r->l->pending = r->p;
+        br_pending_send **tail = &r->l->pending;
+        while (*tail)
+            tail = &(*tail)->next;
+        r->p->next = NULL;
+        *tail = r->p; /* in order: sent again in this order after a reconnect */
         r->l->n_pending++;
         pthread_mutex_unlock(&r->l->send_lock);
     }
@@ -753,6 +807,8 @@ static int submit_send(br_login *l, const char *to, const wa_msg *m, br_pending_
         snprintf(err, errcap, "not logged in");
         return -1;
     }
+    snprintf(p->to, sizeof(p->to), "%s", to);
+    msg_copy(&p->msg, m);
     send_req r = {.l = l, .to = to, .m = m, .p = p};
     snprintf(r.id, sizeof(r.id), "%s", p->id);
     /* not connected yet (starting, reconnecting): wait for it rather than fail */
@@ -801,7 +857,7 @@ int br_login_send_async(br_login *l, const char *to, const wa_msg *m, const char
         if (pthread_cond_timedwait(&l->send_cond, &l->send_lock, &dl) != 0) break;
     pthread_mutex_unlock(&l->send_lock);
     if (submit_send(l, to, m, p, err, errcap) != 0) {
-        free(p);
+        pending_free(p);
         free(d);
         return -1;
     }
@@ -818,7 +874,7 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
     }
     snprintf(p->id, sizeof(p->id), "%s", id);
     if (submit_send(l, to, m, p, err, errcap) != 0) {
-        free(p);
+        pending_free(p);
         return -1;
     }
     struct timespec dl;
@@ -837,7 +893,7 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
             break;
         }
     pthread_mutex_unlock(&l->send_lock);
-    free(p);
+    pending_free(p);
     if (result == 1) return 0;
     snprintf(err, errcap, "%s", result == -1 ? "WhatsApp did not accept the message"
                                              : "no answer from WhatsApp in time");
