@@ -57,6 +57,10 @@ struct br_pworker {
     db_conn *db;
     mx_client *mx;
     int64_t cur_inbox_id; /* the inbox row of the Matrix event being handled */
+    struct {
+        char jid[96];   /* a ghost this worker checked... */
+        char push[128]; /* ...with this push name: nothing to change while it stays the same */
+    } ghost_seen[256];
     bool deferred;        /* its deletion waits for an asynchronous send's completion */
 };
 

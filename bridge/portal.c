@@ -83,10 +83,24 @@ static int ghost_ensure(br_pworker *pw, const char *jid, const char *push_name, 
     if (!ghost_id_of(jid, id, sizeof(id))) return -1;
     if (br_config_ghost_localpart(cfg, id, local, sizeof(local)) != 0) return -1;
     if ((size_t)snprintf(mxid, cap, "@%s:%s", local, cfg->hs_domain) >= cap) return -1;
+    /* seen just now with the same push name: registered, name set (the hot path) */
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *q = jid; *q; q++)
+        h = (h ^ (uint8_t)*q) * 1099511628211ULL;
+    size_t slot = (size_t)(h % (sizeof(pw->ghost_seen) / sizeof(pw->ghost_seen[0])));
+    const char *pn = push_name ? push_name : "";
+    if (strcmp(pw->ghost_seen[slot].jid, jid) == 0 &&
+        (!pn[0] || strcmp(pw->ghost_seen[slot].push, pn) == 0))
+        return 0;
     mx_error err;
     if (mx_client_ensure_registered(pw->mx, local, &err) != MX_OK) {
         WB_WARN(MOD, "registering ghost %s failed: %s", mxid, err.error);
         return -1;
+    }
+    if (strlen(jid) < sizeof(pw->ghost_seen[slot].jid) &&
+        strlen(pn) < sizeof(pw->ghost_seen[slot].push)) {
+        memcpy(pw->ghost_seen[slot].jid, jid, strlen(jid) + 1);
+        memcpy(pw->ghost_seen[slot].push, pn, strlen(pn) + 1);
     }
     db_ghost g;
     bool known = db_ghost_get(pw->db, jid, &g) == DB_OK;
@@ -111,6 +125,15 @@ int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const cha
                         db_portal *out)
 {
     br_bridge *b = pw->b;
+    br_room_ref ref;
+    if (br_room_of_chat(b, l->id, chat, &ref)) { /* the hot path: known portal, known room */
+        memset(out, 0, sizeof(*out));
+        out->id = ref.portal_id;
+        out->receiver_login_id = l->id;
+        set_str(out->chat_jid, sizeof(out->chat_jid), chat);
+        set_str(out->mxid, sizeof(out->mxid), ref.room);
+        return 0;
+    }
     int64_t pid;
     if (db_portal_ensure(pw->db, chat, l->id, &pid) != DB_OK ||
         db_portal_get(pw->db, pid, out) != DB_OK) {
