@@ -31,6 +31,7 @@
 #define BR_MAX_LOGINS  4096
 #define BR_LEASE_MS    60000 /* a login lease lasts this long; renewed every 20 s */
 #define BR_SEND_WAIT_MS 60000
+#define BR_GROUP_CALLS 8   /* create-group calls waiting per login */
 #define BR_MAX_INFLIGHT 12 /* sends of one login waiting for their ack (the engine allows 16) */ /* how long a portal waits for WhatsApp to accept a message */
 
 typedef struct br_bridge br_bridge;
@@ -57,6 +58,7 @@ struct br_pworker {
     db_conn *db;
     mx_client *mx;
     int64_t cur_inbox_id; /* the inbox row of the Matrix event being handled */
+    uint64_t joined[1024]; /* hashes of (room, ghost) this worker saw joined */
     struct {
         char jid[96];   /* a ghost this worker checked... */
         char push[128]; /* ...with this push name: nothing to change while it stays the same */
@@ -101,6 +103,7 @@ typedef struct br_login {
     char mxid[DB_ID_MAX];      /* the Matrix user */
     char mgmt_room[DB_ID_MAX]; /* where login progress is reported; "" = none */
     char phone[64];            /* digits, once paired */
+    char lid[DB_ID_MAX];       /* our LID user JID, once connected ("" before) */
     br_engine *eng;
     int handle;                /* wa_worker login handle, -1 before it is added */
     wa_client *client;         /* engine thread only */
@@ -116,7 +119,11 @@ typedef struct br_login {
     pthread_cond_t send_cond;
     br_pending_send *pending;
     int n_pending; /* entries in pending */
-    struct br_login *next_dead; /* unlisted logins, freed at shutdown (late jobs may hold one) */
+    struct br_login *next_dead;
+    struct {
+        uint32_t req_id; /* a create-group call waiting for its answer (0: free) */
+        char room[DB_ID_MAX];
+    } group_calls[BR_GROUP_CALLS]; /* guarded by send_lock */ /* unlisted logins, freed at shutdown (late jobs may hold one) */
 } br_login;
 
 /* A portal known to have a room (cache of the portal table for routing Matrix events). */
@@ -206,6 +213,13 @@ const char *br_login_state_name(br_login *l);
 /* A read receipt for a contact's message / our typing state, sent when connected (not queued). */
 void br_login_mark_read(br_login *l, const char *chat, const char *wa_id);
 void br_login_chat_state(br_login *l, const char *chat, bool typing);
+/* Asks for a group's info; the answer comes as a group-info job on the group's portal queue. */
+void br_login_group_info(br_login *l, const char *group);
+/* sync: every group of the login (each answer a group-info job). */
+void br_login_group_sync(br_login *l);
+/* create-group: the answer (a group-info job) is also reported in reply_room. */
+int br_login_group_create(br_login *l, const char *subject, const char *const *participants,
+                          size_t n, const char *reply_room);
 
 /* ---- portal.c ---- */
 /* A received WhatsApp message (from the engine, or the event buffer at start-up). */
@@ -238,6 +252,9 @@ typedef struct br_wa_signal {
     char state[32];        /* typing: composing / recording / paused */
 } br_wa_signal;
 void br_portal_job_wa_signal(br_pworker *pw, void *arg);
+/* The ghost of a WhatsApp user: registered, its name kept current. false when jid is not a user. */
+bool br_portal_ghost_of(br_pworker *pw, const char *jid, char *mxid, size_t cap, char *name,
+                        size_t name_cap);
 /* Finds or creates the DM portal of login l with chat (a user JID), with its room. */
 int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const char *name_hint,
                         db_portal *out);

@@ -22,9 +22,9 @@ static const char *const help_text =
     "  logout [NUMBER]               unlink a WhatsApp account\n"
     "  ping                          show your logins and their connection state\n"
     "  list-logins                   the same, with login ids\n"
-    "  sync                          bring groups and contacts over (not available yet)\n"
+    "  sync                          bring your WhatsApp groups over as portal rooms\n"
     "  start-chat NUMBER             open a portal room with a WhatsApp user\n"
-    "  create-group NAME NUMBER...   create a WhatsApp group (not available yet)";
+    "  create-group NAME NUMBER...   create a WhatsApp group (and its portal room)";
 
 void br_command_on_invite(br_pworker *pw, const char *room, const char *sender, bool is_direct)
 {
@@ -206,6 +206,43 @@ static void cmd_start_chat(br_pworker *pw, const char *room, const char *sender,
     br_enqueue(pw->b, key, job_start_chat, j);
 }
 
+/* create-group NAME... NUMBER...: the words that are not phone numbers make the name. */
+static void cmd_create_group(br_pworker *pw, const char *room, const char *sender, int argc,
+                             char **argv)
+{
+    const char *usage = "Usage: `create-group NAME NUMBER...` (numbers with country code).";
+    char name[256] = "", phones[MAX_ARGS][64];
+    const char *jids[MAX_ARGS];
+    char jidbuf[MAX_ARGS][80];
+    size_t n = 0;
+    for (int i = 1; i < argc; i++) {
+        digits_of(argv[i], phones[n], sizeof(phones[n]));
+        bool number = (argv[i][0] == '+' || (argv[i][0] >= '0' && argv[i][0] <= '9')) &&
+                      all_digits(phones[n], 7, 15);
+        if (number) {
+            snprintf(jidbuf[n], sizeof(jidbuf[n]), "%s@s.whatsapp.net", phones[n]);
+            jids[n] = jidbuf[n];
+            n++;
+        } else if (n == 0) {
+            size_t o = strlen(name);
+            snprintf(name + o, sizeof(name) - o, "%s%s", o ? " " : "", argv[i]);
+        } else {
+            br_notice(pw, room, "`%s` is not a phone number. %s", argv[i], usage);
+            return;
+        }
+    }
+    if (!name[0] || n == 0) {
+        br_notice(pw, room, "%s", usage);
+        return;
+    }
+    br_login *l = pick_login(pw, room, sender, NULL);
+    if (!l) return;
+    if (br_login_group_create(l, name, jids, n, room) != 0)
+        br_notice(pw, room, "The group could not be created: this login is not running.");
+    else
+        br_notice(pw, room, "Creating the WhatsApp group \"%s\" with %zu member(s)...", name, n);
+}
+
 bool br_command_handle(br_pworker *pw, const char *room, const char *sender, const char *body,
                        bool mgmt_room)
 {
@@ -271,13 +308,19 @@ bool br_command_handle(br_pworker *pw, const char *room, const char *sender, con
     } else if (strcmp(cmd, "start-chat") == 0) {
         cmd_start_chat(pw, room, sender, argc, argv);
     } else if (strcmp(cmd, "sync") == 0) {
-        br_notice(pw, room, "`sync` is not available yet: groups and contacts come with group "
-                  "support. Direct chats appear by themselves when a message arrives.");
+        br_login *ls[16];
+        size_t n = br_logins_of(pw->b, sender, ls, 16);
+        if (n == 0) {
+            br_notice(pw, room, "You are not logged in.");
+            return true;
+        }
+        for (size_t i = 0; i < n; i++)
+            br_login_group_sync(ls[i]);
+        br_notice(pw, room, "Syncing your WhatsApp groups: a portal room appears for each one "
+                  "(you are invited). Contacts come with the first message (contact sync is not "
+                  "available yet).");
     } else {
-        if (argc < 3)
-            br_notice(pw, room, "Usage: `create-group NAME NUMBER...`.");
-        else
-            br_notice(pw, room, "`create-group` is not available yet: groups are being built.");
+        cmd_create_group(pw, room, sender, argc, argv);
     }
     return true;
 }

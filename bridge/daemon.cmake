@@ -4,4 +4,5 @@ target_sources(wb_bridge PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/login.c
   ${CMAKE_CURRENT_SOURCE_DIR}/portal.c
   ${CMAKE_CURRENT_SOURCE_DIR}/commands.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/group.c
   ${CMAKE_CURRENT_SOURCE_DIR}/qr.c)

@@ -6,6 +6,7 @@
  * The engine callback runs on the engine thread: it never calls the homeserver, it queues jobs.
  */
 #include "bridge/bridge_internal.h"
+#include "bridge/group.h"
 #include "bridge/qr.h"
 #include "db/store_pg.h"
 
@@ -336,6 +337,157 @@ static void take_messages(br_login *l)
     }
 }
 
+/* ---- groups (engine thread: copies go to the group portal's queue) ---- */
+
+static void queue_group(br_login *l, br_group_data *g, br_job_fn fn)
+{
+    char key[DB_ID_MAX + 64];
+    br_portal_key(0, g->group, key, sizeof(key));
+    br_enqueue(l->eng->b, key, fn, g);
+}
+
+static void take_group_results(br_login *l)
+{
+    wa_group_result r;
+    while (wa_client_next_group_result(l->client, &r)) {
+        char reply[DB_ID_MAX] = "";
+        pthread_mutex_lock(&l->send_lock);
+        for (int i = 0; i < BR_GROUP_CALLS; i++)
+            if (l->group_calls[i].req_id == r.req_id && r.req_id) {
+                snprintf(reply, sizeof(reply), "%s", l->group_calls[i].room);
+                l->group_calls[i].req_id = 0;
+            }
+        pthread_mutex_unlock(&l->send_lock);
+        if (r.op == WA_GROUP_OP_PARTICIPATING) {
+            for (size_t i = 0; i < r.ngroups; i++) {
+                br_group_data *g = br_group_data_from_info(l->id, &r.groups[i]);
+                if (g) queue_group(l, g, br_group_job_info);
+            }
+        } else if ((r.op == WA_GROUP_OP_INFO || r.op == WA_GROUP_OP_CREATE) && r.info) {
+            br_group_data *g = br_group_data_from_info(l->id, r.info);
+            if (g) {
+                snprintf(g->reply_room, sizeof(g->reply_room), "%s", reply);
+                queue_group(l, g, br_group_job_info);
+            }
+        } else if (reply[0]) { /* a refused create: tell the user */
+            br_group_data *g = calloc(1, sizeof(*g));
+            if (g) {
+                g->login_id = l->id;
+                g->result_code = r.code ? r.code : -1;
+                snprintf(g->group, sizeof(g->group), "%s", reply); /* any key will do */
+                snprintf(g->reply_room, sizeof(g->reply_room), "%s", reply);
+                queue_group(l, g, br_group_job_info);
+            }
+        }
+        if (r.code)
+            WB_INFO(MOD, "login %lld: group %s %s answered %d %s", (long long)l->id,
+                    wa_group_op_name(r.op), r.group, r.code, r.error_text ? r.error_text : "");
+        wa_group_result_free(&r);
+    }
+}
+
+static void take_group_updates(br_login *l)
+{
+    wa_group_update u;
+    while (wa_client_next_group_update(l->client, &u)) {
+        for (size_t i = 0; i < u.event.nchanges; i++) {
+            br_group_data *g = br_group_data_from_change(l->id, &u.event, &u.event.changes[i]);
+            if (g) queue_group(l, g, br_group_job_change);
+        }
+        wa_group_update_free(&u);
+    }
+}
+
+typedef struct group_req {
+    int kind; /* 0 info, 1 participating, 2 create */
+    char group[DB_ID_MAX];
+    char subject[DB_ID_MAX];
+    char (*participants)[DB_ID_MAX];
+    size_t n;
+    char room[DB_ID_MAX];
+    br_login *l;
+} group_req;
+
+static void group_on_engine(wa_client *c, void *arg)
+{
+    group_req *r = arg;
+    uint32_t req = 0;
+    int rc;
+    if (r->kind == 0) {
+        rc = wa_client_group_info(c, r->group, &req);
+    } else if (r->kind == 1) {
+        rc = wa_client_group_participating(c, &req);
+    } else {
+        const char *ps[256];
+        size_t n = r->n < 256 ? r->n : 256;
+        for (size_t i = 0; i < n; i++)
+            ps[i] = r->participants[i];
+        rc = wa_client_group_create(c, r->subject, ps, n, &req);
+        if (rc == WA_OK) {
+            br_login *l = r->l;
+            pthread_mutex_lock(&l->send_lock);
+            for (int i = 0; i < BR_GROUP_CALLS; i++)
+                if (!l->group_calls[i].req_id) {
+                    l->group_calls[i].req_id = req;
+                    snprintf(l->group_calls[i].room, sizeof(l->group_calls[i].room), "%s", r->room);
+                    break;
+                }
+            pthread_mutex_unlock(&l->send_lock);
+        }
+    }
+    if (rc != WA_OK)
+        WB_INFO(MOD, "group call %d refused by the engine: %s", r->kind, wa_strerror(rc));
+    free(r->participants);
+    free(r);
+}
+
+static int post_group(br_login *l, group_req *r)
+{
+    r->l = l;
+    if (l->removed || l->handle < 0 ||
+        wa_worker_call(l->eng->w, l->handle, group_on_engine, r, false) != 0) {
+        free(r->participants);
+        free(r);
+        return -1;
+    }
+    return 0;
+}
+
+void br_login_group_info(br_login *l, const char *group)
+{
+    group_req *r = calloc(1, sizeof(*r));
+    if (!r) return;
+    snprintf(r->group, sizeof(r->group), "%s", group);
+    post_group(l, r);
+}
+
+void br_login_group_sync(br_login *l)
+{
+    group_req *r = calloc(1, sizeof(*r));
+    if (!r) return;
+    r->kind = 1;
+    post_group(l, r);
+}
+
+int br_login_group_create(br_login *l, const char *subject, const char *const *participants,
+                          size_t n, const char *reply_room)
+{
+    group_req *r = calloc(1, sizeof(*r));
+    if (!r) return -1;
+    r->kind = 2;
+    snprintf(r->subject, sizeof(r->subject), "%s", subject);
+    snprintf(r->room, sizeof(r->room), "%s", reply_room);
+    r->participants = calloc(n ? n : 1, sizeof(*r->participants));
+    if (!r->participants) {
+        free(r);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        snprintf(r->participants[i], sizeof(r->participants[i]), "%s", participants[i]);
+    r->n = n;
+    return post_group(l, r);
+}
+
 /* The connection came (back): what was handed over on an earlier one and never acked is sent
  * again, in the order it was first sent, with the same ids (receivers show an id once). Engine
  * thread. */
@@ -375,9 +527,12 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
         break;
     case WA_EV_READY: WB_INFO(MOD, "login %lld is live", (long long)l->id); break;
     case WA_EV_CONNECTED:
+        user_jid(ev->text, l->lid, sizeof(l->lid));
         resend_unacked(l);
         note(l, ev);
         break;
+    case WA_EV_GROUP_RESULT: take_group_results(l); break;
+    case WA_EV_GROUP: take_group_updates(l); break;
     case WA_EV_RECEIPT:
     case WA_EV_CHAT_STATE: {
         /* "id type chat [participant]" / "chat sender state" */

@@ -11,6 +11,7 @@
  */
 #include "bridge/bridge_internal.h"
 #include "bridge/format.h"
+#include "bridge/group.h"
 #include "wa/message.h"
 
 #include <errno.h>
@@ -119,6 +120,15 @@ static int ghost_ensure(br_pworker *pw, const char *jid, const char *push_name, 
         db_ghost_upsert(pw->db, &g);
     }
     return 0;
+}
+
+bool br_portal_ghost_of(br_pworker *pw, const char *jid, char *mxid, size_t cap, char *name,
+                        size_t name_cap)
+{
+    if (ghost_ensure(pw, jid, NULL, mxid, cap) != 0) return false;
+    db_ghost g;
+    snprintf(name, name_cap, "%s", db_ghost_get(pw->db, jid, &g) == DB_OK ? g.name : "");
+    return true;
 }
 
 int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const char *name_hint,
@@ -324,15 +334,33 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
     }
     int result = 0;
     wa_jid cj;
-    if (!chat[0] || wa_jid_parse_cstr(chat, &cj) != WA_OK ||
-        (wa_jid_kind_of(&cj) != WA_JID_PN && wa_jid_kind_of(&cj) != WA_JID_LID)) {
+    bool group = chat[0] && wa_jid_parse_cstr(chat, &cj) == WA_OK &&
+                 wa_jid_kind_of(&cj) == WA_JID_GROUP;
+    if (!group && (!chat[0] || wa_jid_parse_cstr(chat, &cj) != WA_OK ||
+                   (wa_jid_kind_of(&cj) != WA_JID_PN && wa_jid_kind_of(&cj) != WA_JID_LID))) {
         WB_INFO(MOD, "login %lld: message %s in %s: chat kind not bridged yet", (long long)l->id,
                 m->id, m->chat);
         goto done;
     }
     if (prc == WA_OK && msg.kind == WA_MSG_NONE) goto done; /* e.g. a bare key distribution */
     db_portal portal;
-    if (br_portal_ensure_dm(pw, l, chat, own ? "" : m->notify, &portal)) {
+    if (group && strstr(sender, "@lid")) { /* LID-addressed groups: the phone number's ghost */
+        char pn[DB_ID_MAX];
+        if (db_lid_to_pn(pw->db, l->id, sender, pn, sizeof(pn)) == DB_OK)
+            set_str(sender, sizeof(sender), pn);
+    }
+    if (group) {
+        /* our own account writing in the group (from another device) shows as ours */
+        char me[DB_ID_MAX];
+        snprintf(me, sizeof(me), "%s@s.whatsapp.net", l->phone);
+        if (strcmp(sender, me) == 0 || (l->lid[0] && strcmp(sender, l->lid) == 0)) own = true;
+        bool known = br_room_of_chat(b, 0, chat, &(br_room_ref){0});
+        if (br_portal_ensure_group(pw, l, chat, NULL, NULL, &portal)) {
+            result = -1;
+            goto out;
+        }
+        if (!known) br_login_group_info(l, chat); /* name, topic and members follow */
+    } else if (br_portal_ensure_dm(pw, l, chat, own ? "" : m->notify, &portal)) {
         result = -1;
         goto out;
     }
@@ -343,7 +371,8 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
     const char *as_user = NULL; /* own messages come through the bot */
     const char *who = own ? "" : sender; /* "" = the login's own account */
     if (!own) {
-        if (ghost_ensure(pw, sender, m->notify, ghost, sizeof(ghost))) {
+        if (ghost_ensure(pw, sender, m->notify, ghost, sizeof(ghost)) ||
+            (group && br_group_ghost_join(pw, portal.mxid, ghost) != 0)) {
             result = -1;
             goto out;
         }
@@ -501,6 +530,14 @@ out:
 static br_login *portal_login(br_pworker *pw, const br_room_ref *ref, const char *sender,
                               bool tell)
 {
+    if (ref->receiver == 0) { /* a group: the sender's own login (one in the group, we hope) */
+        br_login *ls[1];
+        if (br_logins_of(pw->b, sender, ls, 1) == 1) return ls[0];
+        if (tell && br_config_perm(pw->b->cfg, sender) >= BR_PERM_USER)
+            br_notice(pw, ref->room, "⚠ Your message was not sent: you are not logged in to "
+                      "WhatsApp (send `login qr` in your management room).");
+        return NULL;
+    }
     br_login *l = br_login_find(pw->b, ref->receiver);
     if (!l) {
         db_login row;

@@ -83,6 +83,13 @@ static const db_stmt st_reaction_by_mxid = {
 static const db_stmt st_reaction_delete = {"rows_reaction_delete",
                                            "DELETE FROM reaction WHERE mxid = $1", I};
 
+static const db_stmt st_lid_del = {
+    "rows_lid_del", "DELETE FROM wa_lid_map WHERE login_id = $1 AND (lid = $2 OR pn = $3)", I};
+static const db_stmt st_lid_put = {
+    "rows_lid_put", "INSERT INTO wa_lid_map (login_id, lid, pn) VALUES ($1, $2, $3)", 0};
+static const db_stmt st_lid_to_pn = {
+    "rows_lid_to_pn", "SELECT pn FROM wa_lid_map WHERE login_id = $1 AND lid = $2", I};
+
 static const db_stmt st_inbox_after = {
     "rows_inbox_after",
     "SELECT id, event_id, room_id, event_json, attempts FROM mx_inbox WHERE id > $1"
@@ -322,6 +329,31 @@ int db_reaction_delete(db_conn *c, const char *mxid)
 {
     db_param p[1] = {db_p_text(mxid)};
     return db_exec(c, &st_reaction_delete, p, 1, NULL);
+}
+
+int db_lid_map_put(db_conn *c, int64_t login_id, const char *lid, const char *pn)
+{
+    db_param p[3] = {db_p_int(login_id), db_p_text(lid), db_p_text(pn)};
+    int rc = db_begin(c, 0);
+    if (rc) return rc;
+    rc = db_exec(c, &st_lid_del, p, 3, NULL);
+    if (!rc) rc = db_exec(c, &st_lid_put, p, 3, NULL);
+    if (rc) {
+        db_rollback(c);
+        return rc;
+    }
+    return db_commit(c);
+}
+
+int db_lid_to_pn(db_conn *c, int64_t login_id, const char *lid, char *pn, size_t cap)
+{
+    db_param p[2] = {db_p_int(login_id), db_p_text(lid)};
+    db_result *r;
+    int rc = db_exec_row(c, &st_lid_to_pn, p, 2, &r);
+    if (rc) return rc;
+    bool ok = db_result_copy_text(r, 0, 0, pn, cap);
+    db_result_free(r);
+    return ok ? DB_OK : db_set_error(c, DB_ERR_INVALID, NULL, "db_lid_to_pn: too long");
 }
 
 int db_inbox_peek_after(db_conn *c, int64_t after_id, db_inbox_row *rows, size_t max, size_t *n)

@@ -94,6 +94,13 @@ int db_reaction_get(db_conn *c, int64_t portal_id, const char *target_wa_id,
 int db_reaction_by_mxid(db_conn *c, const char *mxid, db_reaction *out);
 int db_reaction_delete(db_conn *c, const char *mxid);
 
+/* ---- LID <-> phone number, as learnt from group member lists (the engine's wa_lid_map) ---- */
+
+/* Records lid <-> pn for a login (user JIDs, no device); replaces older pairings of either. */
+int db_lid_map_put(db_conn *c, int64_t login_id, const char *lid, const char *pn);
+/* The phone-number JID of a LID JID; DB_ERR_NOT_FOUND when unknown. */
+int db_lid_to_pn(db_conn *c, int64_t login_id, const char *lid, char *pn, size_t cap);
+
 /* ---- Matrix inbox in order ---- */
 
 /* Up to max inbox rows with id > after_id, oldest first. */

@@ -1,19 +1,23 @@
 /*
  * wa/client.c - the companion device state machine of wa/client.h: device keys, Noise handshake
  * with the right ClientPayload, QR pairing (refs, pair-success checks, device signature), login,
- * prekeys, passive, keepalive, stream errors and failures, reconnect with backoff, logout.
+ * prekeys, passive, keepalive, stream errors and failures, reconnect with backoff, logout; 1:1
+ * and group messages in and out (device lists cached per connection, sender keys for groups),
+ * retry receipts, the group calls (w:g2 IQs) and group notifications (w:gp2).
  */
 #include "wa/client.h"
 
 #include "util/base64.h"
 #include "wa/message.h"
 #include "wa/proto/wa.pb.h"
+#include "wa/senderkey.h"
 #include "wa/signal.h"
 
 #include <mbedtls/md5.h>
 #include <pb_decode.h>
 #include <pb_encode.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +26,11 @@ static const uint8_t ADV_ACCOUNT_SIG_PREFIX[] = {6, 0};
 static const uint8_t ADV_DEVICE_SIG_PREFIX[] = {6, 1};
 static const uint8_t ADV_HOSTED_ACCOUNT_SIG_PREFIX[] = {6, 5};
 static const uint32_t DEFAULT_VERSION[3] = {2, 3000, 1029496320};
-#define QR_PREFIX   "https://wa.me/settings/linked_devices#"
-#define MAX_REFS    16
-#define MAX_PENDING 64
-#define PLATFORM_ID "1" /* DeviceProps.PlatformType CHROME */
+#define QR_PREFIX        "https://wa.me/settings/linked_devices#"
+#define MAX_REFS         16
+#define MAX_PENDING      160  /* IQs in flight: sends, group calls and the client's own */
+#define PLATFORM_ID      "1"  /* DeviceProps.PlatformType CHROME */
+#define MAX_DEVICE_USERS 8192 /* device lists kept; beyond, the cache starts over */
 
 typedef enum iq_kind {
     IQ_NONE = 0,
@@ -39,16 +44,16 @@ typedef enum iq_kind {
     IQ_KEYS,        /* encrypt <key> prekey bundles for an outgoing message (arg: job) */
     IQ_LINK_HELLO,  /* md link_code_companion_reg companion_hello */
     IQ_LINK_FINISH, /* md link_code_companion_reg companion_finish */
+    IQ_SEND_INFO,   /* w:g2 group info for an outgoing group message (arg: job) */
+    IQ_GROUP,       /* a group call of the bridge or our own participating (arg: call slot) */
+    IQ_DIRTY,       /* urn:xmpp:whatsapp:dirty <clean> */
 } iq_kind;
 
 typedef struct pending_iq {
     char id[32];
     iq_kind kind;
-    uint32_t arg; /* IQ_UPLOAD: the highest prekey id in the upload */
+    uint32_t arg; /* IQ_UPLOAD: the highest prekey id in the upload; jobs and calls: the slot */
 } pending_iq;
-
-#define MAX_JOBS        16
-#define MAX_JOB_DEVICES 64
 
 /* What a <message> stanza says about its content besides the ciphertext (WhatsApp Web's
  * attributes, see wa_client_send_message). */
@@ -58,21 +63,73 @@ typedef struct msg_attrs {
     bool hide_fail;   /* <enc decrypt-fail="hide">: a peer that cannot read it shows nothing */
 } msg_attrs;
 
-/* An outgoing message waiting for device lists and sessions. */
+/* An outgoing message waiting for the group info, device lists and sessions. */
 typedef struct send_job {
     bool used;
-    char id[32];                     /* message id */
-    char to[WA_JID_STR_MAX];         /* the recipient user (PN) */
-    msg_attrs attrs;                 /* stanza attributes for the content */
-    wb_buf plaintext;                /* Message protobuf */
-    wa_jid devices[MAX_JOB_DEVICES]; /* every device to encrypt for (theirs and our others) */
-    int ndevices;
+    bool group;              /* to is a group: sender keys */
+    bool lid;                /* group: addressing_mode="lid" (our LID device sends) */
+    char id[32];             /* message id */
+    char to[WA_JID_STR_MAX]; /* the chat: the recipient user (PN) or the group */
+    msg_attrs attrs;         /* stanza attributes for the content */
+    wb_buf plaintext;        /* Message protobuf */
+    wa_jid *devices;         /* malloc'd: every device to encrypt for (theirs and our others) */
+    size_t ndevices;         /* entries in devices */
+    size_t devices_cap;      /* allocated entries */
 } send_job;
+
+/* --- a string map (chained hash): device lists per user, sets of JIDs --- */
+
+typedef struct smap_node {
+    struct smap_node *next;
+    size_t n;       /* values */
+    uint16_t *vals; /* n values stored after the key (inside this allocation), or NULL */
+    char key[];     /* NUL-terminated */
+} smap_node;
+
+typedef struct smap {
+    smap_node **b; /* nb buckets (a power of two); NULL until the first put */
+    size_t nb;     /* buckets */
+    size_t n;      /* keys */
+} smap;
+
+/* What we know of a group we are in, for sending; kept for the connection. */
+typedef struct group_entry {
+    char jid[WA_JID_STR_MAX]; /* the group */
+    bool lid;                 /* addressing_mode="lid": members and our identity are LIDs */
+    bool stale;               /* a change we made is not reflected yet: ask the info again */
+    bool desc_known;          /* desc_id is the current description's id */
+    char desc_id[128];        /* the current description's id ("" when none) */
+    smap members;             /* user JIDs, as the group names them */
+    smap keyed;               /* device JIDs that got our current sender key on this connection */
+} group_entry;
+
+/* A group call waiting for its answer. */
+typedef struct group_call {
+    bool used;
+    uint32_t req_id;            /* what the call returned (0: the client's own) */
+    wa_group_op op;             /* which call */
+    wa_group_change change;     /* PARTICIPANTS */
+    char group[WA_JID_STR_MAX]; /* the group ("" for create and participating) */
+    bool info_first;            /* DESCRIPTION: the info (for the current id) is asked first */
+    char *desc;                 /* DESCRIPTION: the new text (malloc'd; NULL = delete) */
+    char desc_id[32];           /* DESCRIPTION: the new description's id */
+} group_call;
 
 struct wa_client {
     wa_client_config cfg;
-    wa_signal *sig;          /* Signal sessions of this device (over cfg.store) */
-    send_job jobs[MAX_JOBS]; /* outgoing messages in preparation */
+    wa_signal *sig;              /* Signal sessions of this device (over cfg.store) */
+    wa_senderkey *sk;            /* sender keys of this device (over cfg.store) */
+    send_job jobs[WA_MAX_SENDS]; /* outgoing messages in preparation */
+    smap devices;                /* user JID -> device numbers (usync), for this connection */
+    group_entry **groups;        /* groups we know, for this connection */
+    size_t ngroups, groups_cap;  /* used / allocated */
+    group_call calls[WA_MAX_GROUP_CALLS]; /* group calls waiting for their answer */
+    uint32_t next_req;                    /* the last request id handed out */
+    wa_group_result *gresults;            /* answers not yet taken (oldest first) */
+    size_t ngresults, gresults_cap;
+    wa_group_update *gupdates; /* notifications not yet taken (oldest first) */
+    size_t ngupdates, gupdates_cap;
+    bool dropping_results, dropping_updates; /* a full queue was reported (once until a take) */
     struct {
         char id[128];   /* message id we asked again for */
         int count;      /* retry receipts sent for it */
@@ -114,6 +171,346 @@ struct wa_client {
     wa_event *events;
     size_t nevents, events_cap, events_head;
 };
+
+/* --- a string map --- */
+
+static size_t smap_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return (size_t)h;
+}
+
+static smap_node *smap_get(const smap *m, const char *key)
+{
+    if (!m->nb) return NULL;
+    for (smap_node *x = m->b[smap_hash(key) & (m->nb - 1)]; x; x = x->next)
+        if (strcmp(x->key, key) == 0) return x;
+    return NULL;
+}
+
+static bool smap_has(const smap *m, const char *key)
+{
+    return smap_get(m, key) != NULL;
+}
+
+static void smap_del(smap *m, const char *key)
+{
+    if (!m->nb) return;
+    for (smap_node **pp = &m->b[smap_hash(key) & (m->nb - 1)]; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key) != 0) continue;
+        smap_node *x = *pp;
+        *pp = x->next;
+        free(x);
+        m->n--;
+        return;
+    }
+}
+
+static bool smap_grow(smap *m)
+{
+    size_t nb = m->nb ? m->nb * 2 : 16;
+    smap_node **b = calloc(nb, sizeof(*b));
+    if (!b) return false;
+    for (size_t i = 0; i < m->nb; i++) {
+        for (smap_node *x = m->b[i], *next; x; x = next) {
+            next = x->next;
+            size_t h = smap_hash(x->key) & (nb - 1);
+            x->next = b[h];
+            b[h] = x;
+        }
+    }
+    free(m->b);
+    m->b = b;
+    m->nb = nb;
+    return true;
+}
+
+/* Inserts key with n values (replacing what it had); false when out of memory. */
+static bool smap_put(smap *m, const char *key, const uint16_t *vals, size_t n)
+{
+    smap_del(m, key);
+    if (m->n >= m->nb && !smap_grow(m)) return false;
+    size_t off = offsetof(smap_node, key) + strlen(key) + 1;
+    off = (off + 1) & ~(size_t)1; /* the values are uint16_t */
+    smap_node *x = malloc(off + n * sizeof(uint16_t));
+    if (!x) return false;
+    strcpy(x->key, key);
+    x->n = n;
+    x->vals = n ? (uint16_t *)(void *)((char *)x + off) : NULL;
+    if (n) memcpy(x->vals, vals, n * sizeof(uint16_t));
+    size_t h = smap_hash(key) & (m->nb - 1);
+    x->next = m->b[h];
+    m->b[h] = x;
+    m->n++;
+    return true;
+}
+
+static void smap_clear(smap *m)
+{
+    for (size_t i = 0; i < m->nb; i++)
+        for (smap_node *x = m->b[i], *next; x; x = next) {
+            next = x->next;
+            free(x);
+        }
+    free(m->b);
+    memset(m, 0, sizeof(*m));
+}
+
+/* --- caches: device lists per user, groups --- */
+
+/* "user@server" of a JID string (device and agent dropped); false when it is not a JID. */
+static bool user_of(const char *jid, char *out, size_t cap)
+{
+    wa_jid j;
+    if (!jid || wa_jid_parse_cstr(jid, &j) != WA_OK) return false;
+    wa_jid u = wa_jid_to_user(&j);
+    return wa_jid_format(&u, out, cap) > 0;
+}
+
+/* Forgets the device list of jid's user: it changed (a devices notification, a retry). */
+static void devices_forget(wa_client *c, const char *jid)
+{
+    char user[WA_JID_STR_MAX];
+    if (user_of(jid, user, sizeof(user))) smap_del(&c->devices, user);
+}
+
+/* Whether jid names our own account (PN or LID user), any device. */
+static bool is_my_user(const wa_client *c, const char *jid)
+{
+    char user[WA_JID_STR_MAX], mine[WA_JID_STR_MAX];
+    if (!user_of(jid, user, sizeof(user))) return false;
+    return (user_of(c->dev.pn, mine, sizeof(mine)) && strcmp(user, mine) == 0) ||
+           (user_of(c->dev.lid, mine, sizeof(mine)) && strcmp(user, mine) == 0);
+}
+
+/* Our sending device in a group: the LID device in "lid" groups, else the PN one; its Signal
+ * name and device. */
+static int my_group_identity(const wa_client *c, bool lid, wa_jid *me, char *name, size_t cap,
+                             uint32_t *device)
+{
+    const char *jid = lid ? c->dev.lid : c->dev.pn;
+    if (!jid[0] || wa_jid_parse_cstr(jid, me) != WA_OK) return WA_ERR_STATE;
+    return wa_signal_address(me, name, cap, device);
+}
+
+static group_entry *group_find(wa_client *c, const char *jid)
+{
+    for (size_t i = 0; jid && i < c->ngroups; i++)
+        if (strcmp(c->groups[i]->jid, jid) == 0) return c->groups[i];
+    return NULL;
+}
+
+static void group_entry_free(group_entry *g)
+{
+    smap_clear(&g->members);
+    smap_clear(&g->keyed);
+    free(g);
+}
+
+static void groups_clear(wa_client *c)
+{
+    for (size_t i = 0; i < c->ngroups; i++)
+        group_entry_free(c->groups[i]);
+    free(c->groups);
+    c->groups = NULL;
+    c->ngroups = c->groups_cap = 0;
+}
+
+static void group_drop(wa_client *c, const char *jid)
+{
+    for (size_t i = 0; i < c->ngroups; i++) {
+        if (strcmp(c->groups[i]->jid, jid) != 0) continue;
+        group_entry_free(c->groups[i]);
+        c->groups[i] = c->groups[--c->ngroups];
+        return;
+    }
+}
+
+/* A member left or was removed: forget our sender key (both identities, the mode may be unknown)
+ * so that the next message starts a new chain the departed never see. */
+static void group_rotate(wa_client *c, const char *jid)
+{
+    for (int lid = 0; lid < 2; lid++) {
+        wa_jid me;
+        char name[WA_JID_STR_MAX];
+        uint32_t device;
+        if (my_group_identity(c, lid, &me, name, sizeof(name), &device) == WA_OK)
+            wa_senderkey_forget(c->sk, jid, name, device);
+    }
+    group_entry *g = group_find(c, jid);
+    if (g) smap_clear(&g->keyed);
+}
+
+/* Records a group's members and mode from its info; a member gone since we last knew rotates our
+ * key (a notification we missed). NULL when out of memory. */
+static group_entry *group_put_info(wa_client *c, const wa_group_info *info)
+{
+    if (!info || !info->jid) return NULL;
+    group_entry *g = group_find(c, info->jid);
+    bool fresh = !g;
+    if (fresh) {
+        if (c->ngroups == c->groups_cap) {
+            size_t cap = c->groups_cap ? c->groups_cap * 2 : 8;
+            group_entry **grown = realloc(c->groups, cap * sizeof(*grown));
+            if (!grown) return NULL;
+            c->groups = grown;
+            c->groups_cap = cap;
+        }
+        g = calloc(1, sizeof(*g));
+        if (!g) return NULL;
+        snprintf(g->jid, sizeof(g->jid), "%s", info->jid);
+        c->groups[c->ngroups++] = g;
+    }
+    smap members = {0};
+    for (size_t i = 0; i < info->nparticipants; i++) {
+        char user[WA_JID_STR_MAX];
+        if (user_of(info->participants[i].jid, user, sizeof(user)))
+            smap_put(&members, user, NULL, 0);
+    }
+    bool shrank = false;
+    for (size_t i = 0; !fresh && i < g->members.nb && !shrank; i++)
+        for (smap_node *x = g->members.b[i]; x && !shrank; x = x->next)
+            shrank = !smap_has(&members, x->key);
+    smap_clear(&g->members);
+    g->members = members;
+    g->lid = info->addressing_mode && strcmp(info->addressing_mode, "lid") == 0;
+    g->stale = false;
+    g->desc_known = true;
+    snprintf(g->desc_id, sizeof(g->desc_id), "%s",
+             info->description_id ? info->description_id : "");
+    if (shrank) group_rotate(c, g->jid);
+    return g;
+}
+
+/* We are out of the group (left, removed, deleted): our key goes, and what we knew of it. */
+static void group_forget(wa_client *c, const char *jid)
+{
+    group_rotate(c, jid);
+    group_drop(c, jid);
+}
+
+/* --- group results and updates for the bridge --- */
+
+const char *wa_group_op_name(wa_group_op op)
+{
+    static const char *const names[] = {"?",       "create",       "info",    "participants",
+                                        "subject", "description",  "setting", "leave",
+                                        "invite",  "participating"};
+    return (unsigned)op < sizeof(names) / sizeof(names[0]) ? names[op] : "?";
+}
+
+void wa_group_result_free(wa_group_result *r)
+{
+    if (!r) return;
+    wb_arena_free(&r->arena);
+    memset(r, 0, sizeof(*r));
+}
+
+void wa_group_update_free(wa_group_update *u)
+{
+    if (!u) return;
+    wb_arena_free(&u->arena);
+    memset(u, 0, sizeof(*u));
+}
+
+/* Appends *item (elem bytes) to a queue capped at WA_MAX_GROUP_QUEUE; the oldest entry is handed
+ * to drop when full. False when out of memory (the caller frees item). */
+static bool queue_push(void **q, size_t *n, size_t *cap, size_t elem, const void *item,
+                       void (*drop)(void *))
+{
+    if (*n == WA_MAX_GROUP_QUEUE) {
+        drop(*q);
+        memmove(*q, (char *)*q + elem, (*n - 1) * elem);
+        (*n)--;
+    }
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        void *grown = realloc(*q, ncap * elem);
+        if (!grown) return false;
+        *q = grown;
+        *cap = ncap;
+    }
+    memcpy((char *)*q + *n * elem, item, elem);
+    (*n)++;
+    return true;
+}
+
+static void drop_result(void *p)
+{
+    wa_group_result_free(p);
+}
+
+static void drop_update(void *p)
+{
+    wa_group_update_free(p);
+}
+
+/* Queues r for the bridge (ownership moves) and raises WA_EV_GROUP_RESULT. */
+static void emit(wa_client *c, wa_event_type type, int code, int64_t ms, const char *fmt, ...);
+static void push_group_result(wa_client *c, wa_group_result *r)
+{
+    wa_group_result copy = *r;
+    if (c->ngresults == WA_MAX_GROUP_QUEUE && !c->dropping_results) {
+        c->dropping_results = true;
+        emit(c, WA_EV_ERROR, 0, 0, "group results not taken: the oldest are dropped");
+    }
+    if (!queue_push((void **)&c->gresults, &c->ngresults, &c->gresults_cap, sizeof(*r), &copy,
+                    drop_result)) {
+        wa_group_result_free(r);
+        return;
+    }
+    emit(c, WA_EV_GROUP_RESULT, copy.code, copy.req_id, "%s %s", wa_group_op_name(copy.op),
+         copy.group);
+}
+
+static void push_group_update(wa_client *c, wa_group_update *u)
+{
+    wa_group_update copy = *u;
+    if (c->ngupdates == WA_MAX_GROUP_QUEUE && !c->dropping_updates) {
+        c->dropping_updates = true;
+        emit(c, WA_EV_ERROR, 0, 0, "group updates not taken: the oldest are dropped");
+    }
+    if (!queue_push((void **)&c->gupdates, &c->ngupdates, &c->gupdates_cap, sizeof(*u), &copy,
+                    drop_update)) {
+        wa_group_update_free(u);
+        return;
+    }
+    emit(c, WA_EV_GROUP, (int)copy.event.nchanges, 0, "%s", copy.event.group);
+}
+
+bool wa_client_next_group_result(wa_client *c, wa_group_result *out)
+{
+    if (!c->ngresults) return false;
+    c->dropping_results = false;
+    *out = c->gresults[0];
+    memmove(c->gresults, c->gresults + 1, (c->ngresults - 1) * sizeof(*c->gresults));
+    c->ngresults--;
+    return true;
+}
+
+bool wa_client_next_group_update(wa_client *c, wa_group_update *out)
+{
+    if (!c->ngupdates) return false;
+    c->dropping_updates = false;
+    *out = c->gupdates[0];
+    memmove(c->gupdates, c->gupdates + 1, (c->ngupdates - 1) * sizeof(*c->gupdates));
+    c->ngupdates--;
+    return true;
+}
+
+/* A copy of n in a (its strings then live as long as a): parsers point into the node. */
+static wa_node *copy_node(wb_arena *a, const wa_node *n)
+{
+    wb_buf b;
+    wb_buf_init(&b);
+    wa_node *out = NULL;
+    if (wa_binary_encode(n, &b) != WA_OK || wa_binary_decode(b.data, b.len, a, &out, NULL) != WA_OK)
+        out = NULL;
+    wb_buf_free(&b);
+    return out;
+}
 
 /* --- helpers --- */
 
@@ -226,6 +623,8 @@ wa_client *wa_client_new(const wa_client_config *cfg, int *err)
     if (rc != WA_OK) goto fail;
     c->sig = wa_signal_new(cfg->crypto, cfg->store, &rc);
     if (!c->sig) goto fail;
+    c->sk = wa_senderkey_new(cfg->crypto, cfg->store, &rc);
+    if (!c->sk) goto fail;
     snprintf(c->iq_prefix, sizeof(c->iq_prefix), "%u.%u", random_u32(c) % 100000,
              random_u32(c) % 100000);
     if (err) *err = WA_OK;
@@ -244,8 +643,21 @@ void wa_client_free(wa_client *c)
     wa_noise_clear(&c->noise);
     free(c->events);
     wa_signal_free(c->sig);
-    for (int i = 0; i < MAX_JOBS; i++)
+    wa_senderkey_free(c->sk);
+    for (int i = 0; i < WA_MAX_SENDS; i++) {
         wb_buf_free(&c->jobs[i].plaintext);
+        free(c->jobs[i].devices);
+    }
+    for (int i = 0; i < WA_MAX_GROUP_CALLS; i++)
+        free(c->calls[i].desc);
+    smap_clear(&c->devices);
+    groups_clear(c);
+    for (size_t i = 0; i < c->ngresults; i++)
+        wa_group_result_free(&c->gresults[i]);
+    free(c->gresults);
+    for (size_t i = 0; i < c->ngupdates; i++)
+        wa_group_update_free(&c->gupdates[i]);
+    free(c->gupdates);
     for (size_t i = 0; i < c->ninbox; i++)
         wa_received_free(&c->inbox[i]);
     free(c->inbox);
@@ -311,12 +723,18 @@ int wa_client_send_node(wa_client *c, const wa_node *n)
     return wa_noise_send_node(&c->noise, n, &c->out);
 }
 
-/* Builds <iq id to type xmlns> registered as pending; returns the node (in a). */
-static wa_node *new_iq(wa_client *c, wb_arena *a, const char *to, const char *type,
-                       const char *xmlns, iq_kind kind, uint32_t arg)
+/* Whether another IQ can be registered as pending (its answer would be lost otherwise). */
+static bool pending_room(const wa_client *c)
 {
-    char id[32];
-    snprintf(id, sizeof(id), "%s-%u", c->iq_prefix, ++c->iq_counter);
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (c->pending[i].kind == IQ_NONE) return true;
+    return false;
+}
+
+/* A new IQ id, registered as pending with kind and arg (id[32]). */
+static void register_iq(wa_client *c, iq_kind kind, uint32_t arg, char *id)
+{
+    snprintf(id, 32, "%s-%u", c->iq_prefix, ++c->iq_counter);
     for (int i = 0; i < MAX_PENDING; i++) {
         if (c->pending[i].kind == IQ_NONE) {
             snprintf(c->pending[i].id, sizeof(c->pending[i].id), "%s", id);
@@ -325,6 +743,14 @@ static wa_node *new_iq(wa_client *c, wb_arena *a, const char *to, const char *ty
             break;
         }
     }
+}
+
+/* Builds <iq id to type xmlns> registered as pending; returns the node (in a). */
+static wa_node *new_iq(wa_client *c, wb_arena *a, const char *to, const char *type,
+                       const char *xmlns, iq_kind kind, uint32_t arg)
+{
+    char id[32];
+    register_iq(c, kind, arg, id);
     wa_node *iq = wa_node_new(a, "iq");
     wa_node_set_attr(a, iq, "id", id);
     wa_node_set_attr(a, iq, "to", to);
@@ -366,8 +792,40 @@ static void send_simple_iq(wa_client *c, const char *to, const char *type, const
 
 /* --- connection lifecycle --- */
 
+static void job_done(send_job *j);
+static void job_fail(wa_client *c, send_job *j, const char *why);
+
+/* The connection is gone: messages still being prepared are dropped without an event, like
+ * those sent but not acked yet (the caller sends them again, same id, once connected); group
+ * calls are answered with WA_ERR_TIMEOUT; what we learned for the connection (device lists,
+ * groups, who has our sender keys) is forgotten. */
+static void abandon_connection_work(wa_client *c)
+{
+    for (int i = 0; i < WA_MAX_SENDS; i++)
+        if (c->jobs[i].used) job_done(&c->jobs[i]);
+    for (int i = 0; i < WA_MAX_GROUP_CALLS; i++) {
+        group_call *g = &c->calls[i];
+        if (!g->used) continue;
+        wa_group_result r;
+        memset(&r, 0, sizeof(r));
+        wb_arena_init(&r.arena, 0);
+        r.req_id = g->req_id;
+        r.op = g->op;
+        r.change = g->change;
+        r.code = WA_ERR_TIMEOUT;
+        r.error_text = "";
+        snprintf(r.group, sizeof(r.group), "%s", g->group);
+        free(g->desc);
+        memset(g, 0, sizeof(*g));
+        push_group_result(c, &r);
+    }
+    smap_clear(&c->devices);
+    groups_clear(c);
+}
+
 static void reset_connection(wa_client *c)
 {
+    abandon_connection_work(c);
     c->lc_sent = false;
     wa_noise_clear(&c->noise);
     wa_frame_reader_free(&c->reader);
@@ -424,6 +882,8 @@ static void logged_out(wa_client *c, int64_t now, int code, const char *why)
     create_device(c);
     wa_signal_free(c->sig);
     c->sig = wa_signal_new(c->cfg.crypto, st, NULL);
+    wa_senderkey_free(c->sk);
+    c->sk = wa_senderkey_new(c->cfg.crypto, st, NULL);
     reset_connection(c);
     c->io = WA_IO_CLOSE;
     emit(c, WA_EV_LOGGED_OUT, code, -1, "%s", why);
@@ -954,9 +1414,13 @@ static void on_success(wa_client *c, const wa_node *n, int64_t now)
     schedule_ping(c, now);
 }
 
-static void job_fail(wa_client *c, send_job *j, const char *why);
 static void on_usync_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a);
 static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a);
+static void on_send_info_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a);
+static void on_group_answer(wa_client *c, const wa_node *n, uint32_t slot);
+static void on_group_notification(wa_client *c, const wa_node *n, wb_arena *a);
+static void on_devices_notification(wa_client *c, const wa_node *n, wb_arena *a);
+static int group_call_participating(wa_client *c, uint32_t req_id);
 
 static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
 {
@@ -982,12 +1446,15 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
         break;
     case IQ_PING: c->ping_deadline = 0; break;
     case IQ_USYNC:
-    case IQ_KEYS: {
-        send_job *j = p.arg < MAX_JOBS && c->jobs[p.arg].used ? &c->jobs[p.arg] : NULL;
+    case IQ_KEYS:
+    case IQ_SEND_INFO: {
+        send_job *j = p.arg < WA_MAX_SENDS && c->jobs[p.arg].used ? &c->jobs[p.arg] : NULL;
         if (!j) break;
         wb_arena a;
         wb_arena_init(&a, 0);
-        if (!ok)
+        if (p.kind == IQ_SEND_INFO)
+            on_send_info_result(c, n, j, &a); /* its error code tells why */
+        else if (!ok)
             job_fail(c, j, p.kind == IQ_USYNC ? "device list query refused" : "key query refused");
         else if (p.kind == IQ_USYNC)
             on_usync_result(c, n, j, &a);
@@ -996,6 +1463,7 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
         wb_arena_free(&a);
         break;
     }
+    case IQ_GROUP: on_group_answer(c, n, p.arg); break;
     case IQ_LINK_HELLO:
     case IQ_LINK_FINISH:
         if (!ok) {
@@ -1007,6 +1475,7 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
     case IQ_LOGOUT: logged_out(c, now, 0, "logged out"); break;
     case IQ_PASSIVE:
     case IQ_DIGEST:
+    case IQ_DIRTY:
     case IQ_NONE: break;
     }
 }
@@ -1235,14 +1704,16 @@ static bool send_retry_receipt(wa_client *c, const wa_node *n, const wa_received
 }
 
 /* A peer could not decrypt our message: start again from the keys it sent (if any) and send the
- * stored plaintext to that device alone. */
+ * stored plaintext to that device alone. In a group (from = the group, participant = the device)
+ * the content goes pairwise with our current sender key (SKDM) added, as <message to=group
+ * participant=device>. The peer's device list may have changed: it is asked again next time. */
 static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
 {
     const char *id = wa_node_attr(n, "id");
     const char *from =
         wa_node_attr(n, "participant") ? wa_node_attr(n, "participant") : wa_node_attr(n, "from");
     const wa_node *retry = wa_node_child(n, "retry");
-    wa_jid dev;
+    wa_jid dev, fj;
     char name[WA_JID_STR_MAX];
     uint32_t device;
     if (!id || !from || !retry || wa_jid_parse_cstr(from, &dev) != WA_OK ||
@@ -1251,13 +1722,21 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
     const char *count_s = wa_node_attr(retry, "count");
     int count = count_s ? atoi(count_s) : 1;
     if (count > WA_RETRY_MAX) return;
-    /* the chat is the peer's user; for our own devices, the destination of the copy */
+    devices_forget(c, from);
+    const char *group = wa_node_attr(n, "from");
+    bool in_group = group && wa_jid_parse_cstr(group, &fj) == WA_OK &&
+                    wa_jid_kind_of(&fj) == WA_JID_GROUP && wa_node_attr(n, "participant");
+    /* the chat is the peer's user; for our own devices, the destination of the copy; in a
+     * group, the group */
     wa_jid chat = wa_jid_to_user(&dev);
     const char *recipient = wa_node_attr(n, "recipient");
     wa_jid rj;
     if (recipient && wa_jid_parse_cstr(recipient, &rj) == WA_OK) chat = wa_jid_to_user(&rj);
     char chat_s[WA_JID_STR_MAX];
-    wa_jid_format(&chat, chat_s, sizeof(chat_s));
+    if (in_group)
+        snprintf(chat_s, sizeof(chat_s), "%s", group);
+    else
+        wa_jid_format(&chat, chat_s, sizeof(chat_s));
     wb_buf pt;
     wb_buf_init(&pt);
     wa_store *st = c->cfg.store;
@@ -1276,14 +1755,27 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
             wa_node_add_child(a, u, keys->children[i]);
         process_bundle_node(c, u, name, device);
     }
-    wa_jid me;
-    bool own = wa_jid_parse_cstr(c->dev.pn, &me) == WA_OK && wa_jid_same_user(&me, &dev);
     wb_buf body;
     wb_buf_init(&body);
-    if (own)
-        wa_message_device_sent(chat_s, pt.data, pt.len, &body);
-    else
+    if (in_group) {
+        /* the content, and our sender key so that the device reads what follows */
+        group_entry *g = group_find(c, group);
+        bool lid = g ? g->lid : strcmp(dev.server, WA_SERVER_LID) == 0;
+        wa_jid me;
+        char my_name[WA_JID_STR_MAX];
+        uint32_t my_device;
+        wb_buf skdm;
+        wb_buf_init(&skdm);
         wb_buf_append(&body, pt.data, pt.len);
+        if (my_group_identity(c, lid, &me, my_name, sizeof(my_name), &my_device) == WA_OK &&
+            wa_senderkey_create(c->sk, group, my_name, my_device, &skdm) == WA_OK)
+            wa_senderkey_message(group, skdm.data, skdm.len, &body);
+        wb_buf_free(&skdm);
+    } else if (is_my_user(c, from)) {
+        wa_message_device_sent(chat_s, pt.data, pt.len, &body);
+    } else {
+        wb_buf_append(&body, pt.data, pt.len);
+    }
     wb_buf ct;
     wb_buf_init(&ct);
     wa_signal_type type;
@@ -1295,7 +1787,8 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
         wa_msg_free(&content);
     }
     if (wa_signal_encrypt(c->sig, name, device, body.data, body.len, &ct, &type) == WA_OK) {
-        wa_node *msg = message_stanza(a, id, from, &attrs);
+        wa_node *msg = message_stanza(a, id, in_group ? group : from, &attrs);
+        if (in_group) wa_node_set_attr(a, msg, "participant", from);
         wa_node *enc = enc_node(a, &ct, type, &attrs);
         wa_node_set_attr(a, enc, "count", count_s ? count_s : "1");
         wa_node_add_child(a, msg, enc);
@@ -1308,6 +1801,7 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
         emit(c, WA_EV_ERROR, 0, 0, "retry for %s from %s: no session to send it again", id, from);
     }
     wb_buf_free(&ct);
+    if (body.data) wa_wipe(body.data, body.len);
     wb_buf_free(&body);
     wa_wipe(pt.data, pt.len);
     wb_buf_free(&pt);
@@ -1342,7 +1836,7 @@ bool wa_client_next_message(wa_client *c, wa_received *out)
 static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
 {
     wa_received r;
-    int rc = wa_recv_decrypt(c->sig, c->cfg.store, n, now, &r);
+    int rc = wa_recv_decrypt_sk(c->sig, c->sk, c->cfg.store, n, now, &r);
     if (rc == WA_ERR_STATE) {
         /* not stored: no ack, the server will deliver it again */
         emit(c, WA_EV_ERROR, rc, 0, "cannot store message %s; it will be redelivered",
@@ -1353,24 +1847,29 @@ static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
         wa_client_send_node(c, wa_recv_ack(a, n)); /* unusable: drop it at the server */
         return;
     }
-    bool any = false, failed = false;
+    /* content: a part to show; handled: a sender key taken, or a part read before (a duplicate
+     * whose buffer row the bridge already deleted); failed: a part to ask for again */
+    bool content = false, handled = false, failed = false;
     int failure = WA_OK;
     for (size_t i = 0; i < r.nparts; i++) {
-        if (r.parts[i].error != WA_OK) {
-            failed = true;
-            failure = r.parts[i].error;
+        const wa_received_part *part = &r.parts[i];
+        if (part->error == WA_OK && !part->skdm_only) {
+            content = true;
+        } else if (part->error == WA_OK || part->error == WA_ERR_STATE) {
+            handled = true;
         } else {
-            any = true;
+            failed = true;
+            failure = part->error;
         }
     }
-    if (any)
+    if (content || (handled && !failed))
         wa_client_send_node(c, wa_recv_receipt(a, n));
     else if (!failed || !send_retry_receipt(c, n, &r, a))
         wa_client_send_node(c, wa_recv_ack(a, n));
-    if (failed && !any)
+    if (failed && !content)
         emit(c, WA_EV_ERROR, failure, 0, "cannot decrypt message %s from %s: %s (asked again)",
              r.id, r.sender, wa_strerror(failure));
-    if (any) {
+    if (content) {
         inbox_push(c, &r);
         emit(c, WA_EV_MESSAGE, 0, 0, "%s", c->inbox[c->ninbox - 1].id);
     } else {
@@ -1438,10 +1937,11 @@ static void on_chat_state(wa_client *c, const wa_node *n)
 
 static send_job *job_new(wa_client *c)
 {
-    for (int i = 0; i < MAX_JOBS; i++)
+    for (int i = 0; i < WA_MAX_SENDS; i++)
         if (!c->jobs[i].used) {
             send_job *j = &c->jobs[i];
             wb_buf_free(&j->plaintext);
+            free(j->devices);
             memset(j, 0, sizeof(*j));
             j->used = true;
             return j;
@@ -1449,12 +1949,22 @@ static send_job *job_new(wa_client *c)
     return NULL;
 }
 
+/* The job is over (sent, or failed): its slot is free again. */
+static void job_done(send_job *j)
+{
+    if (j->plaintext.data) wa_wipe(j->plaintext.data, j->plaintext.len);
+    wb_buf_free(&j->plaintext);
+    free(j->devices);
+    j->devices = NULL;
+    j->ndevices = j->devices_cap = 0;
+    j->used = false;
+}
+
 static void job_fail(wa_client *c, send_job *j, const char *why)
 {
     emit(c, WA_EV_SEND_FAILED, 0, 0, "%s", j->id);
     emit(c, WA_EV_ERROR, 0, 0, "message %s not sent: %s", j->id, why);
-    wb_buf_free(&j->plaintext);
-    j->used = false;
+    job_done(j);
 }
 
 /* A new message id as WhatsApp Web makes them: 3EB0 and 16 upper-case hex digits. */
@@ -1468,16 +1978,7 @@ static void new_message_id(wa_client *c, char id[WA_MESSAGE_ID_MAX])
         if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
 }
 
-/* Sender keys for a group: not there yet. The plaintext (encoded m) is ready; the group code
- * encrypts it once with our sender key (skmsg), hands the key to members' devices without it
- * (pkmsg/msg with a senderKeyDistributionMessage) and sends with the same attributes.
- * TODO(groups): wire wa/group's skmsg sending here. */
-static int send_group_message(wa_client *c, const wa_jid *group, const wb_buf *plaintext,
-                              const msg_attrs *attrs, const char *id, int64_t now)
-{
-    (void)c, (void)group, (void)plaintext, (void)attrs, (void)id, (void)now;
-    return WA_ERR_UNSUPPORTED;
-}
+static void job_start(wa_client *c, send_job *j, wb_arena *a);
 
 int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
                         int64_t now)
@@ -1513,6 +2014,7 @@ int wa_client_send_message_id(wa_client *c, const char *to_jid, const wa_msg *m,
 static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, const char *id,
                            int64_t now)
 {
+    (void)now;
     wa_jid to;
     if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
     if (wa_jid_parse_cstr(to_jid, &to) != WA_OK) return WA_ERR_BAD_JID;
@@ -1541,53 +2043,21 @@ static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, 
         wb_buf_free(&plaintext);
         return rc;
     }
-    if (kind == WA_JID_GROUP) {
-        rc = send_group_message(c, &user, &plaintext, &attrs, id, now);
-        wb_buf_free(&plaintext);
-        return rc;
-    }
-    send_job *j = job_new(c);
+    send_job *j = pending_room(c) ? job_new(c) : NULL;
     if (!j) {
         wb_buf_free(&plaintext);
         return WA_ERR_TOO_LARGE;
     }
     snprintf(j->id, sizeof(j->id), "%s", id);
     memcpy(j->to, chat, sizeof(j->to));
+    j->group = kind == WA_JID_GROUP;
     j->attrs = attrs;
     j->plaintext = plaintext;
-
-    /* device lists of the recipient and of ourselves */
     wb_arena a;
     wb_arena_init(&a, 0);
-    wa_node *iq = new_iq(c, &a, WA_SERVER_PN, "get", "usync", IQ_USYNC, (uint32_t)(j - c->jobs));
-    wa_node *usync = wa_node_new(&a, "usync");
-    char sid[48];
-    snprintf(sid, sizeof(sid), "%s-%u", c->iq_prefix, ++c->iq_counter);
-    wa_node_set_attr(&a, usync, "sid", sid);
-    wa_node_set_attr(&a, usync, "mode", "query");
-    wa_node_set_attr(&a, usync, "last", "true");
-    wa_node_set_attr(&a, usync, "index", "0");
-    wa_node_set_attr(&a, usync, "context", "message");
-    wa_node *query = wa_node_new(&a, "query");
-    wa_node *devices = wa_node_new(&a, "devices");
-    wa_node_set_attr(&a, devices, "version", "2");
-    wa_node_add_child(&a, query, devices);
-    wa_node_add_child(&a, usync, query);
-    wa_node *list = wa_node_new(&a, "list");
-    wa_jid me;
-    wa_jid_parse_cstr(c->dev.pn, &me);
-    wa_jid me_user = wa_jid_to_user(&me);
-    const wa_jid *users[2] = {&user, &me_user};
-    for (int i = 0; i < 2; i++) {
-        wa_node *u = wa_node_new(&a, "user");
-        wa_node_set_attr_jid(&a, u, "jid", users[i]);
-        wa_node_add_child(&a, list, u);
-    }
-    wa_node_add_child(&a, usync, list);
-    wa_node_add_child(&a, iq, usync);
-    rc = wa_client_send_node(c, iq);
+    job_start(c, j, &a); /* failures from here on are WA_EV_SEND_FAILED */
     wb_arena_free(&a);
-    return rc;
+    return WA_OK;
 }
 
 int wa_received_parse(const wa_received *r, wa_msg *out)
@@ -1597,7 +2067,7 @@ int wa_received_parse(const wa_received *r, wa_msg *out)
     for (size_t i = 0; i < r->nparts; i++) {
         const wa_received_part *part = &r->parts[i];
         wa_msg m;
-        if (part->error != WA_OK) continue;
+        if (part->error != WA_OK || part->skdm_only) continue;
         int prc = wa_message_parse(part->plaintext.data, part->plaintext.len, &m);
         if (prc != WA_OK) {
             if (rc != WA_OK) rc = prc;
@@ -1716,14 +2186,265 @@ int wa_client_send_chat_state(wa_client *c, const char *chat, wa_chat_state st)
     return rc;
 }
 
+/* Whether dev is this very device (as PN or as LID). */
 static bool is_me(const wa_client *c, const wa_jid *dev)
 {
     wa_jid me;
-    return wa_jid_parse_cstr(c->dev.pn, &me) == WA_OK && wa_jid_same_user(&me, dev) &&
-           me.device == dev->device;
+    return (wa_jid_parse_cstr(c->dev.pn, &me) == WA_OK && wa_jid_same_user(&me, dev) &&
+            me.device == dev->device) ||
+           (c->dev.lid[0] && wa_jid_parse_cstr(c->dev.lid, &me) == WA_OK &&
+            wa_jid_same_user(&me, dev) && me.device == dev->device);
 }
 
-static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
+static void job_devices(wa_client *c, send_job *j, wb_arena *a);
+
+/* A group message needs the group's members and addressing mode first (kept for the
+ * connection); a 1:1 message goes on to the device lists. */
+static void job_start(wa_client *c, send_job *j, wb_arena *a)
+{
+    if (j->group) {
+        group_entry *g = group_find(c, j->to);
+        if (!g || g->stale) {
+            char id[32];
+            register_iq(c, IQ_SEND_INFO, (uint32_t)(j - c->jobs), id);
+            wa_node *iq = wa_group_iq_info(a, id, j->to);
+            if (!iq || wa_client_send_node(c, iq) != WA_OK) {
+                take_pending(c, id);
+                job_fail(c, j, "cannot ask for the group info");
+            }
+            return;
+        }
+        j->lid = g->lid;
+    }
+    job_devices(c, j, a);
+}
+
+static void on_send_info_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a)
+{
+    const char *text = "";
+    int code = wa_group_result_code(n, &text);
+    wa_group_info info;
+    if (code != 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "the group info was refused (%d %s)", code, text);
+        job_fail(c, j, why);
+        return;
+    }
+    group_entry *g = NULL;
+    if (wa_group_parse_info(a, n, &info) == WA_OK && strcmp(info.jid, j->to) == 0)
+        g = group_put_info(c, &info);
+    if (!g) {
+        job_fail(c, j, "unreadable group info");
+        return;
+    }
+    j->lid = g->lid;
+    job_devices(c, j, a);
+}
+
+/* The users whose devices get the message: the recipient (1:1) or every member (group), and us.
+ * The strings belong to the cache, the job and me (WA_JID_STR_MAX bytes); NULL on failure. */
+static const char **job_users(wa_client *c, send_job *j, char *me, size_t *n)
+{
+    *n = 0;
+    group_entry *g = j->group ? group_find(c, j->to) : NULL;
+    if (j->group && !g) return NULL;
+    if (!user_of(j->group && j->lid ? c->dev.lid : c->dev.pn, me, WA_JID_STR_MAX)) return NULL;
+    const char **users = malloc(((g ? g->members.n : 1) + 1) * sizeof(*users));
+    if (!users) return NULL;
+    if (g) {
+        for (size_t i = 0; i < g->members.nb; i++)
+            for (smap_node *x = g->members.b[i]; x; x = x->next)
+                if (strcmp(x->key, me) != 0) users[(*n)++] = x->key;
+    } else {
+        users[(*n)++] = j->to;
+    }
+    users[(*n)++] = me;
+    return users;
+}
+
+/* <iq xmlns="usync"> asking for the devices of users. */
+static wa_node *usync_devices_iq(wa_client *c, wb_arena *a, const send_job *j,
+                                 const char *const *users, size_t n)
+{
+    wa_node *iq = new_iq(c, a, WA_SERVER_PN, "get", "usync", IQ_USYNC, (uint32_t)(j - c->jobs));
+    wa_node *usync = wa_node_new(a, "usync");
+    char sid[48];
+    snprintf(sid, sizeof(sid), "%s-%u", c->iq_prefix, ++c->iq_counter);
+    wa_node_set_attr(a, usync, "sid", sid);
+    wa_node_set_attr(a, usync, "mode", "query");
+    wa_node_set_attr(a, usync, "last", "true");
+    wa_node_set_attr(a, usync, "index", "0");
+    wa_node_set_attr(a, usync, "context", "message");
+    wa_node *query = wa_node_new(a, "query");
+    wa_node *devices = wa_node_new(a, "devices");
+    wa_node_set_attr(a, devices, "version", "2");
+    wa_node_add_child(a, query, devices);
+    wa_node_add_child(a, usync, query);
+    wa_node *list = wa_node_new(a, "list");
+    for (size_t i = 0; i < n; i++) {
+        wa_node *u = wa_node_new(a, "user");
+        wa_node_set_attr(a, u, "jid", users[i]);
+        wa_node_add_child(a, list, u);
+    }
+    wa_node_add_child(a, usync, list);
+    wa_node_add_child(a, iq, usync);
+    return iq;
+}
+
+/* Adds the devices of user (but this one) to the job; false when out of memory. */
+static bool job_add_devices(wa_client *c, send_job *j, const char *user, const uint16_t *ids,
+                            size_t n)
+{
+    wa_jid u;
+    if (wa_jid_parse_cstr(user, &u) != WA_OK) return true;
+    for (size_t k = 0; k < n; k++) {
+        wa_jid dev = u;
+        dev.device = ids[k];
+        dev.ad = dev.device != 0;
+        if (is_me(c, &dev)) continue;
+        if (j->ndevices == j->devices_cap) {
+            size_t cap = j->devices_cap ? j->devices_cap * 2 : 8;
+            wa_jid *grown = realloc(j->devices, cap * sizeof(*grown));
+            if (!grown) return false;
+            j->devices = grown;
+            j->devices_cap = cap;
+        }
+        j->devices[j->ndevices++] = dev;
+    }
+    return true;
+}
+
+static void job_fetch_keys(wa_client *c, send_job *j, wb_arena *a);
+
+/* Every device is known: on to the sessions. */
+static void job_devices_known(wa_client *c, send_job *j, wb_arena *a)
+{
+    if (!j->ndevices && !j->group) {
+        job_fail(c, j, "the recipient has no devices");
+        return;
+    }
+    job_fetch_keys(c, j, a);
+}
+
+/* The devices of the users the cache knows go into the job now (so that the cache may change
+ * meanwhile); the others are asked for in one usync. */
+static void job_devices(wa_client *c, send_job *j, wb_arena *a)
+{
+    char me[WA_JID_STR_MAX];
+    size_t nusers = 0;
+    const char **users = job_users(c, j, me, &nusers);
+    if (!users) {
+        job_fail(c, j, j->group ? "not in the group" : "no identity to send from");
+        return;
+    }
+    j->ndevices = 0;
+    size_t missing = 0;
+    bool ok = true;
+    for (size_t i = 0; i < nusers && ok; i++) {
+        const smap_node *x = smap_get(&c->devices, users[i]);
+        if (x)
+            ok = job_add_devices(c, j, users[i], x->vals, x->n);
+        else
+            users[missing++] = users[i]; /* compacted in place: the ones to ask for */
+    }
+    if (!ok) {
+        free(users);
+        job_fail(c, j, "out of memory");
+        return;
+    }
+    if (missing) {
+        wa_node *iq = usync_devices_iq(c, a, j, users, missing);
+        free(users);
+        if (wa_client_send_node(c, iq) != WA_OK) {
+            take_pending(c, wa_node_attr(iq, "id"));
+            job_fail(c, j, "cannot ask for the device lists");
+        }
+        return;
+    }
+    free(users);
+    job_devices_known(c, j, a);
+}
+
+static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a);
+
+/* Devices without a session need a prekey bundle first. */
+static void job_fetch_keys(wa_client *c, send_job *j, wb_arena *a)
+{
+    wa_node *iq = new_iq(c, a, WA_SERVER_PN_AT, "get", "encrypt", IQ_KEYS, (uint32_t)(j - c->jobs));
+    wa_node *key = wa_node_new(a, "key");
+    int missing = 0;
+    for (size_t i = 0; i < j->ndevices; i++) {
+        char name[WA_JID_STR_MAX];
+        uint32_t device;
+        if (wa_signal_address(&j->devices[i], name, sizeof(name), &device) != WA_OK ||
+            wa_signal_has_session(c->sig, name, device))
+            continue;
+        wa_node *u = wa_node_new(a, "user");
+        wa_node_set_attr_jid(a, u, "jid", &j->devices[i]);
+        wa_node_add_child(a, key, u);
+        missing++;
+    }
+    if (!missing) {
+        /* every session exists: drop the IQ we registered and send now */
+        take_pending(c, wa_node_attr(iq, "id"));
+        job_encrypt_and_send(c, j, a);
+        return;
+    }
+    wa_node_add_child(a, iq, key);
+    if (wa_client_send_node(c, iq) != WA_OK) {
+        take_pending(c, wa_node_attr(iq, "id"));
+        job_fail(c, j, "cannot ask for keys");
+    }
+}
+
+static void on_usync_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a)
+{
+    const wa_node *usync = wa_node_child(n, "usync");
+    const wa_node *list = usync ? wa_node_child(usync, "list") : NULL;
+    for (size_t u = 0; list && list->kind == WA_CONTENT_LIST && u < list->nchildren; u++) {
+        const wa_node *user = list->children[u];
+        char key[WA_JID_STR_MAX];
+        if (strcmp(user->tag, "user") != 0 || !user_of(wa_node_attr(user, "jid"), key, sizeof(key)))
+            continue;
+        const wa_node *devs = wa_node_child(user, "devices");
+        const wa_node *dl = devs ? wa_node_child(devs, "device-list") : NULL;
+        uint16_t ids[64];
+        size_t nids = 0;
+        for (size_t d = 0; dl && dl->kind == WA_CONTENT_LIST && d < dl->nchildren && nids < 64;
+             d++) {
+            const char *id = wa_node_attr(dl->children[d], "id");
+            char *end;
+            unsigned long v = id ? strtoul(id, &end, 10) : 0;
+            if (id && *id && !*end && v <= UINT16_MAX) ids[nids++] = (uint16_t)v;
+        }
+        if (c->devices.n >= MAX_DEVICE_USERS) smap_clear(&c->devices);
+        smap_put(&c->devices, key, ids, nids);
+        if (!job_add_devices(c, j, key, ids, nids)) {
+            job_fail(c, j, "out of memory");
+            return;
+        }
+    }
+    job_devices_known(c, j, a); /* whoever the answer left out has no devices */
+}
+
+static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a)
+{
+    const wa_node *list = wa_node_child(n, "list");
+    for (size_t i = 0; list && list->kind == WA_CONTENT_LIST && i < list->nchildren; i++) {
+        const wa_node *u = list->children[i];
+        wa_jid jid;
+        char name[WA_JID_STR_MAX];
+        uint32_t device;
+        if (wa_node_attr_jid(u, "jid", &jid) == WA_OK &&
+            wa_signal_address(&jid, name, sizeof(name), &device) == WA_OK)
+            process_bundle_node(c, u, name, device);
+    }
+    job_encrypt_and_send(c, j, a);
+}
+
+/* 1:1: one <enc> per device (our other devices get a deviceSentMessage), the advanced sessions
+ * and the plaintext kept for retries in one transaction. */
+static void job_send_direct(wa_client *c, send_job *j, wb_arena *a)
 {
     wa_node *msg = message_stanza(a, j->id, j->to, &j->attrs);
     wa_node *participants = wa_node_new(a, "participants");
@@ -1732,9 +2453,15 @@ static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
     wb_buf own;
     wb_buf_init(&own);
     wa_message_device_sent(j->to, j->plaintext.data, j->plaintext.len, &own);
+    wa_store *st = c->cfg.store;
+    if (st->begin(st->ctx) != WA_STORE_OK) {
+        wb_buf_free(&own);
+        job_fail(c, j, "cannot open a store transaction");
+        return;
+    }
     bool any_pkmsg = false;
     int sent = 0;
-    for (int i = 0; i < j->ndevices; i++) {
+    for (size_t i = 0; i < j->ndevices; i++) {
         char name[WA_JID_STR_MAX];
         uint32_t device;
         if (wa_signal_address(&j->devices[i], name, sizeof(name), &device) != WA_OK) continue;
@@ -1753,9 +2480,18 @@ static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
         }
         wb_buf_free(&ct);
     }
+    if (own.data) wa_wipe(own.data, own.len);
     wb_buf_free(&own);
-    if (!sent) {
-        job_fail(c, j, "no device of the recipient could be reached");
+    const char *why = NULL;
+    if (!sent)
+        why = "no device of the recipient could be reached";
+    else if (st->sent_save(st->ctx, j->to, j->id, j->plaintext.data, j->plaintext.len,
+                           (int64_t)c->wall * 1000) != WA_STORE_OK ||
+             st->commit(st->ctx) != WA_STORE_OK)
+        why = "cannot store the advanced sessions";
+    if (why) {
+        st->rollback(st->ctx);
+        job_fail(c, j, why);
         return;
     }
     wa_node_add_child(a, msg, participants);
@@ -1763,81 +2499,641 @@ static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
         wa_node *di = device_identity_node(c, a);
         if (di) wa_node_add_child(a, msg, di);
     }
-    wa_store *st = c->cfg.store;
-    st->sent_save(st->ctx, j->to, j->id, j->plaintext.data, j->plaintext.len, 0);
     wa_client_send_node(c, msg);
-    wb_buf_free(&j->plaintext);
-    j->used = false; /* WA_EV_SENT comes with the server's ack */
+    job_done(j); /* WA_EV_SENT comes with the server's ack */
 }
 
-/* Devices without a session need a prekey bundle first. */
-static void job_fetch_keys(wa_client *c, send_job *j, wb_arena *a)
+static int compare_strings(const void *x, const void *y)
 {
-    wa_node *iq = new_iq(c, a, WA_SERVER_PN_AT, "get", "encrypt", IQ_KEYS, (uint32_t)(j - c->jobs));
-    wa_node *key = wa_node_new(a, "key");
-    int missing = 0;
-    for (int i = 0; i < j->ndevices; i++) {
-        char name[WA_JID_STR_MAX];
-        uint32_t device;
-        if (wa_signal_address(&j->devices[i], name, sizeof(name), &device) != WA_OK ||
-            wa_signal_has_session(c->sig, name, device))
-            continue;
-        wa_node *u = wa_node_new(a, "user");
-        wa_node_set_attr_jid(a, u, "jid", &j->devices[i]);
-        wa_node_add_child(a, key, u);
-        missing++;
-    }
-    if (!missing) {
-        /* every session exists: drop the IQ we registered and send now */
-        take_pending(c, wa_node_attr(iq, "id"));
-        job_encrypt_and_send(c, j, a);
-        return;
-    }
-    wa_node_add_child(a, iq, key);
-    wa_client_send_node(c, iq);
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-static void on_usync_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a)
+/* WhatsApp's participant hash of a group message: "2:" and the base64 of the first 6 bytes of
+ * SHA-256 over the sorted device JIDs (ours included), concatenated. */
+static void participant_hash(const send_job *j, const wa_jid *me, char out[16])
 {
-    const wa_node *usync = wa_node_child(n, "usync");
-    const wa_node *list = usync ? wa_node_child(usync, "list") : NULL;
-    j->ndevices = 0;
-    for (size_t u = 0; list && u < list->nchildren; u++) {
-        const wa_node *user = list->children[u];
-        wa_jid uj;
-        if (strcmp(user->tag, "user") != 0 || wa_node_attr_jid(user, "jid", &uj) != WA_OK) continue;
-        const wa_node *devs = wa_node_child(user, "devices");
-        const wa_node *dl = devs ? wa_node_child(devs, "device-list") : NULL;
-        for (size_t d = 0; dl && d < dl->nchildren && j->ndevices < MAX_JOB_DEVICES; d++) {
-            const char *id = wa_node_attr(dl->children[d], "id");
-            if (!id) continue;
-            wa_jid dev = wa_jid_to_user(&uj);
-            dev.device = (uint16_t)strtoul(id, NULL, 10);
-            dev.ad = dev.device != 0;
-            if (is_me(c, &dev)) continue;
-            j->devices[j->ndevices++] = dev;
+    size_t n = j->ndevices + 1;
+    char *text = malloc(n * WA_JID_STR_MAX);
+    char **sorted = malloc(n * sizeof(*sorted));
+    wb_buf all;
+    wb_buf_init(&all);
+    uint8_t hash[32];
+    out[0] = '\0';
+    if (text && sorted) {
+        for (size_t i = 0; i < n; i++) {
+            sorted[i] = text + i * WA_JID_STR_MAX;
+            wa_jid_format(i < j->ndevices ? &j->devices[i] : me, sorted[i], WA_JID_STR_MAX);
+        }
+        qsort(sorted, n, sizeof(*sorted), compare_strings);
+        for (size_t i = 0; i < n; i++)
+            wb_buf_append(&all, sorted[i], strlen(sorted[i]));
+        if (!all.failed) {
+            wa_sha256(all.data, all.len, hash);
+            memcpy(out, "2:", 2);
+            wb_base64_encode(hash, 6, out + 2, false);
         }
     }
-    if (!j->ndevices) {
-        job_fail(c, j, "the recipient has no devices");
-        return;
-    }
-    job_fetch_keys(c, j, a);
+    wb_buf_free(&all);
+    free(sorted);
+    free(text);
 }
 
-static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena *a)
+/* A group: our sender key (made when missing) encrypts the content once (skmsg); its SKDM goes
+ * pairwise to every device that has not had it on this connection; the advanced key and
+ * sessions and the plaintext kept for retries in one transaction. */
+static void job_send_group(wa_client *c, send_job *j, wb_arena *a)
 {
-    const wa_node *list = wa_node_child(n, "list");
-    for (size_t i = 0; list && i < list->nchildren; i++) {
-        const wa_node *u = list->children[i];
-        wa_jid jid;
-        char name[WA_JID_STR_MAX];
-        uint32_t device;
-        if (wa_node_attr_jid(u, "jid", &jid) == WA_OK &&
-            wa_signal_address(&jid, name, sizeof(name), &device) == WA_OK)
-            process_bundle_node(c, u, name, device);
+    group_entry *g = group_find(c, j->to);
+    wa_jid me;
+    char my_name[WA_JID_STR_MAX];
+    uint32_t my_device;
+    if (!g) {
+        job_fail(c, j, "not in the group");
+        return;
     }
-    job_encrypt_and_send(c, j, a);
+    if (my_group_identity(c, j->lid, &me, my_name, sizeof(my_name), &my_device) != WA_OK) {
+        job_fail(c, j, "no identity to send to the group from");
+        return;
+    }
+    wa_store *st = c->cfg.store;
+    wb_buf skdm, skdm_msg, skct;
+    wb_buf_init(&skdm);
+    wb_buf_init(&skdm_msg);
+    wb_buf_init(&skct);
+    const char **keyed = j->ndevices ? calloc(j->ndevices, sizeof(*keyed)) : NULL;
+    size_t nkeyed = 0;
+    int rc = j->ndevices && !keyed ? WA_ERR_NOMEM : WA_OK;
+    bool in_tx = rc == WA_OK && st->begin(st->ctx) == WA_STORE_OK;
+    if (rc == WA_OK && !in_tx) rc = WA_ERR_STATE;
+    if (rc == WA_OK) rc = wa_senderkey_create(c->sk, j->to, my_name, my_device, &skdm);
+    if (rc == WA_OK) rc = wa_senderkey_message(j->to, skdm.data, skdm.len, &skdm_msg);
+    if (rc == WA_OK)
+        rc = wa_senderkey_encrypt(c->sk, j->to, my_name, my_device, j->plaintext.data,
+                                  j->plaintext.len, &skct);
+    wa_node *participants = wa_node_new(a, "participants");
+    bool any_pkmsg = false;
+    for (size_t i = 0; rc == WA_OK && i < j->ndevices; i++) {
+        char djid[WA_JID_STR_MAX], name[WA_JID_STR_MAX];
+        uint32_t device;
+        wa_jid_format(&j->devices[i], djid, sizeof(djid));
+        if (smap_has(&g->keyed, djid) ||
+            wa_signal_address(&j->devices[i], name, sizeof(name), &device) != WA_OK)
+            continue;
+        wb_buf ct;
+        wb_buf_init(&ct);
+        wa_signal_type type;
+        if (wa_signal_encrypt(c->sig, name, device, skdm_msg.data, skdm_msg.len, &ct, &type) ==
+            WA_OK) {
+            wa_node *t = wa_node_new(a, "to");
+            wa_node_set_attr_jid(a, t, "jid", &j->devices[i]);
+            wa_node_add_child(a, t, enc_node(a, &ct, type, &j->attrs));
+            wa_node_add_child(a, participants, t);
+            any_pkmsg |= type == WA_SIGNAL_PKMSG;
+            keyed[nkeyed++] = wb_arena_strndup(a, djid, strlen(djid));
+        }
+        wb_buf_free(&ct);
+    }
+    if (rc == WA_OK && st->sent_save(st->ctx, j->to, j->id, j->plaintext.data, j->plaintext.len,
+                                     (int64_t)c->wall * 1000) != WA_STORE_OK)
+        rc = WA_ERR_STATE;
+    if (rc == WA_OK && st->commit(st->ctx) != WA_STORE_OK) rc = WA_ERR_STATE;
+    if (rc != WA_OK && in_tx) st->rollback(st->ctx);
+    if (rc == WA_OK) {
+        for (size_t i = 0; i < nkeyed; i++)
+            if (keyed[i]) smap_put(&g->keyed, keyed[i], NULL, 0);
+        wa_node *msg = message_stanza(a, j->id, j->to, &j->attrs);
+        char phash[16];
+        participant_hash(j, &me, phash);
+        if (phash[0]) wa_node_set_attr(a, msg, "phash", phash);
+        if (participants->nchildren) wa_node_add_child(a, msg, participants);
+        if (any_pkmsg) {
+            wa_node *di = device_identity_node(c, a);
+            if (di) wa_node_add_child(a, msg, di);
+        }
+        wa_node *enc = wa_node_new(a, "enc");
+        wa_node_set_attr(a, enc, "v", "2");
+        wa_node_set_attr(a, enc, "type", "skmsg");
+        wa_node_set_bytes(a, enc, skct.data, skct.len);
+        wa_node_add_child(a, msg, enc);
+        wa_client_send_node(c, msg);
+        job_done(j); /* WA_EV_SENT comes with the server's ack */
+    } else {
+        char why[128];
+        snprintf(why, sizeof(why), "sender key: %s", wa_strerror(rc));
+        job_fail(c, j, why);
+    }
+    free(keyed);
+    if (skdm_msg.data) wa_wipe(skdm_msg.data, skdm_msg.len);
+    wb_buf_free(&skdm);
+    wb_buf_free(&skdm_msg);
+    wb_buf_free(&skct);
+}
+
+static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
+{
+    if (j->group)
+        job_send_group(c, j, a);
+    else
+        job_send_direct(c, j, a);
+}
+
+/* --- group calls --- */
+
+/* A free call slot for op (own: the client's own call, request id 0); NULL when WA_MAX_GROUP_CALLS
+ * wait already or no IQ can be registered. */
+static group_call *call_new(wa_client *c, wa_group_op op, const char *group, bool own,
+                            uint32_t *slot)
+{
+    if (!pending_room(c)) return NULL;
+    for (uint32_t i = 0; i < WA_MAX_GROUP_CALLS; i++) {
+        group_call *g = &c->calls[i];
+        if (g->used) continue;
+        memset(g, 0, sizeof(*g));
+        g->used = true;
+        g->op = op;
+        if (!own) {
+            if (++c->next_req == 0) c->next_req = 1;
+            g->req_id = c->next_req;
+        }
+        snprintf(g->group, sizeof(g->group), "%s", group ? group : "");
+        *slot = i;
+        return g;
+    }
+    return NULL;
+}
+
+static void call_free(group_call *g)
+{
+    free(g->desc);
+    memset(g, 0, sizeof(*g));
+}
+
+/* Sends the call's IQ (built with id, registered for slot); on failure the call is dropped. */
+static int call_send(wa_client *c, group_call *g, wa_node *iq, const char *id, uint32_t *req_id_out)
+{
+    int rc = iq ? wa_client_send_node(c, iq) : WA_ERR_INVALID;
+    if (rc != WA_OK) {
+        take_pending(c, id);
+        call_free(g);
+        return rc;
+    }
+    if (req_id_out) *req_id_out = g->req_id;
+    return WA_OK;
+}
+
+static bool group_jid_ok(const char *group)
+{
+    wa_jid j;
+    return group && wa_jid_parse_cstr(group, &j) == WA_OK && wa_jid_kind_of(&j) == WA_JID_GROUP &&
+           j.user[0];
+}
+
+static bool users_ok(const char *const *users, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        wa_jid j;
+        if (!users[i] || wa_jid_parse_cstr(users[i], &j) != WA_OK || !j.user[0]) return false;
+        wa_jid_kind k = wa_jid_kind_of(&j);
+        if (k != WA_JID_PN && k != WA_JID_LID) return false;
+    }
+    return true;
+}
+
+/* The common checks of a call about one group. */
+static int call_check(const wa_client *c, const char *group)
+{
+    if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
+    return group_jid_ok(group) ? WA_OK : WA_ERR_BAD_JID;
+}
+
+/* Builds and sends one w:g2 IQ for a new call: build(a, id) makes it. */
+typedef wa_node *(*iq_builder)(wb_arena *a, const char *id, const void *arg);
+
+static int call_start(wa_client *c, wa_group_op op, const char *group, const void *arg,
+                      iq_builder build, uint32_t *req_id_out)
+{
+    uint32_t slot;
+    group_call *g = call_new(c, op, group, false, &slot);
+    if (!g) return WA_ERR_TOO_LARGE;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    char id[32];
+    register_iq(c, IQ_GROUP, slot, id);
+    int rc = call_send(c, g, build(&a, id, arg), id, req_id_out);
+    wb_arena_free(&a);
+    return rc;
+}
+
+typedef struct create_args {
+    const char *subject, *key;
+    const char *const *participants;
+    size_t n;
+} create_args;
+
+static wa_node *build_create(wb_arena *a, const char *id, const void *arg)
+{
+    const create_args *x = arg;
+    return wa_group_iq_create(a, id, x->subject, x->key, x->participants, x->n);
+}
+
+int wa_client_group_create(wa_client *c, const char *subject, const char *const *participants,
+                           size_t n, uint32_t *req_id_out)
+{
+    if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
+    if (!subject || !*subject) return WA_ERR_INVALID;
+    if ((n && !participants) || !users_ok(participants, n)) return WA_ERR_BAD_JID;
+    char key[WA_MESSAGE_ID_MAX];
+    new_message_id(c, key);
+    create_args x = {subject, key, participants, n};
+    return call_start(c, WA_GROUP_OP_CREATE, "", &x, build_create, req_id_out);
+}
+
+static wa_node *build_info(wb_arena *a, const char *id, const void *arg)
+{
+    return wa_group_iq_info(a, id, arg);
+}
+
+int wa_client_group_info(wa_client *c, const char *group, uint32_t *req_id_out)
+{
+    int rc = call_check(c, group);
+    return rc ? rc : call_start(c, WA_GROUP_OP_INFO, group, group, build_info, req_id_out);
+}
+
+typedef struct participants_args {
+    const char *group;
+    wa_group_change change;
+    const char *const *participants;
+    size_t n;
+} participants_args;
+
+static wa_node *build_participants(wb_arena *a, const char *id, const void *arg)
+{
+    const participants_args *x = arg;
+    return wa_group_iq_participants(a, id, x->group, x->change, x->participants, x->n);
+}
+
+int wa_client_group_participants(wa_client *c, const char *group, wa_group_change change,
+                                 const char *const *participants, size_t n, uint32_t *req_id_out)
+{
+    int rc = call_check(c, group);
+    if (rc) return rc;
+    if (!n || !wa_group_change_tag(change)) return WA_ERR_INVALID;
+    if (!participants || !users_ok(participants, n)) return WA_ERR_BAD_JID;
+    uint32_t slot;
+    group_call *g = call_new(c, WA_GROUP_OP_PARTICIPANTS, group, false, &slot);
+    if (!g) return WA_ERR_TOO_LARGE;
+    g->change = change;
+    participants_args x = {group, change, participants, n};
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    char id[32];
+    register_iq(c, IQ_GROUP, slot, id);
+    rc = call_send(c, g, build_participants(&a, id, &x), id, req_id_out);
+    wb_arena_free(&a);
+    return rc;
+}
+
+typedef struct text_args {
+    const char *group, *text;
+} text_args;
+
+static wa_node *build_subject(wb_arena *a, const char *id, const void *arg)
+{
+    const text_args *x = arg;
+    return wa_group_iq_subject(a, id, x->group, x->text);
+}
+
+int wa_client_group_subject(wa_client *c, const char *group, const char *subject,
+                            uint32_t *req_id_out)
+{
+    int rc = call_check(c, group);
+    if (rc) return rc;
+    if (!subject || !*subject) return WA_ERR_INVALID;
+    text_args x = {group, subject};
+    return call_start(c, WA_GROUP_OP_SUBJECT, group, &x, build_subject, req_id_out);
+}
+
+/* Sends the description IQ of call g (slot) with the current description's id prev. */
+static int send_description(wa_client *c, group_call *g, uint32_t slot, const char *text,
+                            const char *prev)
+{
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    char id[32];
+    register_iq(c, IQ_GROUP, slot, id);
+    wa_node *iq =
+        wa_group_iq_description(&a, id, g->group, text, g->desc_id, prev && *prev ? prev : NULL);
+    int rc = iq ? wa_client_send_node(c, iq) : WA_ERR_INVALID;
+    if (rc != WA_OK) take_pending(c, id);
+    wb_arena_free(&a);
+    return rc;
+}
+
+int wa_client_group_description(wa_client *c, const char *group, const char *text,
+                                uint32_t *req_id_out)
+{
+    int rc = call_check(c, group);
+    if (rc) return rc;
+    uint32_t slot;
+    group_call *g = call_new(c, WA_GROUP_OP_DESCRIPTION, group, false, &slot);
+    if (!g) return WA_ERR_TOO_LARGE;
+    new_message_id(c, g->desc_id);
+    const group_entry *e = group_find(c, group);
+    if (e && e->desc_known && !e->stale) {
+        rc = send_description(c, g, slot, text, e->desc_id);
+        if (rc != WA_OK) {
+            call_free(g);
+            return rc;
+        }
+    } else {
+        /* the current id first: the server refuses a description whose prev is not it */
+        g->info_first = true;
+        if (text && *text && !(g->desc = strdup(text))) {
+            call_free(g);
+            return WA_ERR_NOMEM;
+        }
+        wb_arena a;
+        wb_arena_init(&a, 0);
+        char id[32];
+        register_iq(c, IQ_GROUP, slot, id);
+        rc = call_send(c, g, wa_group_iq_info(&a, id, group), id, NULL);
+        wb_arena_free(&a);
+        if (rc != WA_OK) return rc;
+    }
+    if (req_id_out) *req_id_out = g->req_id;
+    return WA_OK;
+}
+
+typedef struct setting_args {
+    const char *group;
+    wa_group_setting setting;
+} setting_args;
+
+static wa_node *build_setting(wb_arena *a, const char *id, const void *arg)
+{
+    const setting_args *x = arg;
+    return wa_group_iq_setting(a, id, x->group, x->setting);
+}
+
+int wa_client_group_setting(wa_client *c, const char *group, wa_group_setting s,
+                            uint32_t *req_id_out)
+{
+    int rc = call_check(c, group);
+    if (rc) return rc;
+    if (!wa_group_setting_tag(s)) return WA_ERR_INVALID;
+    setting_args x = {group, s};
+    return call_start(c, WA_GROUP_OP_SETTING, group, &x, build_setting, req_id_out);
+}
+
+static wa_node *build_leave(wb_arena *a, const char *id, const void *arg)
+{
+    return wa_group_iq_leave(a, id, arg);
+}
+
+int wa_client_group_leave(wa_client *c, const char *group, uint32_t *req_id_out)
+{
+    int rc = call_check(c, group);
+    return rc ? rc : call_start(c, WA_GROUP_OP_LEAVE, group, group, build_leave, req_id_out);
+}
+
+typedef struct invite_args {
+    const char *group;
+    bool revoke;
+} invite_args;
+
+static wa_node *build_invite(wb_arena *a, const char *id, const void *arg)
+{
+    const invite_args *x = arg;
+    return wa_group_iq_invite(a, id, x->group, x->revoke);
+}
+
+int wa_client_group_invite_link(wa_client *c, const char *group, bool revoke, uint32_t *req_id_out)
+{
+    int rc = call_check(c, group);
+    if (rc) return rc;
+    invite_args x = {group, revoke};
+    return call_start(c, WA_GROUP_OP_INVITE, group, &x, build_invite, req_id_out);
+}
+
+/* participating; req_id 0: the client's own (after login, on a dirty group list). */
+static int group_call_participating(wa_client *c, uint32_t req_id)
+{
+    uint32_t slot;
+    group_call *g = call_new(c, WA_GROUP_OP_PARTICIPATING, "", req_id == 0, &slot);
+    if (!g) return WA_ERR_TOO_LARGE;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    char id[32];
+    register_iq(c, IQ_GROUP, slot, id);
+    int rc = call_send(c, g, wa_group_iq_participating(&a, id), id, NULL);
+    wb_arena_free(&a);
+    return rc;
+}
+
+int wa_client_group_participating(wa_client *c, uint32_t *req_id_out)
+{
+    if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
+    uint32_t slot;
+    group_call *g = call_new(c, WA_GROUP_OP_PARTICIPATING, "", false, &slot);
+    if (!g) return WA_ERR_TOO_LARGE;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    char id[32];
+    register_iq(c, IQ_GROUP, slot, id);
+    int rc = call_send(c, g, wa_group_iq_participating(&a, id), id, req_id_out);
+    wb_arena_free(&a);
+    return rc;
+}
+
+/* What a successful answer changes in our cache; WA_OK or why it cannot be read. */
+static int apply_group_answer(wa_client *c, group_call *g, const wa_node *iq, wa_group_result *r)
+{
+    wb_arena *a = &r->arena;
+    int rc = WA_OK;
+    switch (g->op) {
+    case WA_GROUP_OP_CREATE:
+    case WA_GROUP_OP_INFO:
+        r->info = wb_arena_zalloc(a, sizeof(*r->info));
+        rc = r->info ? wa_group_parse_info(a, iq, r->info) : WA_ERR_NOMEM;
+        if (rc == WA_OK) {
+            snprintf(r->group, sizeof(r->group), "%s", r->info->jid);
+            group_put_info(c, r->info);
+        } else {
+            r->info = NULL;
+        }
+        break;
+    case WA_GROUP_OP_PARTICIPANTS: {
+        rc = wa_group_parse_participants(a, iq, g->change, &r->participants, &r->nparticipants);
+        bool done = false;
+        for (size_t i = 0; rc == WA_OK && i < r->nparticipants; i++)
+            done |= r->participants[i].error == 0;
+        group_entry *e = group_find(c, g->group);
+        if (done && e) e->stale = true; /* the members as the group names them: ask again */
+        if (done && g->change == WA_GROUP_REMOVE) group_rotate(c, g->group);
+        break;
+    }
+    case WA_GROUP_OP_DESCRIPTION: {
+        group_entry *e = group_find(c, g->group);
+        if (e) {
+            snprintf(e->desc_id, sizeof(e->desc_id), "%s", g->desc_id);
+            e->desc_known = true;
+        }
+        break;
+    }
+    case WA_GROUP_OP_LEAVE: group_forget(c, g->group); break;
+    case WA_GROUP_OP_INVITE: rc = wa_group_parse_invite(iq, &r->invite_code); break;
+    case WA_GROUP_OP_PARTICIPATING:
+        rc = wa_group_parse_list(a, iq, &r->groups, &r->ngroups);
+        if (rc != WA_OK) break;
+        /* the whole list: groups we no longer are in go */
+        for (size_t i = c->ngroups; i-- > 0;) {
+            bool listed = false;
+            for (size_t k = 0; k < r->ngroups && !listed; k++)
+                listed = strcmp(r->groups[k].jid, c->groups[i]->jid) == 0;
+            if (!listed) group_drop(c, c->groups[i]->jid);
+        }
+        for (size_t k = 0; k < r->ngroups; k++)
+            group_put_info(c, &r->groups[k]);
+        break;
+    case WA_GROUP_OP_SUBJECT:
+    case WA_GROUP_OP_SETTING: break;
+    }
+    return rc == WA_ERR_NOMEM ? rc : rc != WA_OK ? WA_ERR_PROTO : WA_OK;
+}
+
+/* The answer to group call `slot`: into a wa_group_result for the bridge (or, for a description
+ * that needed the current id, on to the description IQ itself). */
+static void on_group_answer(wa_client *c, const wa_node *n, uint32_t slot)
+{
+    group_call *g = slot < WA_MAX_GROUP_CALLS && c->calls[slot].used ? &c->calls[slot] : NULL;
+    if (!g) return;
+    wa_group_result r;
+    memset(&r, 0, sizeof(r));
+    wb_arena_init(&r.arena, 0);
+    r.req_id = g->req_id;
+    r.op = g->op;
+    r.change = g->change;
+    r.error_text = "";
+    snprintf(r.group, sizeof(r.group), "%s", g->group);
+    const wa_node *iq = copy_node(&r.arena, n);
+    const char *text = "";
+    r.code = iq ? wa_group_result_code(iq, &text) : WA_ERR_NOMEM;
+    r.error_text = text ? text : "";
+    if (r.code == 0 && g->info_first) {
+        wa_group_info info;
+        r.code = wa_group_parse_info(&r.arena, iq, &info) == WA_OK ? 0 : WA_ERR_PROTO;
+        if (r.code == 0) {
+            group_put_info(c, &info);
+            g->info_first = false;
+            r.code = send_description(c, g, slot, g->desc, info.description_id);
+            if (r.code == WA_OK) {
+                wb_arena_free(&r.arena); /* the description's own answer comes next */
+                return;
+            }
+        }
+    } else if (r.code == 0) {
+        r.code = apply_group_answer(c, g, iq, &r);
+    }
+    call_free(g);
+    push_group_result(c, &r);
+}
+
+/* --- group and device notifications --- */
+
+static bool participant_is_me(const wa_client *c, const wa_group_participant *p)
+{
+    return is_my_user(c, p->jid) || (p->phone_number && is_my_user(c, p->phone_number)) ||
+           (p->lid && is_my_user(c, p->lid));
+}
+
+/* A participant's user JIDs (as named, and its PN / LID twin) leave the member set. */
+static void members_del(group_entry *g, const wa_group_participant *p)
+{
+    const char *names[3] = {p->jid, p->phone_number, p->lid};
+    for (int i = 0; g && i < 3; i++) {
+        char user[WA_JID_STR_MAX];
+        if (user_of(names[i], user, sizeof(user))) smap_del(&g->members, user);
+    }
+}
+
+/* What a notification changes for sending: members, our sender key, the description id. */
+static void apply_group_event(wa_client *c, const wa_group_event *ev)
+{
+    for (size_t i = 0; i < ev->nchanges; i++) {
+        const wa_group_change_event *ch = &ev->changes[i];
+        group_entry *g = group_find(c, ev->group);
+        switch (ch->type) {
+        case WA_GROUP_EV_CREATE:
+            if (ch->info) group_put_info(c, ch->info);
+            break;
+        case WA_GROUP_EV_ADD:
+            for (size_t k = 0; g && k < ch->nparticipants; k++) {
+                char user[WA_JID_STR_MAX];
+                if (user_of(ch->participants[k].jid, user, sizeof(user)))
+                    smap_put(&g->members, user, NULL, 0);
+            }
+            break;
+        case WA_GROUP_EV_REMOVE:
+        case WA_GROUP_EV_LEAVE: {
+            bool me = false;
+            for (size_t k = 0; k < ch->nparticipants; k++) {
+                me |= participant_is_me(c, &ch->participants[k]);
+                members_del(g, &ch->participants[k]);
+            }
+            if (me)
+                group_forget(c, ev->group); /* we are out */
+            else
+                group_rotate(c, ev->group); /* a new key the departed never see */
+            break;
+        }
+        case WA_GROUP_EV_DESCRIPTION:
+            if (g) {
+                snprintf(g->desc_id, sizeof(g->desc_id), "%s", ch->id ? ch->id : "");
+                g->desc_known = ch->id != NULL;
+            }
+            break;
+        case WA_GROUP_EV_DELETE: group_forget(c, ev->group); break;
+        default: break;
+        }
+    }
+}
+
+/* <notification type="w:gp2">: applied to our cache, queued for the bridge, then acked. */
+static void on_group_notification(wa_client *c, const wa_node *n, wb_arena *a)
+{
+    wa_group_update u;
+    memset(&u, 0, sizeof(u));
+    wb_arena_init(&u.arena, 0);
+    const wa_node *copy = copy_node(&u.arena, n);
+    int rc = copy ? wa_group_parse_notification(&u.arena, copy, &u.event) : WA_ERR_NOMEM;
+    if (rc == WA_OK) {
+        apply_group_event(c, &u.event);
+        push_group_update(c, &u);
+    } else {
+        wb_arena_free(&u.arena);
+        emit(c, WA_EV_ERROR, rc, 0, "unreadable group notification %s",
+             wa_node_attr(n, "id") ? wa_node_attr(n, "id") : "?");
+    }
+    wa_node *ack = wa_group_notification_ack(a, n);
+    if (ack) wa_client_send_node(c, ack);
+}
+
+/* <notification type="devices" from=user [lid]>: that user's device list changed; it is asked
+ * again at the next message. */
+static void on_devices_notification(wa_client *c, const wa_node *n, wb_arena *a)
+{
+    devices_forget(c, wa_node_attr(n, "from"));
+    devices_forget(c, wa_node_attr(n, "lid"));
+    for (size_t i = 0; n->kind == WA_CONTENT_LIST && i < n->nchildren; i++) {
+        const wa_node *ch = n->children[i];
+        for (size_t k = 0; ch->kind == WA_CONTENT_LIST && k < ch->nchildren; k++)
+            if (strcmp(ch->children[k]->tag, "device") == 0) {
+                devices_forget(c, wa_node_attr(ch->children[k], "jid"));
+                devices_forget(c, wa_node_attr(ch->children[k], "lid"));
+            }
+    }
+    wa_node *ack = wa_group_notification_ack(a, n);
+    if (ack) wa_client_send_node(c, ack);
 }
 
 static void on_node(wa_client *c, wa_node *n, int64_t now)
@@ -1875,12 +3171,24 @@ static void on_node(wa_client *c, wa_node *n, int64_t now)
         on_chat_state(c, n);
     } else if (strcmp(tag, "ack") == 0) {
         const char *cls = wa_node_attr(n, "class"), *id = wa_node_attr(n, "id");
-        if (cls && strcmp(cls, "message") == 0 && id) emit(c, WA_EV_SENT, 0, 0, "%s", id);
+        const char *error = wa_node_attr(n, "error");
+        if (cls && strcmp(cls, "message") == 0 && id && error) {
+            emit(c, WA_EV_SEND_FAILED, atoi(error), 0, "%s", id);
+            emit(c, WA_EV_ERROR, atoi(error), 0, "message %s refused by the server (error %s)", id,
+                 error);
+        } else if (cls && strcmp(cls, "message") == 0 && id) {
+            emit(c, WA_EV_SENT, 0, 0, "%s", id);
+        }
     } else if (strcmp(tag, "notification") == 0) {
         const char *type = wa_node_attr(n, "type");
         const wa_node *reg = wa_node_child(n, "link_code_companion_reg");
         if (type && strcmp(type, "link_code_companion_reg") == 0 && reg && !c->dev.paired)
             lc_on_primary_hello(c, n, reg, &a);
+        else if (type && strcmp(type, WA_GROUP_NOTIFICATION) == 0 &&
+                 c->state == WA_CLIENT_CONNECTED)
+            on_group_notification(c, n, &a);
+        else if (type && strcmp(type, "devices") == 0 && c->state == WA_CLIENT_CONNECTED)
+            on_devices_notification(c, n, &a);
     } else if (strcmp(tag, "success") == 0) {
         on_success(c, n, now);
     } else if (strcmp(tag, "failure") == 0) {
@@ -1888,9 +3196,23 @@ static void on_node(wa_client *c, wa_node *n, int64_t now)
     } else if (strcmp(tag, "stream:error") == 0) {
         on_stream_error(c, n, now);
     } else if (strcmp(tag, "ib") == 0) {
+        const wa_node *dirty = wa_node_child(n, "dirty");
+        const char *dtype = dirty ? wa_node_attr(dirty, "type") : NULL;
         if (wa_node_child(n, "offline")) {
             emit(c, WA_EV_READY, 0, 0, NULL);
             send_simple_iq(c, WA_SERVER_PN_AT, "get", "encrypt", "digest", IQ_DIGEST);
+            group_call_participating(c, 0);
+        } else if (dtype && strcmp(dtype, "groups") == 0 && c->state == WA_CLIENT_CONNECTED) {
+            /* the group list changed while we could not hear it: fetch it, then say so */
+            group_call_participating(c, 0);
+            wa_node *iq =
+                new_iq(c, &a, WA_SERVER_PN, "set", "urn:xmpp:whatsapp:dirty", IQ_DIRTY, 0);
+            wa_node *clean = wa_node_new(&a, "clean");
+            wa_node_set_attr(&a, clean, "type", "groups");
+            const char *ts = wa_node_attr(dirty, "timestamp");
+            if (ts) wa_node_set_attr(&a, clean, "timestamp", ts);
+            wa_node_add_child(&a, iq, clean);
+            wa_client_send_node(c, iq);
         }
     }
     wb_arena_free(&a);

@@ -1,6 +1,6 @@
 /*
  * wa/client.h - one WhatsApp Web companion device: pairing, login and the connection lifecycle,
- * sans-I/O.
+ * 1:1 and group messages, group calls and notifications; sans-I/O.
  *
  * The client never touches a socket or a clock. The runtime (wa/net, or a test) drives it:
  *
@@ -23,6 +23,7 @@
 #include "util/bytes.h"
 #include "wa/binary/node.h"
 #include "wa/crypto.h"
+#include "wa/group.h"
 #include "wa/message.h"
 #include "wa/noise.h"
 #include "wa/recv.h"
@@ -65,6 +66,15 @@ typedef enum wa_event_type {
     WA_EV_PRESENCE,     /* text: "jid available|unavailable"; ms: last seen (unix seconds), or 0
                            when unknown or hidden (after wa_client_subscribe_presence) */
     WA_EV_CHAT_STATE,   /* text: "chat sender composing|recording|paused" (sender = chat in 1:1) */
+    WA_EV_GROUP_RESULT, /* a group call was answered: ms = its request id (0: the client's own
+                           participating query), code = 0 done, WhatsApp's error code (401 not an
+                           admin, 403 not a member, 404 no such group, 406, 409, 500...) or a
+                           negative wa_err (WA_ERR_TIMEOUT: the connection closed first,
+                           WA_ERR_PROTO: an answer we cannot read); text: "op group" (op as
+                           wa_group_op_name); take it with wa_client_next_group_result */
+    WA_EV_GROUP,        /* a group changed (<notification type="w:gp2">, already acked): text =
+                           the group JID, code = the number of changes; take it with
+                           wa_client_next_group_update */
 } wa_event_type;
 
 typedef struct wa_event {
@@ -130,23 +140,39 @@ bool wa_client_next_event(wa_client *c, wa_event *ev);
  * plaintext stays in the store's event buffer until the bridge deletes it (event_buffer_delete)
  * once the Matrix event id is stored. */
 bool wa_client_next_message(wa_client *c, wa_received *out);
-/* The Message inside a received message (wa/message.h), from its first readable part (a bare
- * senderKeyDistributionMessage in another part is merged in). out is the caller's to wa_msg_free.
- * WA_ERR_INVALID when no part could be read, WA_ERR_PROTO when none is a Message. */
+/* The Message inside a received message (wa/message.h), from its first readable part (parts that
+ * only carried a sender key, skdm_only, are skipped: the key is processed already). out is the
+ * caller's to wa_msg_free. WA_ERR_INVALID when no part could be read, WA_ERR_PROTO when none is a
+ * Message. A group message's parts come pairwise first, then the skmsg; each part's hash is its
+ * key in the event buffer. A stanza whose parts were all read before (Signal: duplicate, the
+ * buffer row already deleted) or only carried a key is receipted and raises no WA_EV_MESSAGE. */
 int wa_received_parse(const wa_received *r, wa_msg *out);
 
 #define WA_MESSAGE_ID_MAX 32 /* bytes an id_out must hold */
 
 /* Sends a message to a user (PN JID) and to our own other devices (as deviceSentMessage): device
- * lists (usync), missing sessions (prekey bundles), then one <enc> per device. m is a TEXT, EDIT,
+ * lists (usync; kept per user for the connection, dropped by a <notification type="devices"> or
+ * a retry receipt from that user), missing sessions (prekey bundles), then one <enc> per device,
+ * the advanced sessions and the plaintext for retries (sent_save) in one store transaction.
+ * A group JID (@g.us) goes through sender keys: the participants and addressing mode (from the
+ * group info, kept for the connection and updated by w:gp2 notifications), their devices, our
+ * sender key (made when missing: our LID device in "lid" groups, our PN device in "pn" groups),
+ * its SKDM pairwise (pkmsg/msg in <participants><to>) for each device that has not had it on this
+ * connection, the content once as <enc type="skmsg">, <device-identity> when any pkmsg, and a
+ * phash of the devices. A retry receipt from a group member is answered pairwise to that device
+ * (content + SKDM). Our sender key is forgotten (rotated) when a member leaves or is removed.
+ * m is a TEXT, EDIT,
  * REACTION or REVOKE (wa_message_encode); the stanza carries what WhatsApp Web puts there:
  * type="reaction" for a reaction (else "text"), edit="1" for an edit, edit="7" for a revoke of our
  * own message or a reaction's removal (edit="8": an admin's revoke of someone else's message), and
  * <enc decrypt-fail="hide"> for edits, revokes and reactions. An edit or revoke without
  * target.remote_jid gets the chat; an edit is always of our own message (from_me); a zero
  * timestamp_ms becomes the last wall time the client was given. id_out gets the message id (at
- * least WA_MESSAGE_ID_MAX bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow. Connected only.
- * Groups (@g.us) go to the sender-key path: WA_ERR_UNSUPPORTED until it exists. */
+ * least WA_MESSAGE_ID_MAX bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow (also for a group we are
+ * not in: the group info is refused, or the server's ack carries an error). A connection that
+ * closes first (the message still being prepared, or sent and not acked) gives neither: send it
+ * again with the same id (wa_client_send_message_id) once connected. Connected only;
+ * WA_ERR_TOO_LARGE when WA_MAX_SENDS messages are being prepared already. */
 int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *m, char *id_out,
                            int64_t now);
 /* The same with the caller's message id (8..31 characters, 0-9 A-Z): a bridge derives it from its
@@ -176,5 +202,96 @@ typedef enum wa_chat_state { WA_CHAT_COMPOSING, WA_CHAT_RECORDING, WA_CHAT_PAUSE
 int wa_client_send_chat_state(wa_client *c, const char *chat, wa_chat_state st);
 /* Sends a node now (connected only). Returns WA_ERR_STATE when not connected. */
 int wa_client_send_node(wa_client *c, const wa_node *n);
+
+/* --- groups (wa/group.h has the shapes) ---
+ *
+ * Each call sends one w:g2 IQ (connected only, else WA_ERR_STATE; WA_ERR_BAD_JID for a group that
+ * is not "...@g.us" or a participant that is not a user JID; WA_ERR_INVALID for an empty subject,
+ * a participants call without participants, or an unknown change or setting; WA_ERR_TOO_LARGE
+ * when WA_MAX_GROUP_CALLS are waiting) and returns at once with a
+ * request id (> 0) in *req_id_out (may be NULL). The answer comes as WA_EV_GROUP_RESULT (ms = the
+ * id) and its wa_group_result from wa_client_next_group_result, in the order the answers came. A
+ * connection that closes first answers every waiting call with WA_ERR_TIMEOUT.
+ * Participants are user JIDs, PN or LID. Results keep the client's group cache current (a
+ * removal we made rotates our sender key, a leave forgets the group).
+ *
+ * The client also asks for every group we are in after login (<ib><offline>) and when the server
+ * says the list is dirty (<ib><dirty type="groups">, then cleaned): those results have request
+ * id 0. Group notifications (w:gp2) become WA_EV_GROUP and a wa_group_update each, in order;
+ * they are acked once queued. */
+
+/* Beyond WA_MAX_GROUP_QUEUE untaken results (or updates) the oldest are dropped, with one
+ * WA_EV_ERROR until the next take. */
+#define WA_MAX_SENDS       64  /* messages being prepared (device lists, keys) at once */
+#define WA_MAX_GROUP_CALLS 64  /* group calls waiting for their answer */
+#define WA_MAX_GROUP_QUEUE 256 /* results / updates kept for the bridge */
+
+typedef enum wa_group_op {
+    WA_GROUP_OP_CREATE = 1,    /* info: the new group (we are its superadmin) */
+    WA_GROUP_OP_INFO,          /* info: the group */
+    WA_GROUP_OP_PARTICIPANTS,  /* change + participants: the outcome per participant */
+    WA_GROUP_OP_SUBJECT,       /* nothing more */
+    WA_GROUP_OP_DESCRIPTION,   /* nothing more */
+    WA_GROUP_OP_SETTING,       /* nothing more */
+    WA_GROUP_OP_LEAVE,         /* nothing more; the group is forgotten */
+    WA_GROUP_OP_INVITE,        /* invite_code */
+    WA_GROUP_OP_PARTICIPATING, /* groups: every group we are in */
+} wa_group_op;
+
+/* "create", "info", "participants", "subject", "description", "setting", "leave", "invite",
+ * "participating"; "?" for others. */
+const char *wa_group_op_name(wa_group_op op);
+
+/* The answer to a group call. Strings and arrays live in arena (wa_group_result_free). */
+typedef struct wa_group_result {
+    uint32_t req_id;                    /* what the call returned; 0: the client's own query */
+    wa_group_op op;                     /* which call */
+    int code;                           /* as WA_EV_GROUP_RESULT's code: 0 = done */
+    const char *error_text;             /* WhatsApp's error text ("not-authorized"...), or "" */
+    char group[WA_JID_STR_MAX];         /* the group ("" for participating; create: the new
+                                           group, "" when refused) */
+    wa_group_change change;             /* PARTICIPANTS: add / remove / promote / demote */
+    wa_group_info *info;                /* CREATE / INFO: the group, or NULL */
+    wa_group_info *groups;              /* PARTICIPATING: ngroups groups */
+    size_t ngroups;                     /* entries in groups */
+    wa_group_participant *participants; /* PARTICIPANTS: each one's error (0 = done; 403 with an
+                                           invite_code: privacy, send an invite instead) */
+    size_t nparticipants;               /* entries in participants */
+    const char *invite_code;            /* INVITE: the code (link: WA_GROUP_INVITE_URL code) */
+    wb_arena arena;                     /* owns everything above */
+} wa_group_result;
+
+/* A group notification, parsed (wa/group.h's wa_group_event: group, author, time, one change per
+ * child: create with the group, add, remove, leave, promote, demote, subject, description,
+ * announce, locked, ephemeral, invite, delete...). */
+typedef struct wa_group_update {
+    wa_group_event event; /* points into arena */
+    wb_arena arena;       /* owns the event's strings and arrays */
+} wa_group_update;
+
+int wa_client_group_create(wa_client *c, const char *subject, const char *const *participants,
+                           size_t n, uint32_t *req_id_out);
+int wa_client_group_info(wa_client *c, const char *group, uint32_t *req_id_out);
+int wa_client_group_participants(wa_client *c, const char *group, wa_group_change change,
+                                 const char *const *participants, size_t n, uint32_t *req_id_out);
+int wa_client_group_subject(wa_client *c, const char *group, const char *subject,
+                            uint32_t *req_id_out);
+/* text NULL or "" deletes the description. The current description id comes from the client's
+ * cache; without it, the group info is asked first (one request id all the same). */
+int wa_client_group_description(wa_client *c, const char *group, const char *text,
+                                uint32_t *req_id_out);
+int wa_client_group_setting(wa_client *c, const char *group, wa_group_setting s,
+                            uint32_t *req_id_out);
+int wa_client_group_leave(wa_client *c, const char *group, uint32_t *req_id_out);
+/* revoke false: the current invite code; true: a new one (the old link stops working). */
+int wa_client_group_invite_link(wa_client *c, const char *group, bool revoke, uint32_t *req_id_out);
+int wa_client_group_participating(wa_client *c, uint32_t *req_id_out);
+
+/* Takes the oldest group answer / notification (ownership moves to out: free it with
+ * wa_group_result_free / wa_group_update_free). False when there is none. */
+bool wa_client_next_group_result(wa_client *c, wa_group_result *out);
+bool wa_client_next_group_update(wa_client *c, wa_group_update *out);
+void wa_group_result_free(wa_group_result *r);
+void wa_group_update_free(wa_group_update *u);
 
 #endif

@@ -6,11 +6,18 @@
  * It pairs by QR with the account PHONE (the simulated phone scans through ADMIN_URL), then
  * prints one JSON line per event and reads one JSON command per line.
  *
- * Events: {"event":"ready"}; {"event":"message","id","sender","chat","type","kind","text",
- * "mentions":[...],"reply_id","reply_sender","reply_text","target":{"id","remote_jid","from_me",
- * "participant"},"reaction","dest","unsupported"} (wa_received_parse; "text" also for old
- * readers); {"event":"sent","id"}; {"event":"receipt","text"}; {"event":"presence","text","ms"};
- * {"event":"chatstate","text"}; {"event":"error","text"}.
+ * Events: {"event":"connected","lid"}; {"event":"ready"}; {"event":"message","id","sender","chat",
+ * "type","kind","text","mentions":[...],"reply_id","reply_sender","reply_text","target":{"id",
+ * "remote_jid","from_me","participant"},"reaction","dest","unsupported","parts":[{"skmsg",
+ * "skdm_only","error"}]} (wa_received_parse; "text" also for old readers); {"event":"sent","id"};
+ * {"event":"send_failed","id"}; {"event":"receipt","text"}; {"event":"presence","text","ms"};
+ * {"event":"chatstate","text"}; {"event":"error","text"};
+ * {"event":"group_result","req","op","code","group","error_text","info":{"jid","subject",
+ * "addressing_mode","participants":[{"jid","phone_number","admin","superadmin"}]},
+ * "participants":[{"jid","error"}],"invite_code","groups":[jid...]} (wa_client_next_group_result);
+ * {"event":"group","group","author","changes":[{"type","participants":[jid...],"text"}]}
+ * (wa_client_next_group_update; type: create, add, remove, leave, promote, demote, subject,
+ * description, announce, locked, ephemeral, invite, delete, member_add_mode, unknown).
  *
  * Commands:
  *   {"op":"send","to":JID,"text":...[,"mentions":[JID...],"reply_id","reply_sender","reply_text"]}
@@ -22,6 +29,11 @@
  *                                    -> {"event":"result","op":...,"rc":0}
  *   {"op":"forget_session","address":"name:device"} (to break a session on purpose) ->
  *       {"event":"forgot","rc":0}.
+ *   Groups: {"op":"group_create","subject","participants":[JID...]} / {"op":"group_info","group"} /
+ *   {"op":"group_participants","group","action":"add|remove|promote|demote","participants":[...]}
+ *   / {"op":"group_leave","group"} -> {"event":"result","op":...,"rc":0,"req":N} (the answer
+ *   comes as a group_result with that req); {"op":"group_send","group","text"} ->
+ *   {"event":"result","op":"group_send","rc":0,"id":...}.
  */
 #include "sim_proc.h"
 #include "wa/message.h"
@@ -80,6 +92,83 @@ static void add_parsed(cJSON *m, const wa_received *r)
     wa_msg_free(&p);
 }
 
+static const char *change_name(wa_group_event_type t)
+{
+    static const char *const names[] = {
+        "unknown", "create",    "add",     "remove",      "leave",
+        "promote", "demote",    "subject", "description", "announce",
+        "locked",  "ephemeral", "invite",  "delete",      "member_add_mode"};
+    return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
+}
+
+static cJSON *info_json(const wa_group_info *g)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "jid", g->jid);
+    cJSON_AddStringToObject(o, "subject", g->subject);
+    cJSON_AddStringToObject(o, "addressing_mode", g->addressing_mode ? g->addressing_mode : "");
+    cJSON *ps = cJSON_AddArrayToObject(o, "participants");
+    for (size_t i = 0; i < g->nparticipants; i++) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "jid", g->participants[i].jid);
+        if (g->participants[i].phone_number)
+            cJSON_AddStringToObject(p, "phone_number", g->participants[i].phone_number);
+        cJSON_AddBoolToObject(p, "admin", g->participants[i].admin);
+        cJSON_AddBoolToObject(p, "superadmin", g->participants[i].superadmin);
+        cJSON_AddItemToArray(ps, p);
+    }
+    return o;
+}
+
+/* Every group answer and notification waiting in the client, one line each. */
+static void emit_group(wa_client *c)
+{
+    wa_group_result r;
+    while (wa_client_next_group_result(c, &r)) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", "group_result");
+        cJSON_AddNumberToObject(o, "req", r.req_id);
+        cJSON_AddStringToObject(o, "op", wa_group_op_name(r.op));
+        cJSON_AddNumberToObject(o, "code", r.code);
+        cJSON_AddStringToObject(o, "group", r.group);
+        cJSON_AddStringToObject(o, "error_text", r.error_text ? r.error_text : "");
+        if (r.info) cJSON_AddItemToObject(o, "info", info_json(r.info));
+        cJSON *ps = cJSON_AddArrayToObject(o, "participants");
+        for (size_t i = 0; i < r.nparticipants; i++) {
+            cJSON *p = cJSON_CreateObject();
+            cJSON_AddStringToObject(p, "jid", r.participants[i].jid);
+            cJSON_AddNumberToObject(p, "error", r.participants[i].error);
+            cJSON_AddItemToArray(ps, p);
+        }
+        cJSON *gs = cJSON_AddArrayToObject(o, "groups");
+        for (size_t i = 0; i < r.ngroups; i++)
+            cJSON_AddItemToArray(gs, cJSON_CreateString(r.groups[i].jid));
+        if (r.invite_code) cJSON_AddStringToObject(o, "invite_code", r.invite_code);
+        wa_group_result_free(&r);
+        emit(o);
+    }
+    wa_group_update u;
+    while (wa_client_next_group_update(c, &u)) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", "group");
+        cJSON_AddStringToObject(o, "group", u.event.group);
+        cJSON_AddStringToObject(o, "author", u.event.author ? u.event.author : "");
+        cJSON *chs = cJSON_AddArrayToObject(o, "changes");
+        for (size_t i = 0; i < u.event.nchanges; i++) {
+            const wa_group_change_event *ch = &u.event.changes[i];
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "type", change_name(ch->type));
+            if (ch->text) cJSON_AddStringToObject(x, "text", ch->text);
+            cJSON *ps = cJSON_AddArrayToObject(x, "participants");
+            for (size_t k = 0; k < ch->nparticipants; k++)
+                cJSON_AddItemToArray(ps, cJSON_CreateString(ch->participants[k].jid));
+            cJSON_AddItemToArray(chs, x);
+        }
+        wa_group_update_free(&u);
+        emit(o);
+    }
+}
+
 static void on_event(void *user, int login, const wa_event *e)
 {
     wa_client *c = user;
@@ -97,7 +186,16 @@ static void on_event(void *user, int login, const wa_event *e)
         cJSON_AddNumberToObject(o, "scan_status", (double)st);
         break;
     }
+    case WA_EV_CONNECTED:
+        cJSON_AddStringToObject(o, "event", "connected");
+        cJSON_AddStringToObject(o, "lid", e->text);
+        break;
     case WA_EV_READY: cJSON_AddStringToObject(o, "event", "ready"); break;
+    case WA_EV_GROUP_RESULT:
+    case WA_EV_GROUP:
+        cJSON_Delete(o);
+        emit_group(c);
+        return;
     case WA_EV_SENT:
         cJSON_AddStringToObject(o, "event", "sent");
         cJSON_AddStringToObject(o, "id", e->text);
@@ -116,9 +214,12 @@ static void on_event(void *user, int login, const wa_event *e)
         cJSON_AddStringToObject(o, "text", e->text);
         break;
     case WA_EV_ERROR:
-    case WA_EV_SEND_FAILED:
         cJSON_AddStringToObject(o, "event", "error");
         cJSON_AddStringToObject(o, "text", e->text);
+        break;
+    case WA_EV_SEND_FAILED:
+        cJSON_AddStringToObject(o, "event", "send_failed");
+        cJSON_AddStringToObject(o, "id", e->text);
         break;
     case WA_EV_MESSAGE: {
         /* on the worker thread, right after the client raised it: take it now */
@@ -139,6 +240,14 @@ static void on_event(void *user, int login, const wa_event *e)
                 free(text);
             }
             add_parsed(m, &r);
+            cJSON *parts = cJSON_AddArrayToObject(m, "parts");
+            for (size_t i = 0; i < r.nparts; i++) {
+                cJSON *x = cJSON_CreateObject();
+                cJSON_AddBoolToObject(x, "skmsg", r.parts[i].skmsg);
+                cJSON_AddBoolToObject(x, "skdm_only", r.parts[i].skdm_only);
+                cJSON_AddNumberToObject(x, "error", r.parts[i].error);
+                cJSON_AddItemToArray(parts, x);
+            }
             wa_received_free(&r);
             emit(m);
         }
@@ -155,6 +264,7 @@ typedef struct send_req {
     const cJSON *cmd; /* the command */
     const char *op;   /* its "op" */
     char id[32];      /* message id, for the sends */
+    uint32_t req;     /* group calls: the request id */
     int rc;
 } send_req;
 
@@ -217,6 +327,42 @@ static int do_message(wa_client *c, send_req *r, int64_t now)
     return to ? wa_client_send_message(c, to, &m, r->id, now) : WA_ERR_INVALID;
 }
 
+/* The strings of cmd[key] (at most max). */
+static size_t strings_of(const cJSON *cmd, const char *key, const char **out, size_t max)
+{
+    const cJSON *arr = cJSON_GetObjectItem(cmd, key);
+    size_t n = 0;
+    for (int i = 0; cJSON_IsArray(arr) && i < cJSON_GetArraySize(arr) && n < max; i++) {
+        const cJSON *j = cJSON_GetArrayItem(arr, i);
+        if (cJSON_IsString(j)) out[n++] = j->valuestring;
+    }
+    return n;
+}
+
+/* group_*: the group calls, and a text to a group. */
+static int do_group(wa_client *c, send_req *r, int64_t now)
+{
+    const cJSON *cmd = r->cmd;
+    const char *group = str_of(cmd, "group");
+    const char *list[64];
+    size_t n = strings_of(cmd, "participants", list, 64);
+    if (strcmp(r->op, "group_create") == 0)
+        return wa_client_group_create(c, str_of(cmd, "subject"), list, n, &r->req);
+    if (strcmp(r->op, "group_info") == 0) return wa_client_group_info(c, group, &r->req);
+    if (strcmp(r->op, "group_leave") == 0) return wa_client_group_leave(c, group, &r->req);
+    if (strcmp(r->op, "group_participants") == 0) {
+        const char *action = str_of(cmd, "action");
+        wa_group_change ch = !action                          ? WA_GROUP_ADD
+                             : strcmp(action, "remove") == 0  ? WA_GROUP_REMOVE
+                             : strcmp(action, "promote") == 0 ? WA_GROUP_PROMOTE
+                             : strcmp(action, "demote") == 0  ? WA_GROUP_DEMOTE
+                                                              : WA_GROUP_ADD;
+        return wa_client_group_participants(c, group, ch, list, n, &r->req);
+    }
+    const char *text = str_of(cmd, "text");
+    return group && text ? wa_client_send_text(c, group, text, r->id, now) : WA_ERR_INVALID;
+}
+
 static void do_send(wa_client *c, void *arg)
 {
     send_req *r = arg;
@@ -246,6 +392,8 @@ static void do_send(wa_client *c, void *arg)
                                                               : WA_CHAT_COMPOSING;
         const char *to = str_of(cmd, "to");
         r->rc = to ? wa_client_send_chat_state(c, to, cs) : WA_ERR_INVALID;
+    } else if (strncmp(r->op, "group_", 6) == 0) {
+        r->rc = do_group(c, r, now);
     } else {
         r->rc = do_message(c, r, now);
     }
@@ -280,8 +428,11 @@ int main(int argc, char **argv)
     while (fgets(line, sizeof(line), stdin)) {
         cJSON *cmd = cJSON_Parse(line);
         const cJSON *op = cmd ? cJSON_GetObjectItem(cmd, "op") : NULL;
-        static const char *const ops[] = {"send", "edit",     "react",     "revoke",
-                                          "read", "presence", "subscribe", "chatstate"};
+        static const char *const ops[] = {"send",       "edit",       "react",
+                                          "revoke",     "read",       "presence",
+                                          "subscribe",  "chatstate",  "group_create",
+                                          "group_info", "group_send", "group_participants",
+                                          "group_leave"};
         for (size_t i = 0; cJSON_IsString(op) && i < sizeof(ops) / sizeof(ops[0]); i++) {
             if (strcmp(op->valuestring, ops[i]) != 0) continue;
             send_req r = {.cmd = cmd, .op = ops[i], .rc = -1};
@@ -291,6 +442,7 @@ int main(int argc, char **argv)
             cJSON_AddStringToObject(o, "op", ops[i]);
             cJSON_AddNumberToObject(o, "rc", r.rc);
             cJSON_AddStringToObject(o, "id", r.id);
+            if (strncmp(ops[i], "group_", 6) == 0) cJSON_AddNumberToObject(o, "req", r.req);
             emit(o);
         }
         if (cJSON_IsString(op) && strcmp(op->valuestring, "forget_session") == 0) {

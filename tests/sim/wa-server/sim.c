@@ -321,6 +321,40 @@ static wa_node *child_with_bytes(wb_arena *a, const char *tag, const void *p, si
     return x;
 }
 
+static void device_jid(const sim_account *acct, uint16_t device, bool lid, char *out, size_t cap);
+
+/* <notification from=PN lid=LID type="devices"><add|remove><device jid key-index/></...>: an
+ * account's device list changed; every logged-in connection hears it at once (not queued), as
+ * clients cache device lists. */
+static void notify_devices(sim *s, const sim_account *acct, const sim_device *dev, bool add)
+{
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    char id[24], t[24], pn[64], lid[64], djid[64], ki[16];
+    snprintf(id, sizeof(id), "dev%u", s->next_id++);
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
+    device_jid(acct, 0, false, pn, sizeof(pn));
+    device_jid(acct, 0, true, lid, sizeof(lid));
+    device_jid(acct, dev->id, false, djid, sizeof(djid));
+    snprintf(ki, sizeof(ki), "%u", dev->key_index);
+    wa_node *n = wa_node_new(&a, "notification");
+    wa_node_set_attr(&a, n, "from", pn);
+    wa_node_set_attr(&a, n, "lid", lid);
+    wa_node_set_attr(&a, n, "type", "devices");
+    wa_node_set_attr(&a, n, "id", id);
+    wa_node_set_attr(&a, n, "t", t);
+    wa_node *ch = wa_node_new(&a, add ? "add" : "remove");
+    wa_node *d = wa_node_new(&a, "device");
+    wa_node_set_attr(&a, d, "jid", djid);
+    wa_node_set_attr(&a, d, "key-index", ki);
+    wa_node_add_child(&a, ch, d);
+    wa_node_add_child(&a, n, ch);
+    for (sim_conn *x = s->conns; x; x = x->next)
+        if (x->state == SIM_CONN_LOGGED_IN && x->device_index >= 0 && x->active)
+            sim_send_node(s, x, n);
+    wb_arena_free(&a);
+}
+
 /* pair-device-sign: the companion's signed device identity; check it and finish pairing. */
 static int on_pair_device_sign(sim *s, sim_conn *c, wb_arena *a, wa_node *sign)
 {
@@ -362,6 +396,7 @@ static int on_pair_device_sign(sim *s, sim_conn *c, wb_arena *a, wa_node *sign)
     dev->present = true;
     acct->ndevices++;
     logf_(s, "[%llu] paired %s:%u\n", (unsigned long long)c->serial, acct->phone, dev->id);
+    notify_devices(s, acct, dev, true);
     send_stream_error(s, c, a, "515");
     return 0;
 }
@@ -1447,6 +1482,7 @@ static void on_usync(sim *s, sim_conn *c, wb_arena *a, const char *iq_id, wa_nod
         send_result(s, c, a, iq_id, NULL);
         return;
     }
+    s->usync_queries++;
     bool want_devices = wa_node_child(query, "devices") != NULL;
     bool want_lid = wa_node_child(query, "lid") != NULL;
     bool want_contact = wa_node_child(query, "contact") != NULL;
@@ -1793,6 +1829,7 @@ static void on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
         /* logout: the companion removes itself */
         c->account->devices[c->device_index].present = false;
         device_release(&c->account->devices[c->device_index]);
+        notify_devices(s, c->account, &c->account->devices[c->device_index], false);
         send_result(s, c, a, id, NULL);
         logf_(s, "[%llu] device %s:%u logged out\n", (unsigned long long)c->serial,
               c->account->phone, c->account->devices[c->device_index].id);

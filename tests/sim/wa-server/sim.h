@@ -13,15 +13,16 @@
  * errors).
  *
  * Messaging: the prekey store (uploads kept per device, `encrypt get` bundles with one-time prekeys
- * consumed), usync device lists and LIDs, 1:1 fan-out of <message><participants><to><enc> to every
- * addressed device through a per-device queue (delivered at once when the device is online, at its
- * next login otherwise, and again at every login until the device acks or receipts it), receipts
- * routed to the sending device, and a primary phone per account (device 0) that speaks Signal for
- * real (wa/signal over an in-memory store): it decrypts what is sent to it (recording each
- * message's kind and target) and sends texts, replies with mentions, edits, reactions and revokes
- * on admin request (sim_admin_send_msg; over HTTP, POST /admin/send with the optional fields
- * mentions, reply_id / reply_sender / reply_text, edit, react + emoji / from_me / participant, and
- * revoke, listed at the top of main.c).
+ * consumed), usync device lists and LIDs (counted in usync_queries), <notification type="devices">
+ * to every logged-in connection when a companion pairs or logs out, 1:1 fan-out of
+ * <message><participants><to><enc> to every addressed device through a per-device queue (delivered
+ * at once when the device is online, at its next login otherwise, and again at every login until
+ * the device acks or receipts it), receipts routed to the sending device, and a primary phone per
+ * account (device 0) that speaks Signal for real (wa/signal over an in-memory store): it decrypts
+ * what is sent to it (recording each message's kind and target) and sends texts, replies with
+ * mentions, edits, reactions and revokes on admin request (sim_admin_send_msg; over HTTP, POST
+ * /admin/send with the optional fields mentions, reply_id / reply_sender / reply_text, edit, react
+ * + emoji / from_me / participant, and revoke, listed at the top of main.c).
  *
  * Receipts, presence and chat state: a <receipt> (delivered, read, played, retry; with a <list> of
  * more ids) goes to the device that sent each message (one receipt per sending device, the other
@@ -215,6 +216,7 @@ typedef struct sim {
     int corrupt_left;       /* how many more messages to corrupt */
     sim_sent *sent;         /* SIM_SENT_RING entries, malloc'd on first use */
     size_t sent_next;       /* the ring's next slot */
+    uint64_t usync_queries; /* usync IQs answered (tests count them: device-list caching) */
 
     /* sim_group.c: the groups and their messages; NULL until the first group */
     struct sim_groups *groups;

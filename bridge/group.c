@@ -1,0 +1,291 @@
+/*
+ * bridge/group.c - group portals: one Matrix room per WhatsApp group, shared by every login in it
+ * (portal.receiver_login_id NULL). The room is made by the bot, named and described after the
+ * group; the Matrix users of the logins in the group are invited; each participant's ghost joins
+ * when it first speaks or when the group's member list is read. Group answers and notifications of
+ * the engine (wa/client.h: WA_EV_GROUP_RESULT, WA_EV_GROUP) arrive here as jobs on the group
+ * portal's queue, copied out of the engine (never shared with its thread).
+ */
+#include "bridge/bridge_internal.h"
+#include "bridge/group.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "group"
+
+/* ---- copies of engine data that travel to the portal workers ---- */
+
+void br_group_data_free(br_group_data *g)
+{
+    if (!g) return;
+    free(g->members);
+    free(g);
+}
+
+static br_group_data *group_data_new(size_t nmembers)
+{
+    br_group_data *g = calloc(1, sizeof(*g));
+    if (!g) return NULL;
+    if (nmembers) {
+        g->members = calloc(nmembers, sizeof(*g->members));
+        if (!g->members) {
+            free(g);
+            return NULL;
+        }
+    }
+    return g;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static void user_of(const char *jid, char *out, size_t cap)
+{
+    wa_jid j;
+    out[0] = '\0';
+    if (!jid || wa_jid_parse_cstr(jid, &j) != WA_OK) return;
+    j.device = 0;
+    j.ad = false;
+    j.agent = 0;
+    wa_jid_format(&j, out, cap);
+}
+
+/* A participant as the bridge names it: its phone-number JID when WhatsApp tells it (LID groups
+ * give both), else what it is. */
+static void member_jid(const wa_group_participant *p, char *out, size_t cap)
+{
+    if (p->phone_number && p->phone_number[0])
+        user_of(p->phone_number, out, cap);
+    else
+        user_of(p->jid, out, cap);
+}
+
+br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *info)
+{
+    br_group_data *g = group_data_new(info->nparticipants);
+    if (!g) return NULL;
+    g->login_id = login_id;
+    copy_str(g->group, sizeof(g->group), info->jid);
+    copy_str(g->subject, sizeof(g->subject), info->subject);
+    copy_str(g->topic, sizeof(g->topic), info->description);
+    g->has_info = true;
+    for (size_t i = 0; i < info->nparticipants; i++) {
+        member_jid(&info->participants[i], g->members[i].jid, sizeof(g->members[i].jid));
+        g->members[i].admin = info->participants[i].admin;
+        const wa_group_participant *pp = &info->participants[i];
+        const char *lid = pp->lid ? pp->lid : (pp->phone_number ? pp->jid : NULL);
+        user_of(lid, g->members[i].lid, sizeof(g->members[i].lid));
+    }
+    g->nmembers = info->nparticipants;
+    return g;
+}
+
+br_group_data *br_group_data_from_change(int64_t login_id, const wa_group_event *ev,
+                                         const wa_group_change_event *ch)
+{
+    if (ch->type == WA_GROUP_EV_CREATE && ch->info) {
+        br_group_data *g = br_group_data_from_info(login_id, ch->info);
+        if (g) g->change = ch->type;
+        return g;
+    }
+    br_group_data *g = group_data_new(ch->nparticipants);
+    if (!g) return NULL;
+    g->login_id = login_id;
+    g->change = ch->type;
+    copy_str(g->group, sizeof(g->group), ev->group);
+    user_of(ev->author_pn ? ev->author_pn : ev->author, g->author, sizeof(g->author));
+    copy_str(g->author_name, sizeof(g->author_name), ev->notify);
+    if (ch->type == WA_GROUP_EV_SUBJECT) copy_str(g->subject, sizeof(g->subject), ch->text);
+    if (ch->type == WA_GROUP_EV_DESCRIPTION) copy_str(g->topic, sizeof(g->topic), ch->text);
+    for (size_t i = 0; i < ch->nparticipants; i++)
+        member_jid(&ch->participants[i], g->members[i].jid, sizeof(g->members[i].jid));
+    g->nmembers = ch->nparticipants;
+    return g;
+}
+
+/* ---- rooms ---- */
+
+/* The ghost joins the room (invited by the bot first); cached per worker. */
+int br_group_ghost_join(br_pworker *pw, const char *room, const char *ghost_mxid)
+{
+    char key[2 * DB_ID_MAX + 2];
+    snprintf(key, sizeof(key), "%s|%s", room, ghost_mxid);
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *q = key; *q; q++)
+        h = (h ^ (uint8_t)*q) * 1099511628211ULL;
+    size_t slot = (size_t)(h % (sizeof(pw->joined) / sizeof(pw->joined[0])));
+    if (pw->joined[slot] == h) return 0;
+    mx_error err;
+    mx_client_invite(pw->mx, NULL, room, ghost_mxid, &err); /* fails harmlessly when joined */
+    if (mx_client_join(pw->mx, ghost_mxid, room, NULL, &err) != MX_OK) {
+        WB_WARN(MOD, "%s could not join %s: %s", ghost_mxid, room, err.error);
+        return -1;
+    }
+    pw->joined[slot] = h;
+    return 0;
+}
+
+static void ghost_leave(br_pworker *pw, const char *room, const char *jid, bool kicked)
+{
+    char mxid[DB_ID_MAX], name[DB_ID_MAX];
+    if (!br_portal_ghost_of(pw, jid, mxid, sizeof(mxid), name, sizeof(name))) return;
+    mx_error err;
+    if (kicked)
+        mx_client_kick(pw->mx, NULL, room, mxid, "removed on WhatsApp", &err);
+    else
+        mx_client_leave(pw->mx, mxid, room, &err);
+    memset(pw->joined, 0, sizeof(pw->joined)); /* simplest correct invalidation */
+}
+
+int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const char *subject,
+                           const char *topic, db_portal *out)
+{
+    br_bridge *b = pw->b;
+    br_room_ref ref;
+    if (br_room_of_chat(b, 0, group, &ref)) {
+        memset(out, 0, sizeof(*out));
+        out->id = ref.portal_id;
+        copy_str(out->chat_jid, sizeof(out->chat_jid), group);
+        copy_str(out->mxid, sizeof(out->mxid), ref.room);
+        db_portal full;
+        if (db_portal_get(pw->db, ref.portal_id, &full) == DB_OK) *out = full;
+        return 0;
+    }
+    int64_t pid;
+    if (db_portal_ensure(pw->db, group, 0, &pid) != DB_OK ||
+        db_portal_get(pw->db, pid, out) != DB_OK) {
+        WB_WARN(MOD, "portal row for %s: %s", group, db_conn_error(pw->db)->message);
+        return -1;
+    }
+    if (out->mxid[0]) {
+        br_room_remember(b, out->mxid, group, 0, pid);
+        return 0;
+    }
+    const char *invite[] = {l->mxid, NULL};
+    cJSON *pl = cJSON_CreateObject();
+    cJSON *users = cJSON_AddObjectToObject(pl, "users");
+    cJSON_AddNumberToObject(users, b->bot_mxid, 100);
+    cJSON_AddNumberToObject(pl, "users_default", 0);
+    cJSON_AddNumberToObject(pl, "state_default", 0); /* name and topic: anyone, as in WhatsApp */
+    mx_create_room opts = {.name = subject && subject[0] ? subject : group,
+                           .topic = topic && topic[0] ? topic : NULL,
+                           .preset = "private_chat",
+                           .invite = invite,
+                           .power_level_override = pl};
+    char *room = NULL;
+    mx_error err;
+    int rc = mx_client_create_room(pw->mx, NULL, &opts, &room, &err);
+    cJSON_Delete(pl);
+    if (rc != MX_OK) {
+        WB_WARN(MOD, "creating the room of %s failed: %s", group, err.error);
+        return -1;
+    }
+    db_portal_set_mxid(pw->db, pid, room);
+    db_portal_set_name(pw->db, pid, subject ? subject : "", topic ? topic : "");
+    copy_str(out->mxid, sizeof(out->mxid), room);
+    copy_str(out->name, sizeof(out->name), subject);
+    copy_str(out->topic, sizeof(out->topic), topic);
+    br_room_remember(b, room, group, 0, pid);
+    WB_INFO(MOD, "group portal %lld: %s <-> %s", (long long)pid, room, group);
+    free(room);
+    return 0;
+}
+
+/* ---- jobs ---- */
+
+/* Name, topic, the login's user invited, every participant's ghost joined. */
+static void apply_info(br_pworker *pw, br_login *l, const br_group_data *g)
+{
+    for (size_t i = 0; i < g->nmembers; i++)
+        if (g->members[i].lid[0] && g->members[i].jid[0] && strcmp(g->members[i].lid, g->members[i].jid))
+            db_lid_map_put(pw->db, l->id, g->members[i].lid, g->members[i].jid);
+    db_portal p;
+    if (br_portal_ensure_group(pw, l, g->group, g->subject, g->topic, &p) != 0) return;
+    mx_error err;
+    if (g->subject[0] && strcmp(p.name, g->subject) != 0) {
+        mx_client_set_room_name(pw->mx, NULL, p.mxid, g->subject, &err);
+        db_portal_set_name(pw->db, p.id, g->subject, g->topic);
+    }
+    if (strcmp(p.topic, g->topic) != 0) {
+        mx_client_set_room_topic(pw->mx, NULL, p.mxid, g->topic, &err);
+        db_portal_set_name(pw->db, p.id, g->subject[0] ? g->subject : p.name, g->topic);
+    }
+    mx_client_invite(pw->mx, NULL, p.mxid, l->mxid, &err); /* fails harmlessly when in */
+    char own[DB_ID_MAX];
+    snprintf(own, sizeof(own), "%s@s.whatsapp.net", l->phone);
+    for (size_t i = 0; i < g->nmembers; i++) {
+        if (strcmp(g->members[i].jid, own) == 0) continue; /* the user, not a ghost */
+        char mxid[DB_ID_MAX], name[DB_ID_MAX];
+        if (br_portal_ghost_of(pw, g->members[i].jid, mxid, sizeof(mxid), name, sizeof(name)))
+            br_group_ghost_join(pw, p.mxid, mxid);
+    }
+}
+
+void br_group_job_info(br_pworker *pw, void *arg)
+{
+    br_group_data *g = arg;
+    br_login *l = br_login_find(pw->b, g->login_id);
+    if (l) apply_info(pw, l, g);
+    if (l && g->reply_room[0]) {
+        br_room_ref ref;
+        if (g->result_code != 0)
+            br_notice(pw, g->reply_room, "The group could not be created: WhatsApp said %d.",
+                      g->result_code);
+        else if (br_room_of_chat(pw->b, 0, g->group, &ref))
+            br_notice(pw, g->reply_room, "Created the WhatsApp group \"%s\": %s", g->subject,
+                      ref.room);
+    }
+    br_group_data_free(g);
+}
+
+void br_group_job_change(br_pworker *pw, void *arg)
+{
+    br_group_data *g = arg;
+    br_login *l = br_login_find(pw->b, g->login_id);
+    br_room_ref ref;
+    if (!l) goto out;
+    if (g->change == WA_GROUP_EV_CREATE) {
+        apply_info(pw, l, g);
+        goto out;
+    }
+    if (!br_room_of_chat(pw->b, 0, g->group, &ref)) goto out; /* no portal yet: nothing to show */
+    char author[DB_ID_MAX] = "", name[DB_ID_MAX];
+    const char *as_user = NULL;
+    if (g->author[0] &&
+        br_portal_ghost_of(pw, g->author, author, sizeof(author), name, sizeof(name)) &&
+        br_group_ghost_join(pw, ref.room, author) == 0)
+        as_user = author;
+    mx_error err;
+    switch (g->change) {
+    case WA_GROUP_EV_SUBJECT:
+        if (mx_client_set_room_name(pw->mx, as_user, ref.room, g->subject, &err) != MX_OK &&
+            as_user)
+            mx_client_set_room_name(pw->mx, NULL, ref.room, g->subject, &err);
+        db_portal_set_name(pw->db, ref.portal_id, g->subject, NULL);
+        break;
+    case WA_GROUP_EV_DESCRIPTION:
+        if (mx_client_set_room_topic(pw->mx, as_user, ref.room, g->topic, &err) != MX_OK &&
+            as_user)
+            mx_client_set_room_topic(pw->mx, NULL, ref.room, g->topic, &err);
+        break;
+    case WA_GROUP_EV_ADD:
+        for (size_t i = 0; i < g->nmembers; i++) {
+            char mxid[DB_ID_MAX], nm[DB_ID_MAX];
+            if (br_portal_ghost_of(pw, g->members[i].jid, mxid, sizeof(mxid), nm, sizeof(nm)))
+                br_group_ghost_join(pw, ref.room, mxid);
+        }
+        break;
+    case WA_GROUP_EV_REMOVE:
+    case WA_GROUP_EV_LEAVE:
+        for (size_t i = 0; i < g->nmembers; i++)
+            ghost_leave(pw, ref.room, g->members[i].jid, g->change == WA_GROUP_EV_REMOVE);
+        break;
+    default: break;
+    }
+out:
+    br_group_data_free(g);
+}

@@ -1,0 +1,50 @@
+/*
+ * bridge/group.h - group portals (bridge/group.c): the room of a WhatsApp group, shared by the
+ * logins in it, kept in step with the group's name, description and members.
+ */
+#ifndef BR_GROUP_H
+#define BR_GROUP_H
+
+#include "bridge/bridge_internal.h"
+#include "wa/client.h"
+#include "wa/group.h"
+
+/* What the portal workers need of a group answer or notification, copied off the engine thread.
+ * Owned by the job that gets it (br_group_data_free). */
+typedef struct br_group_member {
+    char jid[DB_ID_MAX]; /* user JID (the phone-number one when WhatsApp gives it) */
+    char lid[DB_ID_MAX]; /* its LID user JID when known, else "" */
+    bool admin;
+} br_group_member;
+
+typedef struct br_group_data {
+    int64_t login_id;
+    char group[DB_ID_MAX];
+    bool has_info;                /* subject, topic and members are the whole group */
+    wa_group_event_type change;   /* a notification's change (0 for an info) */
+    char subject[DB_ID_MAX];
+    char topic[1024];
+    char author[DB_ID_MAX];       /* who made the change, "" = the server */
+    char author_name[256];
+    br_group_member *members;     /* info: every participant; change: those it names */
+    size_t nmembers;
+    char reply_room[DB_ID_MAX];   /* create-group: where to answer, "" = none */
+    int result_code;              /* create-group: WhatsApp's answer (0 = done) */
+} br_group_data;
+
+br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *info);
+br_group_data *br_group_data_from_change(int64_t login_id, const wa_group_event *ev,
+                                         const wa_group_change_event *ch);
+void br_group_data_free(br_group_data *g);
+
+/* Jobs on the group portal's queue (arg: br_group_data). */
+void br_group_job_info(br_pworker *pw, void *arg);
+void br_group_job_change(br_pworker *pw, void *arg);
+
+/* The portal of a group (room made by the bot when missing, l's user invited). */
+int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const char *subject,
+                           const char *topic, db_portal *out);
+/* A ghost joins a group portal (invited by the bot); 0 when in. */
+int br_group_ghost_join(br_pworker *pw, const char *room, const char *ghost_mxid);
+
+#endif

@@ -1,0 +1,80 @@
+// tests/e2e/e2e_group.mjs - a group portal across the whole stack: Bob's phone creates a WhatsApp
+// group with Alice (logged in through the bridge) and Carol; the portal room appears with the
+// group's name, Alice is invited; Bob's group message comes from his ghost; Alice's answer in the
+// room reaches both phones; Bob renames the group and removes Carol -> the room follows. Alice
+// also creates a group with `create-group` and brings her groups over with `sync`.
+//   node e2e_group.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
+import { readFileSync } from 'node:fs';
+import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { openManagementRoom, loginQr, joinNextInvite, phoneMessages, fromBot } from './scenario.mjs';
+
+const [wabridge, hsSim, waSim] = process.argv.slice(2);
+const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
+const pg = createDatabase(conninfo, 'e2e_group');
+let failures = 0;
+const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const ALICE = '15550000051', BOB = '15550000052', CAROL = '15550000053';
+const stack = await startStack({
+  bins: { wabridge, hsSim, waSim }, pg,
+  accounts: [{ phone: ALICE, lid: '900000000000051', name: 'Alice' }, { phone: BOB, lid: '900000000000052', name: 'Bob' },
+    { phone: CAROL, lid: '900000000000053', name: 'Carol' }],
+});
+const { wa, hs } = stack;
+try {
+  const alice = await MxUser.register(hs.url, 'alice');
+  const mgmt = await openManagementRoom(alice, DOMAIN);
+  await loginQr(alice, mgmt, wa, ALICE);
+  const bobGhost = `@whatsapp_${BOB}:${DOMAIN}`;
+
+  const cr = await wa.admin('POST', '/admin/group/create', { phone: BOB, subject: 'Weekend plans', members: [ALICE, CAROL] });
+  check(cr.status === 200 && /@g\.us$/.test(cr.json.jid), `Bob's phone created a group (${cr.json.jid})`);
+  const group = cr.json.jid;
+  const known = new Set([mgmt]);
+  const portal = await joinNextInvite(alice, known);
+  const name = await waitFor('the room name', async () => {
+    const st = await alice.req('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.name/`).catch(() => null);
+    return st?.name === 'Weekend plans' && st;
+  }, 30000);
+  check(!!name, 'the group portal is named after the group');
+
+  const s1 = await wa.admin('POST', '/admin/group/send', { phone: BOB, group, text: 'Hi all, Bob here' });
+  check(s1.status === 200, 'Bob sends a group text');
+  const m1 = await alice.waitEvent('Bob\'s group message', (e) => e.room_id === portal && e.content?.body === 'Hi all, Bob here', 30000);
+  check(m1.sender === bobGhost, 'the group message comes from Bob\'s ghost in the group portal');
+
+  await alice.send(portal, 'Hello group, Alice from Matrix');
+  for (const p of [BOB, CAROL]) {
+    const got = await waitFor(`${p} gets Alice's group message`, async () =>
+      (await phoneMessages(wa, p)).find((m) => m.text === 'Hello group, Alice from Matrix'), 30000).catch(() => null);
+    check(got && got.chat === group, `the phone of ${p} got Alice's message in the group (${got?.chat})`);
+  }
+
+  const rm = await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'remove', members: [CAROL] });
+  check(rm.status === 200, 'Bob removes Carol');
+  const carolGhost = `@whatsapp_${CAROL}:${DOMAIN}`;
+  await alice.waitEvent('Carol leaves the room', (e) => e.room_id === portal && e.type === 'm.room.member' && e.state_key === carolGhost &&
+    ['leave', 'ban'].includes(e.content?.membership), 30000).then(() => check(true, 'a removed member\'s ghost leaves the portal'),
+    () => check(false, 'a removed member\'s ghost leaves the portal'));
+
+  // Alice creates a group from Matrix
+  const since = alice.events.length;
+  await alice.send(mgmt, `create-group Book club +${BOB}`);
+  const done = await alice.waitEvent('the group created', (e) => alice.events.indexOf(e) >= since &&
+    fromBot(alice, mgmt, (x) => /Created the WhatsApp group|could not be created/.test(x.content.body))(e), 30000);
+  check(/Created the WhatsApp group "Book club"/.test(done.content.body), `create-group: ${done.content.body}`);
+  // sync: the groups she is in come over; the portals that exist are reused, not doubled
+  const roomsBefore = alice.invites.size;
+  const s2 = alice.events.length;
+  await alice.send(mgmt, 'sync');
+  await alice.waitEvent('the sync answer', (e) => alice.events.indexOf(e) >= s2 && fromBot(alice, mgmt, (x) => /Syncing your WhatsApp groups/.test(x.content.body))(e));
+  await new Promise((r) => setTimeout(r, 1500));
+  check(alice.invites.size === roomsBefore, `sync reuses the existing group portals (${alice.invites.size} invites)`);
+  alice.stop();
+} catch (e) {
+  console.log(`FAIL - ${e.stack}`);
+  failures++;
+} finally {
+  await stack.stop();
+}
+console.log(failures ? `${failures} failure(s)` : 'all passed');
+process.exit(failures ? 1 : 0);
