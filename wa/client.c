@@ -66,6 +66,10 @@ typedef struct msg_attrs {
 /* An outgoing message waiting for the group info, device lists and sessions. */
 typedef struct send_job {
     bool used;
+    bool waiting;            /* queued behind an earlier message to the same chat: messages to a
+                                chat leave in the order they were given, whatever round trips
+                                each one needs */
+    uint64_t seq;            /* order of wa_client_send_message calls */
     bool group;              /* to is a group: sender keys */
     bool lid;                /* group: addressing_mode="lid" (our LID device sends) */
     char id[32];             /* message id */
@@ -120,6 +124,7 @@ struct wa_client {
     wa_signal *sig;              /* Signal sessions of this device (over cfg.store) */
     wa_senderkey *sk;            /* sender keys of this device (over cfg.store) */
     send_job jobs[WA_MAX_SENDS]; /* outgoing messages in preparation */
+    uint64_t job_seq;            /* the last send_job.seq given */
     smap devices;                /* user JID -> device numbers (usync), for this connection */
     group_entry **groups;        /* groups we know, for this connection */
     size_t ngroups, groups_cap;  /* used / allocated */
@@ -1980,6 +1985,37 @@ static void new_message_id(wa_client *c, char id[WA_MESSAGE_ID_MAX])
 
 static void job_start(wa_client *c, send_job *j, wb_arena *a);
 
+/* True when an earlier message to j's chat is still on its way (being prepared, or waiting). */
+static bool job_behind(const wa_client *c, const send_job *j)
+{
+    for (int i = 0; i < WA_MAX_SENDS; i++) {
+        const send_job *o = &c->jobs[i];
+        if (o != j && o->used && strcmp(o->to, j->to) == 0 && (!o->waiting || o->seq < j->seq))
+            return true;
+    }
+    return false;
+}
+
+/* Starts the waiting messages whose turn has come, oldest first. */
+static void jobs_kick(wa_client *c)
+{
+    if (c->state != WA_CLIENT_CONNECTED) return;
+    for (;;) {
+        send_job *next = NULL;
+        for (int i = 0; i < WA_MAX_SENDS; i++) {
+            send_job *j = &c->jobs[i];
+            if (j->used && j->waiting && !job_behind(c, j) && (!next || j->seq < next->seq))
+                next = j;
+        }
+        if (!next) return;
+        next->waiting = false;
+        wb_arena a;
+        wb_arena_init(&a, 0);
+        job_start(c, next, &a);
+        wb_arena_free(&a);
+    }
+}
+
 int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
                         int64_t now)
 {
@@ -2053,10 +2089,16 @@ static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, 
     j->group = kind == WA_JID_GROUP;
     j->attrs = attrs;
     j->plaintext = plaintext;
+    j->seq = ++c->job_seq;
+    if (job_behind(c, j)) { /* an earlier message to this chat goes first */
+        j->waiting = true;
+        return WA_OK;
+    }
     wb_arena a;
     wb_arena_init(&a, 0);
     job_start(c, j, &a); /* failures from here on are WA_EV_SEND_FAILED */
     wb_arena_free(&a);
+    jobs_kick(c);
     return WA_OK;
 }
 
@@ -3269,6 +3311,7 @@ void wa_client_on_data(wa_client *c, const uint8_t *p, size_t len, int64_t now, 
         wa_client_state before = c->state;
         on_node(c, n, now);
         wb_arena_free(&a);
+        jobs_kick(c); /* a message done: the next one to its chat may go */
         if (c->state == WA_CLIENT_BACKOFF || c->state == WA_CLIENT_IDLE ||
             c->state == WA_CLIENT_LOGGED_OUT || (before != c->state && c->io == WA_IO_CLOSE))
             return;
