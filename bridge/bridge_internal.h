@@ -215,6 +215,8 @@ void br_login_mark_read(br_login *l, const char *chat, const char *wa_id);
 void br_login_chat_state(br_login *l, const char *chat, bool typing);
 /* Asks for a group's info; the answer comes as a group-info job on the group's portal queue. */
 void br_login_group_info(br_login *l, const char *group);
+/* A group's subject (subject true) or description, from Matrix. */
+void br_login_group_set(br_login *l, const char *group, bool subject, const char *text);
 /* sync: every group of the login (each answer a group-info job). */
 void br_login_group_sync(br_login *l);
 /* create-group: the answer (a group-info job) is also reported in reply_room. */

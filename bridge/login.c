@@ -399,7 +399,7 @@ static void take_group_updates(br_login *l)
 }
 
 typedef struct group_req {
-    int kind; /* 0 info, 1 participating, 2 create */
+    int kind; /* 0 info, 1 participating, 2 create, 3 subject, 4 description */
     char group[DB_ID_MAX];
     char subject[DB_ID_MAX];
     char (*participants)[DB_ID_MAX];
@@ -417,6 +417,10 @@ static void group_on_engine(wa_client *c, void *arg)
         rc = wa_client_group_info(c, r->group, &req);
     } else if (r->kind == 1) {
         rc = wa_client_group_participating(c, &req);
+    } else if (r->kind == 3) {
+        rc = wa_client_group_subject(c, r->group, r->subject, &req);
+    } else if (r->kind == 4) {
+        rc = wa_client_group_description(c, r->group, r->subject, &req);
     } else {
         const char *ps[256];
         size_t n = r->n < 256 ? r->n : 256;
@@ -458,6 +462,16 @@ void br_login_group_info(br_login *l, const char *group)
     group_req *r = calloc(1, sizeof(*r));
     if (!r) return;
     snprintf(r->group, sizeof(r->group), "%s", group);
+    post_group(l, r);
+}
+
+void br_login_group_set(br_login *l, const char *group, bool subject, const char *text)
+{
+    group_req *r = calloc(1, sizeof(*r));
+    if (!r) return;
+    r->kind = subject ? 3 : 4;
+    snprintf(r->group, sizeof(r->group), "%s", group);
+    snprintf(r->subject, sizeof(r->subject), "%s", text);
     post_group(l, r);
 }
 

@@ -751,6 +751,25 @@ static void bridge_mx_redaction(br_pworker *pw, const br_room_ref *ref, const cJ
     send_to_wa(pw, ref, l, &m, event_id, false);
 }
 
+/* A Matrix user renames a group portal or changes its topic: the group follows (when the user
+ * may do it on WhatsApp; the engine reports a refusal). */
+static void bridge_mx_group_info(br_pworker *pw, const br_room_ref *ref, const char *sender,
+                                 const char *type, const cJSON *content)
+{
+    br_login *l = portal_login(pw, ref, sender, false);
+    if (!l) return;
+    bool name = strcmp(type, "m.room.name") == 0;
+    const char *v = jstr(content, name ? "name" : "topic");
+    if (!v) v = "";
+    db_portal p;
+    if (db_portal_get(pw->db, ref->portal_id, &p) == DB_OK &&
+        strcmp(name ? p.name : p.topic, v) == 0)
+        return; /* what the bridge itself set */
+    if (name && !v[0]) return; /* WhatsApp groups always have a subject */
+    br_login_group_set(l, ref->chat, name, v);
+    db_portal_set_name(pw->db, ref->portal_id, name ? v : p.name, name ? p.topic : v);
+}
+
 /* Ephemeral events: our user's typing and read receipts in a portal. */
 static void bridge_mx_ephemeral(br_pworker *pw, const br_room_ref *ref, const char *type,
                                 const cJSON *content)
@@ -812,6 +831,9 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
             bridge_mx_reaction(pw, &ref, ev, sender, event_id);
         else if (strcmp(type, "m.room.redaction") == 0)
             bridge_mx_redaction(pw, &ref, ev, sender, event_id);
+        else if (ref.receiver == 0 && state_key && state_key[0] == '\0' &&
+                 (strcmp(type, "m.room.name") == 0 || strcmp(type, "m.room.topic") == 0))
+            bridge_mx_group_info(pw, &ref, sender, type, content);
         goto done;
     }
     if (strcmp(type, "m.room.message") != 0) goto done;

@@ -49,6 +49,20 @@ try {
     check(got && got.chat === group, `the phone of ${p} got Alice's message in the group (${got?.chat})`);
   }
 
+  // Alice renames the room and sets its topic: the group follows
+  await alice.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.name/`, { name: 'Weekend plans (final)' });
+  await alice.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.topic/`, { topic: 'Saturday 10:00' });
+  const info = await waitFor('the group renamed', async () => {
+    const g = await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(group)}`);
+    return g.json.subject === 'Weekend plans (final)' && g.json;
+  }, 30000).catch(() => null);
+  check(!!info, 'renaming the portal renames the WhatsApp group');
+  const desc = await waitFor('the description', async () => {
+    const g = await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(group)}`);
+    return JSON.stringify(g.json).includes('Saturday 10:00');
+  }, 30000).catch(() => false);
+  check(desc, 'the portal topic becomes the group description');
+
   const rm = await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'remove', members: [CAROL] });
   check(rm.status === 200, 'Bob removes Carol');
   const carolGhost = `@whatsapp_${CAROL}:${DOMAIN}`;
