@@ -1,0 +1,70 @@
+// tests/e2e/e2e_group_shared.mjs - one group portal shared by two Matrix users, each logged in
+// with their own WhatsApp account, and an unmodified Baileys 7 client (Bob) in the group: Bob's
+// group creation brings one room for both, his message shows once, each Matrix user's message
+// reaches Bob and appears once in the room (the other login receives it too and must not echo it).
+//   node e2e_group_shared.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
+import { readFileSync } from 'node:fs';
+import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { openManagementRoom, loginQr, joinNextInvite } from './scenario.mjs';
+import { startBaileys } from '../interop/baileys_peer.mjs';
+
+const [wabridge, hsSim, waSim] = process.argv.slice(2);
+const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
+const pg = createDatabase(conninfo, 'e2e_group_shared');
+let failures = 0;
+const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const ALICE = '15550000061', DAVE = '15550000062', BOB = '15550000063';
+const stack = await startStack({
+  bins: { wabridge, hsSim, waSim }, pg,
+  accounts: [{ phone: ALICE, lid: '900000000000061', name: 'Alice' }, { phone: DAVE, lid: '900000000000062', name: 'Dave' },
+    { phone: BOB, lid: '900000000000063', name: 'Bob' }],
+});
+const { wa, hs } = stack;
+let bob;
+try {
+  const alice = await MxUser.register(hs.url, 'alice');
+  const dave = await MxUser.register(hs.url, 'dave');
+  const am = await openManagementRoom(alice, DOMAIN);
+  const dm = await openManagementRoom(dave, DOMAIN);
+  await loginQr(alice, am, wa, ALICE);
+  await loginQr(dave, dm, wa, DAVE);
+  bob = await startBaileys({ ws: wa.ready.ws, root: wa.ready.root, admin: wa.admin, phone: BOB, name: 'Bob' });
+  const g = await bob.sock.groupCreate('Shared room', [`${ALICE}@s.whatsapp.net`, `${DAVE}@s.whatsapp.net`]);
+  check(/@g\.us$/.test(g.id), `Baileys created a group with Alice and Dave (${g.id})`);
+  const ra = await joinNextInvite(alice, new Set([am]));
+  const rd = await joinNextInvite(dave, new Set([dm]));
+  check(ra === rd, `one portal room for both Matrix users (${ra})`);
+  const room = ra;
+
+  const bm = await bob.send(g.id, { text: 'Hello both, Bob here' });
+  await alice.waitEvent('Bob\'s message at Alice', (e) => e.room_id === room && e.content?.body === 'Hello both, Bob here', 30000);
+  await dave.waitEvent('Bob\'s message at Dave', (e) => e.room_id === room && e.content?.body === 'Hello both, Bob here', 30000);
+  await new Promise((r) => setTimeout(r, 1000));
+  check(alice.messagesIn(room).filter((e) => e.content?.body === 'Hello both, Bob here').length === 1,
+    'Bob\'s message reached both logins and is in the room once');
+
+  await alice.send(room, 'Alice answers');
+  await dave.send(room, 'Dave answers');
+  const got = await waitFor('both answers at Bob', () => {
+    const t = bob.received.filter((m) => m.key.remoteJid === g.id).map(bob.textOf);
+    return t.includes('Alice answers') && t.includes('Dave answers') && t;
+  }, 30000).catch(() => null);
+  check(!!got, 'Bob (Baileys) receives both Matrix users\' messages in the group');
+  const from = (txt) => bob.received.find((m) => bob.textOf(m) === txt)?.key.participant ?? '';
+  check(from('Alice answers').startsWith(ALICE) || from('Alice answers').includes('900000000000061'), `Alice's message comes from her account (${from('Alice answers')})`);
+  check(from('Dave answers').startsWith(DAVE) || from('Dave answers').includes('900000000000062'), `Dave's message comes from his account (${from('Dave answers')})`);
+  await new Promise((r) => setTimeout(r, 1500));
+  const bodies = alice.messagesIn(room).map((e) => e.content.body);
+  check(bodies.filter((b) => b === 'Alice answers').length === 1 && bodies.filter((b) => b === 'Dave answers').length === 1,
+    `no echo: each Matrix message is in the room once (${JSON.stringify(bodies)})`);
+  void bm;
+  alice.stop(); dave.stop();
+} catch (e) {
+  console.log(`FAIL - ${e.stack}`);
+  failures++;
+} finally {
+  bob?.stop();
+  await stack.stop();
+}
+console.log(failures ? `${failures} failure(s)` : 'all passed');
+process.exit(failures ? 1 : 0);
