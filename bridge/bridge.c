@@ -16,9 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PUMP_BATCH      256
-#define LEASE_RENEW_MS  20000
-#define MOD             "bridge"
+#define PUMP_BATCH     256
+#define LEASE_RENEW_MS 20000
+#define MOD            "bridge"
 
 int64_t br_now_ms(void)
 {
@@ -359,7 +359,8 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         open_db(cfg, &b->db_pump, err, cap))
         goto fail;
     db_migrate_report rep;
-    if (db_migrate(b->db_main, db_migrations_embedded, db_migrations_embedded_count, &rep) != DB_OK) {
+    if (db_migrate(b->db_main, db_migrations_embedded, db_migrations_embedded_count, &rep) !=
+        DB_OK) {
         fail(err, cap, "database: migration failed: %s", db_conn_error(b->db_main)->message);
         goto fail;
     }
@@ -371,7 +372,8 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     }
 
     /* the appservice endpoint first: the homeserver's ping must find it */
-    mx_as_config ac = {.bind_addr = cfg->as_hostname, .port = cfg->as_port, .hs_token = cfg->hs_token};
+    mx_as_config ac = {
+        .bind_addr = cfg->as_hostname, .port = cfg->as_port, .hs_token = cfg->hs_token};
     mx_txn_store store = br_mx_txn_store_pg(b->db_http);
     mx_as_handler h = {.ctx = b, .on_events = on_events, .query_user = query_user};
     if (mx_as_server_start(&ac, &store, &h, &b->as) != MX_OK) {
@@ -395,7 +397,8 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         goto fail;
     }
     if (mx_client_ensure_registered(b->mx_main, cfg->bot_username, &me) != MX_OK) {
-        fail(err, cap, "homeserver: cannot register the bot %s (is the registration installed?): %s",
+        fail(err, cap,
+             "homeserver: cannot register the bot %s (is the registration installed?): %s",
              b->bot_mxid, me.error);
         goto fail;
     }
@@ -412,7 +415,8 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     if (cfg->bot_displayname[0] &&
         mx_client_set_displayname(b->mx_main, NULL, cfg->bot_displayname, &me) != MX_OK)
         WB_WARN(MOD, "setting the bot's display name failed: %s", me.error);
-    if (cfg->bot_avatar[0] && mx_client_set_avatar_url(b->mx_main, NULL, cfg->bot_avatar, &me) != MX_OK)
+    if (cfg->bot_avatar[0] &&
+        mx_client_set_avatar_url(b->mx_main, NULL, cfg->bot_avatar, &me) != MX_OK)
         WB_WARN(MOD, "setting the bot's avatar failed: %s", me.error);
 
     /* portal workers */
@@ -426,8 +430,10 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         pthread_mutex_init(&pw->lock, NULL);
         pthread_cond_init(&pw->cond, NULL);
         if (open_db_opts(cfg, &pw->db, true, err, cap)) goto fail;
-        mx_client_config mc = {.hs_url = cfg->hs_address, .as_token = cfg->as_token,
-                               .server_name = cfg->hs_domain, .bot_localpart = cfg->bot_username,
+        mx_client_config mc = {.hs_url = cfg->hs_address,
+                               .as_token = cfg->as_token,
+                               .server_name = cfg->hs_domain,
+                               .bot_localpart = cfg->bot_username,
                                .ghosts = br_mx_ghost_store_pg(pw->db)};
         pw->mx = mx_client_new(&mc);
         if (!pw->mx) goto nomem;

@@ -24,12 +24,12 @@ typedef struct br_bridge br_bridge;
 
 /* Counters (since start), for tests and the log. */
 typedef struct br_stats {
-    uint64_t mx_events;       /* Matrix events taken from the inbox */
-    uint64_t mx_bridged;      /* Matrix messages sent to WhatsApp */
-    uint64_t wa_messages;     /* WhatsApp messages received */
-    uint64_t wa_bridged;      /* WhatsApp messages sent to Matrix */
-    uint64_t commands;        /* management commands answered */
-    uint64_t failures;        /* events that failed with a notice */
+    uint64_t mx_events;   /* Matrix events taken from the inbox */
+    uint64_t mx_bridged;  /* Matrix messages sent to WhatsApp */
+    uint64_t wa_messages; /* WhatsApp messages received */
+    uint64_t wa_bridged;  /* WhatsApp messages sent to Matrix */
+    uint64_t commands;    /* management commands answered */
+    uint64_t failures;    /* events that failed with a notice */
 } br_stats;
 
 /* cfg is borrowed and must outlive the bridge. 0, or -1 with err filled (and nothing running). */

@@ -4,8 +4,8 @@
  *
  * Threads and who touches what:
  *  - portal workers (br_pworker): serial queues of jobs; a job key (a portal, a management room)
- *    always hashes to the same worker, so one portal's jobs run one at a time, in order. Each worker
- *    owns a db_conn and an mx_client.
+ *    always hashes to the same worker, so one portal's jobs run one at a time, in order. Each
+ * worker owns a db_conn and an mx_client.
  *  - engine workers (br_engine): wa_worker threads; a login's client is only touched there. Each
  *    owns a db_conn used by the stores of its logins. They never call the homeserver.
  *  - the pump: reads mx_inbox in id order and queues each event on its key's worker.
@@ -28,11 +28,15 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define BR_MAX_LOGINS  4096
-#define BR_LEASE_MS    60000 /* a login lease lasts this long; renewed every 20 s */
+#define BR_MAX_LOGINS   4096
+#define BR_LEASE_MS     60000 /* a login lease lasts this long; renewed every 20 s */
 #define BR_SEND_WAIT_MS 60000
-#define BR_GROUP_CALLS 8   /* create-group calls waiting per login */
-#define BR_MAX_INFLIGHT 12 /* sends of one login waiting for their ack (the engine allows 16) */ /* how long a portal waits for WhatsApp to accept a message */
+#define BR_GROUP_CALLS  8 /* create-group calls waiting per login */
+#define BR_MAX_INFLIGHT                                                                            \
+    12 /* sends of one login waiting for their ack (the engine allows 16) */ /* how long a portal  \
+                                                                                waits for WhatsApp \
+                                                                                to accept a        \
+                                                                                message */
 
 typedef struct br_bridge br_bridge;
 typedef struct br_pworker br_pworker;
@@ -57,21 +61,21 @@ struct br_pworker {
     bool busy;    /* a job is running */
     db_conn *db;
     mx_client *mx;
-    int64_t cur_inbox_id; /* the inbox row of the Matrix event being handled */
+    int64_t cur_inbox_id;  /* the inbox row of the Matrix event being handled */
     uint64_t joined[1024]; /* hashes of (room, ghost) this worker saw joined */
     struct {
         char jid[96];   /* a ghost this worker checked... */
         char push[128]; /* ...with this push name: nothing to change while it stays the same */
     } ghost_seen[256];
-    bool deferred;        /* its deletion waits for an asynchronous send's completion */
+    bool deferred; /* its deletion waits for an asynchronous send's completion */
 };
 
 typedef struct br_engine {
     br_bridge *b;
     int index;
     wa_worker *w;
-    db_conn *db;              /* the engine thread's connection (stores of its logins) */
-    wa_crypto *crypto;        /* the engine thread's randomness */
+    db_conn *db;       /* the engine thread's connection (stores of its logins) */
+    wa_crypto *crypto; /* the engine thread's randomness */
     struct br_login *by_handle[BR_MAX_LOGINS]; /* wa_worker login handle -> login */
 } br_engine;
 
@@ -92,10 +96,10 @@ struct br_pending_send {
 
 /* What an asynchronous send's completion job gets (owned by it). */
 typedef struct br_send_done {
-    int result;           /* 1 sent, -1 failed */
-    char err[256];        /* why, when failed */
+    int result;    /* 1 sent, -1 failed */
+    char err[256]; /* why, when failed */
     char id[WA_MESSAGE_ID_MAX];
-    void *ctx;            /* the caller's, freed by the completion */
+    void *ctx; /* the caller's, freed by the completion */
 } br_send_done;
 
 typedef struct br_login {
@@ -105,12 +109,13 @@ typedef struct br_login {
     char phone[64];            /* digits, once paired */
     char lid[DB_ID_MAX];       /* our LID user JID, once connected ("" before) */
     br_engine *eng;
-    int handle;                /* wa_worker login handle, -1 before it is added */
-    wa_client *client;         /* engine thread only */
+    int handle;        /* wa_worker login handle, -1 before it is added */
+    wa_client *client; /* engine thread only */
     wa_store store;
-    _Atomic int state;         /* wa_client_state, mirrored for other threads */
-    bool pairing;              /* started by a login command (not yet paired) */
-    _Atomic int64_t pairing_until_ms; /* the login times out then (bridge.login_timeout_s); 0 = none */
+    _Atomic int state; /* wa_client_state, mirrored for other threads */
+    bool pairing;      /* started by a login command (not yet paired) */
+    _Atomic int64_t
+        pairing_until_ms;      /* the login times out then (bridge.login_timeout_s); 0 = none */
     _Atomic bool paired;       /* the engine reported pair success */
     char qr_event[DB_ID_MAX];  /* the QR image event, edited as the QR rotates; management worker */
     char pair_phone[64];       /* login by code: the phone number */
@@ -123,7 +128,8 @@ typedef struct br_login {
     struct {
         uint32_t req_id; /* a create-group call waiting for its answer (0: free) */
         char room[DB_ID_MAX];
-    } group_calls[BR_GROUP_CALLS]; /* guarded by send_lock */ /* unlisted logins, freed at shutdown (late jobs may hold one) */
+    } group_calls[BR_GROUP_CALLS];
+        /* guarded by send_lock */ /* unlisted logins, freed at shutdown (late jobs may hold one) */
 } br_login;
 
 /* A portal known to have a room (cache of the portal table for routing Matrix events). */
@@ -155,7 +161,7 @@ struct br_bridge {
     _Atomic bool stopping;
     _Atomic bool workers_exit; /* portal workers stop once their queue is empty */
     bool started;              /* br_bridge_start completed */
-    pthread_mutex_t lock; /* guards logins, rooms */
+    pthread_mutex_t lock;      /* guards logins, rooms */
     br_login *logins[BR_MAX_LOGINS];
     size_t n_logins;
     br_login *dead; /* unlisted logins, freed at shutdown */
@@ -187,8 +193,8 @@ br_login *br_login_find(br_bridge *b, int64_t id);
 /* Logins of a Matrix user (up to max); returns the count. */
 size_t br_logins_of(br_bridge *b, const char *mxid, br_login **out, size_t max);
 /* Starts a new login for mxid, reporting to room (QR, or code when phone is not NULL). */
-int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const char *phone,
-                   char *err, size_t errcap);
+int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const char *phone, char *err,
+                   size_t errcap);
 /* Starts the logins this process holds leases for (at start-up). */
 int br_logins_resume(br_bridge *b);
 int br_login_logout(br_pworker *pw, br_login *l);
@@ -249,9 +255,9 @@ typedef struct br_wa_signal {
     int64_t login_id;
     bool typing_event; /* true: chat state; false: a read receipt */
     char chat[DB_ID_MAX];
-    char who[DB_ID_MAX];   /* the contact (user JID) */
-    char id[DB_ID_MAX];    /* receipt: our message id */
-    char state[32];        /* typing: composing / recording / paused */
+    char who[DB_ID_MAX]; /* the contact (user JID) */
+    char id[DB_ID_MAX];  /* receipt: our message id */
+    char state[32];      /* typing: composing / recording / paused */
 } br_wa_signal;
 void br_portal_job_wa_signal(br_pworker *pw, void *arg);
 /* The ghost of a WhatsApp user: registered, its name kept current. false when jid is not a user. */

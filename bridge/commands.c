@@ -66,7 +66,8 @@ static void digits_of(const char *in, char *out, size_t cap)
 {
     size_t o = 0;
     for (; *in && o + 1 < cap; in++)
-        if (isdigit((unsigned char)*in)) out[o++] = *in;
+        if (isdigit((unsigned char)*in))
+            out[o++] = *in;
         else if (!strchr("+-() .", *in)) {
             o = 0;
             break;
@@ -112,8 +113,10 @@ static void cmd_login(br_pworker *pw, const char *room, const char *sender, int 
         }
         digits_of(argv[2], phone, sizeof(phone));
         if (!all_digits(phone, 7, 15)) {
-            br_notice(pw, room, "`%s` is not a phone number: give it with the country code, e.g. "
-                      "`login phone +15551234567`.", argv[2]);
+            br_notice(pw, room,
+                      "`%s` is not a phone number: give it with the country code, e.g. "
+                      "`login phone +15551234567`.",
+                      argv[2]);
             return;
         }
     } else if (argc != 2) {
@@ -124,7 +127,8 @@ static void cmd_login(br_pworker *pw, const char *room, const char *sender, int 
     size_t n = br_logins_of(pw->b, sender, ls, 16);
     for (size_t i = 0; i < n; i++)
         if (ls[i]->pairing) {
-            br_notice(pw, room, "A login is already in progress: finish it or wait for it to time "
+            br_notice(pw, room,
+                      "A login is already in progress: finish it or wait for it to time "
                       "out.");
             return;
         }
@@ -134,7 +138,8 @@ static void cmd_login(br_pworker *pw, const char *room, const char *sender, int 
         return;
     }
     if (!phone[0])
-        br_notice(pw, room, "Scan the QR code below with WhatsApp on your phone: Settings > Linked "
+        br_notice(pw, room,
+                  "Scan the QR code below with WhatsApp on your phone: Settings > Linked "
                   "devices > Link a device.");
 }
 
@@ -251,7 +256,8 @@ bool br_command_handle(br_pworker *pw, const char *room, const char *sender, con
     size_t plen = strlen(prefix);
     while (isspace((unsigned char)*body))
         body++;
-    if (strncmp(body, prefix, plen) == 0 && (body[plen] == '\0' || isspace((unsigned char)body[plen])))
+    if (strncmp(body, prefix, plen) == 0 &&
+        (body[plen] == '\0' || isspace((unsigned char)body[plen])))
         body += plen;
     else if (!mgmt_room)
         return false;
@@ -288,8 +294,10 @@ bool br_command_handle(br_pworker *pw, const char *room, const char *sender, con
         return true;
     }
     if (perm < BR_PERM_USER) {
-        br_notice(pw, room, "You are not allowed to log in through this bridge (your permission "
-                  "level is %s).", br_perm_name(perm));
+        br_notice(pw, room,
+                  "You are not allowed to log in through this bridge (your permission "
+                  "level is %s).",
+                  br_perm_name(perm));
         return true;
     }
     if (strcmp(cmd, "login") == 0) {
@@ -316,7 +324,8 @@ bool br_command_handle(br_pworker *pw, const char *room, const char *sender, con
         }
         for (size_t i = 0; i < n; i++)
             br_login_group_sync(ls[i]);
-        br_notice(pw, room, "Syncing your WhatsApp groups: a portal room appears for each one "
+        br_notice(pw, room,
+                  "Syncing your WhatsApp groups: a portal room appears for each one "
                   "(you are invited). Contacts come with the first message (contact sync is not "
                   "available yet).");
     } else {

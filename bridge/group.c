@@ -201,7 +201,8 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
 static void apply_info(br_pworker *pw, br_login *l, const br_group_data *g)
 {
     for (size_t i = 0; i < g->nmembers; i++)
-        if (g->members[i].lid[0] && g->members[i].jid[0] && strcmp(g->members[i].lid, g->members[i].jid))
+        if (g->members[i].lid[0] && g->members[i].jid[0] &&
+            strcmp(g->members[i].lid, g->members[i].jid))
             db_lid_map_put(pw->db, l->id, g->members[i].lid, g->members[i].jid);
     db_portal p;
     if (br_portal_ensure_group(pw, l, g->group, g->subject, g->topic, &p) != 0) return;
@@ -268,8 +269,7 @@ void br_group_job_change(br_pworker *pw, void *arg)
         db_portal_set_name(pw->db, ref.portal_id, g->subject, NULL);
         break;
     case WA_GROUP_EV_DESCRIPTION:
-        if (mx_client_set_room_topic(pw->mx, as_user, ref.room, g->topic, &err) != MX_OK &&
-            as_user)
+        if (mx_client_set_room_topic(pw->mx, as_user, ref.room, g->topic, &err) != MX_OK && as_user)
             mx_client_set_room_topic(pw->mx, NULL, ref.room, g->topic, &err);
         break;
     case WA_GROUP_EV_ADD:

@@ -20,16 +20,16 @@ typedef struct br_group_member {
 typedef struct br_group_data {
     int64_t login_id;
     char group[DB_ID_MAX];
-    bool has_info;                /* subject, topic and members are the whole group */
-    wa_group_event_type change;   /* a notification's change (0 for an info) */
+    bool has_info;              /* subject, topic and members are the whole group */
+    wa_group_event_type change; /* a notification's change (0 for an info) */
     char subject[DB_ID_MAX];
     char topic[1024];
-    char author[DB_ID_MAX];       /* who made the change, "" = the server */
+    char author[DB_ID_MAX]; /* who made the change, "" = the server */
     char author_name[256];
-    br_group_member *members;     /* info: every participant; change: those it names */
+    br_group_member *members; /* info: every participant; change: those it names */
     size_t nmembers;
-    char reply_room[DB_ID_MAX];   /* create-group: where to answer, "" = none */
-    int result_code;              /* create-group: WhatsApp's answer (0 = done) */
+    char reply_room[DB_ID_MAX]; /* create-group: where to answer, "" = none */
+    int result_code;            /* create-group: WhatsApp's answer (0 = done) */
 } br_group_data;
 
 br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *info);

@@ -60,9 +60,8 @@ static void post_qr(br_pworker *pw, br_login *l, const char *code)
     wb_buf_init(&png);
     mx_error err;
     char *mxc = NULL;
-    if (br_qr_png(code, 8, &png) != 0 ||
-        mx_client_upload(pw->mx, NULL, "image/png", "qr.png", png.data, png.len, &mxc, &err) !=
-            MX_OK) {
+    if (br_qr_png(code, 8, &png) != 0 || mx_client_upload(pw->mx, NULL, "image/png", "qr.png",
+                                                          png.data, png.len, &mxc, &err) != MX_OK) {
         wb_buf_free(&png);
         br_notice(pw, l->mgmt_room, "Scan this code with WhatsApp (Linked devices):\n%s", code);
         return;
@@ -153,15 +152,18 @@ static void job_login_note(br_pworker *pw, void *arg)
     case WA_EV_QR_TIMEOUT:
         if (room[0]) {
             redact_qr(pw, l);
-            br_notice(pw, room, "Login timed out: no code was scanned. Send `login qr` to try again.");
+            br_notice(pw, room,
+                      "Login timed out: no code was scanned. Send `login qr` to try again.");
         }
         forget_login(b, l);
         db_login_delete(pw->db, n->login_id);
         break;
     case WA_EV_LOGGED_OUT:
         if (room[0])
-            br_notice(pw, room, "You were logged out of WhatsApp (+%s, code %d). Send `login qr` "
-                      "to log in again.", l->phone, n->ev.code);
+            br_notice(pw, room,
+                      "You were logged out of WhatsApp (+%s, code %d). Send `login qr` "
+                      "to log in again.",
+                      l->phone, n->ev.code);
         db_login_set_state(pw->db, l->id, "logged_out", NULL);
         forget_login(b, l);
         break;
@@ -236,8 +238,10 @@ static void job_login_timeout(br_pworker *pw, void *arg)
     WB_INFO(MOD, "login %lld: not completed in time", (long long)id);
     if (l->mgmt_room[0]) {
         redact_qr(pw, l);
-        br_notice(pw, l->mgmt_room, "Login timed out: nothing was scanned or typed in %lld s. "
-                  "Send `login qr` to try again.", (long long)pw->b->cfg->qr_timeout_s);
+        br_notice(pw, l->mgmt_room,
+                  "Login timed out: nothing was scanned or typed in %lld s. "
+                  "Send `login qr` to try again.",
+                  (long long)pw->b->cfg->qr_timeout_s);
     }
     forget_login(pw->b, l);
     db_login_delete(pw->db, id);
@@ -330,7 +334,7 @@ static void take_messages(br_login *l)
                 wa_jid_format(&j, chat_user, sizeof(chat_user));
             }
             char key[DB_ID_MAX + 64];
-            br_portal_key(l->id, chat_user, key, sizeof(key));
+            br_portal_key(strstr(chat_user, "@g.us") ? 0 : l->id, chat_user, key, sizeof(key));
             br_enqueue(l->eng->b, key, br_portal_job_wa_message, m);
         }
         wa_received_free(&r);
@@ -672,8 +676,8 @@ static int login_start(br_bridge *b, br_login *l, char *err, size_t cap)
     return 0;
 }
 
-int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const char *phone,
-                   char *err, size_t cap)
+int br_login_begin(br_pworker *pw, const char *mxid, const char *room, const char *phone, char *err,
+                   size_t cap)
 {
     br_bridge *b = pw->b;
     int64_t id;
@@ -731,7 +735,7 @@ static void requeue_buffer(br_bridge *b, br_login *l)
             wa_jid_format(&j, chat_user, sizeof(chat_user));
         }
         char key[DB_ID_MAX + 64];
-        br_portal_key(l->id, chat_user, key, sizeof(key));
+        br_portal_key(strstr(chat_user, "@g.us") ? 0 : l->id, chat_user, key, sizeof(key));
         br_enqueue(b, key, br_portal_job_wa_message, m);
     }
     if (n) WB_INFO(MOD, "login %lld: %zu buffered message(s) to bridge", (long long)l->id, n);
@@ -749,11 +753,11 @@ static void release_dead_leases(br_bridge *b)
     if (!host_len || db_login_list(b->db_main, NULL, rows, 64, &n) != DB_OK) return;
     for (size_t i = 0; i < n; i++) {
         const char *o = rows[i].owner;
-        if (!o[0] || strcmp(o, b->owner) == 0 || strncmp(o, b->owner, host_len + 1) != 0)
-            continue;
+        if (!o[0] || strcmp(o, b->owner) == 0 || strncmp(o, b->owner, host_len + 1) != 0) continue;
         long pid = strtol(o + host_len + 1, NULL, 10);
         if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
-            WB_INFO(MOD, "login %lld: the lease of %s (gone) is released", (long long)rows[i].id, o);
+            WB_INFO(MOD, "login %lld: the lease of %s (gone) is released", (long long)rows[i].id,
+                    o);
             db_login_release(b->db_main, rows[i].id, o);
         }
     }
@@ -969,8 +973,8 @@ void br_message_id_for(const char *event_id, char id[WA_MESSAGE_ID_MAX])
 
 /* Hands the send to the engine (waiting for the connection when it is coming); p is listed as
  * pending before the engine can report the ack. 0, or -1 with err (p not listed). */
-static int submit_send(br_login *l, const char *to, const wa_msg *m, br_pending_send *p,
-                       char *err, size_t errcap)
+static int submit_send(br_login *l, const char *to, const wa_msg *m, br_pending_send *p, char *err,
+                       size_t errcap)
 {
     if (l->removed || l->handle < 0) {
         snprintf(err, errcap, "not logged in");
@@ -992,8 +996,8 @@ static int submit_send(br_login *l, const char *to, const wa_msg *m, br_pending_
         nanosleep(&pause, NULL);
     }
     if (r.rc != WA_OK) {
-        snprintf(err, errcap, "%s", r.rc == WA_ERR_STATE ? "not connected to WhatsApp"
-                                                           : wa_strerror(r.rc));
+        snprintf(err, errcap, "%s",
+                 r.rc == WA_ERR_STATE ? "not connected to WhatsApp" : wa_strerror(r.rc));
         return -1;
     }
     return 0;
@@ -1054,7 +1058,9 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
         if (pthread_cond_timedwait(&l->send_cond, &l->send_lock, &dl) != 0) break;
     int result = p->result;
     WB_DEBUG(MOD, "login %lld: send %s to %s: %s", (long long)l->id, p->id, to,
-             result == 1 ? "acked" : result == -1 ? "refused" : "no ack in time");
+             result == 1    ? "acked"
+             : result == -1 ? "refused"
+                            : "no ack in time");
     for (br_pending_send **pp = &l->pending; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;
@@ -1064,8 +1070,9 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
     pthread_mutex_unlock(&l->send_lock);
     pending_free(p);
     if (result == 1) return 0;
-    snprintf(err, errcap, "%s", result == -1 ? "WhatsApp did not accept the message"
-                                             : "no answer from WhatsApp in time");
+    snprintf(err, errcap, "%s",
+             result == -1 ? "WhatsApp did not accept the message"
+                          : "no answer from WhatsApp in time");
     return -1;
 }
 

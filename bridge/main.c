@@ -115,14 +115,13 @@ static int migrate(const char *conninfo)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: wabridge [-c CONFIG]             run the bridge (CONFIG: config.yaml)\n"
-            "       wabridge -g [-c CONFIG] [-r REG]  write the appservice registration (REG:\n"
-            "                                         registration.yaml), generating tokens\n"
-            "       wabridge -e [-c CONFIG]           write an example config to CONFIG\n"
-            "       wabridge --version | --libraries | --migrate CONNINFO | --decode HEX |\n"
-            "                --decode-frame HEX\n"
-            "Options can be overridden by environment variables: see config.sample.yaml.\n");
+    fprintf(f, "usage: wabridge [-c CONFIG]             run the bridge (CONFIG: config.yaml)\n"
+               "       wabridge -g [-c CONFIG] [-r REG]  write the appservice registration (REG:\n"
+               "                                         registration.yaml), generating tokens\n"
+               "       wabridge -e [-c CONFIG]           write an example config to CONFIG\n"
+               "       wabridge --version | --libraries | --migrate CONNINFO | --decode HEX |\n"
+               "                --decode-frame HEX\n"
+               "Options can be overridden by environment variables: see config.sample.yaml.\n");
 }
 
 extern char **environ;
@@ -216,7 +215,8 @@ int main(int argc, char **argv)
             return 1;
         }
         printf("wrote %s: install it on your homeserver (app_service_config_files), then run "
-               "wabridge -c %s\n", reg, config);
+               "wabridge -c %s\n",
+               reg, config);
         return 0;
     }
     return run(config);

@@ -20,8 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD           "portal"
-#define RETRY_MS      2000
+#define MOD      "portal"
+#define RETRY_MS 2000
 
 /* Copies src into dst (cap bytes), cut at a character boundary when too long. */
 static void set_str(char *dst, size_t cap, const char *src)
@@ -206,7 +206,8 @@ static bool resolve_jid_to_mx(void *ctx, const char *jid, char *mxid, size_t mxi
     if ((size_t)snprintf(mxid, mxid_cap, "@%s:%s", local, pw->b->cfg->hs_domain) >= mxid_cap)
         return false;
     db_ghost g;
-    snprintf(name, name_cap, "%s", db_ghost_get(pw->db, user, &g) == DB_OK && g.name[0] ? g.name : "");
+    snprintf(name, name_cap, "%s",
+             db_ghost_get(pw->db, user, &g) == DB_OK && g.name[0] ? g.name : "");
     return true;
 }
 
@@ -235,8 +236,8 @@ static bool resolve_mx_to_jid(void *ctx, const char *mxid, char *jid, size_t jid
 
 static br_format_resolver resolver_of(br_pworker *pw)
 {
-    br_format_resolver r = {.ctx = pw, .jid_to_mx = resolve_jid_to_mx,
-                            .mx_to_jid = resolve_mx_to_jid};
+    br_format_resolver r = {
+        .ctx = pw, .jid_to_mx = resolve_jid_to_mx, .mx_to_jid = resolve_mx_to_jid};
     return r;
 }
 
@@ -286,7 +287,8 @@ static cJSON *text_content(br_pworker *pw, const db_portal *portal, const wa_msg
         }
     }
     db_message quoted;
-    if (msg->reply_id[0] && db_message_by_wa(pw->db, portal->id, msg->reply_id, "", &quoted) == DB_OK) {
+    if (msg->reply_id[0] &&
+        db_message_by_wa(pw->db, portal->id, msg->reply_id, "", &quoted) == DB_OK) {
         cJSON *rel = cJSON_AddObjectToObject(c, "m.relates_to");
         cJSON_AddStringToObject(cJSON_AddObjectToObject(rel, "m.in_reply_to"), "event_id",
                                 quoted.mxid);
@@ -334,8 +336,8 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
     }
     int result = 0;
     wa_jid cj;
-    bool group = chat[0] && wa_jid_parse_cstr(chat, &cj) == WA_OK &&
-                 wa_jid_kind_of(&cj) == WA_JID_GROUP;
+    bool group =
+        chat[0] && wa_jid_parse_cstr(chat, &cj) == WA_OK && wa_jid_kind_of(&cj) == WA_JID_GROUP;
     if (!group && (!chat[0] || wa_jid_parse_cstr(chat, &cj) != WA_OK ||
                    (wa_jid_kind_of(&cj) != WA_JID_PN && wa_jid_kind_of(&cj) != WA_JID_LID))) {
         WB_INFO(MOD, "login %lld: message %s in %s: chat kind not bridged yet", (long long)l->id,
@@ -368,7 +370,7 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
     if (db_message_by_wa(pw->db, portal.id, m->id, "", &prev) == DB_OK)
         goto done; /* bridged before (a redelivery or a restart) */
     char ghost[DB_ID_MAX];
-    const char *as_user = NULL; /* own messages come through the bot */
+    const char *as_user = NULL;          /* own messages come through the bot */
     const char *who = own ? "" : sender; /* "" = the login's own account */
     if (!own) {
         if (ghost_ensure(pw, sender, m->notify, ghost, sizeof(ghost)) ||
@@ -379,17 +381,18 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         as_user = ghost;
     }
     char txn[DB_ID_MAX + 64];
-    txn_of(l->id, m->id, txn, sizeof(txn));
+    txn_of(group ? 0 : l->id, m->id, txn, sizeof(txn)); /* a group's: the same from any login */
     mx_error err;
     char *event_id = NULL;
     int rc = MX_OK;
     db_message target;
-    bool has_target = prc == WA_OK &&
-                      (msg.kind == WA_MSG_EDIT || msg.kind == WA_MSG_REACTION ||
-                       msg.kind == WA_MSG_REVOKE) &&
-                      db_message_by_wa(pw->db, portal.id, msg.target.id, "", &target) == DB_OK;
-    if (prc == WA_OK && (msg.kind == WA_MSG_EDIT || msg.kind == WA_MSG_REACTION ||
-                         msg.kind == WA_MSG_REVOKE) && !has_target) {
+    bool has_target =
+        prc == WA_OK &&
+        (msg.kind == WA_MSG_EDIT || msg.kind == WA_MSG_REACTION || msg.kind == WA_MSG_REVOKE) &&
+        db_message_by_wa(pw->db, portal.id, msg.target.id, "", &target) == DB_OK;
+    if (prc == WA_OK &&
+        (msg.kind == WA_MSG_EDIT || msg.kind == WA_MSG_REACTION || msg.kind == WA_MSG_REVOKE) &&
+        !has_target) {
         WB_INFO(MOD, "login %lld: %s of %s, a message not bridged: ignored", (long long)l->id,
                 wa_msg_kind_name(msg.kind), msg.target.id);
         goto done;
@@ -525,16 +528,15 @@ out:
 
 /* ---- Matrix -> WhatsApp ---- */
 
-
 /* The login a Matrix user acts through in a portal; NULL (with a notice when useful) if none. */
-static br_login *portal_login(br_pworker *pw, const br_room_ref *ref, const char *sender,
-                              bool tell)
+static br_login *portal_login(br_pworker *pw, const br_room_ref *ref, const char *sender, bool tell)
 {
     if (ref->receiver == 0) { /* a group: the sender's own login (one in the group, we hope) */
         br_login *ls[1];
         if (br_logins_of(pw->b, sender, ls, 1) == 1) return ls[0];
         if (tell && br_config_perm(pw->b->cfg, sender) >= BR_PERM_USER)
-            br_notice(pw, ref->room, "⚠ Your message was not sent: you are not logged in to "
+            br_notice(pw, ref->room,
+                      "⚠ Your message was not sent: you are not logged in to "
                       "WhatsApp (send `login qr` in your management room).");
         return NULL;
     }
@@ -543,8 +545,10 @@ static br_login *portal_login(br_pworker *pw, const br_room_ref *ref, const char
         db_login row;
         if (tell && db_login_get(pw->db, ref->receiver, &row) == DB_OK &&
             strcmp(row.mxid, sender) == 0)
-            br_notice(pw, ref->room, "⚠ Your message was not sent: this WhatsApp login is not "
-                      "running (state %s). Send `login qr` in the management room.", row.state);
+            br_notice(pw, ref->room,
+                      "⚠ Your message was not sent: this WhatsApp login is not "
+                      "running (state %s). Send `login qr` in the management room.",
+                      row.state);
         return NULL;
     }
     if (strcmp(l->mxid, sender) != 0) return NULL; /* someone else in a DM portal (relay later) */
@@ -577,8 +581,8 @@ static void job_send_done(br_pworker *pw, void *arg)
     if (d->result == 1) {
         atomic_fetch_add(&pw->b->stats.mx_bridged, 1);
     } else {
-        WB_INFO(MOD, "login %lld: %s %s not sent: %s", (long long)c->login_id,
-                kind_word(c->kind), d->id, d->err);
+        WB_INFO(MOD, "login %lld: %s %s not sent: %s", (long long)c->login_id, kind_word(c->kind),
+                d->id, d->err);
         /* what was recorded on the way out did not happen */
         db_message_delete(pw->db, c->event_id);
         db_reaction_delete(pw->db, c->event_id);
@@ -673,12 +677,13 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
         snprintf(text, sizeof(text), "_* %s_", wt.text);
     else
         snprintf(text, sizeof(text), "%s", wt.text);
-    wa_msg m = {.kind = WA_MSG_TEXT, .text = text, .mentions = wt.mentions,
-                .n_mentions = wt.n_mentions};
+    wa_msg m = {
+        .kind = WA_MSG_TEXT, .text = text, .mentions = wt.mentions, .n_mentions = wt.n_mentions};
     db_message row;
     if (is_edit) {
         if (!target_key(pw, ref, l, jstr(rel, "event_id"), &m.target, &row) || !m.target.from_me) {
-            br_notice(pw, ref->room, "⚠ Your edit was not sent: only your own bridged messages "
+            br_notice(pw, ref->room,
+                      "⚠ Your edit was not sent: only your own bridged messages "
                       "can be edited on WhatsApp.");
             br_wa_text_free(&wt);
             return;
@@ -701,9 +706,8 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
 static void bridge_mx_reaction(br_pworker *pw, const br_room_ref *ref, const cJSON *ev,
                                const char *sender, const char *event_id)
 {
-    const cJSON *rel =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "content"),
-                                         "m.relates_to");
+    const cJSON *rel = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(ev, "content"), "m.relates_to");
     const char *rel_type = jstr(rel, "rel_type"), *key = jstr(rel, "key");
     br_login *l = portal_login(pw, ref, sender, false);
     if (!l || !rel_type || strcmp(rel_type, "m.annotation") != 0 || !key) return;
@@ -729,14 +733,14 @@ static void bridge_mx_redaction(br_pworker *pw, const br_room_ref *ref, const cJ
     if (!l || !redacts) return;
     db_reaction r;
     if (db_reaction_by_mxid(pw->db, redacts, &r) == DB_OK) { /* a reaction taken back */
-        if (r.sender_jid[0]) return; /* someone else's */
+        if (r.sender_jid[0]) return;                         /* someone else's */
         wa_msg m = {.kind = WA_MSG_REACTION};
         set_str(m.target.id, sizeof(m.target.id), r.target_wa_id);
         set_str(m.target.remote_jid, sizeof(m.target.remote_jid), ref->chat);
         db_message row;
-        m.target.from_me = db_message_by_wa(pw->db, ref->portal_id, r.target_wa_id, "", &row) ==
-                               DB_OK &&
-                           row.sender_jid[0] == '\0';
+        m.target.from_me =
+            db_message_by_wa(pw->db, ref->portal_id, r.target_wa_id, "", &row) == DB_OK &&
+            row.sender_jid[0] == '\0';
         send_to_wa(pw, ref, l, &m, event_id, false);
         db_reaction_delete(pw->db, redacts);
         return;
@@ -764,7 +768,7 @@ static void bridge_mx_group_info(br_pworker *pw, const br_room_ref *ref, const c
     db_portal p;
     if (db_portal_get(pw->db, ref->portal_id, &p) == DB_OK &&
         strcmp(name ? p.name : p.topic, v) == 0)
-        return; /* what the bridge itself set */
+        return;                /* what the bridge itself set */
     if (name && !v[0]) return; /* WhatsApp groups always have a subject */
     br_login_group_set(l, ref->chat, name, v);
     db_portal_set_name(pw->db, ref->portal_id, name ? v : p.name, name ? p.topic : v);

@@ -29,8 +29,8 @@ static const db_stmt st_login_list = {
 static const db_stmt st_login_get = {"rows_login_get",
                                      "SELECT " LOGIN_COLS " FROM wa_login WHERE id = $1", I};
 static const db_stmt st_login_state = {
-    "rows_login_state",
-    "UPDATE wa_login SET state = $2, phone = coalesce($3, phone) WHERE id = $1", I};
+    "rows_login_state", "UPDATE wa_login SET state = $2, phone = coalesce($3, phone) WHERE id = $1",
+    I};
 static const db_stmt st_login_take = {
     "rows_login_take", "UPDATE wa_login SET owner = $2, lease_expires_ms = $3 WHERE id = $1", I};
 static const db_stmt st_login_release = {
@@ -51,8 +51,8 @@ static const db_stmt st_portal_set_mxid = {"rows_portal_set_mxid",
 static const db_stmt st_portal_set_name = {
     "rows_portal_set_name",
     "UPDATE portal SET name = $2, topic = $3, name_set = true, topic_set = true WHERE id = $1", I};
-static const db_stmt st_portal_del_login = {
-    "rows_portal_del_login", "DELETE FROM portal WHERE receiver_login_id = $1", I};
+static const db_stmt st_portal_del_login = {"rows_portal_del_login",
+                                            "DELETE FROM portal WHERE receiver_login_id = $1", I};
 
 static const db_stmt st_ghost_get = {"rows_ghost_get",
                                      "SELECT jid, mxid, name FROM ghost WHERE jid = $1", I};
@@ -73,11 +73,11 @@ static const db_stmt st_reaction_put = {
     " emoji = EXCLUDED.emoji, mxid = EXCLUDED.mxid, mx_room = EXCLUDED.mx_room,"
     " timestamp_ms = EXCLUDED.timestamp_ms",
     I};
-static const db_stmt st_reaction_get = {
-    "rows_reaction_get",
-    "SELECT " REACTION_COLS " FROM reaction WHERE portal_id = $1 AND target_wa_id = $2"
-    " AND target_part_id = '' AND sender_jid = $3",
-    I};
+static const db_stmt st_reaction_get = {"rows_reaction_get",
+                                        "SELECT " REACTION_COLS
+                                        " FROM reaction WHERE portal_id = $1 AND target_wa_id = $2"
+                                        " AND target_part_id = '' AND sender_jid = $3",
+                                        I};
 static const db_stmt st_reaction_by_mxid = {
     "rows_reaction_by_mxid", "SELECT " REACTION_COLS " FROM reaction WHERE mxid = $1", I};
 static const db_stmt st_reaction_delete = {"rows_reaction_delete",
@@ -289,7 +289,7 @@ int db_ghost_upsert(db_conn *c, const db_ghost *g)
 
 int db_reaction_put(db_conn *c, const db_reaction *r)
 {
-    db_param p[7] = {db_p_int(r->portal_id), db_p_text(r->target_wa_id), db_p_text(r->sender_jid),
+    db_param p[7] = {db_p_int(r->portal_id),   db_p_text(r->target_wa_id), db_p_text(r->sender_jid),
                      db_p_text(r->emoji),      db_p_text(r->mxid),         db_p_text(r->mx_room),
                      db_p_int(r->timestamp_ms)};
     return db_exec(c, &st_reaction_put, p, 7, NULL);
@@ -312,8 +312,8 @@ static int reaction_one(db_conn *c, const db_stmt *st, const db_param *p, int np
     return DB_OK;
 }
 
-int db_reaction_get(db_conn *c, int64_t portal_id, const char *target_wa_id,
-                    const char *sender_jid, db_reaction *out)
+int db_reaction_get(db_conn *c, int64_t portal_id, const char *target_wa_id, const char *sender_jid,
+                    db_reaction *out)
 {
     db_param p[3] = {db_p_int(portal_id), db_p_text(target_wa_id), db_p_text(sender_jid)};
     return reaction_one(c, &st_reaction_get, p, 3, out);

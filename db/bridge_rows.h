@@ -24,11 +24,11 @@ int db_user_by_management_room(db_conn *c, const char *room, char *mxid, size_t 
 
 typedef struct db_login {
     int64_t id;
-    char mxid[DB_ID_MAX];  /* the Matrix user it belongs to */
-    char phone[64];        /* digits; "" before pairing */
-    char state[32];        /* new, pairing, connected, logged_out, ... */
+    char mxid[DB_ID_MAX]; /* the Matrix user it belongs to */
+    char phone[64];       /* digits; "" before pairing */
+    char state[32];       /* new, pairing, connected, logged_out, ... */
     int64_t created_ms;
-    char owner[128];       /* lease holder ("" = none) */
+    char owner[128]; /* lease holder ("" = none) */
     int64_t lease_expires_ms;
 } db_login;
 
@@ -82,15 +82,15 @@ typedef struct db_reaction {
     char target_wa_id[DB_ID_MAX]; /* the message reacted to */
     char sender_jid[DB_ID_MAX];   /* who reacted ("" = the login's own account) */
     char emoji[64];
-    char mxid[DB_ID_MAX];         /* the m.reaction event */
+    char mxid[DB_ID_MAX]; /* the m.reaction event */
     char mx_room[DB_ID_MAX];
     int64_t timestamp_ms;
 } db_reaction;
 
 /* Inserts or replaces the sender's reaction to the target. */
 int db_reaction_put(db_conn *c, const db_reaction *r);
-int db_reaction_get(db_conn *c, int64_t portal_id, const char *target_wa_id,
-                    const char *sender_jid, db_reaction *out);
+int db_reaction_get(db_conn *c, int64_t portal_id, const char *target_wa_id, const char *sender_jid,
+                    db_reaction *out);
 int db_reaction_by_mxid(db_conn *c, const char *mxid, db_reaction *out);
 int db_reaction_delete(db_conn *c, const char *mxid);
 
@@ -117,7 +117,7 @@ typedef struct db_buffered {
     char id[DB_ID_MAX];     /* WhatsApp message id */
     uint8_t *plaintext;     /* Message protobuf, malloc'd */
     size_t len;
-    int64_t ts_ms;          /* server time */
+    int64_t ts_ms; /* server time */
 } db_buffered;
 
 /* Rows of login_id not yet bridged, oldest first (a restart re-bridges them). */

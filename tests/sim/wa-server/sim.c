@@ -1061,7 +1061,8 @@ static int phone_receive(sim *s, sim_account *acct, sim_account *from_acct, uint
         seen = !p->msgs[i].failed && strcmp(p->msgs[i].id, id) == 0 &&
                strcmp(p->msgs[i].sender, sender) == 0;
     if (seen) {
-        logf_(s, "phone %s: %s from %s again: a repeat, not shown twice\n", acct->phone, id, sender);
+        logf_(s, "phone %s: %s from %s again: a repeat, not shown twice\n", acct->phone, id,
+              sender);
         wa_msg_free(&parsed);
     } else if (rc == WA_OK) {
         /* what the phone would show: the text, an edit's new text, a reaction's emoji */
