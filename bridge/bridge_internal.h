@@ -123,13 +123,14 @@ typedef struct br_login {
     pthread_mutex_t send_lock; /* guards pending */
     pthread_cond_t send_cond;
     br_pending_send *pending;
-    int n_pending; /* entries in pending */
+    int n_pending;        /* entries in pending */
+    bool typing_in_group; /* the user's last typing state sent to a group (portal workers) */
     struct br_login *next_dead;
     struct {
         uint32_t req_id; /* a create-group call waiting for its answer (0: free) */
         char room[DB_ID_MAX];
     } group_calls[BR_GROUP_CALLS];
-        /* guarded by send_lock */ /* unlisted logins, freed at shutdown (late jobs may hold one) */
+    /* guarded by send_lock */ /* unlisted logins, freed at shutdown (late jobs may hold one) */
 } br_login;
 
 /* A portal known to have a room (cache of the portal table for routing Matrix events). */
@@ -219,6 +220,8 @@ const char *br_login_state_name(br_login *l);
 /* A read receipt for a contact's message / our typing state, sent when connected (not queued). */
 void br_login_mark_read(br_login *l, const char *chat, const char *wa_id);
 void br_login_chat_state(br_login *l, const char *chat, bool typing);
+/* The same for a group message (sender: its sender's user JID). */
+void br_login_mark_read_from(br_login *l, const char *chat, const char *sender, const char *wa_id);
 /* Asks for a group's info; the answer comes as a group-info job on the group's portal queue. */
 void br_login_group_info(br_login *l, const char *group);
 /* A group's subject (subject true) or description, from Matrix. */

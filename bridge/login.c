@@ -554,8 +554,8 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
     case WA_EV_RECEIPT:
     case WA_EV_CHAT_STATE: {
         /* "id type chat [participant]" / "chat sender state" */
-        char a[DB_ID_MAX] = "", t[64] = "", c3[DB_ID_MAX] = "";
-        if (sscanf(ev->text, "%255s %63s %255s", a, t, c3) < 2) break;
+        char a[DB_ID_MAX] = "", t[64] = "", c3[DB_ID_MAX] = "", c4[DB_ID_MAX] = "";
+        if (sscanf(ev->text, "%255s %63s %255s %255s", a, t, c3, c4) < 2) break;
         br_wa_signal *sg = calloc(1, sizeof(*sg));
         if (!sg) break;
         sg->login_id = l->id;
@@ -567,7 +567,10 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
             }
             snprintf(sg->id, sizeof(sg->id), "%s", a);
             user_jid(c3, sg->chat, sizeof(sg->chat));
-            snprintf(sg->who, sizeof(sg->who), "%s", sg->chat);
+            if (c4[0]) /* a group: who read it */
+                user_jid(c4, sg->who, sizeof(sg->who));
+            else
+                snprintf(sg->who, sizeof(sg->who), "%s", sg->chat);
         } else {
             sg->typing_event = true;
             user_jid(a, sg->chat, sizeof(sg->chat));
@@ -575,7 +578,7 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
             snprintf(sg->state, sizeof(sg->state), "%.31s", c3);
         }
         char key[DB_ID_MAX + 64];
-        br_portal_key(l->id, sg->chat, key, sizeof(key));
+        br_portal_key(strstr(sg->chat, "@g.us") ? 0 : l->id, sg->chat, key, sizeof(key));
         br_enqueue(l->eng->b, key, br_portal_job_wa_signal, sg);
         break;
     }
@@ -1080,6 +1083,7 @@ int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, 
 
 typedef struct mark_req {
     char chat[DB_ID_MAX];
+    char sender[DB_ID_MAX]; /* a group message's sender, "" in a DM */
     char id[WA_MESSAGE_ID_MAX + 96];
     int state; /* chat state: -1 = a read receipt instead */
 } mark_req;
@@ -1089,7 +1093,8 @@ static void mark_on_engine(wa_client *c, void *arg)
     mark_req *r = arg;
     if (r->state < 0) {
         const char *ids[1] = {r->id};
-        int rc = wa_client_mark_read(c, r->chat, NULL, ids, 1, false, (uint64_t)time(NULL));
+        int rc = wa_client_mark_read(c, r->chat, r->sender[0] ? r->sender : NULL, ids, 1, false,
+                                     (uint64_t)time(NULL));
         WB_DEBUG(MOD, "read receipt for %s in %s: %s", r->id, r->chat, wa_strerror(rc));
     } else {
         wa_client_send_chat_state(c, r->chat, (wa_chat_state)r->state);
@@ -1097,7 +1102,7 @@ static void mark_on_engine(wa_client *c, void *arg)
     free(r);
 }
 
-static void post_mark(br_login *l, const char *chat, const char *id, int state)
+static void post_mark(br_login *l, const char *chat, const char *sender, const char *id, int state)
 {
     if (l->removed || l->handle < 0) return;
     if ((wa_client_state)atomic_load(&l->state) != WA_CLIENT_CONNECTED) return; /* not kept */
@@ -1105,16 +1110,22 @@ static void post_mark(br_login *l, const char *chat, const char *id, int state)
     if (!r) return;
     snprintf(r->chat, sizeof(r->chat), "%s", chat);
     snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
+    snprintf(r->sender, sizeof(r->sender), "%s", sender ? sender : "");
     r->state = state;
     if (wa_worker_call(l->eng->w, l->handle, mark_on_engine, r, false) != 0) free(r);
 }
 
 void br_login_mark_read(br_login *l, const char *chat, const char *wa_id)
 {
-    post_mark(l, chat, wa_id, -1);
+    post_mark(l, chat, NULL, wa_id, -1);
+}
+
+void br_login_mark_read_from(br_login *l, const char *chat, const char *sender, const char *wa_id)
+{
+    post_mark(l, chat, sender, wa_id, -1);
 }
 
 void br_login_chat_state(br_login *l, const char *chat, bool typing)
 {
-    post_mark(l, chat, NULL, typing ? WA_CHAT_COMPOSING : WA_CHAT_PAUSED);
+    post_mark(l, chat, NULL, NULL, typing ? WA_CHAT_COMPOSING : WA_CHAT_PAUSED);
 }

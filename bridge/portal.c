@@ -509,8 +509,15 @@ void br_portal_job_wa_signal(br_pworker *pw, void *arg)
     br_room_ref ref;
     char ghost[DB_ID_MAX];
     mx_error err;
-    if (!br_room_of_chat(pw->b, sg->login_id, sg->chat, &ref) ||
-        ghost_ensure(pw, sg->who, NULL, ghost, sizeof(ghost)) != 0)
+    bool group = strstr(sg->chat, "@g.us") != NULL;
+    if (group && strstr(sg->who, "@lid")) { /* LID-addressed groups: the phone number's ghost */
+        char pn[DB_ID_MAX];
+        if (db_lid_to_pn(pw->db, sg->login_id, sg->who, pn, sizeof(pn)) == DB_OK)
+            set_str(sg->who, sizeof(sg->who), pn);
+    }
+    if (!br_room_of_chat(pw->b, group ? 0 : sg->login_id, sg->chat, &ref) ||
+        ghost_ensure(pw, sg->who, NULL, ghost, sizeof(ghost)) != 0 ||
+        (group && br_group_ghost_join(pw, ref.room, ghost) != 0))
         goto out;
     if (sg->typing_event) {
         bool typing = strcmp(sg->state, "composing") == 0 || strcmp(sg->state, "recording") == 0;
@@ -778,14 +785,31 @@ static void bridge_mx_group_info(br_pworker *pw, const br_room_ref *ref, const c
 static void bridge_mx_ephemeral(br_pworker *pw, const br_room_ref *ref, const char *type,
                                 const cJSON *content)
 {
-    br_login *l = br_login_find(pw->b, ref->receiver);
-    if (!l) return;
+    /* who may act here: a DM portal's own user, or in a group every Matrix user with a login */
+    br_login *ls[BR_MAX_LOGINS < 64 ? BR_MAX_LOGINS : 64];
+    size_t n = 0;
+    if (ref->receiver) {
+        br_login *l = br_login_find(pw->b, ref->receiver);
+        if (l) ls[n++] = l;
+    } else {
+        pthread_mutex_lock(&pw->b->lock);
+        for (size_t i = 0; i < pw->b->n_logins && n < 64; i++)
+            if (!pw->b->logins[i]->removed) ls[n++] = pw->b->logins[i];
+        pthread_mutex_unlock(&pw->b->lock);
+    }
+    bool group = ref->receiver == 0;
     if (strcmp(type, "m.typing") == 0) {
-        bool typing = false;
         const cJSON *ids = cJSON_GetObjectItemCaseSensitive(content, "user_ids"), *u;
-        cJSON_ArrayForEach(u, ids) if (cJSON_IsString(u) && strcmp(u->valuestring, l->mxid) == 0)
-            typing = true;
-        br_login_chat_state(l, ref->chat, typing);
+        for (size_t k = 0; k < n; k++) {
+            bool typing = false;
+            cJSON_ArrayForEach(u, ids) if (cJSON_IsString(u) &&
+                                           strcmp(u->valuestring, ls[k]->mxid) == 0) typing = true;
+            /* in a group, only the users the event names (typing or who just stopped) */
+            if (!group || typing || ls[k]->typing_in_group) {
+                br_login_chat_state(ls[k], ref->chat, typing);
+                if (group) ls[k]->typing_in_group = typing;
+            }
+        }
         return;
     }
     if (strcmp(type, "m.receipt") != 0) return;
@@ -793,11 +817,13 @@ static void bridge_mx_ephemeral(br_pworker *pw, const br_room_ref *ref, const ch
     cJSON_ArrayForEach(e, content)
     {
         const cJSON *read = cJSON_GetObjectItemCaseSensitive(e, "m.read");
-        if (!cJSON_GetObjectItemCaseSensitive(read, l->mxid)) continue;
-        db_message row;
-        if (e->string && db_message_by_mxid(pw->db, e->string, &row) == DB_OK &&
-            row.sender_jid[0] != '\0')
-            br_login_mark_read(l, ref->chat, row.wa_id);
+        for (size_t k = 0; k < n; k++) {
+            if (!cJSON_GetObjectItemCaseSensitive(read, ls[k]->mxid)) continue;
+            db_message row;
+            if (e->string && db_message_by_mxid(pw->db, e->string, &row) == DB_OK &&
+                row.sender_jid[0] != '\0')
+                br_login_mark_read_from(ls[k], ref->chat, group ? row.sender_jid : NULL, row.wa_id);
+        }
     }
 }
 

@@ -57,6 +57,15 @@ try {
   const bodies = alice.messagesIn(room).map((e) => e.content.body);
   check(bodies.filter((b) => b === 'Alice answers').length === 1 && bodies.filter((b) => b === 'Dave answers').length === 1,
     `no echo: each Matrix message is in the room once (${JSON.stringify(bodies)})`);
+  // Bob reads Alice's message: shown in the shared room by his ghost
+  const bobGhost = `@whatsapp_${BOB}:${DOMAIN}`;
+  const aliceAtBob = bob.received.find((m) => bob.textOf(m) === 'Alice answers');
+  const aliceEv = alice.messagesIn(room).find((e) => e.content.body === 'Alice answers');
+  await bob.sock.readMessages([aliceAtBob.key]);
+  const rr = await waitFor('Bob\'s receipt in the group room', () => alice.ephemeral.find((e) => e.room_id === room &&
+    e.type === 'm.receipt' && e.content?.[aliceEv.event_id]?.['m.read']?.[bobGhost]), 30000).catch(() => null);
+  check(!!rr, 'a WhatsApp read receipt in a group becomes the ghost\'s m.read in the shared room');
+  // (typing in groups is not relayed by wa-sim yet: not checked here)
   void bm;
   alice.stop(); dave.stop();
 } catch (e) {
