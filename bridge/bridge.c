@@ -36,17 +36,28 @@ static void sleep_ms(long ms)
 
 /* ---- portal workers ---- */
 
-static uint64_t fnv1a(const char *s)
+uint64_t br_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
     for (; *s; s++)
         h = (h ^ (uint8_t)*s) * 1099511628211ULL;
     return h;
 }
 
+void br_user_jid(const char *jid, char *out, size_t cap)
+{
+    wa_jid j;
+    out[0] = '\0';
+    if (!jid || wa_jid_parse_cstr(jid, &j) != WA_OK) return;
+    j.device = 0;
+    j.ad = false;
+    j.agent = 0;
+    wa_jid_format(&j, out, cap);
+}
+
 void br_enqueue(br_bridge *b, const char *key, br_job_fn fn, void *arg)
 {
-    br_pworker *pw = &b->pworkers[fnv1a(key) % (uint64_t)b->n_pworkers];
+    br_pworker *pw = &b->pworkers[br_hash(key) % (uint64_t)b->n_pworkers];
     br_job *j = calloc(1, sizeof(*j));
     if (!j) {
         WB_ERROR(MOD, "out of memory queueing a job for %s", key);

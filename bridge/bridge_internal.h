@@ -178,6 +178,10 @@ struct br_bridge {
 /* Queues fn(arg) on the worker of key (arg is freed by fn). */
 void br_enqueue(br_bridge *b, const char *key, br_job_fn fn, void *arg);
 int64_t br_now_ms(void);
+/* FNV-1a of a string (queue keys, the workers' small caches). */
+uint64_t br_hash(const char *s);
+/* The user JID (no device, no agent) of a JID string; "" when it does not parse (or is NULL). */
+void br_user_jid(const char *jid, char *out, size_t cap);
 void br_room_remember(br_bridge *b, const char *room, const char *chat, int64_t receiver,
                       int64_t portal_id);
 bool br_room_lookup(br_bridge *b, const char *room, br_room_ref *out);

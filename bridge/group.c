@@ -43,25 +43,14 @@ static void copy_str(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
-static void user_of(const char *jid, char *out, size_t cap)
-{
-    wa_jid j;
-    out[0] = '\0';
-    if (!jid || wa_jid_parse_cstr(jid, &j) != WA_OK) return;
-    j.device = 0;
-    j.ad = false;
-    j.agent = 0;
-    wa_jid_format(&j, out, cap);
-}
-
 /* A participant as the bridge names it: its phone-number JID when WhatsApp tells it (LID groups
  * give both), else what it is. */
 static void member_jid(const wa_group_participant *p, char *out, size_t cap)
 {
     if (p->phone_number && p->phone_number[0])
-        user_of(p->phone_number, out, cap);
+        br_user_jid(p->phone_number, out, cap);
     else
-        user_of(p->jid, out, cap);
+        br_user_jid(p->jid, out, cap);
 }
 
 br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *info)
@@ -78,7 +67,7 @@ br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *in
         g->members[i].admin = info->participants[i].admin;
         const wa_group_participant *pp = &info->participants[i];
         const char *lid = pp->lid ? pp->lid : (pp->phone_number ? pp->jid : NULL);
-        user_of(lid, g->members[i].lid, sizeof(g->members[i].lid));
+        br_user_jid(lid, g->members[i].lid, sizeof(g->members[i].lid));
     }
     g->nmembers = info->nparticipants;
     return g;
@@ -97,7 +86,7 @@ br_group_data *br_group_data_from_change(int64_t login_id, const wa_group_event 
     g->login_id = login_id;
     g->change = ch->type;
     copy_str(g->group, sizeof(g->group), ev->group);
-    user_of(ev->author_pn ? ev->author_pn : ev->author, g->author, sizeof(g->author));
+    br_user_jid(ev->author_pn ? ev->author_pn : ev->author, g->author, sizeof(g->author));
     copy_str(g->author_name, sizeof(g->author_name), ev->notify);
     if (ch->type == WA_GROUP_EV_SUBJECT) copy_str(g->subject, sizeof(g->subject), ch->text);
     if (ch->type == WA_GROUP_EV_DESCRIPTION) copy_str(g->topic, sizeof(g->topic), ch->text);
@@ -114,9 +103,7 @@ int br_group_ghost_join(br_pworker *pw, const char *room, const char *ghost_mxid
 {
     char key[2 * DB_ID_MAX + 2];
     snprintf(key, sizeof(key), "%s|%s", room, ghost_mxid);
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *q = key; *q; q++)
-        h = (h ^ (uint8_t)*q) * 1099511628211ULL;
+    uint64_t h = br_hash(key);
     size_t slot = (size_t)(h % (sizeof(pw->joined) / sizeof(pw->joined[0])));
     if (pw->joined[slot] == h) return 0;
     mx_error err;

@@ -290,16 +290,13 @@ void br_logins_sweep(br_bridge *b)
     }
 }
 
-/* The user JID (no device) of a JID string; "" when it does not parse. */
-static void user_jid(const char *jid, char *out, size_t cap)
+/* Queues a received message on its portal's queue (a group's one queue, whichever login got it). */
+static void queue_wa_msg(br_login *l, br_wa_msg *m)
 {
-    wa_jid j;
-    out[0] = '\0';
-    if (wa_jid_parse_cstr(jid, &j) != WA_OK) return;
-    j.device = 0;
-    j.ad = false;
-    j.agent = 0;
-    wa_jid_format(&j, out, cap);
+    char chat_user[DB_ID_MAX], key[DB_ID_MAX + 64];
+    br_user_jid(m->chat, chat_user, sizeof(chat_user));
+    br_portal_key(strstr(chat_user, "@g.us") ? 0 : l->id, chat_user, key, sizeof(key));
+    br_enqueue(l->eng->b, key, br_portal_job_wa_message, m);
 }
 
 static void take_messages(br_login *l)
@@ -325,17 +322,7 @@ static void take_messages(br_login *l)
                 memcpy(m->plaintext, r.parts[i].plaintext.data, r.parts[i].plaintext.len);
                 m->len = r.parts[i].plaintext.len;
             }
-            wa_jid j;
-            char chat_user[DB_ID_MAX] = "";
-            if (wa_jid_parse_cstr(m->chat, &j) == WA_OK) {
-                j.device = 0;
-                j.ad = false;
-                j.agent = 0;
-                wa_jid_format(&j, chat_user, sizeof(chat_user));
-            }
-            char key[DB_ID_MAX + 64];
-            br_portal_key(strstr(chat_user, "@g.us") ? 0 : l->id, chat_user, key, sizeof(key));
-            br_enqueue(l->eng->b, key, br_portal_job_wa_message, m);
+            queue_wa_msg(l, m);
         }
         wa_received_free(&r);
     }
@@ -545,7 +532,7 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
         break;
     case WA_EV_READY: WB_INFO(MOD, "login %lld is live", (long long)l->id); break;
     case WA_EV_CONNECTED:
-        user_jid(ev->text, l->lid, sizeof(l->lid));
+        br_user_jid(ev->text, l->lid, sizeof(l->lid));
         resend_unacked(l);
         note(l, ev);
         break;
@@ -566,15 +553,15 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
                 break;
             }
             snprintf(sg->id, sizeof(sg->id), "%s", a);
-            user_jid(c3, sg->chat, sizeof(sg->chat));
+            br_user_jid(c3, sg->chat, sizeof(sg->chat));
             if (c4[0]) /* a group: who read it */
-                user_jid(c4, sg->who, sizeof(sg->who));
+                br_user_jid(c4, sg->who, sizeof(sg->who));
             else
                 snprintf(sg->who, sizeof(sg->who), "%s", sg->chat);
         } else {
             sg->typing_event = true;
-            user_jid(a, sg->chat, sizeof(sg->chat));
-            user_jid(t, sg->who, sizeof(sg->who));
+            br_user_jid(a, sg->chat, sizeof(sg->chat));
+            br_user_jid(t, sg->who, sizeof(sg->who));
             snprintf(sg->state, sizeof(sg->state), "%.31s", c3);
         }
         char key[DB_ID_MAX + 64];
@@ -729,17 +716,7 @@ static void requeue_buffer(br_bridge *b, br_login *l)
         m->plaintext = rows[i].plaintext;
         m->len = rows[i].len;
         rows[i].plaintext = NULL;
-        wa_jid j;
-        char chat_user[DB_ID_MAX] = "";
-        if (wa_jid_parse_cstr(m->chat, &j) == WA_OK) {
-            j.device = 0;
-            j.ad = false;
-            j.agent = 0;
-            wa_jid_format(&j, chat_user, sizeof(chat_user));
-        }
-        char key[DB_ID_MAX + 64];
-        br_portal_key(strstr(chat_user, "@g.us") ? 0 : l->id, chat_user, key, sizeof(key));
-        br_enqueue(b, key, br_portal_job_wa_message, m);
+        queue_wa_msg(l, m);
     }
     if (n) WB_INFO(MOD, "login %lld: %zu buffered message(s) to bridge", (long long)l->id, n);
     db_buffered_free(rows, n);

@@ -63,17 +63,6 @@ static bool ghost_id_of(const char *jid, char *id, size_t cap)
     return true;
 }
 
-static void user_jid_of(const char *jid, char *out, size_t cap)
-{
-    wa_jid j;
-    out[0] = '\0';
-    if (wa_jid_parse_cstr(jid, &j) != WA_OK) return;
-    j.device = 0;
-    j.ad = false;
-    j.agent = 0;
-    wa_jid_format(&j, out, cap);
-}
-
 /* The ghost of a WhatsApp user: registered on the homeserver, its display name kept current.
  * mxid gets its Matrix id. */
 static int ghost_ensure(br_pworker *pw, const char *jid, const char *push_name, char *mxid,
@@ -85,10 +74,7 @@ static int ghost_ensure(br_pworker *pw, const char *jid, const char *push_name, 
     if (br_config_ghost_localpart(cfg, id, local, sizeof(local)) != 0) return -1;
     if ((size_t)snprintf(mxid, cap, "@%s:%s", local, cfg->hs_domain) >= cap) return -1;
     /* seen just now with the same push name: registered, name set (the hot path) */
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *q = jid; *q; q++)
-        h = (h ^ (uint8_t)*q) * 1099511628211ULL;
-    size_t slot = (size_t)(h % (sizeof(pw->ghost_seen) / sizeof(pw->ghost_seen[0])));
+    size_t slot = (size_t)(br_hash(jid) % (sizeof(pw->ghost_seen) / sizeof(pw->ghost_seen[0])));
     const char *pn = push_name ? push_name : "";
     if (strcmp(pw->ghost_seen[slot].jid, jid) == 0 &&
         (!pn[0] || strcmp(pw->ghost_seen[slot].push, pn) == 0))
@@ -199,7 +185,7 @@ static bool resolve_jid_to_mx(void *ctx, const char *jid, char *mxid, size_t mxi
 {
     br_pworker *pw = ctx;
     char id[DB_ID_MAX], user[DB_ID_MAX], local[DB_ID_MAX];
-    user_jid_of(jid, user, sizeof(user));
+    br_user_jid(jid, user, sizeof(user));
     if (!ghost_id_of(user, id, sizeof(id)) ||
         br_config_ghost_localpart(pw->b->cfg, id, local, sizeof(local)) != 0)
         return false;
@@ -324,14 +310,14 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
                    : 0;
     }
     char chat[DB_ID_MAX], sender[DB_ID_MAX];
-    user_jid_of(m->chat, chat, sizeof(chat));
-    user_jid_of(m->sender, sender, sizeof(sender));
+    br_user_jid(m->chat, chat, sizeof(chat));
+    br_user_jid(m->sender, sender, sizeof(sender));
     wa_msg msg = {0};
     int prc = m->plaintext ? wa_message_parse(m->plaintext, m->len, &msg) : WA_ERR_CRYPTO;
     bool own = false;
     if (prc == WA_OK && msg.dest_jid[0]) {
         /* sent from another device of this account: it belongs to the chat it went to */
-        user_jid_of(msg.dest_jid, chat, sizeof(chat));
+        br_user_jid(msg.dest_jid, chat, sizeof(chat));
         own = true;
     }
     int result = 0;
