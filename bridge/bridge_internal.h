@@ -279,6 +279,10 @@ int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const cha
 bool br_command_handle(br_pworker *pw, const char *room, const char *sender, const char *body,
                        bool mgmt_room);
 /* The bot was invited to a room by sender. */
+/* A message in a portal room: a command when it starts with the prefix (set-relay, unset-relay
+ * and the general ones), answered there; false when it is a message to bridge. */
+bool br_command_in_portal(br_pworker *pw, const br_room_ref *ref, const char *sender,
+                          const char *body);
 void br_command_on_invite(br_pworker *pw, const char *room, const char *sender, bool is_direct);
 
 #endif

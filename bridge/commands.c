@@ -24,7 +24,11 @@ static const char *const help_text =
     "  list-logins                   the same, with login ids\n"
     "  sync                          bring your WhatsApp groups over as portal rooms\n"
     "  start-chat NUMBER             open a portal room with a WhatsApp user\n"
-    "  create-group NAME NUMBER...   create a WhatsApp group (and its portal room)";
+    "  create-group NAME NUMBER...   create a WhatsApp group (and its portal room)\n"
+    "In a portal room (with the prefix):\n"
+    "  set-relay [NUMBER]            relay mode: send the messages of users without their own "
+    "login through your WhatsApp account\n"
+    "  unset-relay                   stop relaying in this room";
 
 void br_command_on_invite(br_pworker *pw, const char *room, const char *sender, bool is_direct)
 {
@@ -286,6 +290,11 @@ bool br_command_handle(br_pworker *pw, const char *room, const char *sender, con
         cmd_ping(pw, room, sender, strcmp(cmd, "list-logins") == 0);
         return true;
     }
+    if (strcmp(cmd, "set-relay") == 0 || strcmp(cmd, "unset-relay") == 0) {
+        br_notice(pw, room, "`%s` works in a portal room (a bridged chat), with the prefix %s.",
+                  cmd, prefix);
+        return true;
+    }
     bool known = strcmp(cmd, "login") == 0 || strcmp(cmd, "logout") == 0 ||
                  strcmp(cmd, "sync") == 0 || strcmp(cmd, "start-chat") == 0 ||
                  strcmp(cmd, "create-group") == 0;
@@ -332,4 +341,115 @@ bool br_command_handle(br_pworker *pw, const char *room, const char *sender, con
         cmd_create_group(pw, room, sender, argc, argv);
     }
     return true;
+}
+
+/* set-relay / unset-relay in a portal room (relay mode, bridge.relay.enabled). */
+static void cmd_relay(br_pworker *pw, const br_room_ref *ref, const char *sender, int argc,
+                      char **argv)
+{
+    br_bridge *b = pw->b;
+    const char *room = ref->room;
+    bool set = strcmp(argv[0], "set-relay") == 0;
+    if (!b->cfg->relay_enabled) {
+        br_notice(pw, room, "Relay mode is not enabled on this bridge (bridge.relay.enabled).");
+        return;
+    }
+    db_portal p;
+    if (db_portal_get(pw->db, ref->portal_id, &p) != DB_OK) {
+        br_notice(pw, room, "The portal could not be read; try again.");
+        return;
+    }
+    br_perm perm = br_config_perm(b->cfg, sender);
+    if (!set) {
+        if (argc != 1) {
+            br_notice(pw, room, "Usage: `unset-relay`.");
+            return;
+        }
+        if (p.relay_login_id == 0) {
+            br_notice(pw, room, "This room has no relay.");
+            return;
+        }
+        br_login *cur = br_login_find(b, p.relay_login_id);
+        if (perm < BR_PERM_ADMIN && (!cur || strcmp(cur->mxid, sender) != 0)) {
+            br_notice(pw, room, "Only the user whose account relays here, or a bridge admin, can "
+                                "turn the relay off.");
+            return;
+        }
+        if (db_portal_set_relay(pw->db, ref->portal_id, 0) != DB_OK) {
+            br_notice(pw, room, "The relay could not be turned off; try again.");
+            return;
+        }
+        br_notice(pw, room, "Relay mode is off: only users with their own WhatsApp login are "
+                            "bridged here.");
+        return;
+    }
+    if (argc > 2) {
+        br_notice(pw, room, "Usage: `set-relay [NUMBER]`.");
+        return;
+    }
+    if (perm < BR_PERM_USER) {
+        br_notice(pw, room, "You are not allowed to relay through this bridge (your permission "
+                            "level is %s).",
+                  br_perm_name(perm));
+        return;
+    }
+    br_login *l;
+    if (ref->receiver) { /* a direct chat: only its own login can relay */
+        l = br_login_find(b, ref->receiver);
+        if (!l || strcmp(l->mxid, sender) != 0) {
+            br_notice(pw, room, "Only the user this chat belongs to can relay here.");
+            return;
+        }
+        if (argc == 2) {
+            char want[64];
+            digits_of(argv[1], want, sizeof(want));
+            if (strcmp(want, l->phone) != 0) {
+                br_notice(pw, room, "This chat belongs to your login +%s, not `%s`.", l->phone,
+                          argv[1]);
+                return;
+            }
+        }
+    } else if (!(l = pick_login(pw, room, sender, argc == 2 ? argv[1] : NULL))) {
+        return;
+    }
+    if (db_portal_set_relay(pw->db, ref->portal_id, l->id) != DB_OK) {
+        br_notice(pw, room, "The relay could not be set; try again.");
+        return;
+    }
+    br_notice(pw, room,
+              "Relay mode is on: messages of users here without their own WhatsApp login are "
+              "sent through +%s, with their name in front.",
+              l->phone);
+}
+
+bool br_command_in_portal(br_pworker *pw, const br_room_ref *ref, const char *sender,
+                          const char *body)
+{
+    const char *prefix = pw->b->cfg->command_prefix;
+    size_t plen = strlen(prefix);
+    const char *p = body;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (strncmp(p, prefix, plen) != 0 || (p[plen] != '\0' && !isspace((unsigned char)p[plen])))
+        return false;
+    char line[512];
+    snprintf(line, sizeof(line), "%s", p + plen);
+    char *argv[MAX_ARGS];
+    int argc = 0;
+    for (char *save = NULL, *t = strtok_r(line, " \t\r\n", &save); t && argc < MAX_ARGS;
+         t = strtok_r(NULL, " \t\r\n", &save))
+        argv[argc++] = t;
+    if (argc > 0) {
+        for (char *q = argv[0]; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+        if (strcmp(argv[0], "set-relay") == 0 || strcmp(argv[0], "unset-relay") == 0) {
+            atomic_fetch_add(&pw->b->stats.commands, 1);
+            if (br_config_perm(pw->b->cfg, sender) < BR_PERM_COMMANDS)
+                br_notice(pw, ref->room, "You are not allowed to use this bridge.");
+            else
+                cmd_relay(pw, ref, sender, argc, argv);
+            return true;
+        }
+    }
+    return br_command_handle(pw, ref->room, sender, body, false);
 }

@@ -282,11 +282,12 @@ static cJSON *text_content(br_pworker *pw, const db_portal *portal, const wa_msg
     return c;
 }
 
-static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login_id,
-                          const char *wa_id, const char *sender, const char *event_id,
-                          int64_t ts_ms)
+static void store_mapping_as(br_pworker *pw, const db_portal *portal, int64_t login_id,
+                             const char *wa_id, const char *sender, const char *event_id,
+                             int64_t ts_ms, const char *relay_sender)
 {
     db_message row = {.portal_id = portal->id, .login_id = login_id, .timestamp_ms = ts_ms};
+    if (relay_sender) snprintf(row.relay_sender, sizeof(row.relay_sender), "%s", relay_sender);
     snprintf(row.wa_id, sizeof(row.wa_id), "%s", wa_id);
     snprintf(row.sender_jid, sizeof(row.sender_jid), "%s", sender);
     snprintf(row.mxid, sizeof(row.mxid), "%s", event_id);
@@ -294,6 +295,13 @@ static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login
     int rc = db_message_insert(pw->db, &row);
     if (rc != DB_OK && rc != DB_ERR_UNIQUE)
         WB_WARN(MOD, "storing the mapping of %s failed: %s", wa_id, db_conn_error(pw->db)->message);
+}
+
+static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login_id,
+                          const char *wa_id, const char *sender, const char *event_id,
+                          int64_t ts_ms)
+{
+    store_mapping_as(pw, portal, login_id, wa_id, sender, event_id, ts_ms, NULL);
 }
 
 /* One attempt; 0 done (bridged, duplicate, or dropped for good), -1 try again later. */
@@ -548,6 +556,49 @@ static br_login *portal_login(br_pworker *pw, const br_room_ref *ref, const char
     return l;
 }
 
+/* Relay mode: the portal's relay login, for a Matrix user without an own login here who may be
+ * relayed (bridge.relay.enabled, permission relay or more); NULL when there is none. */
+static br_login *relay_for(br_pworker *pw, const br_room_ref *ref, const char *sender)
+{
+    const br_config *cfg = pw->b->cfg;
+    if (!cfg->relay_enabled || br_config_perm(cfg, sender) < BR_PERM_RELAY) return NULL;
+    db_portal p;
+    if (db_portal_get(pw->db, ref->portal_id, &p) != DB_OK || p.relay_login_id == 0) return NULL;
+    br_login *l = br_login_find(pw->b, p.relay_login_id);
+    return l && !l->removed ? l : NULL;
+}
+
+/* Who sends a Matrix user's event to WhatsApp: their own login, else the relay login (*relayed
+ * set); NULL when neither (with a notice when tell and useful). */
+static br_login *sender_login(br_pworker *pw, const br_room_ref *ref, const char *sender,
+                              bool tell, bool *relayed)
+{
+    *relayed = false;
+    br_login *l = portal_login(pw, ref, sender, false);
+    if (l) return l;
+    if ((l = relay_for(pw, ref, sender))) {
+        *relayed = true;
+        return l;
+    }
+    if (tell) portal_login(pw, ref, sender, true);
+    return NULL;
+}
+
+/* A relayed sender's name as WhatsApp shows it: the Matrix display name, else the localpart. */
+static void relay_name(br_pworker *pw, const char *sender, char *out, size_t cap)
+{
+    char *dn = NULL;
+    mx_error err;
+    if (mx_client_get_profile(pw->mx, sender, &dn, NULL, &err) == MX_OK && dn && dn[0]) {
+        set_str(out, cap, dn);
+    } else {
+        const char *at = sender[0] == '@' ? sender + 1 : sender, *colon = strchr(at, ':');
+        size_t n = colon ? (size_t)(colon - at) : strlen(at);
+        snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), at);
+    }
+    free(dn);
+}
+
 /* Sends m as the event's WhatsApp message and stores the mapping; notices on failure. */
 static const char *kind_word(wa_msg_kind k)
 {
@@ -592,7 +643,7 @@ static void job_send_done(br_pworker *pw, void *arg)
  * (so an edit or reaction right after finds it), the inbox row goes when the ack comes
  * (job_send_done). Notices at once when it cannot be handed over. */
 static void send_to_wa(br_pworker *pw, const br_room_ref *ref, br_login *l, const wa_msg *m,
-                       const char *event_id, bool map)
+                       const char *event_id, bool map, const char *relay_sender)
 {
     char id[WA_MESSAGE_ID_MAX], err[256];
     br_message_id_for(event_id, id); /* the same after a crash: one message to the receivers */
@@ -606,7 +657,7 @@ static void send_to_wa(br_pworker *pw, const br_room_ref *ref, br_login *l, cons
     if (map) {
         db_portal portal = {.id = ref->portal_id};
         set_str(portal.mxid, sizeof(portal.mxid), ref->room);
-        store_mapping(pw, &portal, l->id, id, "", event_id, br_now_ms());
+        store_mapping_as(pw, &portal, l->id, id, "", event_id, br_now_ms(), relay_sender);
     }
     char key[DB_ID_MAX + 64];
     br_portal_key(ref->receiver, ref->chat, key, sizeof(key));
@@ -640,8 +691,10 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
 {
     br_bridge *b = pw->b;
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(ev, "content");
-    br_login *l = portal_login(pw, ref, sender, true);
+    bool relayed;
+    br_login *l = sender_login(pw, ref, sender, true, &relayed);
     if (!l) return;
+    const char *relay = relayed ? sender : NULL; /* recorded with the message */
     const cJSON *rel = cJSON_GetObjectItemCaseSensitive(content, "m.relates_to");
     const char *rel_type = jstr(rel, "rel_type");
     bool is_edit = rel_type && strcmp(rel_type, "m.replace") == 0;
@@ -665,8 +718,14 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
         br_notice(pw, ref->room, "⚠ Your message could not be converted for WhatsApp.");
         return;
     }
-    char text[65536];
-    if (strcmp(msgtype, "m.emote") == 0)
+    char text[65536], name[256] = "";
+    bool emote = strcmp(msgtype, "m.emote") == 0;
+    if (relayed) relay_name(pw, sender, name, sizeof(name));
+    if (relayed && emote)
+        snprintf(text, sizeof(text), "* *%s* %s", name, wt.text);
+    else if (relayed)
+        snprintf(text, sizeof(text), "*%s*: %s", name, wt.text);
+    else if (emote)
         snprintf(text, sizeof(text), "_* %s_", wt.text);
     else
         snprintf(text, sizeof(text), "%s", wt.text);
@@ -674,7 +733,9 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
         .kind = WA_MSG_TEXT, .text = text, .mentions = wt.mentions, .n_mentions = wt.n_mentions};
     db_message row;
     if (is_edit) {
-        if (!target_key(pw, ref, l, jstr(rel, "event_id"), &m.target, &row) || !m.target.from_me) {
+        /* only the writer edits: the login's own message, or a relayed one by its Matrix user */
+        if (!target_key(pw, ref, l, jstr(rel, "event_id"), &m.target, &row) || !m.target.from_me ||
+            row.login_id != l->id || strcmp(row.relay_sender, relay ? relay : "") != 0) {
             br_notice(pw, ref->room,
                       "⚠ Your edit was not sent: only your own bridged messages "
                       "can be edited on WhatsApp.");
@@ -692,7 +753,7 @@ static void bridge_mx_message(br_pworker *pw, const br_room_ref *ref, const cJSO
                 snprintf(m.reply_sender, sizeof(m.reply_sender), "%s@s.whatsapp.net", l->phone);
         }
     }
-    send_to_wa(pw, ref, l, &m, event_id, !is_edit);
+    send_to_wa(pw, ref, l, &m, event_id, !is_edit, relay);
     br_wa_text_free(&wt);
 }
 
@@ -702,13 +763,14 @@ static void bridge_mx_reaction(br_pworker *pw, const br_room_ref *ref, const cJS
     const cJSON *rel = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(ev, "content"), "m.relates_to");
     const char *rel_type = jstr(rel, "rel_type"), *key = jstr(rel, "key");
-    br_login *l = portal_login(pw, ref, sender, false);
+    br_login *l = portal_login(pw, ref, sender, false); /* reactions are not relayed */
+    const char *relay = NULL;
     if (!l || !rel_type || strcmp(rel_type, "m.annotation") != 0 || !key) return;
     wa_msg m = {.kind = WA_MSG_REACTION};
     db_message row;
     if (!target_key(pw, ref, l, jstr(rel, "event_id"), &m.target, &row)) return;
     snprintf(m.reaction, sizeof(m.reaction), "%s", key);
-    send_to_wa(pw, ref, l, &m, event_id, false);
+    send_to_wa(pw, ref, l, &m, event_id, false, relay);
     db_reaction r = {.portal_id = ref->portal_id, .timestamp_ms = br_now_ms()};
     snprintf(r.target_wa_id, sizeof(r.target_wa_id), "%s", row.wa_id);
     snprintf(r.emoji, sizeof(r.emoji), "%s", key);
@@ -722,11 +784,13 @@ static void bridge_mx_redaction(br_pworker *pw, const br_room_ref *ref, const cJ
 {
     const char *redacts = jstr(ev, "redacts");
     if (!redacts) redacts = jstr(cJSON_GetObjectItemCaseSensitive(ev, "content"), "redacts");
-    br_login *l = portal_login(pw, ref, sender, false);
+    bool relayed;
+    br_login *l = sender_login(pw, ref, sender, false, &relayed);
+    const char *relay = relayed ? sender : NULL;
     if (!l || !redacts) return;
     db_reaction r;
     if (db_reaction_by_mxid(pw->db, redacts, &r) == DB_OK) { /* a reaction taken back */
-        if (r.sender_jid[0]) return;                         /* someone else's */
+        if (r.sender_jid[0] || relayed) return;              /* someone else's */
         wa_msg m = {.kind = WA_MSG_REACTION};
         set_str(m.target.id, sizeof(m.target.id), r.target_wa_id);
         set_str(m.target.remote_jid, sizeof(m.target.remote_jid), ref->chat);
@@ -734,18 +798,19 @@ static void bridge_mx_redaction(br_pworker *pw, const br_room_ref *ref, const cJ
         m.target.from_me =
             db_message_by_wa(pw->db, ref->portal_id, r.target_wa_id, "", &row) == DB_OK &&
             row.sender_jid[0] == '\0';
-        send_to_wa(pw, ref, l, &m, event_id, false);
+        send_to_wa(pw, ref, l, &m, event_id, false, relay);
         db_reaction_delete(pw->db, redacts);
         return;
     }
     wa_msg m = {.kind = WA_MSG_REVOKE};
     db_message row;
     if (!target_key(pw, ref, l, redacts, &m.target, &row)) return;
-    if (!m.target.from_me) {
+    if (!m.target.from_me || row.login_id != l->id ||
+        strcmp(row.relay_sender, relay ? relay : "") != 0) {
         br_notice(pw, ref->room, "⚠ Only your own messages can be deleted on WhatsApp.");
         return;
     }
-    send_to_wa(pw, ref, l, &m, event_id, false);
+    send_to_wa(pw, ref, l, &m, event_id, false, relay);
 }
 
 /* A Matrix user renames a group portal or changes its topic: the group follows (when the user
@@ -841,8 +906,11 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
         goto done;
     }
     if (portal) {
-        if (strcmp(type, "m.room.message") == 0)
-            bridge_mx_message(pw, &ref, ev, sender, event_id);
+        if (strcmp(type, "m.room.message") == 0) {
+            const char *body = jstr(content, "body");
+            if (!body || !br_command_in_portal(pw, &ref, sender, body))
+                bridge_mx_message(pw, &ref, ev, sender, event_id);
+        }
         else if (strcmp(type, "m.reaction") == 0)
             bridge_mx_reaction(pw, &ref, ev, sender, event_id);
         else if (strcmp(type, "m.room.redaction") == 0)

@@ -34,10 +34,11 @@ static const db_stmt st_portal_ensure = {
 static const db_stmt st_message_insert = {
     "bridge_message_insert",
     "INSERT INTO message (portal_id, login_id, wa_id, part_id, sender_jid, mxid, mx_room,"
-    " timestamp_ms, edit_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    " timestamp_ms, edit_count, relay_sender) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     0};
 #define MESSAGE_COLS                                                                               \
-    "portal_id, login_id, wa_id, part_id, sender_jid, mxid, mx_room, timestamp_ms, edit_count"
+    "portal_id, login_id, wa_id, part_id, sender_jid, mxid, mx_room, timestamp_ms, edit_count,"    \
+    " relay_sender"
 static const db_stmt st_message_by_wa = {
     "bridge_message_by_wa",
     "SELECT " MESSAGE_COLS " FROM message WHERE portal_id = $1 AND wa_id = $2 AND part_id = $3", I};
@@ -138,13 +139,14 @@ static void message_params(const db_message *m, db_param *p)
     p[6] = db_p_text(m->mx_room);
     p[7] = db_p_int(m->timestamp_ms);
     p[8] = db_p_int(m->edit_count);
+    p[9] = db_p_text(m->relay_sender);
 }
 
 int db_message_insert(db_conn *c, const db_message *m)
 {
-    db_param p[9];
+    db_param p[10];
     message_params(m, p);
-    return db_exec(c, &st_message_insert, p, 9, NULL);
+    return db_exec(c, &st_message_insert, p, 10, NULL);
 }
 
 static void message_fill(void *arg, size_t i, db_param *p)
@@ -154,7 +156,7 @@ static void message_fill(void *arg, size_t i, db_param *p)
 
 int db_message_insert_many(db_conn *c, const db_message *m, size_t n)
 {
-    return db_exec_batch(c, &st_message_insert, 9, n, message_fill, (void *)m, NULL);
+    return db_exec_batch(c, &st_message_insert, 10, n, message_fill, (void *)m, NULL);
 }
 
 static int read_message(db_conn *c, const db_stmt *st, const db_param *p, int n, db_message *out)
@@ -169,7 +171,8 @@ static int read_message(db_conn *c, const db_stmt *st, const db_param *p, int n,
               db_result_copy_text(r, 0, 3, out->part_id, sizeof(out->part_id)) &&
               db_result_copy_text(r, 0, 4, out->sender_jid, sizeof(out->sender_jid)) &&
               db_result_copy_text(r, 0, 5, out->mxid, sizeof(out->mxid)) &&
-              db_result_copy_text(r, 0, 6, out->mx_room, sizeof(out->mx_room));
+              db_result_copy_text(r, 0, 6, out->mx_room, sizeof(out->mx_room)) &&
+              db_result_copy_text(r, 0, 9, out->relay_sender, sizeof(out->relay_sender));
     out->timestamp_ms = db_result_int(r, 0, 7);
     out->edit_count = (int)db_result_int(r, 0, 8);
     db_result_free(r);

@@ -44,6 +44,7 @@ typedef struct db_message {
     char mx_room[DB_ID_MAX];    /* Matrix room id */
     int64_t timestamp_ms;       /* message time */
     int edit_count;             /* edits bridged so far */
+    char relay_sender[DB_ID_MAX]; /* relay mode: the Matrix user who wrote it, "" = not relayed */
 } db_message;
 
 /* DB_ERR_UNIQUE when the part or the event id is already mapped (a duplicate). */

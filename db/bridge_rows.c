@@ -37,7 +37,9 @@ static const db_stmt st_login_release = {
     "rows_login_release",
     "UPDATE wa_login SET owner = NULL, lease_expires_ms = NULL WHERE id = $1 AND owner = $2", I};
 
-#define PORTAL_COLS "id, chat_jid, coalesce(receiver_login_id, 0), coalesce(mxid, ''), name, topic"
+#define PORTAL_COLS                                                                                \
+    "id, chat_jid, coalesce(receiver_login_id, 0), coalesce(mxid, ''), name, topic,"                 \
+    " coalesce(relay_login_id, 0)"
 static const db_stmt st_portal_list = {
     "rows_portal_list",
     "SELECT " PORTAL_COLS " FROM portal WHERE mxid IS NOT NULL AND id > $1 ORDER BY id LIMIT $2",
@@ -51,6 +53,8 @@ static const db_stmt st_portal_set_mxid = {"rows_portal_set_mxid",
 static const db_stmt st_portal_set_name = {
     "rows_portal_set_name",
     "UPDATE portal SET name = $2, topic = $3, name_set = true, topic_set = true WHERE id = $1", I};
+static const db_stmt st_portal_set_relay = {
+    "rows_portal_set_relay", "UPDATE portal SET relay_login_id = $2 WHERE id = $1", I};
 static const db_stmt st_portal_del_login = {"rows_portal_del_login",
                                             "DELETE FROM portal WHERE receiver_login_id = $1", I};
 
@@ -201,6 +205,7 @@ static void portal_row(const db_result *r, int i, db_portal *p)
     db_result_copy_text(r, i, 3, p->mxid, sizeof(p->mxid));
     db_result_copy_text(r, i, 4, p->name, sizeof(p->name));
     db_result_copy_text(r, i, 5, p->topic, sizeof(p->topic));
+    p->relay_login_id = db_result_int(r, i, 6);
 }
 
 int db_portal_list(db_conn *c, int64_t after_id, db_portal *out, size_t max, size_t *n)
@@ -247,6 +252,12 @@ int db_portal_set_name(db_conn *c, int64_t id, const char *name, const char *top
 {
     db_param p[3] = {db_p_int(id), db_p_text(name ? name : ""), db_p_text(topic ? topic : "")};
     return db_exec(c, &st_portal_set_name, p, 3, NULL);
+}
+
+int db_portal_set_relay(db_conn *c, int64_t id, int64_t relay_login_id)
+{
+    db_param p[2] = {db_p_int(id), relay_login_id ? db_p_int(relay_login_id) : db_p_null()};
+    return db_exec(c, &st_portal_set_relay, p, 2, NULL);
 }
 
 int db_portal_delete_for_login(db_conn *c, int64_t login_id)

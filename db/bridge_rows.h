@@ -51,6 +51,7 @@ typedef struct db_portal {
     char mxid[DB_ID_MAX];      /* Matrix room id, "" until created */
     char name[DB_ID_MAX];
     char topic[DB_ID_MAX];
+    int64_t relay_login_id; /* relay mode: the login relaying for users without one; 0 = none */
 } db_portal;
 
 /* Portals that have a room, at most max, from after_id on (id order, for paging). */
@@ -59,6 +60,8 @@ int db_portal_get(db_conn *c, int64_t id, db_portal *out);
 int db_portal_by_mxid(db_conn *c, const char *room, db_portal *out);
 int db_portal_set_mxid(db_conn *c, int64_t id, const char *room);
 int db_portal_set_name(db_conn *c, int64_t id, const char *name, const char *topic);
+/* Relay mode: relay_login_id relays in the portal (0 = none). */
+int db_portal_set_relay(db_conn *c, int64_t id, int64_t relay_login_id);
 /* Portals of a login (its DMs; groups come through user_portal). */
 int db_portal_delete_for_login(db_conn *c, int64_t login_id);
 
