@@ -101,17 +101,79 @@ static void *pworker_main(void *arg)
     return NULL;
 }
 
-/* ---- rooms ---- */
+/* ---- rooms ----
+ * The cache is an array with two open-addressing indexes over it (by room id, by receiver and
+ * chat): slots hold array index + 1, 0 = empty; power-of-two sizes at most half full. Entries
+ * leave only with a login (br_room_forget_login), which rebuilds both. */
+
+static uint64_t chat_hash(int64_t receiver, const char *chat)
+{
+    return br_hash(chat) ^ ((uint64_t)receiver * 0x9e3779b97f4a7c15ull);
+}
+
+static void rooms_index(br_bridge *b, size_t i)
+{
+    size_t mask = b->cap_index - 1;
+    size_t k = (size_t)br_hash(b->rooms[i].room) & mask;
+    while (b->by_room[k])
+        k = (k + 1) & mask;
+    b->by_room[k] = i + 1;
+    k = (size_t)chat_hash(b->rooms[i].receiver, b->rooms[i].chat) & mask;
+    while (b->by_chat[k])
+        k = (k + 1) & mask;
+    b->by_chat[k] = i + 1;
+}
+
+/* Rebuilds both indexes for cap_rooms entries; false when out of memory (nothing changed). */
+static bool rooms_reindex(br_bridge *b)
+{
+    size_t cap = 128;
+    while (cap < 2 * b->cap_rooms)
+        cap *= 2;
+    size_t *br = calloc(cap, sizeof(*br)), *bc = calloc(cap, sizeof(*bc));
+    if (!br || !bc) {
+        free(br);
+        free(bc);
+        return false;
+    }
+    free(b->by_room);
+    free(b->by_chat);
+    b->by_room = br;
+    b->by_chat = bc;
+    b->cap_index = cap;
+    for (size_t i = 0; i < b->n_rooms; i++)
+        rooms_index(b, i);
+    return true;
+}
+
+static br_room_ref *find_room(br_bridge *b, const char *room)
+{
+    if (!b->cap_index) return NULL;
+    size_t mask = b->cap_index - 1;
+    for (size_t k = (size_t)br_hash(room) & mask; b->by_room[k]; k = (k + 1) & mask)
+        if (strcmp(b->rooms[b->by_room[k] - 1].room, room) == 0) return &b->rooms[b->by_room[k] - 1];
+    return NULL;
+}
+
+static br_room_ref *find_chat(br_bridge *b, int64_t receiver, const char *chat)
+{
+    if (!b->cap_index) return NULL;
+    size_t mask = b->cap_index - 1;
+    for (size_t k = (size_t)chat_hash(receiver, chat) & mask; b->by_chat[k]; k = (k + 1) & mask) {
+        br_room_ref *r = &b->rooms[b->by_chat[k] - 1];
+        if (r->receiver == receiver && strcmp(r->chat, chat) == 0) return r;
+    }
+    return NULL;
+}
 
 void br_room_remember(br_bridge *b, const char *room, const char *chat, int64_t receiver,
                       int64_t portal_id)
 {
     pthread_mutex_lock(&b->lock);
-    for (size_t i = 0; i < b->n_rooms; i++)
-        if (strcmp(b->rooms[i].room, room) == 0) {
-            pthread_mutex_unlock(&b->lock);
-            return;
-        }
+    if (find_room(b, room)) {
+        pthread_mutex_unlock(&b->lock);
+        return;
+    }
     if (b->n_rooms == b->cap_rooms) {
         size_t cap = b->cap_rooms ? b->cap_rooms * 2 : 64;
         br_room_ref *r = realloc(b->rooms, cap * sizeof(*r));
@@ -121,48 +183,57 @@ void br_room_remember(br_bridge *b, const char *room, const char *chat, int64_t 
         }
         b->rooms = r;
         b->cap_rooms = cap;
+        if (!rooms_reindex(b)) {
+            pthread_mutex_unlock(&b->lock);
+            return;
+        }
     }
-    br_room_ref *r = &b->rooms[b->n_rooms++];
+    br_room_ref *r = &b->rooms[b->n_rooms];
     snprintf(r->room, sizeof(r->room), "%s", room);
     snprintf(r->chat, sizeof(r->chat), "%s", chat);
     r->receiver = receiver;
     r->portal_id = portal_id;
+    rooms_index(b, b->n_rooms++);
     pthread_mutex_unlock(&b->lock);
 }
 
 bool br_room_lookup(br_bridge *b, const char *room, br_room_ref *out)
 {
-    bool found = false;
     pthread_mutex_lock(&b->lock);
-    for (size_t i = 0; i < b->n_rooms && !found; i++)
-        if (strcmp(b->rooms[i].room, room) == 0) {
-            *out = b->rooms[i];
-            found = true;
-        }
+    const br_room_ref *r = find_room(b, room);
+    if (r) *out = *r;
     pthread_mutex_unlock(&b->lock);
-    return found;
+    return r != NULL;
 }
 
 bool br_room_of_chat(br_bridge *b, int64_t receiver, const char *chat, br_room_ref *out)
 {
-    bool found = false;
     pthread_mutex_lock(&b->lock);
-    for (size_t i = 0; i < b->n_rooms && !found; i++)
-        if (b->rooms[i].receiver == receiver && strcmp(b->rooms[i].chat, chat) == 0) {
-            *out = b->rooms[i];
-            found = true;
-        }
+    const br_room_ref *r = find_chat(b, receiver, chat);
+    if (r) *out = *r;
     pthread_mutex_unlock(&b->lock);
-    return found;
+    return r != NULL;
 }
 
 void br_room_forget_login(br_bridge *b, int64_t login_id)
 {
     pthread_mutex_lock(&b->lock);
-    size_t o = 0;
-    for (size_t i = 0; i < b->n_rooms; i++)
-        if (b->rooms[i].receiver != login_id) b->rooms[o++] = b->rooms[i];
-    b->n_rooms = o;
+    br_room_ref *keep = malloc((b->cap_rooms ? b->cap_rooms : 1) * sizeof(*keep));
+    if (keep) { /* (out of memory: the login's rooms stay cached; their login is gone anyway) */
+        size_t o = 0, n = b->n_rooms;
+        for (size_t i = 0; i < n; i++)
+            if (b->rooms[i].receiver != login_id) keep[o++] = b->rooms[i];
+        br_room_ref *old = b->rooms;
+        b->rooms = keep;
+        b->n_rooms = o;
+        if (rooms_reindex(b)) {
+            free(old);
+        } else {
+            free(keep);
+            b->rooms = old;
+            b->n_rooms = n;
+        }
+    }
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -556,6 +627,8 @@ void br_bridge_stop(br_bridge *b)
     if (b->db_http) db_conn_close(b->db_http);
     if (b->db_main) db_conn_close(b->db_main);
     free(b->rooms);
+    free(b->by_room);
+    free(b->by_chat);
     pthread_mutex_destroy(&b->lock);
     pthread_mutex_destroy(&b->pump_lock);
     pthread_cond_destroy(&b->pump_cond);

@@ -166,8 +166,10 @@ struct br_bridge {
     br_login *logins[BR_MAX_LOGINS];
     size_t n_logins;
     br_login *dead; /* unlisted logins, freed at shutdown */
-    br_room_ref *rooms;
+    br_room_ref *rooms; /* the room cache (bridge.c "rooms") */
     size_t n_rooms, cap_rooms;
+    size_t *by_room, *by_chat; /* its two hash indexes, cap_index slots each */
+    size_t cap_index;
     int next_engine;
     struct {
         _Atomic uint64_t mx_events, mx_bridged, wa_messages, wa_bridged, commands, failures;

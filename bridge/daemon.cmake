@@ -6,3 +6,11 @@ target_sources(wb_bridge PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/commands.c
   ${CMAKE_CURRENT_SOURCE_DIR}/group.c
   ${CMAKE_CURRENT_SOURCE_DIR}/qr.c)
+
+if(NOT WABRIDGE_FUZZ)
+  add_executable(test_rooms ${CMAKE_SOURCE_DIR}/tests/bridge/test_rooms.c)
+  target_include_directories(test_rooms PRIVATE ${CMAKE_SOURCE_DIR}/tests/unit)
+  target_link_libraries(test_rooms PRIVATE wb_bridge)
+  add_test(NAME test_rooms COMMAND test_rooms)
+  set_tests_properties(test_rooms PROPERTIES LABELS bridge TIMEOUT 60)
+endif()
