@@ -23,7 +23,7 @@ typedef struct br_group_data {
     bool has_info;              /* subject, topic and members are the whole group */
     wa_group_event_type change; /* a notification's change (0 for an info) */
     char subject[DB_ID_MAX];
-    char topic[1024];
+    char topic[DB_TOPIC_MAX];
     char author[DB_ID_MAX]; /* who made the change, "" = the server */
     char author_name[256];
     br_group_member *members; /* info: every participant; change: those it names */

@@ -393,6 +393,7 @@ typedef struct group_req {
     int kind; /* 0 info, 1 participating, 2 create, 3 subject, 4 description */
     char group[DB_ID_MAX];
     char subject[DB_ID_MAX];
+    char *text; /* description (heap) */
     char (*participants)[DB_ID_MAX];
     size_t n;
     char room[DB_ID_MAX];
@@ -411,7 +412,7 @@ static void group_on_engine(wa_client *c, void *arg)
     } else if (r->kind == 3) {
         rc = wa_client_group_subject(c, r->group, r->subject, &req);
     } else if (r->kind == 4) {
-        rc = wa_client_group_description(c, r->group, r->subject, &req);
+        rc = wa_client_group_description(c, r->group, r->text, &req);
     } else {
         const char *ps[256];
         size_t n = r->n < 256 ? r->n : 256;
@@ -433,6 +434,7 @@ static void group_on_engine(wa_client *c, void *arg)
     if (rc != WA_OK)
         WB_INFO(MOD, "group call %d refused by the engine: %s", r->kind, wa_strerror(rc));
     free(r->participants);
+    free(r->text);
     free(r);
 }
 
@@ -442,6 +444,7 @@ static int post_group(br_login *l, group_req *r)
     if (l->removed || l->handle < 0 ||
         wa_worker_call(l->eng->w, l->handle, group_on_engine, r, false) != 0) {
         free(r->participants);
+        free(r->text);
         free(r);
         return -1;
     }
@@ -462,7 +465,12 @@ void br_login_group_set(br_login *l, const char *group, bool subject, const char
     if (!r) return;
     r->kind = subject ? 3 : 4;
     snprintf(r->group, sizeof(r->group), "%s", group);
-    snprintf(r->subject, sizeof(r->subject), "%s", text);
+    if (subject) {
+        snprintf(r->subject, sizeof(r->subject), "%s", text);
+    } else if (!(r->text = strdup(text))) {
+        free(r);
+        return;
+    }
     post_group(l, r);
 }
 

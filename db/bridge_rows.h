@@ -44,13 +44,16 @@ int db_login_release(db_conn *c, int64_t id, const char *owner);
 
 /* ---- portals ---- */
 
+#define DB_TOPIC_MAX 8192 /* bytes of a room topic / group description incl. NUL (WhatsApp allows
+                             2,048 characters) */
+
 typedef struct db_portal {
     int64_t id;
     char chat_jid[DB_ID_MAX];  /* WhatsApp chat */
     int64_t receiver_login_id; /* 0: shared (group) portal */
     char mxid[DB_ID_MAX];      /* Matrix room id, "" until created */
     char name[DB_ID_MAX];
-    char topic[DB_ID_MAX];
+    char topic[DB_TOPIC_MAX];
     int64_t relay_login_id; /* relay mode: the login relaying for users without one; 0 = none */
 } db_portal;
 

@@ -51,7 +51,8 @@ try {
 
   // Alice renames the room and sets its topic: the group follows
   await alice.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.name/`, { name: 'Weekend plans (final)' });
-  await alice.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.topic/`, { topic: 'Saturday 10:00' });
+  const topic = `Saturday 10:00. Bring ${'sandwiches, '.repeat(120)}and more`; // ~1.5 KB: kept whole
+  await alice.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.topic/`, { topic });
   const info = await waitFor('the group renamed', async () => {
     const g = await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(group)}`);
     return g.json.subject === 'Weekend plans (final)' && g.json;
@@ -59,9 +60,9 @@ try {
   check(!!info, 'renaming the portal renames the WhatsApp group');
   const desc = await waitFor('the description', async () => {
     const g = await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(group)}`);
-    return JSON.stringify(g.json).includes('Saturday 10:00');
+    return JSON.stringify(g.json).includes(JSON.stringify(topic));
   }, 30000).catch(() => false);
-  check(desc, 'the portal topic becomes the group description');
+  check(desc, 'the portal topic becomes the group description, 1.5 KB whole');
 
   const rm = await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'remove', members: [CAROL] });
   check(rm.status === 200, 'Bob removes Carol');
