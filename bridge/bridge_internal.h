@@ -31,7 +31,7 @@
 #define BR_MAX_LOGINS   4096
 #define BR_LEASE_MS     60000 /* a login lease lasts this long; renewed every 20 s */
 #define BR_SEND_WAIT_MS 60000
-#define BR_GROUP_CALLS  8 /* create-group calls waiting per login */
+#define BR_GROUP_CALLS  16 /* group calls from Matrix waiting per login (create, members) */
 #define BR_MAX_INFLIGHT                                                                            \
     12 /* sends of one login waiting for their ack (the engine allows 16) */ /* how long a portal  \
                                                                                 waits for WhatsApp \
@@ -127,8 +127,10 @@ typedef struct br_login {
     bool typing_in_group; /* the user's last typing state sent to a group (portal workers) */
     struct br_login *next_dead;
     struct {
-        uint32_t req_id; /* a create-group call waiting for its answer (0: free) */
+        uint32_t req_id; /* a group call from Matrix waiting for its answer (0: free) */
         char room[DB_ID_MAX];
+        char jid[DB_ID_MAX]; /* participants: whom it was about */
+        int change;          /* participants: the wa_group_change asked */
     } group_calls[BR_GROUP_CALLS];
     /* guarded by send_lock */ /* unlisted logins, freed at shutdown (late jobs may hold one) */
 } br_login;
@@ -234,6 +236,10 @@ void br_login_group_info(br_login *l, const char *group);
 void br_login_group_set(br_login *l, const char *group, bool subject, const char *text);
 /* sync: every group of the login (each answer a group-info job). */
 void br_login_group_sync(br_login *l);
+/* A Matrix user invited or kicked a ghost in a group portal (change: wa_group_change): the group
+ * follows; the answer comes to the portal as br_group_job_participants. */
+int br_login_group_participant(br_login *l, const char *group, int change, const char *jid,
+                               const char *room);
 /* create-group: the answer (a group-info job) is also reported in reply_room. */
 int br_login_group_create(br_login *l, const char *subject, const char *const *participants,
                           size_t n, const char *reply_room);

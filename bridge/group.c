@@ -96,6 +96,24 @@ br_group_data *br_group_data_from_change(int64_t login_id, const wa_group_event 
     return g;
 }
 
+br_group_data *br_group_data_from_participants(int64_t login_id, const wa_group_result *r,
+                                               const char *asked, int asked_change)
+{
+    br_group_data *g = group_data_new(1);
+    if (!g) return NULL;
+    g->login_id = login_id;
+    copy_str(g->group, sizeof(g->group), r->group);
+    g->result_code = r->code;
+    g->participants_change = asked_change;
+    /* one participant asked per call: the answer's entry (by whatever JID WhatsApp uses) is its
+     * outcome; the ghost is the one the user acted on */
+    copy_str(g->members[0].jid, sizeof(g->members[0].jid), asked);
+    g->members[0].error = r->code;
+    if (r->nparticipants > 0 && !r->code) g->members[0].error = r->participants[0].error;
+    g->nmembers = 1;
+    return g;
+}
+
 /* ---- rooms ---- */
 
 /* The ghost joins the room (invited by the bot first); cached per worker. */
@@ -272,6 +290,61 @@ void br_group_job_change(br_pworker *pw, void *arg)
             ghost_leave(pw, ref.room, g->members[i].jid, g->change == WA_GROUP_EV_REMOVE);
         break;
     default: break;
+    }
+out:
+    br_group_data_free(g);
+}
+
+/* Why WhatsApp refused to add or remove someone, for the notice. */
+static const char *participant_error(int code, bool whole_call)
+{
+    switch (code) {
+    case 401:
+    case 403:
+        return whole_call ? "only group admins can do that"
+                          : "their privacy settings allow only an invite link";
+    case 404: return "no such WhatsApp account";
+    case 406: return "the group is full";
+    case 408: return "they left the group recently";
+    case 409: return "they already are in the group";
+    default: return NULL;
+    }
+}
+
+/* WhatsApp's answer to a member change a Matrix user made: done, or a notice and the room put
+ * back as the group is. */
+void br_group_job_participants(br_pworker *pw, void *arg)
+{
+    br_group_data *g = arg;
+    br_room_ref ref;
+    if (!br_room_of_chat(pw->b, 0, g->group, &ref)) goto out;
+    for (size_t i = 0; i < g->nmembers; i++) {
+        const br_group_member *m = &g->members[i];
+        char mxid[DB_ID_MAX], name[DB_ID_MAX];
+        if (!br_portal_ghost_of(pw, m->jid, mxid, sizeof(mxid), name, sizeof(name))) continue;
+        bool add = g->participants_change == WA_GROUP_ADD;
+        mx_error err;
+        if (m->error == 0) {
+            if (add) br_group_ghost_join(pw, ref.room, mxid);
+            continue;
+        }
+        const char *why = participant_error(m->error, g->result_code != 0);
+        char user[DB_ID_MAX];
+        br_user_jid(m->jid, user, sizeof(user));
+        char *at = strchr(user, '@');
+        if (at) *at = '\0';
+        if (why)
+            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s: %s.",
+                      add ? "add" : "remove", name[0] ? name : user, why);
+        else
+            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s (error %d).",
+                      add ? "add" : "remove", name[0] ? name : user, m->error);
+        if (add && m->error != 409) /* the invite goes: the room shows the group as it is */
+            mx_client_kick(pw->mx, NULL, ref.room, mxid, "not added on WhatsApp", &err);
+        else if (!add) { /* still in the group: back into the room */
+            memset(pw->joined, 0, sizeof(pw->joined));
+            br_group_ghost_join(pw, ref.room, mxid);
+        }
     }
 out:
     br_group_data_free(g);

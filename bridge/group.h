@@ -15,6 +15,7 @@ typedef struct br_group_member {
     char jid[DB_ID_MAX]; /* user JID (the phone-number one when WhatsApp gives it) */
     char lid[DB_ID_MAX]; /* its LID user JID when known, else "" */
     bool admin;
+    int error; /* an answer to our add/remove/...: WhatsApp's code for this one, 0 = done */
 } br_group_member;
 
 typedef struct br_group_data {
@@ -29,17 +30,23 @@ typedef struct br_group_data {
     br_group_member *members; /* info: every participant; change: those it names */
     size_t nmembers;
     char reply_room[DB_ID_MAX]; /* create-group: where to answer, "" = none */
-    int result_code;            /* create-group: WhatsApp's answer (0 = done) */
+    int result_code;            /* create-group, participants: WhatsApp's answer (0 = done) */
+    int participants_change;    /* participants answer: the wa_group_change asked */
 } br_group_data;
 
 br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *info);
 br_group_data *br_group_data_from_change(int64_t login_id, const wa_group_event *ev,
                                          const wa_group_change_event *ch);
+/* The answer to a participants call from Matrix; asked/asked_change: what was asked (used when
+ * the whole call was refused and the answer names nobody). */
+br_group_data *br_group_data_from_participants(int64_t login_id, const wa_group_result *r,
+                                               const char *asked, int asked_change);
 void br_group_data_free(br_group_data *g);
 
 /* Jobs on the group portal's queue (arg: br_group_data). */
 void br_group_job_info(br_pworker *pw, void *arg);
 void br_group_job_change(br_pworker *pw, void *arg);
+void br_group_job_participants(br_pworker *pw, void *arg);
 
 /* The portal of a group (room made by the bot when missing, l's user invited). */
 int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const char *subject,

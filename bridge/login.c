@@ -341,15 +341,24 @@ static void take_group_results(br_login *l)
 {
     wa_group_result r;
     while (wa_client_next_group_result(l->client, &r)) {
-        char reply[DB_ID_MAX] = "";
+        char reply[DB_ID_MAX] = "", asked[DB_ID_MAX] = "";
+        int asked_change = 0;
         pthread_mutex_lock(&l->send_lock);
         for (int i = 0; i < BR_GROUP_CALLS; i++)
             if (l->group_calls[i].req_id == r.req_id && r.req_id) {
                 snprintf(reply, sizeof(reply), "%s", l->group_calls[i].room);
+                snprintf(asked, sizeof(asked), "%s", l->group_calls[i].jid);
+                asked_change = l->group_calls[i].change;
                 l->group_calls[i].req_id = 0;
             }
         pthread_mutex_unlock(&l->send_lock);
-        if (r.op == WA_GROUP_OP_PARTICIPATING) {
+        if (r.op == WA_GROUP_OP_PARTICIPANTS && reply[0]) {
+            br_group_data *g = br_group_data_from_participants(l->id, &r, asked, asked_change);
+            if (g) {
+                snprintf(g->reply_room, sizeof(g->reply_room), "%s", reply);
+                queue_group(l, g, br_group_job_participants);
+            }
+        } else if (r.op == WA_GROUP_OP_PARTICIPATING) {
             for (size_t i = 0; i < r.ngroups; i++) {
                 br_group_data *g = br_group_data_from_info(l->id, &r.groups[i]);
                 if (g) queue_group(l, g, br_group_job_info);
@@ -390,7 +399,8 @@ static void take_group_updates(br_login *l)
 }
 
 typedef struct group_req {
-    int kind; /* 0 info, 1 participating, 2 create, 3 subject, 4 description */
+    int kind; /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant */
+    int change; /* 5: wa_group_change */
     char group[DB_ID_MAX];
     char subject[DB_ID_MAX];
     char *text; /* description (heap) */
@@ -399,6 +409,21 @@ typedef struct group_req {
     char room[DB_ID_MAX];
     br_login *l;
 } group_req;
+
+/* A call whose answer goes back to a Matrix room (engine thread). */
+static void remember_call(br_login *l, uint32_t req, const char *room, const char *jid, int change)
+{
+    pthread_mutex_lock(&l->send_lock);
+    for (int i = 0; i < BR_GROUP_CALLS; i++)
+        if (!l->group_calls[i].req_id) {
+            l->group_calls[i].req_id = req;
+            snprintf(l->group_calls[i].room, sizeof(l->group_calls[i].room), "%s", room);
+            snprintf(l->group_calls[i].jid, sizeof(l->group_calls[i].jid), "%s", jid);
+            l->group_calls[i].change = change;
+            break;
+        }
+    pthread_mutex_unlock(&l->send_lock);
+}
 
 static void group_on_engine(wa_client *c, void *arg)
 {
@@ -413,23 +438,17 @@ static void group_on_engine(wa_client *c, void *arg)
         rc = wa_client_group_subject(c, r->group, r->subject, &req);
     } else if (r->kind == 4) {
         rc = wa_client_group_description(c, r->group, r->text, &req);
+    } else if (r->kind == 5) {
+        const char *who[1] = {r->subject};
+        rc = wa_client_group_participants(c, r->group, (wa_group_change)r->change, who, 1, &req);
+        if (rc == WA_OK) remember_call(r->l, req, r->room, r->subject, r->change);
     } else {
         const char *ps[256];
         size_t n = r->n < 256 ? r->n : 256;
         for (size_t i = 0; i < n; i++)
             ps[i] = r->participants[i];
         rc = wa_client_group_create(c, r->subject, ps, n, &req);
-        if (rc == WA_OK) {
-            br_login *l = r->l;
-            pthread_mutex_lock(&l->send_lock);
-            for (int i = 0; i < BR_GROUP_CALLS; i++)
-                if (!l->group_calls[i].req_id) {
-                    l->group_calls[i].req_id = req;
-                    snprintf(l->group_calls[i].room, sizeof(l->group_calls[i].room), "%s", r->room);
-                    break;
-                }
-            pthread_mutex_unlock(&l->send_lock);
-        }
+        if (rc == WA_OK) remember_call(r->l, req, r->room, "", 0);
     }
     if (rc != WA_OK)
         WB_INFO(MOD, "group call %d refused by the engine: %s", r->kind, wa_strerror(rc));
@@ -472,6 +491,19 @@ void br_login_group_set(br_login *l, const char *group, bool subject, const char
         return;
     }
     post_group(l, r);
+}
+
+int br_login_group_participant(br_login *l, const char *group, int change, const char *jid,
+                               const char *room)
+{
+    group_req *r = calloc(1, sizeof(*r));
+    if (!r) return -1;
+    r->kind = 5;
+    r->change = change;
+    snprintf(r->group, sizeof(r->group), "%s", group);
+    snprintf(r->subject, sizeof(r->subject), "%s", jid);
+    snprintf(r->room, sizeof(r->room), "%s", room);
+    return post_group(l, r);
 }
 
 void br_login_group_sync(br_login *l)

@@ -832,6 +832,36 @@ static void bridge_mx_group_info(br_pworker *pw, const br_room_ref *ref, const c
     db_portal_set_name(pw->db, ref->portal_id, name ? v : p.name, name ? p.topic : v);
 }
 
+/* A Matrix user invites a ghost to a group portal, or kicks or bans one: the WhatsApp group
+ * follows through the user's login (br_group_job_participants brings the answer). */
+static void bridge_mx_member(br_pworker *pw, const br_room_ref *ref, const char *sender,
+                             const char *ghost, const char *membership)
+{
+    if (!membership) return;
+    bool add = strcmp(membership, "invite") == 0;
+    if (!add && strcmp(membership, "leave") != 0 && strcmp(membership, "ban") != 0) return;
+    char jid[DB_ID_MAX];
+    if (!resolve_mx_to_jid(pw, ghost, jid, sizeof(jid))) return;
+    br_login *l = portal_login(pw, ref, sender, false);
+    mx_error err;
+    if (!l) {
+        br_notice(pw, ref->room,
+                  "⚠ Only users logged in to WhatsApp can %s group members; the room shows the "
+                  "group as it is.",
+                  add ? "add" : "remove");
+        if (add)
+            mx_client_kick(pw->mx, NULL, ref->room, ghost, "not added on WhatsApp", &err);
+        else {
+            memset(pw->joined, 0, sizeof(pw->joined));
+            br_group_ghost_join(pw, ref->room, ghost);
+        }
+        return;
+    }
+    if (br_login_group_participant(l, ref->chat, add ? WA_GROUP_ADD : WA_GROUP_REMOVE, jid,
+                                   ref->room) != 0)
+        br_notice(pw, ref->room, "⚠ Your login is not running: the group was not changed.");
+}
+
 /* Ephemeral events: our user's typing and read receipts in a portal. */
 static void bridge_mx_ephemeral(br_pworker *pw, const br_room_ref *ref, const char *type,
                                 const cJSON *content)
@@ -903,6 +933,11 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
             const cJSON *direct = cJSON_GetObjectItemCaseSensitive(content, "is_direct");
             br_command_on_invite(pw, room, sender, cJSON_IsTrue(direct));
         }
+        goto done;
+    }
+    if (portal && ref.receiver == 0 && strcmp(type, "m.room.member") == 0 && state_key &&
+        strcmp(state_key, b->bot_mxid) != 0 && br_is_ours(b, state_key)) {
+        bridge_mx_member(pw, &ref, sender, state_key, jstr(content, "membership"));
         goto done;
     }
     if (portal) {

@@ -2,7 +2,9 @@
 // group with Alice (logged in through the bridge) and Carol; the portal room appears with the
 // group's name, Alice is invited; Bob's group message comes from his ghost; Alice's answer in the
 // room reaches both phones; Bob renames the group and removes Carol -> the room follows. Alice
-// also creates a group with `create-group` and brings her groups over with `sync`.
+// also creates a group with `create-group`, adds and removes a member there by inviting and
+// kicking the ghost (refused with a notice in Bob's group, where she is no admin), and brings her
+// groups over with `sync`.
 //   node e2e_group.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
@@ -77,6 +79,36 @@ try {
   const done = await alice.waitEvent('the group created', (e) => alice.events.indexOf(e) >= since &&
     fromBot(alice, mgmt, (x) => /Created the WhatsApp group|could not be created/.test(x.content.body))(e), 30000);
   check(/Created the WhatsApp group "Book club"/.test(done.content.body), `create-group: ${done.content.body}`);
+  // members from Matrix: in her own group Alice invites Carol's ghost (Carol is added on
+  // WhatsApp and her ghost joins), then kicks it (Carol is removed)
+  const club = done.content.body.match(/(![^ ]+)$/)?.[1];
+  await alice.join(club).catch(() => {});
+  await alice.send(club, 'Welcome to the book club');
+  const clubMsg = await waitFor('Bob gets the club message', async () =>
+    (await phoneMessages(wa, BOB)).find((m) => m.text === 'Welcome to the book club'), 30000).catch(() => null);
+  const clubJid = clubMsg?.chat;
+  const members = async (jid) => (await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(jid)}`)).json.members?.map((p) => p.phone) ?? [];
+  const hasCarol = async (jid) => (await members(jid)).some((x) => String(x).includes(CAROL));
+  await alice.req('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(club)}/invite`, { user_id: carolGhost });
+  check(await waitFor('Carol in the club on WhatsApp', () => hasCarol(clubJid), 30000).catch(() => false),
+    `inviting a ghost adds the contact to the WhatsApp group (${JSON.stringify(await members(clubJid))})`);
+  await alice.waitEvent('Carol\'s ghost joins the club room', (e) => e.room_id === club && e.type === 'm.room.member' &&
+    e.state_key === carolGhost && e.content?.membership === 'join', 30000).then(() => check(true, 'the invited ghost joins the room'),
+    () => check(false, 'the invited ghost joins the room'));
+  await alice.req('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(club)}/kick`, { user_id: carolGhost, reason: 'bye' });
+  check(await waitFor('Carol out of the club', async () => !(await hasCarol(clubJid)), 30000).catch(() => false),
+    'kicking a ghost removes the contact from the WhatsApp group');
+  // in Bob's group Alice is no admin: WhatsApp refuses, the bot says why and takes the invite back
+  const s3 = alice.events.length;
+  await alice.req('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/invite`, { user_id: carolGhost });
+  const refused = await alice.waitEvent('the refusal', (e) => alice.events.indexOf(e) >= s3 && e.room_id === portal &&
+    e.type === 'm.room.message' && /WhatsApp did not add/.test(e.content?.body), 30000).catch(() => null);
+  check(/only group admins/.test(refused?.content?.body ?? ''), `adding without admin rights is refused with a notice (${refused?.content?.body})`);
+  check(!!await alice.waitEvent('the invite taken back', (e) => alice.events.indexOf(e) >= s3 && e.room_id === portal &&
+    e.type === 'm.room.member' && e.state_key === carolGhost && e.content?.membership === 'leave', 30000).catch(() => null),
+    'the refused invite is taken back in the room');
+  check(!(await hasCarol(group)), 'Carol is not in Bob\'s group');
+
   // sync: the groups she is in come over; the portals that exist are reused, not doubled
   const roomsBefore = alice.invites.size;
   const s2 = alice.events.length;
