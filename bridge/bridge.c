@@ -416,6 +416,18 @@ static mx_client *new_mx(br_bridge *b)
     return mx_client_new(&mc);
 }
 
+/* The engine worker's barrier: its connection's commits so far made durable. */
+static int engine_barrier(void *arg)
+{
+    br_engine *e = arg;
+    int rc = db_sync(e->db);
+    if (rc != DB_OK)
+        WB_WARN(MOD, "engine %d: commits not confirmed durable (%s): that batch's acks and "
+                     "messages are dropped, its connections reopened",
+                e->index, db_conn_error(e->db)->message);
+    return rc;
+}
+
 static int cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -536,11 +548,15 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         br_engine *e = &b->engines[i];
         e->b = b;
         e->index = i;
-        if (open_db(cfg, &e->db, err, cap)) goto fail;
+        /* group commit: the stores' commits return before the WAL flush; the worker's barrier
+         * (one synchronous commit per batch) makes them durable before any ack or message of
+         * the batch leaves (wa/worker.h) */
+        if (open_db_opts(cfg, &e->db, true, err, cap)) goto fail;
         e->crypto = wa_crypto_new(NULL, 0);
         if (!e->crypto) goto nomem;
         e->w = wa_worker_new(b->net, br_login_on_engine_event, e);
         if (!e->w) goto nomem;
+        wa_worker_set_barrier(e->w, engine_barrier, e);
     }
 
     /* the logins we hold, then the pump (inbox events need their logins listed) */

@@ -30,13 +30,11 @@
 
 #define BR_MAX_LOGINS   4096
 #define BR_LEASE_MS     60000 /* a login lease lasts this long; renewed every 20 s */
-#define BR_SEND_WAIT_MS 60000
-#define BR_GROUP_CALLS  16 /* group calls from Matrix waiting per login (create, members) */
-#define BR_MAX_INFLIGHT                                                                            \
-    12 /* sends of one login waiting for their ack (the engine allows 16) */ /* how long a portal  \
-                                                                                waits for WhatsApp \
-                                                                                to accept a        \
-                                                                                message */
+#define BR_SEND_WAIT_MS 60000 /* how long a portal waits for WhatsApp to accept a message */
+#define BR_GROUP_CALLS  16    /* group calls from Matrix waiting per login (create, members) */
+/* Sends of one login waiting for their ack: the pipeline that keeps a login's throughput up
+ * (a send's round trip is several ms). Below the engine's WA_MAX_SENDS (64) slots. */
+#define BR_MAX_INFLIGHT 48
 
 typedef struct br_bridge br_bridge;
 typedef struct br_pworker br_pworker;

@@ -34,6 +34,7 @@ struct db_conn {
     bool in_tx;               /* between db_begin and db_commit/db_rollback */
     bool tx_failed;           /* a statement of the open transaction failed on the server */
     bool tx_lost;             /* the connection broke inside the open transaction */
+    bool unsynced;            /* async_commit: something may have committed since db_sync */
     uint64_t reconnects;      /* successful reconnects after a loss */
     uint64_t rng;             /* xorshift state for retry jitter */
 };
@@ -357,6 +358,7 @@ static int to_wire(db_conn *c, const db_stmt *st, const db_param *params, int np
 
 int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, db_result **out)
 {
+    if (c->opts.async_commit) c->unsynced = true;
     if (out) *out = NULL;
     if (!c || !st || nparams < 0 || nparams > DB_MAX_PARAMS || (nparams > 0 && !params))
         return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec: bad arguments") : DB_ERR_INVALID;
@@ -482,6 +484,7 @@ static int batch_once(db_conn *c, const db_stmt *st, int nparams, size_t n, db_b
 int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch_fill_fn fill,
                   void *arg, int64_t *affected)
 {
+    if (c->opts.async_commit) c->unsynced = true;
     if (affected) *affected = 0;
     if (!c || !st || !fill || nparams < 0 || nparams > DB_MAX_PARAMS)
         return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_batch: bad arguments")
@@ -626,6 +629,7 @@ static int exec_simple(db_conn *c, const char *sql, const char *what, int lost_c
 
 int db_begin(db_conn *c, int flags)
 {
+    if (c->opts.async_commit) c->unsynced = true;
     if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "BEGIN: a transaction is already open");
     const char *sql = "BEGIN";
     if (flags & DB_TX_SERIALIZABLE)
@@ -735,6 +739,7 @@ int db_tx(db_conn *c, int flags, db_tx_fn fn, void *arg)
 
 int db_exec_script(db_conn *c, const char *sql)
 {
+    if (c->opts.async_commit) c->unsynced = true;
     int rc = check_tx_usable(c, "script");
     if (rc) return rc;
     rc = ensure_conn(c);
@@ -746,6 +751,25 @@ int db_exec_script(db_conn *c, const char *sql)
         else
             c->tx_failed = true;
     }
+    return rc;
+}
+
+int db_sync(db_conn *c)
+{
+    if (!c->opts.async_commit || !c->unsynced) return DB_OK;
+    if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "db_sync: a transaction is open");
+    if (!conn_alive(c))
+        return set_error(c, DB_ERR_CONN_LOST, NULL,
+                         "db_sync: the connection was lost; earlier commits may be lost");
+    /* a transaction with an xid commits with a WAL record; committing it synchronously flushes
+     * the WAL up to that record, so every earlier commit of the server is on disk too */
+    int rc = exec_simple(c,
+                         "BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT",
+                         "db_sync", DB_ERR_CONN_LOST);
+    if (rc == DB_OK)
+        c->unsynced = false;
+    else if (!conn_bad(c)) /* an error stops the string: the transaction it began is still open */
+        exec_simple(c, "ROLLBACK", "ROLLBACK", DB_ERR_CONN_LOST);
     return rc;
 }
 

@@ -79,6 +79,11 @@ int db_conn_backend_pid(const db_conn *c);
 uint64_t db_conn_reconnects(const db_conn *c);
 /* True between db_begin and db_commit/db_rollback. */
 bool db_conn_in_tx(const db_conn *c);
+/* With async_commit: makes every commit of this connection so far durable (one synchronous
+ * commit, whose WAL flush covers all earlier ones); DB_OK at once when nothing ran since the last
+ * sync, or without async_commit. Not inside a transaction. A failure (the connection lost) means
+ * earlier commits may not be durable: the caller must not act as if they were. */
+int db_sync(db_conn *c);
 
 /* A statement: a static value, prepared on a connection the first time it runs there. */
 typedef struct db_stmt {

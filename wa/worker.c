@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ typedef struct slot {
     wa_client *client;
     char url[512];
     uint64_t conn; /* current connection id, 0 when none */
+    bool dirty;    /* stepped since the last flush: output, IO requests or events may wait */
 } slot;
 
 struct wa_worker {
@@ -56,7 +58,12 @@ struct wa_worker {
     bool stop;
     slot *slots[MAX_LOGINS];
     int nslots;
+    wa_worker_barrier_fn barrier; /* made durable what the clients committed (or NULL) */
+    void *barrier_arg;
+    _Atomic uint64_t flushes, barrier_failures;
 };
+
+#define MAX_BATCH 64 /* inbox items stepped before their output goes out together */
 
 static int64_t now_ms(void)
 {
@@ -137,6 +144,38 @@ static void service_client(wa_worker *w, slot *s)
         if (w->on_event) w->on_event(w->user, s->index, &ev);
 }
 
+/* A batch ends: one barrier makes what the stepped clients committed durable, then their output
+ * goes out and their events are raised. If the barrier fails, none of their output may leave (an
+ * ack or a message could stand for a commit that is lost): it is dropped and their connections
+ * closed, so the server redelivers and the clients reconnect. Their events are still raised. */
+static void flush(wa_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    int n = w->nslots;
+    pthread_mutex_unlock(&w->lock);
+    bool any = false;
+    for (int i = 0; i < n && !any; i++)
+        any = w->slots[i] && w->slots[i]->dirty;
+    if (!any) return;
+    bool durable = !w->barrier || w->barrier(w->barrier_arg) == 0;
+    w->flushes++;
+    if (!durable) w->barrier_failures++;
+    for (int i = 0; i < n; i++) {
+        slot *s = w->slots[i];
+        if (!s || !s->dirty) continue;
+        s->dirty = false;
+        if (!durable) {
+            wa_client_output(s->client)->len = 0;
+            if (s->conn) {
+                wa_net_close(w->net, s->conn);
+                s->conn = 0;
+                wa_client_on_closed(s->client, now_ms());
+            }
+        }
+        service_client(w, s);
+    }
+}
+
 static void remove_slot(wa_worker *w, int login)
 {
     if (login < 0 || login >= MAX_LOGINS) return;
@@ -183,12 +222,13 @@ static void run_item(wa_worker *w, item *it)
     case ITEM_REMOVE: break;
     }
     if (!w->slots[it->login]) return; /* the call removed it */
-    service_client(w, s);
+    s->dirty = true;                  /* serviced by the batch's flush */
 }
 
 static void *worker_main(void *arg)
 {
     wa_worker *w = arg;
+    int batch = 0;
     pthread_mutex_lock(&w->lock);
     while (!w->stop) {
         item *it = w->head;
@@ -196,8 +236,18 @@ static void *worker_main(void *arg)
             w->head = it->next;
             if (!w->head) w->tail = NULL;
             pthread_mutex_unlock(&w->lock);
+            /* runs and removals see (and may act on) everything before them sent */
+            bool fence = it->kind == ITEM_RUN || it->kind == ITEM_REMOVE;
+            if (fence) flush(w);
             run_item(w, it);
             pthread_mutex_lock(&w->lock);
+            /* a batch ends when the inbox is empty, at its size, or for a caller who waits */
+            if (fence || it->done || !w->head || ++batch >= MAX_BATCH) {
+                pthread_mutex_unlock(&w->lock);
+                flush(w);
+                batch = 0;
+                pthread_mutex_lock(&w->lock);
+            }
             if (it->done) {
                 *it->done = true;
                 pthread_cond_broadcast(&w->cond);
@@ -215,8 +265,13 @@ static void *worker_main(void *arg)
             if (!s) continue;
             if (wa_client_deadline(s->client) <= now) {
                 wa_client_tick(s->client, now, (uint64_t)time(NULL));
-                service_client(w, s);
+                s->dirty = true;
             }
+        }
+        flush(w);
+        for (int i = 0; i < n; i++) {
+            slot *s = w->slots[i];
+            if (!s) continue;
             int64_t d = wa_client_deadline(s->client);
             if (d < next) next = d;
         }
@@ -236,6 +291,7 @@ static void *worker_main(void *arg)
         pthread_cond_timedwait(&w->cond, &w->lock, &ts);
     }
     pthread_mutex_unlock(&w->lock);
+    flush(w);
     return NULL;
 }
 
@@ -362,4 +418,18 @@ int wa_worker_remove(wa_worker *w, int login)
         pthread_cond_wait(&w->cond, &w->lock);
     pthread_mutex_unlock(&w->lock);
     return 0;
+}
+
+void wa_worker_set_barrier(wa_worker *w, wa_worker_barrier_fn fn, void *arg)
+{
+    pthread_mutex_lock(&w->lock);
+    w->barrier = fn;
+    w->barrier_arg = arg;
+    pthread_mutex_unlock(&w->lock);
+}
+
+void wa_worker_flush_stats(wa_worker *w, uint64_t *flushes, uint64_t *failures)
+{
+    if (flushes) *flushes = w->flushes;
+    if (failures) *failures = w->barrier_failures;
 }

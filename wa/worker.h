@@ -39,4 +39,18 @@ int wa_worker_run(wa_worker *w, wa_worker_run_fn fn, void *arg, bool wait);
  * from another thread; not from the event callback of the same login. */
 int wa_worker_remove(wa_worker *w, int login);
 
+/* Group commit (DESIGN.md "Nothing is lost"). The worker steps its clients through a batch of
+ * inbox items (up to 64, or until the inbox is empty, or a caller waits), then calls fn(arg) once
+ * before any of their output is sent or their events raised: fn makes durable whatever the
+ * clients' stores committed meanwhile (e.g. db_sync on a connection whose commits are
+ * asynchronous) and returns 0, or non-zero when it cannot vouch for them, and then the batch's
+ * output is dropped and those clients' connections closed (the server redelivers what was not
+ * acked; the clients reconnect). The batch's events are raised all the same, so a message may
+ * then be raised twice (again when redelivered): the app takes it once by its id. Without a barrier, output goes out at the end of each batch as
+ * it is. Set it before adding logins. */
+typedef int (*wa_worker_barrier_fn)(void *arg);
+void wa_worker_set_barrier(wa_worker *w, wa_worker_barrier_fn fn, void *arg);
+/* Batches flushed so far, and how many of them had their barrier fail. */
+void wa_worker_flush_stats(wa_worker *w, uint64_t *flushes, uint64_t *failures);
+
 #endif

@@ -441,6 +441,61 @@ static void test_pool(void)
     db_pool_free(p);
 }
 
+/* async_commit + db_sync: commits return early; db_sync flushes the WAL past every one of them,
+ * refuses inside a transaction, and reports a lost connection instead of vouching. */
+static const db_stmt st_setting = {"t_setting", "SELECT current_setting('synchronous_commit')",
+                                   DB_STMT_IDEMPOTENT};
+static const db_stmt st_insert_lsn = {
+    "t_insert_lsn", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn", DB_STMT_IDEMPOTENT};
+static const db_stmt st_flush_lsn = {
+    "t_flush_lsn", "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn", DB_STMT_IDEMPOTENT};
+
+static int64_t lsn_of(db_conn *c, const db_stmt *st)
+{
+    db_result *r;
+    if (db_exec_row(c, st, NULL, 0, &r) != DB_OK) return -1;
+    int64_t v = db_result_int(r, 0, 0);
+    db_result_free(r);
+    return v;
+}
+
+static void test_sync(void)
+{
+    db_conn_opts o = {.async_commit = true};
+    db_conn *a;
+    db_error e;
+    CHECK_INT(db_conn_open(conninfo, &o, &a, &e), DB_OK);
+    if (!a) return;
+    db_result *r;
+    CHECK_INT(db_exec_row(a, &st_setting, NULL, 0, &r), DB_OK);
+    CHECK_STR(db_result_text(r, 0, 0), "off");
+    db_result_free(r);
+    CHECK_INT(db_sync(a), DB_OK); /* nothing to do */
+    int flushed_all = 0;
+    for (int i = 0; i < 20; i++) {
+        db_param p[3] = {db_p_int(900000 + i), db_p_text("async"), db_p_null()};
+        CHECK_INT(db_exec(a, &st_ins, p, 3, NULL), DB_OK);
+        int64_t written = lsn_of(a, &st_insert_lsn);
+        CHECK_INT(db_sync(a), DB_OK);
+        if (lsn_of(a, &st_flush_lsn) >= written) flushed_all++;
+    }
+    CHECK_INT(flushed_all, 20);
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    CHECK_INT(db_sync(a), DB_ERR_STATE);
+    CHECK_INT(db_rollback(a), DB_OK);
+    /* the backend dies after a write: db_sync cannot vouch for it */
+    db_param p[3] = {db_p_int(900100), db_p_text("async"), db_p_null()};
+    CHECK_INT(db_exec(a, &st_ins, p, 3, NULL), DB_OK);
+    CHECK(pgtest_kill_backend(a));
+    usleep(200 * 1000);
+    CHECK(db_sync(a) != DB_OK);
+    /* later statements reconnect; a sync after them works again */
+    db_param q[3] = {db_p_int(900101), db_p_text("async"), db_p_null()};
+    CHECK_INT(db_exec(a, &st_ins, q, 3, NULL), DB_OK);
+    CHECK_INT(db_sync(a), DB_OK);
+    db_conn_close(a);
+}
+
 int main(void)
 {
     pgtest_require();
@@ -455,6 +510,7 @@ int main(void)
     test_interrupted_tx(c);
     test_batches(c);
     test_pool();
+    test_sync();
     db_conn_close(c);
     return CHECK_DONE();
 }

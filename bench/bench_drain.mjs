@@ -1,0 +1,94 @@
+// bench/bench_drain.mjs - what the bridge itself sustains, without the drivers in the way: a
+// backlog waits while wabridge is stopped (N messages from CONTACTS WhatsApp contacts queued at
+// wa-sim for the login's device; then N Matrix messages held by hs-sim for the appservice), the
+// bridge starts, and the rate is taken over the drain, from the first bridged message to the last,
+// as PostgreSQL sees it (WhatsApp -> Matrix: the message rows the bridge stores after each Matrix
+// send; Matrix -> WhatsApp: the appservice inbox rows, each deleted when WhatsApp's server acked
+// the message). The simulators and PostgreSQL share the machine with the bridge.
+//   node bench/bench_drain.mjs WABRIDGE HS_SIM WA_SIM CONNINFO [N] [CONTACTS]
+// Prints one JSON line.
+import { execFileSync } from 'node:child_process';
+import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from '../tests/e2e/stack.mjs';
+import { openManagementRoom, loginQr, joinNextInvite } from '../tests/e2e/scenario.mjs';
+
+const [wabridge, hsSim, waSim, conninfo, nArg, cArg] = process.argv.slice(2);
+const N = Number(nArg ?? 2000), C = Number(cArg ?? 4);
+const ALICE = '15550000301';
+const contacts = Array.from({ length: C }, (_, i) => String(15550000400 + i));
+const pg = createDatabase(conninfo, 'bench_drain');
+const sql = (q) => Number(execFileSync('psql', [pg, '-qAt', '-c', q]).toString().trim());
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls a counter until it moved by `want` from `base`; returns the seconds from its first move.
+async function drain(what, count, base, want, limitMs = 600000) {
+  let first = 0;
+  const end = Date.now() + limitMs;
+  for (;;) {
+    const v = count();
+    const now = Date.now();
+    if (!first && Math.abs(v - base) > 0) first = now;
+    if (Math.abs(v - base) >= want) return { s: (now - first) / 1000, first };
+    if (now > end) throw new Error(`${what}: ${Math.abs(v - base)} of ${want} after ${limitMs} ms`);
+    await sleep(10);
+  }
+}
+
+const stack = await startStack({
+  bins: { wabridge, hsSim, waSim }, pg,
+  accounts: [{ phone: ALICE, lid: '900000000000301', name: 'Alice' },
+    ...contacts.map((p, i) => ({ phone: p, lid: String(900000000000400 + i), name: `Contact${i}` }))],
+});
+const { wa, hs } = stack;
+try {
+  const alice = await MxUser.register(hs.url, 'alice');
+  const mgmt = await openManagementRoom(alice, DOMAIN);
+  await loginQr(alice, mgmt, wa, ALICE);
+  const portals = [];
+  const known = new Set([mgmt]);
+  for (const p of contacts) {
+    await wa.admin('POST', '/admin/send', { phone: p, to: `${ALICE}@s.whatsapp.net`, text: 'hello' });
+    portals.push(await joinNextInvite(alice, known));
+  }
+  await waitFor('the portals', () => sql('SELECT count(*) FROM message') >= C, 30000);
+
+  // WhatsApp -> Matrix: the backlog waits at wa-sim while the bridge is down
+  await stack.bridge.stop();
+  await Promise.all(contacts.map(async (p, ci) => {
+    for (let i = ci; i < N; i += C)
+      await wa.admin('POST', '/admin/send', { phone: p, to: `${ALICE}@s.whatsapp.net`, text: `w${i}` });
+  }));
+  const base1 = sql('SELECT count(*) FROM message');
+  await stack.restartBridge();
+  const count1 = () => sql('SELECT count(*) FROM message');
+  const d1 = await drain('WhatsApp -> Matrix', count1, base1, N);
+
+  // Matrix -> WhatsApp: hs-sim holds the transactions while the bridge is down
+  await fetch(`${hs.url}/_hssim/config`, { method: 'POST', body: JSON.stringify({ push_backoff_ms: 20 }) });
+  await stack.bridge.stop();
+  await Promise.all(portals.map(async (room, ci) => {
+    const mine = [];
+    for (let i = ci; i < N; i += C) mine.push(i);
+    for (let k = 0; k < mine.length; k += 16)
+      await Promise.all(mine.slice(k, k + 16).map((i) => alice.send(room, `m${i}`)));
+  }));
+  await stack.restartBridge();
+  // every event is first written to the inbox, then deleted when acked: count the deletions
+  const accepted = () => sql('SELECT count(*) FROM mx_inbox');
+  await waitFor('the first transaction accepted', () => accepted() > 0, 60000, 5);
+  const t0 = Date.now();
+  await waitFor('the Matrix backlog acked by WhatsApp', () => {
+    const inbox = accepted();
+    return inbox === 0 && sql('SELECT count(*) FROM mx_txn') > 0 &&
+      sql(`SELECT count(*) FROM message WHERE sender_jid = ''`) >= N;
+  }, 600000, 10);
+  const s2 = (Date.now() - t0) / 1000;
+  console.log(JSON.stringify({
+    n: N, contacts: C,
+    wa_to_mx_drain_per_s: Math.round(N / d1.s), wa_to_mx_drain_s: d1.s,
+    mx_to_wa_drain_per_s: Math.round(N / s2), mx_to_wa_drain_s: s2,
+  }));
+  alice.stop();
+} finally {
+  await stack.stop();
+}
+process.exit(0);
