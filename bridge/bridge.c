@@ -297,6 +297,13 @@ static void on_events(void *ctx, const char *txn_id, const mx_event_batch *batch
     pthread_mutex_unlock(&b->pump_lock);
 }
 
+/* What we sent ourselves comes back in every transaction (the bot's and the ghosts' events):
+ * never bridged, so never stored. Ephemeral events (no event id) always are. */
+static bool skip_echo(void *arg, const mx_event *e)
+{
+    return e->kind == MX_EVENT_TIMELINE && e->event_id && e->sender && br_is_ours(arg, e->sender);
+}
+
 static bool query_user(void *ctx, const char *user_id)
 {
     return br_is_ours(ctx, user_id);
@@ -468,7 +475,8 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     /* the appservice endpoint first: the homeserver's ping must find it */
     mx_as_config ac = {
         .bind_addr = cfg->as_hostname, .port = cfg->as_port, .hs_token = cfg->hs_token};
-    mx_txn_store store = br_mx_txn_store_pg(b->db_http);
+    b->txn_pg = (br_mx_txn_pg){.conn = b->db_http, .skip = skip_echo, .skip_arg = b};
+    mx_txn_store store = br_mx_txn_store_pg_filtered(&b->txn_pg);
     mx_as_handler h = {.ctx = b, .on_events = on_events, .query_user = query_user};
     if (mx_as_server_start(&ac, &store, &h, &b->as) != MX_OK) {
         fail(err, cap, "appservice: cannot listen on %s:%u (appservice.hostname/port)",

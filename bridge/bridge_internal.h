@@ -16,6 +16,7 @@
 
 #include "bridge/bridge.h"
 #include "bridge/config.h"
+#include "bridge/mx_txn_pg.h"
 #include "db/bridge_rows.h"
 #include "matrix/as_server.h"
 #include "matrix/client.h"
@@ -146,6 +147,7 @@ struct br_bridge {
     char owner[128]; /* lease owner name: host:pid */
     char bot_mxid[DB_ID_MAX];
     db_conn *db_http; /* the endpoint's commits */
+    br_mx_txn_pg txn_pg; /* its store's settings (drops our own echoes) */
     db_conn *db_pump; /* the pump's reads */
     db_conn *db_main; /* start-up and the lease heartbeat */
     mx_client *mx_main;

@@ -17,4 +17,16 @@
  * endpoint, so one connection suffices). */
 mx_txn_store br_mx_txn_store_pg(db_conn *conn);
 
+/* The same, leaving out the events skip(arg, event) names (the bridge's own echoes: the
+ * homeserver pushes every event of a room our users are in, including what we sent). A
+ * transaction with nothing left is answered 200 without touching the database. cfg is borrowed
+ * and must outlive the store. */
+typedef bool (*br_mx_skip_fn)(void *arg, const mx_event *e);
+typedef struct br_mx_txn_pg {
+    db_conn *conn;
+    br_mx_skip_fn skip;
+    void *skip_arg;
+} br_mx_txn_pg;
+mx_txn_store br_mx_txn_store_pg_filtered(br_mx_txn_pg *cfg);
+
 #endif

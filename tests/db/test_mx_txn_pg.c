@@ -46,6 +46,12 @@ static size_t inbox_count(db_conn *c)
     return n;
 }
 
+static bool skip_ghost(void *arg, const mx_event *e)
+{
+    (void)arg;
+    return e->kind == MX_EVENT_TIMELINE && e->sender && strncmp(e->sender, "@ghost_", 7) == 0;
+}
+
 static mx_as_server *start(db_conn *conn, mx_txn_store *st)
 {
     *st = br_mx_txn_store_pg(conn);
@@ -120,6 +126,37 @@ int main(void)
     db_result_free(r);
     CHECK_INT(put_txn(port, "t3", t3), 200); /* t3 was not half-recorded: it is new now */
     CHECK_INT(inbox_count(conn), 5);
+    mx_as_server_stop(s);
+
+    /* the filtered store: our own echoes stay out; a transaction of echoes only is answered
+     * without a trace, one with others keeps the others (ephemeral events always) */
+    br_mx_txn_pg f = {.conn = conn, .skip = skip_ghost, .skip_arg = NULL};
+    st = br_mx_txn_store_pg_filtered(&f);
+    mx_as_config cfg = {.hs_token = HS_TOKEN};
+    s = NULL;
+    CHECK_INT(mx_as_server_start(&cfg, &st, NULL, &s), MX_OK);
+    port = mx_as_server_port(s);
+    CHECK_INT(put_txn(port, "t4",
+                      "{\"events\":[{\"type\":\"m.room.message\",\"event_id\":\"$g1\",\"room_id\":"
+                      "\"!r:hs\",\"sender\":\"@ghost_1:hs\",\"content\":{}}]}"),
+              200);
+    CHECK_INT(inbox_count(conn), 5);
+    CHECK_INT(put_txn(port, "t5",
+                      "{\"events\":[{\"type\":\"m.room.message\",\"event_id\":\"$g2\",\"room_id\":"
+                      "\"!r:hs\",\"sender\":\"@ghost_2:hs\",\"content\":{}},{\"type\":"
+                      "\"m.room.message\",\"event_id\":\"$d1\",\"room_id\":\"!r:hs\",\"sender\":"
+                      "\"@dana:hs\",\"content\":{}}],\"ephemeral\":[{\"type\":\"m.typing\","
+                      "\"room_id\":\"!r:hs\",\"content\":{\"user_ids\":[\"@ghost_2:hs\"]}}]}"),
+              200);
+    CHECK_INT(inbox_count(conn), 7); /* $d1 and the typing notice */
+    db_inbox_row all[16];
+    n = 0;
+    db_inbox_peek(conn, all, 16, &n);
+    bool echo = false;
+    for (size_t i = 0; i < n; i++)
+        echo |= strncmp(all[i].event_id, "$g", 2) == 0;
+    CHECK(!echo);
+    db_inbox_rows_free(all, n);
     mx_as_server_stop(s);
     db_conn_close(conn);
     curl_global_cleanup();
