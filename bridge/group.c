@@ -200,6 +200,54 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
     return 0;
 }
 
+/* ---- admins ----
+ * A group's admins show as power level 50 in its portal (their ghosts; the Matrix user of a login
+ * that is admin), everybody else at the room's default; levels Matrix users set otherwise (e.g.
+ * 100) are left alone. */
+
+#define ADMIN_LEVEL 50
+
+/* admins[i] says whether members[i] (a user JID) is an admin; only the members named change. */
+static void set_admin_levels(br_pworker *pw, br_login *l, const char *room,
+                             const br_group_member *members, size_t n)
+{
+    mx_error err;
+    cJSON *pl = NULL;
+    if (mx_client_get_state(pw->mx, NULL, room, "m.room.power_levels", "", &pl, &err) != MX_OK ||
+        !pl)
+        return;
+    cJSON *users = cJSON_GetObjectItemCaseSensitive(pl, "users");
+    if (!cJSON_IsObject(users)) {
+        cJSON_Delete(pl);
+        return;
+    }
+    char own[DB_ID_MAX];
+    snprintf(own, sizeof(own), "%s@s.whatsapp.net", l->phone);
+    bool changed = false;
+    for (size_t i = 0; i < n; i++) {
+        char mxid[DB_ID_MAX], name[DB_ID_MAX];
+        if (strcmp(members[i].jid, own) == 0)
+            snprintf(mxid, sizeof(mxid), "%s", l->mxid);
+        else if (!br_portal_ghost_of(pw, members[i].jid, mxid, sizeof(mxid), name, sizeof(name)))
+            continue;
+        cJSON *cur = cJSON_GetObjectItemCaseSensitive(users, mxid);
+        int level = cJSON_IsNumber(cur) ? cur->valueint : 0;
+        if (members[i].admin && level < ADMIN_LEVEL) {
+            if (cur)
+                cJSON_SetNumberValue(cur, ADMIN_LEVEL);
+            else
+                cJSON_AddNumberToObject(users, mxid, ADMIN_LEVEL);
+            changed = true;
+        } else if (!members[i].admin && level == ADMIN_LEVEL) {
+            cJSON_DeleteItemFromObjectCaseSensitive(users, mxid);
+            changed = true;
+        }
+    }
+    if (changed && mx_client_set_power_levels(pw->mx, NULL, room, pl, &err) != MX_OK)
+        WB_WARN(MOD, "power levels of %s: %s", room, err.error);
+    cJSON_Delete(pl);
+}
+
 /* ---- jobs ---- */
 
 /* Name, topic, the login's user invited, every participant's ghost joined. */
@@ -229,6 +277,7 @@ static void apply_info(br_pworker *pw, br_login *l, const br_group_data *g)
         if (br_portal_ghost_of(pw, g->members[i].jid, mxid, sizeof(mxid), name, sizeof(name)))
             br_group_ghost_join(pw, p.mxid, mxid);
     }
+    set_admin_levels(pw, l, p.mxid, g->members, g->nmembers);
 }
 
 void br_group_job_info(br_pworker *pw, void *arg)
@@ -283,6 +332,12 @@ void br_group_job_change(br_pworker *pw, void *arg)
             if (br_portal_ghost_of(pw, g->members[i].jid, mxid, sizeof(mxid), nm, sizeof(nm)))
                 br_group_ghost_join(pw, ref.room, mxid);
         }
+        break;
+    case WA_GROUP_EV_PROMOTE:
+    case WA_GROUP_EV_DEMOTE:
+        for (size_t i = 0; i < g->nmembers; i++)
+            g->members[i].admin = g->change == WA_GROUP_EV_PROMOTE;
+        set_admin_levels(pw, l, ref.room, g->members, g->nmembers);
         break;
     case WA_GROUP_EV_REMOVE:
     case WA_GROUP_EV_LEAVE:

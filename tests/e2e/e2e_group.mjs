@@ -34,7 +34,7 @@ try {
   const known = new Set([mgmt]);
   const portal = await joinNextInvite(alice, known);
   const name = await waitFor('the room name', async () => {
-    const st = await alice.req('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.name/`).catch(() => null);
+    const st = await alice.getStateEvent(portal, 'm.room.name').catch(() => null);
     return st?.name === 'Weekend plans' && st;
   }, 30000);
   check(!!name, 'the group portal is named after the group');
@@ -52,9 +52,9 @@ try {
   }
 
   // Alice renames the room and sets its topic: the group follows
-  await alice.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.name/`, { name: 'Weekend plans (final)' });
+  await alice.setRoomName(portal, 'Weekend plans (final)');
   const topic = `Saturday 10:00. Bring ${'sandwiches, '.repeat(120)}and more`; // ~1.5 KB: kept whole
-  await alice.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.topic/`, { topic });
+  await alice.setRoomTopic(portal, topic);
   const info = await waitFor('the group renamed', async () => {
     const g = await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(group)}`);
     return g.json.subject === 'Weekend plans (final)' && g.json;
@@ -65,6 +65,18 @@ try {
     return JSON.stringify(g.json).includes(JSON.stringify(topic));
   }, 30000).catch(() => false);
   check(desc, 'the portal topic becomes the group description, 1.5 KB whole');
+
+  // admins: Bob made the group (superadmin): his ghost has power level 50; Bob promotes Alice on
+  // WhatsApp -> Alice gets 50 in the portal; demoted -> back to the default
+  const levels = async () => (await alice.req('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.power_levels/`)).users ?? {};
+  check(await waitFor('Bob\'s level', async () => (await levels())[bobGhost] === 50, 30000).catch(() => false),
+    'the group\'s admin (Bob) has power level 50 in the portal');
+  const pr = await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'promote', members: [ALICE] });
+  check(pr.status === 200 && await waitFor('Alice promoted', async () => (await levels())[alice.userId] === 50, 30000).catch(() => false),
+    'promoted on WhatsApp: the Matrix user gets power level 50');
+  await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'demote', members: [ALICE] });
+  check(await waitFor('Alice demoted', async () => (await levels())[alice.userId] === undefined, 30000).catch(() => false),
+    'demoted on WhatsApp: back to the default level');
 
   const rm = await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'remove', members: [CAROL] });
   check(rm.status === 200, 'Bob removes Carol');
@@ -89,18 +101,18 @@ try {
   const clubJid = clubMsg?.chat;
   const members = async (jid) => (await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(jid)}`)).json.members?.map((p) => p.phone) ?? [];
   const hasCarol = async (jid) => (await members(jid)).some((x) => String(x).includes(CAROL));
-  await alice.req('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(club)}/invite`, { user_id: carolGhost });
+  await alice.invite(club, carolGhost);
   check(await waitFor('Carol in the club on WhatsApp', () => hasCarol(clubJid), 30000).catch(() => false),
     `inviting a ghost adds the contact to the WhatsApp group (${JSON.stringify(await members(clubJid))})`);
   await alice.waitEvent('Carol\'s ghost joins the club room', (e) => e.room_id === club && e.type === 'm.room.member' &&
     e.state_key === carolGhost && e.content?.membership === 'join', 30000).then(() => check(true, 'the invited ghost joins the room'),
     () => check(false, 'the invited ghost joins the room'));
-  await alice.req('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(club)}/kick`, { user_id: carolGhost, reason: 'bye' });
+  await alice.kick(club, carolGhost, 'bye');
   check(await waitFor('Carol out of the club', async () => !(await hasCarol(clubJid)), 30000).catch(() => false),
     'kicking a ghost removes the contact from the WhatsApp group');
   // in Bob's group Alice is no admin: WhatsApp refuses, the bot says why and takes the invite back
   const s3 = alice.events.length;
-  await alice.req('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/invite`, { user_id: carolGhost });
+  await alice.invite(portal, carolGhost);
   const refused = await alice.waitEvent('the refusal', (e) => alice.events.indexOf(e) >= s3 && e.room_id === portal &&
     e.type === 'm.room.message' && /WhatsApp did not add/.test(e.content?.body), 30000).catch(() => null);
   check(/only group admins/.test(refused?.content?.body ?? ''), `adding without admin rights is refused with a notice (${refused?.content?.body})`);
