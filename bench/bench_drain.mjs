@@ -7,7 +7,9 @@
 // the message). The simulators and PostgreSQL share the machine with the bridge.
 //   node bench/bench_drain.mjs WABRIDGE HS_SIM WA_SIM CONNINFO [N] [CONTACTS]
 // Prints one JSON line.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from '../tests/e2e/stack.mjs';
 import { openManagementRoom, loginQr, joinNextInvite } from '../tests/e2e/scenario.mjs';
 
@@ -16,7 +18,26 @@ const N = Number(nArg ?? 2000), C = Number(cArg ?? 4);
 const ALICE = '15550000301';
 const contacts = Array.from({ length: C }, (_, i) => String(15550000400 + i));
 const pg = createDatabase(conninfo, 'bench_drain');
-const sql = (q) => Number(execFileSync('psql', [pg, '-qAt', '-c', q]).toString().trim());
+// one psql session for every poll (a process per poll would cost more CPU than the bridge)
+const psql = spawn('psql', [pg, '-qAt'], { stdio: ['pipe', 'pipe', 'inherit'] });
+const answers = [];
+createInterface({ input: psql.stdout }).on('line', (l) => answers.shift()?.(Number(l.trim())));
+const sql = (q) => new Promise((resolve) => { answers.push(resolve); psql.stdin.write(`${q};\n`); });
+// CPU seconds (user + system) of a process and of all PostgreSQL server processes
+const cpuOf = (pid) => {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch { return 0; }
+};
+const pgCpu = () => {
+  let t = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try { if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'postgres') t += cpuOf(d); } catch { /* gone */ }
+  }
+  return t;
+};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Polls a counter until it moved by `want` from `base`; returns the seconds from its first move.
@@ -24,7 +45,7 @@ async function drain(what, count, base, want, limitMs = 600000) {
   let first = 0;
   const end = Date.now() + limitMs;
   for (;;) {
-    const v = count();
+    const v = await count();
     const now = Date.now();
     if (!first && Math.abs(v - base) > 0) first = now;
     if (Math.abs(v - base) >= want) return { s: (now - first) / 1000, first };
@@ -49,7 +70,7 @@ try {
     await wa.admin('POST', '/admin/send', { phone: p, to: `${ALICE}@s.whatsapp.net`, text: 'hello' });
     portals.push(await joinNextInvite(alice, known));
   }
-  await waitFor('the portals', () => sql('SELECT count(*) FROM message') >= C, 30000);
+  await waitFor('the portals', async () => (await sql('SELECT count(*) FROM message')) >= C, 30000);
 
   // WhatsApp -> Matrix: the backlog waits at wa-sim while the bridge is down
   await stack.bridge.stop();
@@ -57,10 +78,12 @@ try {
     for (let i = ci; i < N; i += C)
       await wa.admin('POST', '/admin/send', { phone: p, to: `${ALICE}@s.whatsapp.net`, text: `w${i}` });
   }));
-  const base1 = sql('SELECT count(*) FROM message');
+  const base1 = await sql('SELECT count(*) FROM message');
   await stack.restartBridge();
+  let cpu0 = cpuOf(stack.bridge.proc.pid), pg0 = pgCpu();
   const count1 = () => sql('SELECT count(*) FROM message');
   const d1 = await drain('WhatsApp -> Matrix', count1, base1, N);
+  const cpu1 = cpuOf(stack.bridge.proc.pid) - cpu0, pg1 = pgCpu() - pg0;
 
   // Matrix -> WhatsApp: hs-sim holds the transactions while the bridge is down
   await fetch(`${hs.url}/_hssim/config`, { method: 'POST', body: JSON.stringify({ push_backoff_ms: 20 }) });
@@ -72,23 +95,28 @@ try {
       await Promise.all(mine.slice(k, k + 16).map((i) => alice.send(room, `m${i}`)));
   }));
   await stack.restartBridge();
-  // every event is first written to the inbox, then deleted when acked: count the deletions
+  cpu0 = cpuOf(stack.bridge.proc.pid);
+  pg0 = pgCpu();
+  // every event is first written to the inbox, then deleted when acked
   const accepted = () => sql('SELECT count(*) FROM mx_inbox');
-  await waitFor('the first transaction accepted', () => accepted() > 0, 60000, 5);
+  await waitFor('the first transaction accepted', async () => (await accepted()) > 0, 60000, 5);
   const t0 = Date.now();
-  await waitFor('the Matrix backlog acked by WhatsApp', () => {
-    const inbox = accepted();
-    return inbox === 0 && sql('SELECT count(*) FROM mx_txn') > 0 &&
-      sql(`SELECT count(*) FROM message WHERE sender_jid = ''`) >= N;
-  }, 600000, 10);
+  await waitFor('the Matrix backlog acked by WhatsApp', async () =>
+    (await accepted()) === 0 && (await sql(`SELECT count(*) FROM message WHERE sender_jid = ''`)) >= N,
+  600000, 10);
   const s2 = (Date.now() - t0) / 1000;
+  const cpu2 = cpuOf(stack.bridge.proc.pid) - cpu0, pg2 = pgCpu() - pg0;
   console.log(JSON.stringify({
     n: N, contacts: C,
     wa_to_mx_drain_per_s: Math.round(N / d1.s), wa_to_mx_drain_s: d1.s,
     mx_to_wa_drain_per_s: Math.round(N / s2), mx_to_wa_drain_s: s2,
+    // CPU per message: the bridge alone, and the PostgreSQL server (all of its processes)
+    wa_to_mx_bridge_cpu_us: Math.round(cpu1 * 1e6 / N), wa_to_mx_pg_cpu_us: Math.round(pg1 * 1e6 / N),
+    mx_to_wa_bridge_cpu_us: Math.round(cpu2 * 1e6 / N), mx_to_wa_pg_cpu_us: Math.round(pg2 * 1e6 / N),
   }));
   alice.stop();
 } finally {
+  psql.stdin.end();
   await stack.stop();
 }
 process.exit(0);
