@@ -21,7 +21,9 @@
  * bench/bench_signal_node.mjs does the same work with libsignal 6.0.0 from npm; bench/run prints
  * both and the ratios. Each figure is the median of 3 rounds; times are CPU time of the process
  * (user + system), not wall time, so that other work sharing the machine skews them less. Prints
- * one JSON line. bench_signal [SECONDS per measurement, split among its rounds]
+ * one JSON line ("x25519_openssl": whether libsignal-protocol-c's X25519 calls reach wa/crypto.c's
+ * OpenSSL-backed curve25519_donna, as they should). bench_signal [SECONDS per measurement, split
+ * among its rounds]
  * [one_way|alternating|fanout|group: only this, for perf]
  */
 #include "wa/senderkey.h"
@@ -321,8 +323,9 @@ int main(int argc, char **argv)
 
     printf("{\"msg_len\":%d,\"one_way_per_s\":%.0f,\"alternating_per_s\":%.0f,"
            "\"fanout_devices\":%d,\"fanout_ms\":%.3f,\"group_first_ms\":%.3f,"
-           "\"group_steady_us\":%.1f}\n",
-           MSG_LEN, one_way, alternating, FANOUT, fanout_ms, group_first_ms, group_steady_us);
+           "\"group_steady_us\":%.1f,\"x25519_openssl\":%s}\n",
+           MSG_LEN, one_way, alternating, FANOUT, fanout_ms, group_first_ms, group_steady_us,
+           wa_crypto_x25519_override_active() ? "true" : "false");
 
     for (int i = 0; i < nfan; i++)
         device_free(&devs[i]);

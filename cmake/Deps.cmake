@@ -25,6 +25,8 @@ wb_require_pkg(signal libsignal-protocol-c libsignal-protocol-c-dev)
 wb_require_pkg(yaml yaml-0.1 libyaml-dev)
 wb_require_pkg(qrencode libqrencode libqrencode-dev)
 wb_require_pkg(png libpng libpng-dev)
+# OpenSSL 3 libcrypto: SHA-256/HMAC (SHA extensions) and X25519 for Signal (wa/crypto.c)
+wb_require_pkg(openssl "libcrypto>=3.0" libssl-dev)
 
 # mbedtls 2.28 (Debian 12) ships no pkg-config file.
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/version.h)

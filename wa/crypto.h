@@ -2,10 +2,13 @@
  * wa/crypto.h - the engine's cryptographic primitives, named after what WhatsApp uses them for.
  *
  * Curve25519 (X25519 agreement, XEdDSA signatures) comes from libsignal-protocol-c, which the
- * engine needs anyway for Signal sessions; hashing, HMAC, HKDF and AES (GCM, CBC, CTR) from
- * mbedtls. A wa_crypto is the per-thread context: it owns a signal_context whose crypto provider is
- * built on mbedtls, and a random source that is the kernel's (getrandom) unless a test seeds it, in
- * which case every key and signature nonce it produces is reproducible (simulator golden mode).
+ * engine needs anyway for Signal sessions, with its X25519 replaced by OpenSSL's (wa/crypto.c
+ * defines the library's curve25519_donna); SHA-256 and HMAC-SHA256 from OpenSSL's libcrypto (it
+ * uses the CPU's SHA extensions); HKDF, PBKDF2, SHA-512 and AES (GCM, CBC, CTR) from mbedtls. A
+ * wa_crypto is the per-thread context: it owns a signal_context whose crypto provider is built on
+ * those, and a random source that is the kernel's (getrandom, fetched a page at a time) unless a
+ * test seeds it, in which case every key and signature nonce it produces is reproducible
+ * (simulator golden mode).
  *
  * Keys: private keys are 32 raw bytes (clamped), public keys 32 raw bytes (WhatsApp's wire form;
  * the 0x05-prefixed 33-byte form lives only inside Signal structures). Callers wipe what they keep
@@ -36,7 +39,9 @@ void wa_crypto_free(wa_crypto *c);
 /* The signal_context (for Signal sessions); owned by c. */
 signal_context *wa_crypto_signal(wa_crypto *c);
 
-/* Fills out with random bytes from c's source. Returns 0 or WA_ERR_*. */
+/* Fills out with random bytes from c's source. Returns 0 or WA_ERR_*. Small requests are served
+ * from c's pool of kernel randomness (refilled a page at a time, not shared with a forked child).
+ */
 int wa_random(wa_crypto *c, uint8_t *out, size_t n);
 /* Overwrites n bytes with zeros in a way the compiler keeps. */
 void wa_wipe(void *p, size_t n);
@@ -54,6 +59,11 @@ int wa_xeddsa_sign(wa_crypto *c, const uint8_t priv[WA_KEY_LEN], const uint8_t *
                    uint8_t sig[WA_SIG_LEN]);
 bool wa_xeddsa_verify(wa_crypto *c, const uint8_t pub[WA_KEY_LEN], const uint8_t *msg, size_t len,
                       const uint8_t sig[WA_SIG_LEN]);
+
+/* True when libsignal-protocol-c's X25519 calls resolve to wa/crypto.c's curve25519_donna
+ * (OpenSSL) rather than the library's own; the build exports it from every executable that links
+ * wa_core, and tests/unit/test_crypto_fast checks this. */
+bool wa_crypto_x25519_override_active(void);
 
 void wa_sha256(const uint8_t *p, size_t n, uint8_t out[32]);
 void wa_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *p, size_t n,
