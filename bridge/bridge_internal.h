@@ -269,6 +269,7 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg);
 typedef struct br_wa_signal {
     int64_t login_id;
     bool typing_event; /* true: chat state; false: a read receipt */
+    bool identity;     /* the contact's security code changed (a notice in the DM portal) */
     char chat[DB_ID_MAX];
     char who[DB_ID_MAX]; /* the contact (user JID) */
     char id[DB_ID_MAX];  /* receipt: our message id */

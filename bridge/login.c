@@ -576,6 +576,21 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
         resend_unacked(l);
         note(l, ev);
         break;
+    case WA_EV_IDENTITY_CHANGE: {
+        wa_identity_change ic;
+        while (wa_client_next_identity_change(l->client, &ic)) {
+            br_wa_signal *sg = calloc(1, sizeof(*sg));
+            if (!sg) continue;
+            sg->login_id = l->id;
+            sg->identity = true;
+            br_user_jid(ic.jid, sg->chat, sizeof(sg->chat));
+            snprintf(sg->who, sizeof(sg->who), "%s", sg->chat);
+            char key[DB_ID_MAX + 64]; /* the DM's queue: the notice comes before the message */
+            br_portal_key(l->id, sg->chat, key, sizeof(key));
+            br_enqueue(l->eng->b, key, br_portal_job_wa_signal, sg);
+        }
+        break;
+    }
     case WA_EV_GROUP_RESULT: take_group_results(l); break;
     case WA_EV_GROUP: take_group_updates(l); break;
     case WA_EV_RECEIPT:

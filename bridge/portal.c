@@ -503,6 +503,23 @@ void br_portal_job_wa_signal(br_pworker *pw, void *arg)
     br_room_ref ref;
     char ghost[DB_ID_MAX];
     mx_error err;
+    if (sg->identity) { /* in the contact's DM portal, when there is one */
+        char pn[DB_ID_MAX], who[DB_ID_MAX];
+        set_str(who, sizeof(who), sg->chat);
+        if (strstr(who, "@lid") && db_lid_to_pn(pw->db, sg->login_id, who, pn, sizeof(pn)) == DB_OK)
+            set_str(who, sizeof(who), pn);
+        if (br_room_of_chat(pw->b, sg->login_id, who, &ref) ||
+            br_room_of_chat(pw->b, sg->login_id, sg->chat, &ref)) {
+            char *at = strchr(who, '@');
+            if (at) *at = '\0';
+            br_notice(pw, ref.room,
+                      "🔒 The security code of +%s changed (a new phone, or WhatsApp "
+                      "reinstalled). Messages go on as before.",
+                      who);
+        }
+        free(sg);
+        return;
+    }
     bool group = strstr(sg->chat, "@g.us") != NULL;
     if (group && strstr(sg->who, "@lid")) { /* LID-addressed groups: the phone number's ghost */
         char pn[DB_ID_MAX];

@@ -15,9 +15,34 @@
 
 #define I DB_STMT_IDEMPOTENT
 
+/* The hot cache of Signal sessions and identity keys. One process writes a login's rows (its
+ * lease), so what this store saved is what the database holds: loads of cached entries need no
+ * round trip, an identity saved unchanged is not written again, and a session saved inside a
+ * transaction is written at commit, all of them in one pipeline (libsignal loads a session
+ * several times per message and saves it once). A rollback or a failed commit forgets every entry
+ * the transaction touched, so the next load reads the database again. */
+#define CACHE_SLOTS 128 /* per kind and login; the least recently used clean entry makes room */
+
+typedef struct cache_ent {
+    char addr[WA_ADDRESS_MAX]; /* "" = free */
+    uint8_t *rec;              /* session record / identity key (heap), NULL when absent */
+    size_t len;                /* bytes in rec */
+    bool absent;               /* known not to be stored */
+    bool dirty;                /* session saved in the open transaction, written at commit */
+    bool touched;              /* changed in the open transaction */
+    uint64_t used;             /* LRU tick */
+} cache_ent;
+
+typedef struct pg_cache {
+    cache_ent sessions[CACHE_SLOTS];
+    cache_ent identities[CACHE_SLOTS];
+    uint64_t tick;
+} pg_cache;
+
 typedef struct pg_store {
     db_conn *conn;    /* borrowed; used by one thread at a time */
     int64_t login_id; /* wa_login.id of every row we touch */
+    pg_cache *cache;  /* allocated on first use (idle logins stay small) */
     char err[640];    /* last error, "" after success */
 } pg_store;
 
@@ -69,6 +94,9 @@ static const db_stmt st_identity_save = {
     I};
 static const db_stmt st_identity_delete = {
     "store_identity_delete", "DELETE FROM wa_identity WHERE login_id = $1 AND address = $2", I};
+static const db_stmt st_identity_delete_prefix = {
+    "store_identity_delete_prefix",
+    "DELETE FROM wa_identity WHERE login_id = $1 AND starts_with(address, $2)", I};
 
 static const db_stmt st_session_load = {
     "store_session_load", "SELECT record FROM wa_session WHERE login_id = $1 AND address = $2", I};
@@ -368,10 +396,150 @@ static int atomically(pg_store *s, multi_fn fn, const void *arg)
 
 #define LOGIN db_p_int(s->login_id)
 
+/* ---- the cache ---- */
+
+static void ent_clear(cache_ent *e)
+{
+    free(e->rec);
+    memset(e, 0, sizeof(*e));
+}
+
+static cache_ent *cache_find(pg_store *s, cache_ent *tab, const char *addr)
+{
+    if (!s->cache) return NULL;
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        if (tab[i].addr[0] && strcmp(tab[i].addr, addr) == 0) {
+            tab[i].used = ++s->cache->tick;
+            return &tab[i];
+        }
+    return NULL;
+}
+
+/* Writes one dirty session now (to free its slot inside a big transaction). */
+static int session_write(pg_store *s, const cache_ent *e)
+{
+    db_param p[3] = {LOGIN, db_p_text(e->addr), db_p_bytes(e->rec, e->len)};
+    return db_exec(s->conn, &st_session_save, p, 3, NULL);
+}
+
+/* The cache's sessions (identities false) or identities table, allocated on first use; NULL when
+ * out of memory (the caller goes to the database). */
+static cache_ent *cache_table(pg_store *s, bool identities)
+{
+    if (!s->cache && !(s->cache = calloc(1, sizeof(*s->cache)))) return NULL;
+    return identities ? s->cache->identities : s->cache->sessions;
+}
+
+/* A slot for addr in tab (its entry, or a free / least recently used clean one, emptied); NULL
+ * when there is none (the caller goes to the database). */
+static cache_ent *cache_slot(pg_store *s, cache_ent *tab, const char *addr)
+{
+    if (!tab || strlen(addr) >= WA_ADDRESS_MAX) return NULL;
+    cache_ent *e = cache_find(s, tab, addr), *victim = NULL;
+    if (e) return e;
+    for (int i = 0; i < CACHE_SLOTS && !e; i++) {
+        if (!tab[i].addr[0])
+            e = &tab[i];
+        else if (!tab[i].dirty && (!victim || tab[i].used < victim->used))
+            victim = &tab[i];
+    }
+    if (!e && !victim) { /* all dirty: write the oldest through and take its slot */
+        for (int i = 0; i < CACHE_SLOTS; i++)
+            if (!victim || tab[i].used < victim->used) victim = &tab[i];
+        if (session_write(s, victim) != DB_OK) return NULL;
+        victim->dirty = false;
+    }
+    if (!e) e = victim;
+    ent_clear(e);
+    snprintf(e->addr, sizeof(e->addr), "%s", addr);
+    e->used = ++s->cache->tick;
+    return e;
+}
+
+/* Sets an entry's value (a copy); false when out of memory (the entry is then dropped). */
+static bool ent_set(cache_ent *e, const uint8_t *rec, size_t len)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy) {
+        ent_clear(e);
+        return false;
+    }
+    if (len) memcpy(copy, rec, len);
+    free(e->rec);
+    e->rec = copy;
+    e->len = len;
+    e->absent = false;
+    return true;
+}
+
+static void cache_forget_prefix(pg_store *s, cache_ent *tab, const char *prefix)
+{
+    if (!s->cache) return;
+    size_t n = strlen(prefix);
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        if (tab[i].addr[0] && strncmp(tab[i].addr, prefix, n) == 0) ent_clear(&tab[i]);
+}
+
+/* After a rollback or a failed commit: what the transaction touched is unknown again. */
+static void cache_forget_touched(pg_store *s)
+{
+    if (!s->cache) return;
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        if (s->cache->sessions[i].touched) ent_clear(&s->cache->sessions[i]);
+        if (s->cache->identities[i].touched) ent_clear(&s->cache->identities[i]);
+    }
+}
+
+static void cache_settle(pg_store *s)
+{
+    if (!s->cache) return;
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        s->cache->sessions[i].dirty = s->cache->sessions[i].touched = false;
+        s->cache->identities[i].touched = false;
+    }
+}
+
+static void cache_free(pg_store *s)
+{
+    if (!s->cache) return;
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        ent_clear(&s->cache->sessions[i]);
+        ent_clear(&s->cache->identities[i]);
+    }
+    free(s->cache);
+    s->cache = NULL;
+}
+
+typedef struct dirty_list {
+    pg_store *s;
+    const cache_ent *ents[CACHE_SLOTS];
+    size_t n;
+} dirty_list;
+
+static void dirty_fill(void *arg, size_t i, db_param *p)
+{
+    dirty_list *d = arg;
+    p[0] = db_p_int(d->s->login_id);
+    p[1] = db_p_text(d->ents[i]->addr);
+    p[2] = db_p_bytes(d->ents[i]->rec, d->ents[i]->len);
+}
+
+/* The sessions saved in the open transaction, written in one pipeline. */
+static int cache_write_dirty(pg_store *s)
+{
+    if (!s->cache) return DB_OK;
+    dirty_list d = {.s = s};
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        if (s->cache->sessions[i].dirty) d.ents[d.n++] = &s->cache->sessions[i];
+    if (!d.n) return DB_OK;
+    return db_exec_batch(s->conn, &st_session_save, 3, d.n, dirty_fill, &d, NULL);
+}
+
 /* ---- lifecycle and transactions ---- */
 
 static void pg_destroy(void *ctx)
 {
+    cache_free(ctx);
     free(ctx);
 }
 
@@ -390,12 +558,24 @@ static int pg_begin(void *ctx)
 static int pg_commit(void *ctx)
 {
     pg_store *s = ctx;
-    return done(s, db_commit(s->conn));
+    int rc = db_conn_in_tx(s->conn) ? cache_write_dirty(s) : DB_OK;
+    if (rc != DB_OK) {
+        db_rollback(s->conn);
+        cache_forget_touched(s);
+        return done(s, rc);
+    }
+    rc = db_commit(s->conn);
+    if (rc != DB_OK)
+        cache_forget_touched(s); /* not committed, or in doubt */
+    else
+        cache_settle(s);
+    return done(s, rc);
 }
 
 static int pg_rollback(void *ctx)
 {
     pg_store *s = ctx;
+    cache_forget_touched(s);
     return done(s, db_rollback(s->conn));
 }
 
@@ -412,6 +592,7 @@ static int wipe_fn(pg_store *s, const void *arg)
 
 static int pg_wipe(void *ctx)
 {
+    cache_free(ctx);
     return atomically(ctx, wipe_fn, NULL);
 }
 
@@ -544,24 +725,57 @@ static int pg_identity_load(void *ctx, const char *address, uint8_t key[WA_KEY_L
 {
     pg_store *s = ctx;
     if (!address) return invalid(s, "address");
+    cache_ent *e = cache_find(s, s->cache ? s->cache->identities : NULL, address);
+    if (e && e->absent) return WA_STORE_NOT_FOUND;
+    if (e && e->len == WA_KEY_LEN) {
+        memcpy(key, e->rec, WA_KEY_LEN);
+        return done(s, DB_OK);
+    }
     db_param p[2] = {LOGIN, db_p_text(address)};
-    return load_fixed(s, &st_identity_load, p, 2, key, WA_KEY_LEN);
+    int rc = load_fixed(s, &st_identity_load, p, 2, key, WA_KEY_LEN);
+    if (rc == WA_STORE_OK || rc == WA_STORE_NOT_FOUND) {
+        cache_ent *c = cache_slot(s, cache_table(s, true), address);
+        if (c && rc == WA_STORE_OK) ent_set(c, key, WA_KEY_LEN);
+        if (c && rc == WA_STORE_NOT_FOUND) c->absent = true;
+    }
+    return rc;
 }
 
 static int pg_identity_save(void *ctx, const char *address, const uint8_t key[WA_KEY_LEN])
 {
     pg_store *s = ctx;
     if (!address) return invalid(s, "address");
+    cache_ent *e = cache_find(s, s->cache ? s->cache->identities : NULL, address);
+    if (e && !e->absent && e->len == WA_KEY_LEN && memcmp(e->rec, key, WA_KEY_LEN) == 0)
+        return done(s, DB_OK); /* unchanged: nothing to write */
     db_param p[3] = {LOGIN, db_p_text(address), db_p_bytes(key, WA_KEY_LEN)};
-    return run(s, &st_identity_save, p, 3);
+    int rc = run(s, &st_identity_save, p, 3);
+    if (rc == WA_STORE_OK) {
+        cache_ent *c = e ? e : cache_slot(s, cache_table(s, true), address);
+        if (c && ent_set(c, key, WA_KEY_LEN)) c->touched = db_conn_in_tx(s->conn);
+    } else if (e) {
+        ent_clear(e);
+    }
+    return rc;
 }
 
 static int pg_identity_delete(void *ctx, const char *address)
 {
     pg_store *s = ctx;
     if (!address) return invalid(s, "address");
+    cache_ent *e = cache_find(s, s->cache ? s->cache->identities : NULL, address);
+    if (e) ent_clear(e);
     db_param p[2] = {LOGIN, db_p_text(address)};
     return run(s, &st_identity_delete, p, 2);
+}
+
+static int pg_identity_delete_prefix(void *ctx, const char *prefix, size_t *deleted)
+{
+    pg_store *s = ctx;
+    if (!prefix || !*prefix) return invalid(s, "prefix");
+    if (s->cache) cache_forget_prefix(s, s->cache->identities, prefix);
+    db_param p[2] = {LOGIN, db_p_text(prefix)};
+    return run_count(s, &st_identity_delete_prefix, p, 2, deleted);
 }
 
 /* ---- sessions ---- */
@@ -570,22 +784,52 @@ static int pg_session_load(void *ctx, const char *address, wb_buf *record)
 {
     pg_store *s = ctx;
     if (!address) return invalid(s, "address");
+    cache_ent *e = cache_find(s, s->cache ? s->cache->sessions : NULL, address);
+    if (e && e->absent) return WA_STORE_NOT_FOUND;
+    if (e && e->rec) {
+        if (record && !wb_buf_append(record, e->rec, e->len))
+            return invalid(s, "buffer allocation failed");
+        return done(s, DB_OK);
+    }
     db_param p[2] = {LOGIN, db_p_text(address)};
-    return load_buf(s, &st_session_load, p, 2, record);
+    wb_buf got;
+    wb_buf_init(&got);
+    int rc = load_buf(s, &st_session_load, p, 2, &got);
+    if (rc == WA_STORE_OK || rc == WA_STORE_NOT_FOUND) {
+        cache_ent *c = cache_slot(s, cache_table(s, false), address);
+        if (c && rc == WA_STORE_OK) ent_set(c, got.data, got.len);
+        if (c && rc == WA_STORE_NOT_FOUND) c->absent = true;
+    }
+    if (rc == WA_STORE_OK && record && !wb_buf_append(record, got.data, got.len))
+        rc = invalid(s, "buffer allocation failed");
+    wb_buf_free(&got);
+    return rc;
 }
 
 static int pg_session_save(void *ctx, const char *address, const uint8_t *rec, size_t len)
 {
     pg_store *s = ctx;
     if (!address || (!rec && len)) return invalid(s, "address/record");
+    if (db_conn_in_tx(s->conn)) { /* written at commit, with the transaction's other sessions */
+        cache_ent *c = cache_slot(s, cache_table(s, false), address);
+        if (c && ent_set(c, rec, len)) {
+            c->dirty = c->touched = true;
+            return done(s, DB_OK);
+        }
+    }
+    cache_ent *e = cache_find(s, s->cache ? s->cache->sessions : NULL, address);
     db_param p[3] = {LOGIN, db_p_text(address), db_p_bytes(rec, len)};
-    return run(s, &st_session_save, p, 3);
+    int rc = run(s, &st_session_save, p, 3);
+    if (e && (rc != WA_STORE_OK || !ent_set(e, rec, len))) ent_clear(e);
+    return rc;
 }
 
 static int pg_session_delete(void *ctx, const char *address)
 {
     pg_store *s = ctx;
     if (!address) return invalid(s, "address");
+    cache_ent *e = cache_find(s, s->cache ? s->cache->sessions : NULL, address);
+    if (e) ent_clear(e);
     db_param p[2] = {LOGIN, db_p_text(address)};
     return run(s, &st_session_delete, p, 2);
 }
@@ -594,6 +838,7 @@ static int pg_session_delete_prefix(void *ctx, const char *prefix, size_t *delet
 {
     pg_store *s = ctx;
     if (!prefix || !*prefix) return invalid(s, "prefix");
+    if (s->cache) cache_forget_prefix(s, s->cache->sessions, prefix);
     db_param p[2] = {LOGIN, db_p_text(prefix)};
     return run_count(s, &st_session_delete_prefix, p, 2, deleted);
 }
@@ -1158,6 +1403,7 @@ int db_store_new(db_conn *conn, int64_t login_id, wa_store *out)
         .identity_load = pg_identity_load,
         .identity_save = pg_identity_save,
         .identity_delete = pg_identity_delete,
+        .identity_delete_prefix = pg_identity_delete_prefix,
         .session_load = pg_session_load,
         .session_save = pg_session_save,
         .session_delete = pg_session_delete,

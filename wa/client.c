@@ -2,8 +2,10 @@
  * wa/client.c - the companion device state machine of wa/client.h: device keys, Noise handshake
  * with the right ClientPayload, QR pairing (refs, pair-success checks, device signature), login,
  * prekeys, passive, keepalive, stream errors and failures, reconnect with backoff, logout; 1:1
- * and group messages in and out (device lists cached per connection, sender keys for groups),
- * retry receipts, the group calls (w:g2 IQs) and group notifications (w:gp2).
+ * and group messages in and out (device lists cached per connection and checked against the
+ * server's phash, sender keys for groups, PN and LID chats), retry receipts (keys fetched when a
+ * device sends none and we have no session), identity changes, the group calls (w:g2 IQs) and
+ * group notifications (w:gp2, acked when the app takes them).
  */
 #include "wa/client.h"
 
@@ -47,6 +49,7 @@ typedef enum iq_kind {
     IQ_SEND_INFO,   /* w:g2 group info for an outgoing group message (arg: job) */
     IQ_GROUP,       /* a group call of the bridge or our own participating (arg: call slot) */
     IQ_DIRTY,       /* urn:xmpp:whatsapp:dirty <clean> */
+    IQ_RETRY_KEYS,  /* encrypt <key> for a retry receipt's device (arg: retry_waits slot) */
 } iq_kind;
 
 typedef struct pending_iq {
@@ -63,6 +66,16 @@ typedef struct msg_attrs {
     bool hide_fail;   /* <enc decrypt-fail="hide">: a peer that cannot read it shows nothing */
 } msg_attrs;
 
+/* A group notification waiting for the app: acked to the server only when taken, so that one
+ * the app never took (a crash, a full queue) is delivered again by the server. */
+typedef struct queued_update {
+    wa_group_update u;   /* for the app (its arena holds note) */
+    const wa_node *note; /* the notification, for its ack (in u.arena) */
+} queued_update;
+
+#define WA_TAKEN_RING   64  /* notifications remembered as taken */
+#define WA_NOTE_KEY_MAX 192 /* "group id" of a notification, with its NUL */
+
 /* An outgoing message waiting for the group info, device lists and sessions. */
 typedef struct send_job {
     bool used;
@@ -71,7 +84,8 @@ typedef struct send_job {
                                 each one needs */
     uint64_t seq;            /* order of wa_client_send_message calls */
     bool group;              /* to is a group: sender keys */
-    bool lid;                /* group: addressing_mode="lid" (our LID device sends) */
+    bool lid;                /* our LID device sends: a group with addressing_mode="lid", or a
+                                1:1 chat with a LID user (device lists and sessions by LID) */
     char id[32];             /* message id */
     char to[WA_JID_STR_MAX]; /* the chat: the recipient user (PN) or the group */
     msg_attrs attrs;         /* stanza attributes for the content */
@@ -80,6 +94,18 @@ typedef struct send_job {
     size_t ndevices;         /* entries in devices */
     size_t devices_cap;      /* allocated entries */
 } send_job;
+
+/* A message whose fan-out waits for the server's ack (its participant hash). */
+typedef struct sent_fanout {
+    char id[32];               /* message id; "" for a free slot */
+    char chat[WA_JID_STR_MAX]; /* the user or group it went to */
+    bool group;                /* a group: its members' device lists */
+    bool lid;                  /* a group addressed by LID (our LID device sent) */
+    char phash[16];            /* our participant hash of the devices it went to */
+} sent_fanout;
+
+#define WA_MAX_FANOUTS     64 /* messages whose ack (phash) is awaited */
+#define WA_MAX_RETRY_WAITS 16 /* retry receipts waiting for their device's keys */
 
 /* --- a string map (chained hash): device lists per user, sets of JIDs --- */
 
@@ -126,21 +152,34 @@ struct wa_client {
     send_job jobs[WA_MAX_SENDS]; /* outgoing messages in preparation */
     uint64_t job_seq;            /* the last send_job.seq given */
     smap devices;                /* user JID -> device numbers (usync), for this connection */
+    smap lids_seen;              /* LID users whose PN twin was stored on this connection */
+    smap recreated;              /* devices whose session a retry made anew on this connection */
     group_entry **groups;        /* groups we know, for this connection */
     size_t ngroups, groups_cap;  /* used / allocated */
     group_call calls[WA_MAX_GROUP_CALLS]; /* group calls waiting for their answer */
     uint32_t next_req;                    /* the last request id handed out */
     wa_group_result *gresults;            /* answers not yet taken (oldest first) */
     size_t ngresults, gresults_cap;
-    wa_group_update *gupdates; /* notifications not yet taken (oldest first) */
+    queued_update *gupdates; /* notifications not yet taken (oldest first), not yet acked */
     size_t ngupdates, gupdates_cap;
-    bool dropping_results, dropping_updates; /* a full queue was reported (once until a take) */
+    char taken[WA_TAKEN_RING][WA_NOTE_KEY_MAX]; /* notifications taken (and so acked): a
+                                                  redelivery is acked again, not queued */
+    int next_taken;                             /* next slot of taken to reuse */
+    bool dropping_results, dropping_updates;    /* a full queue was reported (once until a take) */
+    wa_identity_change *idchanges;              /* identity changes not yet taken (oldest first) */
+    size_t nidchanges, idchanges_cap;
     struct {
-        char id[128];   /* message id we asked again for */
-        int count;      /* retry receipts sent for it */
-    } retries[32];      /* the latest messages we could not decrypt (a ring) */
-    int next_retry;     /* next ring slot to reuse */
-    wa_received *inbox; /* received messages not yet taken */
+        char id[128]; /* message id we asked again for */
+        int count;    /* retry receipts sent for it */
+    } retries[32];    /* the latest messages we could not decrypt (a ring) */
+    int next_retry;   /* next ring slot to reuse */
+    struct {
+        bool used;
+        wb_buf receipt; /* the retry receipt, binary-encoded, while its device's keys are asked */
+    } retry_waits[WA_MAX_RETRY_WAITS];
+    sent_fanout fanouts[WA_MAX_FANOUTS]; /* sent, ack awaited (a ring) */
+    int next_fanout;                     /* next slot to reuse */
+    wa_received *inbox;                  /* received messages not yet taken */
     size_t ninbox, inbox_cap;
     uint8_t root[WA_KEY_LEN]; /* trust root of the server's certificate chain */
     wa_device dev;            /* this device, as stored */
@@ -449,7 +488,7 @@ static void drop_result(void *p)
 
 static void drop_update(void *p)
 {
-    wa_group_update_free(p);
+    wa_group_update_free(&((queued_update *)p)->u);
 }
 
 /* Queues r for the bridge (ownership moves) and raises WA_EV_GROUP_RESULT. */
@@ -470,19 +509,27 @@ static void push_group_result(wa_client *c, wa_group_result *r)
          copy.group);
 }
 
-static void push_group_update(wa_client *c, wa_group_update *u)
+/* "from id" of a notification: what a redelivery repeats. */
+static void note_key(const wa_node *n, char out[WA_NOTE_KEY_MAX])
 {
-    wa_group_update copy = *u;
+    const char *from = wa_node_attr(n, "from"), *id = wa_node_attr(n, "id");
+    snprintf(out, WA_NOTE_KEY_MAX, "%s %s", from ? from : "", id ? id : "");
+}
+
+/* Queues u (ownership moves; note: the notification in u's arena) and raises WA_EV_GROUP. */
+static void push_group_update(wa_client *c, wa_group_update *u, const wa_node *note)
+{
+    queued_update copy = {.u = *u, .note = note};
     if (c->ngupdates == WA_MAX_GROUP_QUEUE && !c->dropping_updates) {
         c->dropping_updates = true;
         emit(c, WA_EV_ERROR, 0, 0, "group updates not taken: the oldest are dropped");
     }
-    if (!queue_push((void **)&c->gupdates, &c->ngupdates, &c->gupdates_cap, sizeof(*u), &copy,
+    if (!queue_push((void **)&c->gupdates, &c->ngupdates, &c->gupdates_cap, sizeof(copy), &copy,
                     drop_update)) {
         wa_group_update_free(u);
         return;
     }
-    emit(c, WA_EV_GROUP, (int)copy.event.nchanges, 0, "%s", copy.event.group);
+    emit(c, WA_EV_GROUP, (int)copy.u.event.nchanges, 0, "%s", copy.u.event.group);
 }
 
 bool wa_client_next_group_result(wa_client *c, wa_group_result *out)
@@ -499,9 +546,53 @@ bool wa_client_next_group_update(wa_client *c, wa_group_update *out)
 {
     if (!c->ngupdates) return false;
     c->dropping_updates = false;
-    *out = c->gupdates[0];
+    queued_update *q = &c->gupdates[0];
+    /* taken: now the server may forget it (offline, the redelivery at the next login is acked
+     * then, from the taken ring) */
+    note_key(q->note, c->taken[c->next_taken]);
+    c->next_taken = (c->next_taken + 1) % WA_TAKEN_RING;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wa_node *ack = wa_group_notification_ack(&a, q->note);
+    if (ack && c->state == WA_CLIENT_CONNECTED) wa_client_send_node(c, ack);
+    wb_arena_free(&a);
+    *out = q->u;
     memmove(c->gupdates, c->gupdates + 1, (c->ngupdates - 1) * sizeof(*c->gupdates));
     c->ngupdates--;
+    return true;
+}
+
+static void drop_nothing(void *p)
+{
+    (void)p;
+}
+
+/* A contact's identity key changed (jid: the device, or the user when announced): queued for the
+ * app and raised as WA_EV_IDENTITY_CHANGE. */
+static void identity_changed(wa_client *c, const char *jid, bool announced, uint64_t t)
+{
+    wa_identity_change ch;
+    memset(&ch, 0, sizeof(ch));
+    snprintf(ch.jid, sizeof(ch.jid), "%s", jid);
+    ch.announced = announced;
+    ch.t = t ? t : c->wall;
+    queue_push((void **)&c->idchanges, &c->nidchanges, &c->idchanges_cap, sizeof(ch), &ch,
+               drop_nothing);
+    emit(c, WA_EV_IDENTITY_CHANGE, announced ? 0 : 1, 0, "%s", jid);
+}
+
+/* After a Signal call about jid's device: raises what it met. */
+static void identity_check(wa_client *c, const char *jid)
+{
+    if (wa_signal_take_identity_change(c->sig)) identity_changed(c, jid, false, 0);
+}
+
+bool wa_client_next_identity_change(wa_client *c, wa_identity_change *out)
+{
+    if (!c->nidchanges) return false;
+    *out = c->idchanges[0];
+    memmove(c->idchanges, c->idchanges + 1, (c->nidchanges - 1) * sizeof(*c->idchanges));
+    c->nidchanges--;
     return true;
 }
 
@@ -656,16 +747,21 @@ void wa_client_free(wa_client *c)
     for (int i = 0; i < WA_MAX_GROUP_CALLS; i++)
         free(c->calls[i].desc);
     smap_clear(&c->devices);
+    smap_clear(&c->lids_seen);
+    smap_clear(&c->recreated);
     groups_clear(c);
     for (size_t i = 0; i < c->ngresults; i++)
         wa_group_result_free(&c->gresults[i]);
     free(c->gresults);
     for (size_t i = 0; i < c->ngupdates; i++)
-        wa_group_update_free(&c->gupdates[i]);
+        wa_group_update_free(&c->gupdates[i].u);
     free(c->gupdates);
     for (size_t i = 0; i < c->ninbox; i++)
         wa_received_free(&c->inbox[i]);
     free(c->inbox);
+    free(c->idchanges);
+    for (int i = 0; i < WA_MAX_RETRY_WAITS; i++)
+        wb_buf_free(&c->retry_waits[i].receipt);
     wa_wipe(&c->dev, sizeof(c->dev));
     free(c);
 }
@@ -824,7 +920,13 @@ static void abandon_connection_work(wa_client *c)
         memset(g, 0, sizeof(*g));
         push_group_result(c, &r);
     }
+    for (int i = 0; i < WA_MAX_RETRY_WAITS; i++) { /* the peer asks again */
+        c->retry_waits[i].used = false;
+        c->retry_waits[i].receipt.len = 0;
+    }
     smap_clear(&c->devices);
+    smap_clear(&c->lids_seen);
+    smap_clear(&c->recreated);
     groups_clear(c);
 }
 
@@ -1426,6 +1528,7 @@ static void on_group_answer(wa_client *c, const wa_node *n, uint32_t slot);
 static void on_group_notification(wa_client *c, const wa_node *n, wb_arena *a);
 static void on_devices_notification(wa_client *c, const wa_node *n, wb_arena *a);
 static int group_call_participating(wa_client *c, uint32_t req_id);
+static void on_retry_keys(wa_client *c, const wa_node *n, uint32_t slot, bool ok);
 
 static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
 {
@@ -1469,6 +1572,7 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
         break;
     }
     case IQ_GROUP: on_group_answer(c, n, p.arg); break;
+    case IQ_RETRY_KEYS: on_retry_keys(c, n, p.arg, ok); break;
     case IQ_LINK_HELLO:
     case IQ_LINK_FINISH:
         if (!ok) {
@@ -1605,9 +1709,10 @@ static uint32_t be_uint(const uint8_t *p, size_t n)
     return v;
 }
 
-/* A <user> of an `encrypt <key>` answer (or a retry receipt's keys) as a bundle for (name,
- * device). */
-static int process_bundle_node(wa_client *c, const wa_node *u, const char *name, uint32_t device)
+/* A <user> of an `encrypt <key>` answer (or a retry receipt's keys) as a bundle for the device
+ * jid (Signal address name, device); a changed identity key is raised. */
+static int process_bundle_node(wa_client *c, const wa_node *u, const wa_jid *jid, const char *name,
+                               uint32_t device)
 {
     const uint8_t *reg, *ident, *sid, *sval, *ssig, *kid, *kval;
     const wa_node *skey = wa_node_child(u, "skey"), *key = wa_node_child(u, "key");
@@ -1625,7 +1730,10 @@ static int process_bundle_node(wa_client *c, const wa_node *u, const char *name,
         memcpy(b.prekey, kval, 32);
     }
     int rc = wa_signal_process_bundle(c->sig, name, device, &b);
-    if (rc != WA_OK) emit(c, WA_EV_ERROR, rc, 0, "refused the keys of %s", name);
+    char js[WA_JID_STR_MAX];
+    wa_jid_format(jid, js, sizeof(js));
+    if (rc != WA_OK) emit(c, WA_EV_ERROR, rc, 0, "refused the keys of %s", js);
+    identity_check(c, js);
     return rc;
 }
 
@@ -1712,7 +1820,9 @@ static bool send_retry_receipt(wa_client *c, const wa_node *n, const wa_received
  * stored plaintext to that device alone. In a group (from = the group, participant = the device)
  * the content goes pairwise with our current sender key (SKDM) added, as <message to=group
  * participant=device>. The peer's device list may have changed: it is asked again next time. */
-static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
+static bool retry_fetch_keys(wa_client *c, const wa_node *n, const char *device_jid, wb_arena *a);
+
+static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a, bool keys_fetched)
 {
     const char *id = wa_node_attr(n, "id");
     const char *from =
@@ -1751,6 +1861,20 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
         return;
     }
     const wa_node *keys = wa_node_child(n, "keys");
+    bool no_session = !wa_signal_has_session(c->sig, name, device);
+    if (!keys && !keys_fetched && (no_session || (count >= 2 && !smap_has(&c->recreated, from)))) {
+        /* no session and no keys: ask the server for the device's, as a send would, and go on
+         * when they come; so too, once per connection and device, when it asks again on a session
+         * we have (whatsmeow recreates it then) */
+        if (!no_session) {
+            if (c->recreated.n >= MAX_DEVICE_USERS) smap_clear(&c->recreated);
+            smap_put(&c->recreated, from, NULL, 0);
+        }
+        wb_buf_free(&pt);
+        if (!retry_fetch_keys(c, n, from, a))
+            emit(c, WA_EV_ERROR, 0, 0, "retry for %s from %s: cannot ask for its keys", id, from);
+        return;
+    }
     if (keys) {
         /* the receipt's keys and registration make a bundle like an `encrypt <key>` answer */
         wa_node *u = wa_node_new(a, "user");
@@ -1758,7 +1882,7 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
         if (reg) wa_node_add_child(a, u, (wa_node *)reg);
         for (size_t i = 0; i < keys->nchildren; i++)
             wa_node_add_child(a, u, keys->children[i]);
-        process_bundle_node(c, u, name, device);
+        process_bundle_node(c, u, &dev, name, device);
     }
     wb_buf body;
     wb_buf_init(&body);
@@ -1812,6 +1936,66 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a)
     wb_buf_free(&pt);
 }
 
+/* Keeps the retry receipt n and asks for the keys of device_jid (IQ_RETRY_KEYS). False when no
+ * slot or IQ is free. */
+static bool retry_fetch_keys(wa_client *c, const wa_node *n, const char *device_jid, wb_arena *a)
+{
+    int slot = -1;
+    for (int i = 0; i < WA_MAX_RETRY_WAITS && slot < 0; i++)
+        if (!c->retry_waits[i].used) slot = i;
+    if (slot < 0 || !pending_room(c)) return false;
+    wb_buf *b = &c->retry_waits[slot].receipt;
+    b->len = 0;
+    if (wa_binary_encode(n, b) != WA_OK || b->failed) return false;
+    wa_node *iq = new_iq(c, a, WA_SERVER_PN_AT, "get", "encrypt", IQ_RETRY_KEYS, (uint32_t)slot);
+    wa_node *key = wa_node_new(a, "key");
+    wa_node *u = wa_node_new(a, "user");
+    wa_node_set_attr(a, u, "jid", device_jid);
+    wa_node_add_child(a, key, u);
+    wa_node_add_child(a, iq, key);
+    if (wa_client_send_node(c, iq) != WA_OK) {
+        take_pending(c, wa_node_attr(iq, "id"));
+        return false;
+    }
+    c->retry_waits[slot].used = true;
+    return true;
+}
+
+/* The keys for a waiting retry receipt: a session from them, then the receipt is answered. */
+static void on_retry_keys(wa_client *c, const wa_node *n, uint32_t slot, bool ok)
+{
+    if (slot >= WA_MAX_RETRY_WAITS || !c->retry_waits[slot].used) return;
+    c->retry_waits[slot].used = false;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    wb_buf *b = &c->retry_waits[slot].receipt;
+    wa_node *receipt = NULL;
+    if (wa_binary_decode(b->data, b->len, &a, &receipt, NULL) != WA_OK) receipt = NULL;
+    b->len = 0;
+    const char *from = receipt ? wa_node_attr(receipt, "participant") : NULL;
+    if (receipt && !from) from = wa_node_attr(receipt, "from");
+    wa_jid dev;
+    char name[WA_JID_STR_MAX];
+    uint32_t device;
+    if (!from || wa_jid_parse_cstr(from, &dev) != WA_OK ||
+        wa_signal_address(&dev, name, sizeof(name), &device) != WA_OK) {
+        wb_arena_free(&a);
+        return;
+    }
+    const wa_node *list = ok ? wa_node_child(n, "list") : NULL;
+    for (size_t i = 0; list && list->kind == WA_CONTENT_LIST && i < list->nchildren; i++) {
+        wa_jid jid;
+        if (wa_node_attr_jid(list->children[i], "jid", &jid) == WA_OK && wa_jid_equal(&jid, &dev))
+            process_bundle_node(c, list->children[i], &dev, name, device);
+    }
+    if (!wa_signal_has_session(c->sig, name, device))
+        emit(c, WA_EV_ERROR, 0, 0, "retry for %s from %s: the server has no keys for it",
+             wa_node_attr(receipt, "id") ? wa_node_attr(receipt, "id") : "?", from);
+    else
+        on_retry_receipt(c, receipt, &a, true);
+    wb_arena_free(&a);
+}
+
 /* --- messages in --- */
 
 static void inbox_push(wa_client *c, wa_received *r)
@@ -1838,10 +2022,41 @@ bool wa_client_next_message(wa_client *c, wa_received *out)
     return true;
 }
 
+/* A stanza that names its sender on both servers (sender_lid / sender_pn, participant_pn /
+ * participant_lid) teaches the LID <-> phone number map, written once per connection. */
+static void learn_lid(wa_client *c, const wa_node *n, const char *sender)
+{
+    static const char *const twins[] = {"sender_lid", "sender_pn", "participant_lid",
+                                        "participant_pn"};
+    char user[WA_JID_STR_MAX], twin[WA_JID_STR_MAX];
+    if (!user_of(sender, user, sizeof(user))) return;
+    for (size_t i = 0; i < sizeof(twins) / sizeof(twins[0]); i++) {
+        if (!user_of(wa_node_attr(n, twins[i]), twin, sizeof(twin))) continue;
+        wa_jid u, t;
+        if (wa_jid_parse_cstr(user, &u) != WA_OK || wa_jid_parse_cstr(twin, &t) != WA_OK) return;
+        bool lid_first = wa_jid_kind_of(&u) == WA_JID_LID && wa_jid_kind_of(&t) == WA_JID_PN;
+        bool pn_first = wa_jid_kind_of(&u) == WA_JID_PN && wa_jid_kind_of(&t) == WA_JID_LID;
+        if (!lid_first && !pn_first) continue;
+        const char *lid = lid_first ? user : twin, *pn = lid_first ? twin : user;
+        if (smap_has(&c->lids_seen, lid)) return;
+        wa_store *st = c->cfg.store;
+        char known[WA_ADDRESS_MAX];
+        if (!(st->pn_for_lid(st->ctx, lid, known) == WA_STORE_OK && strcmp(known, pn) == 0))
+            st->lid_map_save(st->ctx, lid, pn);
+        if (c->lids_seen.n >= MAX_DEVICE_USERS) smap_clear(&c->lids_seen);
+        smap_put(&c->lids_seen, lid, NULL, 0);
+        return;
+    }
+}
+
 static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
 {
     wa_received r;
     int rc = wa_recv_decrypt_sk(c->sig, c->sk, c->cfg.store, n, now, &r);
+    if (rc != WA_OK)
+        wa_signal_take_identity_change(c->sig); /* rolled back: nothing was kept */
+    else
+        identity_check(c, r.sender); /* before its message: "security code changed" first */
     if (rc == WA_ERR_STATE) {
         /* not stored: no ack, the server will deliver it again */
         emit(c, WA_EV_ERROR, rc, 0, "cannot store message %s; it will be redelivered",
@@ -1852,6 +2067,7 @@ static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
         wa_client_send_node(c, wa_recv_ack(a, n)); /* unusable: drop it at the server */
         return;
     }
+    learn_lid(c, n, r.sender);
     /* content: a part to show; handled: a sender key taken, or a part read before (a duplicate
      * whose buffer row the bridge already deleted); failed: a part to ask for again */
     bool content = false, handled = false, failed = false;
@@ -1893,7 +2109,7 @@ static void on_receipt(wa_client *c, const wa_node *n, wb_arena *a)
     if (type) wa_node_set_attr(a, ack, "type", type);
     if (participant) wa_node_set_attr(a, ack, "participant", participant);
     wa_client_send_node(c, ack);
-    if (type && strcmp(type, "retry") == 0) on_retry_receipt(c, n, a);
+    if (type && strcmp(type, "retry") == 0) on_retry_receipt(c, n, a, false);
     /* one event per message: the stanza's id, then the ids its <list> names */
     const wa_node *list = wa_node_child(n, "list");
     size_t nitems = list && list->kind == WA_CONTENT_LIST ? list->nchildren : 0;
@@ -2055,7 +2271,8 @@ static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, 
     if (c->state != WA_CLIENT_CONNECTED) return WA_ERR_STATE;
     if (wa_jid_parse_cstr(to_jid, &to) != WA_OK) return WA_ERR_BAD_JID;
     wa_jid_kind kind = wa_jid_kind_of(&to);
-    if (kind != WA_JID_PN && kind != WA_JID_GROUP) return WA_ERR_BAD_JID;
+    if (kind != WA_JID_PN && kind != WA_JID_LID && kind != WA_JID_GROUP) return WA_ERR_BAD_JID;
+    if (kind == WA_JID_LID && !c->dev.lid[0]) return WA_ERR_STATE; /* no LID to send from */
     if (msg->kind != WA_MSG_TEXT && msg->kind != WA_MSG_EDIT && msg->kind != WA_MSG_REACTION &&
         msg->kind != WA_MSG_REVOKE)
         return WA_ERR_INVALID;
@@ -2087,6 +2304,7 @@ static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, 
     snprintf(j->id, sizeof(j->id), "%s", id);
     memcpy(j->to, chat, sizeof(j->to));
     j->group = kind == WA_JID_GROUP;
+    j->lid = kind == WA_JID_LID; /* a LID chat: our LID devices, sessions by LID */
     j->attrs = attrs;
     j->plaintext = plaintext;
     j->seq = ++c->job_seq;
@@ -2290,7 +2508,7 @@ static const char **job_users(wa_client *c, send_job *j, char *me, size_t *n)
     *n = 0;
     group_entry *g = j->group ? group_find(c, j->to) : NULL;
     if (j->group && !g) return NULL;
-    if (!user_of(j->group && j->lid ? c->dev.lid : c->dev.pn, me, WA_JID_STR_MAX)) return NULL;
+    if (!user_of(j->lid ? c->dev.lid : c->dev.pn, me, WA_JID_STR_MAX)) return NULL;
     const char **users = malloc(((g ? g->members.n : 1) + 1) * sizeof(*users));
     if (!users) return NULL;
     if (g) {
@@ -2479,10 +2697,12 @@ static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena
         uint32_t device;
         if (wa_node_attr_jid(u, "jid", &jid) == WA_OK &&
             wa_signal_address(&jid, name, sizeof(name), &device) == WA_OK)
-            process_bundle_node(c, u, name, device);
+            process_bundle_node(c, u, &jid, name, device);
     }
     job_encrypt_and_send(c, j, a);
 }
+
+static void ack_expect(wa_client *c, const send_job *j, const wa_jid *me);
 
 /* 1:1: one <enc> per device (our other devices get a deviceSentMessage), the advanced sessions
  * and the plaintext kept for retries in one transaction. */
@@ -2537,11 +2757,16 @@ static void job_send_direct(wa_client *c, send_job *j, wb_arena *a)
         return;
     }
     wa_node_add_child(a, msg, participants);
+    char pn[WA_ADDRESS_MAX];
+    if (j->lid && st->pn_for_lid(st->ctx, j->to, pn) == WA_STORE_OK)
+        wa_node_set_attr(a, msg, "peer_recipient_pn", pn); /* as WhatsApp Web (and whatsmeow) */
     if (any_pkmsg) {
         wa_node *di = device_identity_node(c, a);
         if (di) wa_node_add_child(a, msg, di);
     }
     wa_client_send_node(c, msg);
+    wa_jid me;
+    if (wa_jid_parse_cstr(j->lid ? c->dev.lid : c->dev.pn, &me) == WA_OK) ack_expect(c, j, &me);
     job_done(j); /* WA_EV_SENT comes with the server's ack */
 }
 
@@ -2550,11 +2775,19 @@ static int compare_strings(const void *x, const void *y)
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* WhatsApp's participant hash of a group message: "2:" and the base64 of the first 6 bytes of
- * SHA-256 over the sorted device JIDs (ours included), concatenated. */
-static void participant_hash(const send_job *j, const wa_jid *me, char out[16])
+/* A device JID in its long form, as the participant hash takes it: "user.agent:device@server"
+ * whatever the device (0 included) and agent (0 but for raw agents on s.whatsapp.net). */
+static void long_jid(const wa_jid *j, char *out, size_t cap)
 {
-    size_t n = j->ndevices + 1;
+    snprintf(out, cap, "%s.%u:%u@%s", j->user, (unsigned)j->agent, (unsigned)j->device, j->server);
+}
+
+/* WhatsApp's participant hash of a fan-out (whatsmeow's participantListHashV2): "2:" and the
+ * base64 of the first 6 bytes of SHA-256 over the sorted device JIDs in their long form,
+ * concatenated; the devices are devs and our sending device me. out[16]; "" when out of memory. */
+static void participant_hash(const wa_jid *devs, size_t ndevs, const wa_jid *me, char out[16])
+{
+    size_t n = ndevs + 1;
     char *text = malloc(n * WA_JID_STR_MAX);
     char **sorted = malloc(n * sizeof(*sorted));
     wb_buf all;
@@ -2564,7 +2797,7 @@ static void participant_hash(const send_job *j, const wa_jid *me, char out[16])
     if (text && sorted) {
         for (size_t i = 0; i < n; i++) {
             sorted[i] = text + i * WA_JID_STR_MAX;
-            wa_jid_format(i < j->ndevices ? &j->devices[i] : me, sorted[i], WA_JID_STR_MAX);
+            long_jid(i < ndevs ? &devs[i] : me, sorted[i], WA_JID_STR_MAX);
         }
         qsort(sorted, n, sizeof(*sorted), compare_strings);
         for (size_t i = 0; i < n; i++)
@@ -2578,6 +2811,48 @@ static void participant_hash(const send_job *j, const wa_jid *me, char out[16])
     wb_buf_free(&all);
     free(sorted);
     free(text);
+}
+
+/* The message's fan-out is out: its phash waits for the server's ack (which names the hash of
+ * the devices the server knows when they differ from ours; the oldest entry goes when full). */
+static void ack_expect(wa_client *c, const send_job *j, const wa_jid *me)
+{
+    sent_fanout *f = &c->fanouts[c->next_fanout];
+    c->next_fanout = (c->next_fanout + 1) % WA_MAX_FANOUTS;
+    snprintf(f->id, sizeof(f->id), "%s", j->id);
+    snprintf(f->chat, sizeof(f->chat), "%s", j->to);
+    f->group = j->group;
+    f->lid = j->lid;
+    participant_hash(j->devices, j->ndevices, me, f->phash);
+}
+
+/* The server's ack of our message `id` names the participant hash of the devices it fanned out
+ * to: when it differs from ours, some device of the chat is unknown to us (or gone), so the device
+ * lists (and a group's members) are asked again at the next message (whatsmeow does the same and
+ * does not send again: the new device gets the next message). */
+static void on_ack_phash(wa_client *c, const char *id, const char *phash)
+{
+    for (int i = 0; i < WA_MAX_FANOUTS; i++) {
+        sent_fanout *f = &c->fanouts[i];
+        if (!f->id[0] || strcmp(f->id, id) != 0) continue;
+        if (phash && strcmp(phash, f->phash) != 0) {
+            if (f->group) {
+                group_entry *g = group_find(c, f->chat);
+                if (g) {
+                    g->stale = true;
+                    for (size_t b = 0; b < g->members.nb; b++)
+                        for (smap_node *x = g->members.b[b]; x; x = x->next)
+                            devices_forget(c, x->key);
+                }
+                devices_forget(c, f->lid ? c->dev.lid : c->dev.pn);
+            } else {
+                devices_forget(c, f->chat);
+                devices_forget(c, f->lid ? c->dev.lid : c->dev.pn);
+            }
+        }
+        f->id[0] = '\0';
+        return;
+    }
 }
 
 /* A group: our sender key (made when missing) encrypts the content once (skmsg); its SKDM goes
@@ -2645,8 +2920,9 @@ static void job_send_group(wa_client *c, send_job *j, wb_arena *a)
             if (keyed[i]) smap_put(&g->keyed, keyed[i], NULL, 0);
         wa_node *msg = message_stanza(a, j->id, j->to, &j->attrs);
         char phash[16];
-        participant_hash(j, &me, phash);
+        participant_hash(j->devices, j->ndevices, &me, phash);
         if (phash[0]) wa_node_set_attr(a, msg, "phash", phash);
+        ack_expect(c, j, &me);
         if (participants->nchildren) wa_node_add_child(a, msg, participants);
         if (any_pkmsg) {
             wa_node *di = device_identity_node(c, a);
@@ -3140,9 +3416,23 @@ static void apply_group_event(wa_client *c, const wa_group_event *ev)
     }
 }
 
-/* <notification type="w:gp2">: applied to our cache, queued for the bridge, then acked. */
+/* <notification type="w:gp2">: applied to our cache and queued for the app; acked when the app
+ * takes it (wa_client_next_group_update). A redelivery (the server sends it again at each login
+ * until acked) of one still queued is not queued twice; of one taken already, acked at once. */
 static void on_group_notification(wa_client *c, const wa_node *n, wb_arena *a)
 {
+    char key[WA_NOTE_KEY_MAX], other[WA_NOTE_KEY_MAX];
+    note_key(n, key);
+    for (int i = 0; i < WA_TAKEN_RING; i++)
+        if (strcmp(c->taken[i], key) == 0) {
+            wa_node *ack = wa_group_notification_ack(a, n);
+            if (ack) wa_client_send_node(c, ack);
+            return;
+        }
+    for (size_t i = 0; i < c->ngupdates; i++) {
+        note_key(c->gupdates[i].note, other);
+        if (strcmp(other, key) == 0) return; /* acked when taken */
+    }
     wa_group_update u;
     memset(&u, 0, sizeof(u));
     wb_arena_init(&u.arena, 0);
@@ -3150,13 +3440,13 @@ static void on_group_notification(wa_client *c, const wa_node *n, wb_arena *a)
     int rc = copy ? wa_group_parse_notification(&u.arena, copy, &u.event) : WA_ERR_NOMEM;
     if (rc == WA_OK) {
         apply_group_event(c, &u.event);
-        push_group_update(c, &u);
-    } else {
-        wb_arena_free(&u.arena);
-        emit(c, WA_EV_ERROR, rc, 0, "unreadable group notification %s",
-             wa_node_attr(n, "id") ? wa_node_attr(n, "id") : "?");
+        push_group_update(c, &u, copy);
+        return;
     }
-    wa_node *ack = wa_group_notification_ack(a, n);
+    wb_arena_free(&u.arena);
+    emit(c, WA_EV_ERROR, rc, 0, "unreadable group notification %s",
+         wa_node_attr(n, "id") ? wa_node_attr(n, "id") : "?");
+    wa_node *ack = wa_group_notification_ack(a, n); /* nothing to keep: never again */
     if (ack) wa_client_send_node(c, ack);
 }
 
@@ -3173,6 +3463,56 @@ static void on_devices_notification(wa_client *c, const wa_node *n, wb_arena *a)
                 devices_forget(c, wa_node_attr(ch->children[k], "jid"));
                 devices_forget(c, wa_node_attr(ch->children[k], "lid"));
             }
+    }
+    wa_node *ack = wa_group_notification_ack(a, n);
+    if (ack) wa_client_send_node(c, ack);
+}
+
+/* Forgets every session and identity of user (a user JID) and of its PN / LID twin when the map
+ * knows it. */
+static void forget_user_keys(wa_client *c, const wa_jid *user)
+{
+    char us[WA_JID_STR_MAX], twin[WA_ADDRESS_MAX] = "";
+    wa_jid_format(user, us, sizeof(us));
+    wa_store *st = c->cfg.store;
+    wa_jid_kind k = wa_jid_kind_of(user);
+    if (k == WA_JID_PN && st->lid_for_pn(st->ctx, us, twin) != WA_STORE_OK) twin[0] = '\0';
+    if (k == WA_JID_LID && st->pn_for_lid(st->ctx, us, twin) != WA_STORE_OK) twin[0] = '\0';
+    const char *jids[2] = {us, twin};
+    for (int i = 0; i < 2; i++) {
+        wa_jid j;
+        char name[WA_JID_STR_MAX];
+        uint32_t device;
+        if (!jids[i][0] || wa_jid_parse_cstr(jids[i], &j) != WA_OK) continue;
+        j = wa_jid_to_user(&j);
+        if (wa_signal_address(&j, name, sizeof(name), &device) == WA_OK &&
+            wa_signal_forget_user(c->sig, name) != WA_OK)
+            emit(c, WA_EV_ERROR, WA_ERR_STATE, 0, "cannot forget the old keys of %s", jids[i]);
+        devices_forget(c, jids[i]);
+    }
+}
+
+/* <notification type="encrypt" from>: from the server, <count value/> (our one-time prekeys run
+ * low: upload more); from a user, <identity/> (the user re-registered: every session and identity
+ * of theirs goes, so the next message starts from their new keys, and the app hears of it).
+ * Acked either way. */
+static void on_encrypt_notification(wa_client *c, const wa_node *n, wb_arena *a)
+{
+    const char *from = wa_node_attr(n, "from");
+    const wa_node *count = wa_node_child(n, "count");
+    wa_jid fj;
+    if (count && from && strcmp(from, WA_SERVER_PN) == 0) {
+        const char *v = wa_node_attr(count, "value");
+        if (v && strtol(v, NULL, 10) < WA_PREKEY_MIN) upload_prekeys(c, WA_PREKEY_UPLOAD_MORE);
+    } else if (wa_node_child(n, "identity") && from && wa_jid_parse_cstr(from, &fj) == WA_OK &&
+               (wa_jid_kind_of(&fj) == WA_JID_PN || wa_jid_kind_of(&fj) == WA_JID_LID) &&
+               !is_my_user(c, from)) {
+        wa_jid user = wa_jid_to_user(&fj);
+        char us[WA_JID_STR_MAX];
+        wa_jid_format(&user, us, sizeof(us));
+        forget_user_keys(c, &user);
+        const char *t = wa_node_attr(n, "t");
+        identity_changed(c, us, true, t ? strtoull(t, NULL, 10) : 0);
     }
     wa_node *ack = wa_group_notification_ack(a, n);
     if (ack) wa_client_send_node(c, ack);
@@ -3219,6 +3559,7 @@ static void on_node(wa_client *c, wa_node *n, int64_t now)
             emit(c, WA_EV_ERROR, atoi(error), 0, "message %s refused by the server (error %s)", id,
                  error);
         } else if (cls && strcmp(cls, "message") == 0 && id) {
+            on_ack_phash(c, id, wa_node_attr(n, "phash"));
             emit(c, WA_EV_SENT, 0, 0, "%s", id);
         }
     } else if (strcmp(tag, "notification") == 0) {
@@ -3231,6 +3572,8 @@ static void on_node(wa_client *c, wa_node *n, int64_t now)
             on_group_notification(c, n, &a);
         else if (type && strcmp(type, "devices") == 0 && c->state == WA_CLIENT_CONNECTED)
             on_devices_notification(c, n, &a);
+        else if (type && strcmp(type, "encrypt") == 0 && c->state == WA_CLIENT_CONNECTED)
+            on_encrypt_notification(c, n, &a);
     } else if (strcmp(tag, "success") == 0) {
         on_success(c, n, now);
     } else if (strcmp(tag, "failure") == 0) {

@@ -72,9 +72,16 @@ typedef enum wa_event_type {
                            negative wa_err (WA_ERR_TIMEOUT: the connection closed first,
                            WA_ERR_PROTO: an answer we cannot read); text: "op group" (op as
                            wa_group_op_name); take it with wa_client_next_group_result */
-    WA_EV_GROUP,        /* a group changed (<notification type="w:gp2">, already acked): text =
-                           the group JID, code = the number of changes; take it with
-                           wa_client_next_group_update */
+    WA_EV_GROUP,        /* a group changed (<notification type="w:gp2">): text = the group JID,
+                           code = the number of changes; take it with wa_client_next_group_update
+                           (the notification is acked to the server when it is taken) */
+    WA_EV_IDENTITY_CHANGE, /* a contact's security code changed: text = the JID, code = 1 when
+                              we met the new key (in a message or prekey keys: a device JID,
+                              "user:N@server", device 0 = the phone), 0 when the server announced
+                              it (<notification type="encrypt"><identity/>: the user JID); take
+                              it with wa_client_next_identity_change. The new key is trusted
+                              already (WhatsApp's behaviour: "X's security code changed" is only
+                              a notice) and the message that carried it comes as WA_EV_MESSAGE */
 } wa_event_type;
 
 typedef struct wa_event {
@@ -150,29 +157,37 @@ int wa_received_parse(const wa_received *r, wa_msg *out);
 
 #define WA_MESSAGE_ID_MAX 32 /* bytes an id_out must hold */
 
-/* Sends a message to a user (PN JID) and to our own other devices (as deviceSentMessage): device
- * lists (usync; kept per user for the connection, dropped by a <notification type="devices"> or
- * a retry receipt from that user), missing sessions (prekey bundles), then one <enc> per device,
- * the advanced sessions and the plaintext for retries (sent_save) in one store transaction.
+/* Sends a message to a user and to our own other devices (as deviceSentMessage): device lists
+ * (usync; kept per user for the connection, dropped by a <notification type="devices">, a retry
+ * receipt from that user, or a server ack whose phash, the participant hash of the devices the
+ * server fanned out to, differs from ours: the next message asks again), missing sessions (prekey
+ * bundles), then one <enc> per device, the advanced sessions and the plaintext for retries
+ * (sent_save) in one store transaction. A user JID on s.whatsapp.net goes from our PN device to
+ * the user's PN devices; a LID (user@lid) from our LID device to the LID devices, sessions kept
+ * by LID address (peer_recipient_pn names the number when a message taught us the pair). A retry
+ * receipt is answered on the device's session: from the keys it carries, or, with none, from keys
+ * fetched from the server first when we have no session (or, once per connection and device, when
+ * it asks a second time). A device whose identity key changed is trusted anew
+ * (WA_EV_IDENTITY_CHANGE).
  * A group JID (@g.us) goes through sender keys: the participants and addressing mode (from the
  * group info, kept for the connection and updated by w:gp2 notifications), their devices, our
  * sender key (made when missing: our LID device in "lid" groups, our PN device in "pn" groups),
  * its SKDM pairwise (pkmsg/msg in <participants><to>) for each device that has not had it on this
  * connection, the content once as <enc type="skmsg">, <device-identity> when any pkmsg, and a
- * phash of the devices. A retry receipt from a group member is answered pairwise to that device
- * (content + SKDM). Our sender key is forgotten (rotated) when a member leaves or is removed.
- * m is a TEXT, EDIT,
- * REACTION or REVOKE (wa_message_encode); the stanza carries what WhatsApp Web puts there:
- * type="reaction" for a reaction (else "text"), edit="1" for an edit, edit="7" for a revoke of our
- * own message or a reaction's removal (edit="8": an admin's revoke of someone else's message), and
- * <enc decrypt-fail="hide"> for edits, revokes and reactions. An edit or revoke without
- * target.remote_jid gets the chat; an edit is always of our own message (from_me); a zero
- * timestamp_ms becomes the last wall time the client was given. id_out gets the message id (at
- * least WA_MESSAGE_ID_MAX bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow (also for a group we are
- * not in: the group info is refused, or the server's ack carries an error). A connection that
- * closes first (the message still being prepared, or sent and not acked) gives neither: send it
- * again with the same id (wa_client_send_message_id) once connected. Connected only;
- * WA_ERR_TOO_LARGE when WA_MAX_SENDS messages are being prepared already. */
+ * phash of the devices (a different one in the server's ack: the group info and the members'
+ * device lists are asked again). A retry receipt from a group member is answered pairwise to
+ * that device (content + SKDM). Our sender key is forgotten (rotated) when a member leaves or is
+ * removed. m is a TEXT, EDIT, REACTION or REVOKE (wa_message_encode); the stanza carries what
+ * WhatsApp Web puts there: type="reaction" for a reaction (else "text"), edit="1" for an edit,
+ * edit="7" for a revoke of our own message or a reaction's removal (edit="8": an admin's revoke of
+ * someone else's message), and <enc decrypt-fail="hide"> for edits, revokes and reactions. An edit
+ * or revoke without target.remote_jid gets the chat; an edit is always of our own message
+ * (from_me); a zero timestamp_ms becomes the last wall time the client was given. id_out gets the
+ * message id (at least WA_MESSAGE_ID_MAX bytes). WA_EV_SENT / WA_EV_SEND_FAILED follow (also for a
+ * group we are not in: the group info is refused, or the server's ack carries an error). A
+ * connection that closes first (the message still being prepared, or sent and not acked) gives
+ * neither: send it again with the same id (wa_client_send_message_id) once connected. Connected
+ * only; WA_ERR_TOO_LARGE when WA_MAX_SENDS messages are being prepared already. */
 int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *m, char *id_out,
                            int64_t now);
 /* The same with the caller's message id (8..31 characters, 0-9 A-Z): a bridge derives it from its
@@ -200,6 +215,18 @@ typedef enum wa_chat_state { WA_CHAT_COMPOSING, WA_CHAT_RECORDING, WA_CHAT_PAUSE
 /* <chatstate to=chat><composing/> | <composing media="audio"/> | <paused/></chatstate>: typing,
  * recording a voice message, or stopped. */
 int wa_client_send_chat_state(wa_client *c, const char *chat, wa_chat_state st);
+/* A contact's identity key changed (WA_EV_IDENTITY_CHANGE). Trust on first use; a changed key
+ * is accepted: the old session of that device is dropped (every session of the user when the
+ * server announced it) and the next message starts from the new key. */
+typedef struct wa_identity_change {
+    char jid[WA_JID_STR_MAX]; /* the device (met) or the user (announced), as the event's text */
+    bool announced;           /* the server said so; false: met in a pkmsg or a prekey bundle */
+    uint64_t t;               /* unix seconds: the notification's time, else the client's clock */
+} wa_identity_change;
+/* Takes the oldest identity change (false when there is none). Beyond WA_MAX_GROUP_QUEUE untaken
+ * ones the oldest are dropped; the events carry the JIDs all the same. */
+bool wa_client_next_identity_change(wa_client *c, wa_identity_change *out);
+
 /* Sends a node now (connected only). Returns WA_ERR_STATE when not connected. */
 int wa_client_send_node(wa_client *c, const wa_node *n);
 
@@ -218,7 +245,10 @@ int wa_client_send_node(wa_client *c, const wa_node *n);
  * The client also asks for every group we are in after login (<ib><offline>) and when the server
  * says the list is dirty (<ib><dirty type="groups">, then cleaned): those results have request
  * id 0. Group notifications (w:gp2) become WA_EV_GROUP and a wa_group_update each, in order;
- * they are acked once queued. */
+ * each is acked to the server only when wa_client_next_group_update takes it (on the connection
+ * of the moment; taken offline, the redelivery is acked at the next login), so one never taken
+ * (a crash) comes again; a redelivery of one still queued or already taken is not handed over a
+ * second time (in this process). */
 
 /* Beyond WA_MAX_GROUP_QUEUE untaken results (or updates) the oldest are dropped, with one
  * WA_EV_ERROR until the next take. */

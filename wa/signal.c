@@ -23,6 +23,8 @@ struct wa_signal {
     signal_context *ctx;               /* the crypto's context */
     signal_protocol_store_context *sc; /* owns the store callbacks below */
     wa_device dev;                     /* this device: identity, registration id, signed prekey */
+    bool identity_changed;             /* a pkmsg or bundle came with a peer identity key other
+                                          than the stored one (wa_signal_take_identity_change) */
 };
 
 /* "name:device", the store's address key. */
@@ -246,8 +248,76 @@ static int save_identity(const signal_protocol_address *address, uint8_t *key, s
 static int is_trusted_identity(const signal_protocol_address *address, uint8_t *key, size_t len,
                                void *user_data)
 {
-    /* WhatsApp trusts a changed identity (it shows a notice); the bridge will be told later */
+    /* WhatsApp trusts on first use and accepts a changed key (it shows "security code changed"):
+     * the change is noticed before the library runs (identity_swap_begin) */
     return 1;
+}
+
+/* --- identity changes --- */
+
+/* What an address had before a key other than its stored identity took over: the old session
+ * is dropped first (WhatsApp starts over with the new key) and comes back if the new one fails. */
+typedef struct identity_swap {
+    bool changed;            /* a stored identity differs from the new key */
+    bool had_session;        /* record holds the old session */
+    wb_buf record;           /* the old session record */
+    uint8_t old[WA_KEY_LEN]; /* the old identity key */
+} identity_swap;
+
+/* Compares key with the stored identity of akey; when they differ, drops the session (kept in
+ * sw for identity_swap_end). WA_OK, or WA_ERR_STATE when the store fails. */
+static int identity_swap_begin(wa_signal *s, const char *akey, const uint8_t key[WA_KEY_LEN],
+                               identity_swap *sw)
+{
+    memset(sw, 0, sizeof(*sw));
+    wb_buf_init(&sw->record);
+    wa_store *st = s->store;
+    int rc = st->identity_load(st->ctx, akey, sw->old);
+    if (rc == WA_STORE_NOT_FOUND || (rc == WA_STORE_OK && wa_ct_equal(sw->old, key, WA_KEY_LEN)))
+        return WA_OK; /* first use, or the same key */
+    if (rc != WA_STORE_OK) return WA_ERR_STATE;
+    sw->changed = true;
+    rc = st->session_load(st->ctx, akey, &sw->record);
+    if (rc != WA_STORE_OK && rc != WA_STORE_NOT_FOUND) return WA_ERR_STATE;
+    sw->had_session = rc == WA_STORE_OK;
+    if (sw->had_session && st->session_delete(st->ctx, akey) < 0) return WA_ERR_STATE;
+    return WA_OK;
+}
+
+/* The new key's session was made (ok) or not: on failure the old session and identity return. */
+static void identity_swap_end(wa_signal *s, const char *akey, identity_swap *sw, bool ok)
+{
+    wa_store *st = s->store;
+    if (sw->changed && ok) {
+        s->identity_changed = true;
+    } else if (sw->changed) {
+        if (sw->had_session)
+            st->session_save(st->ctx, akey, sw->record.data, sw->record.len);
+        else
+            st->session_delete(st->ctx, akey);
+        st->identity_save(st->ctx, akey, sw->old);
+    }
+    if (sw->record.data) wa_wipe(sw->record.data, sw->record.len);
+    wb_buf_free(&sw->record);
+}
+
+bool wa_signal_take_identity_change(wa_signal *s)
+{
+    bool changed = s->identity_changed;
+    s->identity_changed = false;
+    return changed;
+}
+
+int wa_signal_forget_user(wa_signal *s, const char *name)
+{
+    char prefix[WA_ADDRESS_MAX];
+    int n = snprintf(prefix, sizeof(prefix), "%s:", name);
+    if (!name[0] || n < 0 || (size_t)n >= sizeof(prefix)) return WA_ERR_INVALID;
+    wa_store *st = s->store;
+    if (st->session_delete_prefix(st->ctx, prefix, NULL) != WA_STORE_OK ||
+        st->identity_delete_prefix(st->ctx, prefix, NULL) != WA_STORE_OK)
+        return WA_ERR_STATE;
+    return WA_OK;
 }
 
 wa_signal *wa_signal_new(wa_crypto *crypto, wa_store *store, int *err)
@@ -317,6 +387,13 @@ int wa_signal_process_bundle(wa_signal *s, const char *name, uint32_t device,
     ec_public_key *prekey = NULL, *spk = NULL, *identity = NULL;
     session_pre_key_bundle *bundle = NULL;
     session_builder *builder = NULL;
+    char akey[WA_ADDRESS_MAX];
+    address_key(&addr, akey, sizeof(akey));
+    identity_swap sw;
+    if (identity_swap_begin(s, akey, b->identity, &sw) != WA_OK) {
+        identity_swap_end(s, akey, &sw, false);
+        return WA_ERR_STATE;
+    }
     int rc = b->has_prekey ? public_key(s, b->prekey, &prekey) : 0;
     if (rc == 0) rc = public_key(s, b->signed_prekey, &spk);
     if (rc == 0) rc = public_key(s, b->identity, &identity);
@@ -331,6 +408,7 @@ int wa_signal_process_bundle(wa_signal *s, const char *name, uint32_t device,
     if (identity) SIGNAL_UNREF(identity);
     if (spk) SIGNAL_UNREF(spk);
     if (prekey) SIGNAL_UNREF(prekey);
+    identity_swap_end(s, akey, &sw, rc == 0);
     if (rc == SG_ERR_INVALID_KEY) return WA_ERR_AUTH; /* the signed prekey's signature is bad */
     return rc == 0 ? WA_OK : WA_ERR_CRYPTO;
 }
@@ -418,7 +496,21 @@ int wa_signal_decrypt(wa_signal *s, const char *name, uint32_t device, wa_signal
     if (rc == 0 && type == WA_SIGNAL_PKMSG) {
         pre_key_signal_message *m = NULL;
         parsed = pre_key_signal_message_deserialize(&m, ciphertext, len, s->ctx) == 0;
-        rc = parsed ? session_cipher_decrypt_pre_key_signal_message(cipher, m, NULL, &out) : -1;
+        /* a new identity key: the old session goes first (it is back if this one fails) */
+        char akey[WA_ADDRESS_MAX];
+        address_key(&addr, akey, sizeof(akey));
+        identity_swap sw = {.changed = false};
+        wb_buf_init(&sw.record);
+        signal_buffer *ik = NULL;
+        if (parsed && ec_public_key_serialize(&ik, pre_key_signal_message_get_identity_key(m)) != 0)
+            parsed = false;
+        if (parsed && (signal_buffer_len(ik) != 33 ||
+                       identity_swap_begin(s, akey, signal_buffer_data(ik) + 1, &sw) != WA_OK))
+            rc = SG_ERR_UNKNOWN;
+        else
+            rc = parsed ? session_cipher_decrypt_pre_key_signal_message(cipher, m, NULL, &out) : -1;
+        identity_swap_end(s, akey, &sw, rc == 0);
+        signal_buffer_free(ik);
         if (m) SIGNAL_UNREF(m);
     } else if (rc == 0) {
         signal_message *m = NULL;

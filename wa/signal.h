@@ -59,6 +59,17 @@ int wa_signal_encrypt(wa_signal *s, const char *name, uint32_t device, const uin
 int wa_signal_decrypt(wa_signal *s, const char *name, uint32_t device, wa_signal_type type,
                       const uint8_t *ciphertext, size_t len, wb_buf *plain);
 
+/* Identity keys: trusted on first use, and a peer device whose key changes (a pkmsg or a bundle
+ * carrying another key than the stored one: the contact re-registered) is trusted again, as
+ * WhatsApp does: its old session is dropped before the new one is made (and put back if the new
+ * key's message or bundle turns out unusable), the new key stored. True once after a call of
+ * wa_signal_process_bundle or wa_signal_decrypt that did so (the caller raises "security code
+ * changed"); calling it also clears the mark (do so after a rolled-back transaction). */
+bool wa_signal_take_identity_change(wa_signal *s);
+/* Forgets every session and stored identity of a user's devices (name as in wa_signal_address):
+ * the server said its identity changed, so the next message starts over from fresh keys. */
+int wa_signal_forget_user(wa_signal *s, const char *name);
+
 /* WhatsApp's padding, exposed for tests and for sender-key messages. */
 int wa_signal_pad(wa_crypto *c, const uint8_t *p, size_t len, wb_buf *out);
 /* The unpadded length of p[0..len), or -1 when the padding is invalid. */

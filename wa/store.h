@@ -154,6 +154,9 @@ typedef struct wa_store {
     int (*identity_load)(void *ctx, const char *address, uint8_t key[WA_KEY_LEN]);
     int (*identity_save)(void *ctx, const char *address, const uint8_t key[WA_KEY_LEN]);
     int (*identity_delete)(void *ctx, const char *address);
+    /* Deletes every identity whose address starts with prefix (all devices of a user: "1555:"),
+     * as session_delete_prefix; *deleted (may be NULL) receives the count. */
+    int (*identity_delete_prefix)(void *ctx, const char *prefix, size_t *deleted);
 
     /* -- Signal sessions -- */
     int (*session_load)(void *ctx, const char *address, wb_buf *record);
@@ -210,7 +213,8 @@ typedef struct wa_store {
     int (*chat_settings_save)(void *ctx, const wa_chat_settings *s);
     int (*chat_settings_delete)(void *ctx, const char *chat_jid);
 
-    /* -- LID <-> phone number users (no device part) -- */
+    /* -- LID <-> phone number users (no device part; the engine writes user JIDs, "123@lid" and
+     *    "1555@s.whatsapp.net", learnt from the sender_lid / sender_pn of messages) -- */
     /* Records lid <-> pn, replacing any older pairing of either side. */
     int (*lid_map_save)(void *ctx, const char *lid, const char *pn);
     int (*lid_for_pn)(void *ctx, const char *pn, char lid[WA_ADDRESS_MAX]);

@@ -480,16 +480,15 @@ static int m_session_delete(void *ctx, const char *address)
     return del_key(s, K_SESSION, &k);
 }
 
-static int m_session_delete_prefix(void *ctx, const char *prefix, size_t *deleted)
+/* Deletes the records of kind whose address key starts with prefix. */
+static int delete_prefix(mem_store *s, int kind, const char *prefix, size_t *deleted)
 {
-    mem_store *s = ctx;
-    ENTER(s);
     if (!prefix || !*prefix) return bad(s, "prefix");
     size_t plen = strlen(prefix), count = 0;
     for (size_t i = 0; i < s->recs.n;) {
         rec *r = &s->recs.v[i];
         /* key: u32be length + address */
-        if (r->kind == K_SESSION && r->klen >= 4 + plen && memcmp(r->key + 4, prefix, plen) == 0) {
+        if (r->kind == kind && r->klen >= 4 + plen && memcmp(r->key + 4, prefix, plen) == 0) {
             remove_at(s, i);
             count++;
         } else {
@@ -498,6 +497,20 @@ static int m_session_delete_prefix(void *ctx, const char *prefix, size_t *delete
     }
     if (deleted) *deleted = count;
     return WA_STORE_OK;
+}
+
+static int m_session_delete_prefix(void *ctx, const char *prefix, size_t *deleted)
+{
+    mem_store *s = ctx;
+    ENTER(s);
+    return delete_prefix(s, K_SESSION, prefix, deleted);
+}
+
+static int m_identity_delete_prefix(void *ctx, const char *prefix, size_t *deleted)
+{
+    mem_store *s = ctx;
+    ENTER(s);
+    return delete_prefix(s, K_IDENTITY, prefix, deleted);
 }
 
 /* ---- prekeys ---- */
@@ -1129,6 +1142,7 @@ int wa_store_mem_new(wa_store *out)
         .identity_load = m_identity_load,
         .identity_save = m_identity_save,
         .identity_delete = m_identity_delete,
+        .identity_delete_prefix = m_identity_delete_prefix,
         .session_load = m_session_load,
         .session_save = m_session_save,
         .session_delete = m_session_delete,

@@ -36,8 +36,11 @@ static void test_logins_apart(db_conn *c, int64_t login_a, int64_t login_b)
     CHECK_INT(a.wipe(a.ctx), WA_STORE_OK);
     CHECK_INT(a.identity_load(a.ctx, "1555:1", got), WA_STORE_NOT_FOUND);
     CHECK_INT(b.identity_load(b.ctx, "1555:1", got), WA_STORE_OK);
-    /* deleting the login deletes its rows */
+    /* deleting the login deletes its rows (seen by a new store: a store's cache assumes that it
+     * alone writes its login's rows, as the lease makes it) */
     CHECK_INT(db_login_delete(c, login_b), DB_OK);
+    b.destroy(b.ctx);
+    CHECK_INT(db_store_new(c, login_b, &b), WA_STORE_OK);
     CHECK_INT(b.identity_load(b.ctx, "1555:1", got), WA_STORE_NOT_FOUND);
     /* a store of a login that does not exist cannot write */
     CHECK_INT(b.identity_save(b.ctx, "1555:1", k2), WA_STORE_ERR_IO);
@@ -72,6 +75,75 @@ static void test_reconnect(db_conn *c, int64_t login)
     st.destroy(st.ctx);
 }
 
+/* The session/identity cache: what a transaction saved is in the database after its commit (a
+ * second store on another connection reads it), also when it saved more sessions than the cache
+ * holds; a rollback leaves the database and the cache as before; an unchanged identity is not
+ * written again (the row keeps what another writer put there meanwhile, which only a test does). */
+static void test_cache(db_conn *c, const char *conninfo, int64_t login)
+{
+    db_conn *c2 = pgtest_connect(conninfo);
+    wa_store st, other;
+    CHECK_INT(db_store_new(c, login, &st), WA_STORE_OK);
+    CHECK_INT(db_store_new(c2, login, &other), WA_STORE_OK);
+    char addr[64];
+    uint8_t rec[300];
+    wb_buf b;
+    wb_buf_init(&b);
+    CHECK_INT(st.begin(st.ctx), WA_STORE_OK);
+    for (int i = 0; i < 300; i++) { /* more than the cache's 128 slots */
+        snprintf(addr, sizeof(addr), "1777%d:0", i);
+        memset(rec, i & 0xff, sizeof(rec));
+        CHECK_INT(st.session_save(st.ctx, addr, rec, 100 + (size_t)i % 200), WA_STORE_OK);
+        b.len = 0;
+        CHECK_INT(st.session_load(st.ctx, addr, &b), WA_STORE_OK); /* read back in the tx */
+        CHECK_INT(b.len, 100 + i % 200);
+    }
+    CHECK_INT(st.commit(st.ctx), WA_STORE_OK);
+    int same = 0;
+    for (int i = 0; i < 300; i++) {
+        snprintf(addr, sizeof(addr), "1777%d:0", i);
+        b.len = 0;
+        if (other.session_load(other.ctx, addr, &b) == WA_STORE_OK &&
+            b.len == 100 + (size_t)i % 200 && b.data[0] == (uint8_t)(i & 0xff))
+            same++;
+    }
+    CHECK_INT(same, 300);
+    /* rolled back: neither the database nor the cache keep the new record */
+    CHECK_INT(st.begin(st.ctx), WA_STORE_OK);
+    memset(rec, 0xee, sizeof(rec));
+    CHECK_INT(st.session_save(st.ctx, "17770:0", rec, 50), WA_STORE_OK);
+    CHECK_INT(st.rollback(st.ctx), WA_STORE_OK);
+    b.len = 0;
+    CHECK_INT(st.session_load(st.ctx, "17770:0", &b), WA_STORE_OK);
+    CHECK(b.len == 100 && b.data[0] == 0);
+    b.len = 0;
+    CHECK_INT(other.session_load(other.ctx, "17770:0", &b), WA_STORE_OK);
+    CHECK(b.len == 100 && b.data[0] == 0);
+    /* a missing session is remembered as missing, and a save replaces that */
+    CHECK_INT(st.session_load(st.ctx, "17779999:0", &b), WA_STORE_NOT_FOUND);
+    CHECK_INT(st.session_load(st.ctx, "17779999:0", &b), WA_STORE_NOT_FOUND);
+    CHECK_INT(st.session_save(st.ctx, "17779999:0", rec, 7), WA_STORE_OK);
+    b.len = 0;
+    CHECK_INT(st.session_load(st.ctx, "17779999:0", &b), WA_STORE_OK);
+    CHECK_INT(b.len, 7);
+    /* identities: saved once, an unchanged save writes nothing */
+    uint8_t k1[WA_KEY_LEN], k2[WA_KEY_LEN], got[WA_KEY_LEN];
+    memset(k1, 0x31, sizeof(k1));
+    memset(k2, 0x32, sizeof(k2));
+    CHECK_INT(st.identity_save(st.ctx, "1777:1", k1), WA_STORE_OK);
+    CHECK_INT(other.identity_save(other.ctx, "1777:1", k2), WA_STORE_OK); /* behind its back */
+    CHECK_INT(st.identity_save(st.ctx, "1777:1", k1), WA_STORE_OK);       /* unchanged: skipped */
+    CHECK_INT(other.identity_load(other.ctx, "1777:1", got), WA_STORE_OK);
+    CHECK(memcmp(got, k2, WA_KEY_LEN) == 0);
+    CHECK_INT(st.identity_save(st.ctx, "1777:1", k2), WA_STORE_OK); /* changed: written */
+    CHECK_INT(st.session_delete_prefix(st.ctx, "1777", NULL), WA_STORE_OK);
+    CHECK_INT(st.session_load(st.ctx, "17771:0", &b), WA_STORE_NOT_FOUND);
+    wb_buf_free(&b);
+    st.destroy(st.ctx);
+    other.destroy(other.ctx);
+    db_conn_close(c2);
+}
+
 int main(void)
 {
     pgtest_require();
@@ -92,6 +164,7 @@ int main(void)
 
     test_logins_apart(c, login2, login3);
     test_reconnect(c, login);
+    test_cache(c, conninfo, login2);
     db_conn_close(c);
     return CHECK_DONE();
 }

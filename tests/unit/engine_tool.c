@@ -11,7 +11,8 @@
  * "remote_jid","from_me","participant"},"reaction","dest","unsupported","parts":[{"skmsg",
  * "skdm_only","error"}]} (wa_received_parse; "text" also for old readers); {"event":"sent","id"};
  * {"event":"send_failed","id"}; {"event":"receipt","text"}; {"event":"presence","text","ms"};
- * {"event":"chatstate","text"}; {"event":"error","text"};
+ * {"event":"chatstate","text"}; {"event":"error","text"}; {"event":"identity_change","jid","met",
+ * "taken","announced"} (WA_EV_IDENTITY_CHANGE and wa_client_next_identity_change);
  * {"event":"group_result","req","op","code","group","error_text","info":{"jid","subject",
  * "addressing_mode","participants":[{"jid","phone_number","admin","superadmin"}]},
  * "participants":[{"jid","error"}],"invite_code","groups":[jid...]} (wa_client_next_group_result);
@@ -221,6 +222,17 @@ static void on_event(void *user, int login, const wa_event *e)
         cJSON_AddStringToObject(o, "event", "send_failed");
         cJSON_AddStringToObject(o, "id", e->text);
         break;
+    case WA_EV_IDENTITY_CHANGE: {
+        wa_identity_change ch;
+        cJSON_AddStringToObject(o, "event", "identity_change");
+        cJSON_AddStringToObject(o, "jid", e->text);
+        cJSON_AddBoolToObject(o, "met", e->code == 1);
+        if (wa_client_next_identity_change(c, &ch)) {
+            cJSON_AddStringToObject(o, "taken", ch.jid);
+            cJSON_AddBoolToObject(o, "announced", ch.announced);
+        }
+        break;
+    }
     case WA_EV_MESSAGE: {
         /* on the worker thread, right after the client raised it: take it now */
         wa_received r;

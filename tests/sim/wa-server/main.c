@@ -32,6 +32,13 @@
  *   POST /admin/corrupt-next {phone,count?} flip a ciphertext byte in the next messages to the
  *                                           companions of phone (fault injection: retry receipts)
  *   POST /admin/restart                     drop every connection (state is kept)
+ *   POST /admin/reregister {phone,announce?} the phone of P is registered anew: a new identity
+ *                                           key, no sessions; announce (bool): its contacts get
+ *                                           <notification type="encrypt"><identity/>
+ *   POST /admin/quiet-devices {quiet}       fault: pairings and logouts are not announced to
+ *                                           other clients (they learn of devices by phash)
+ *   POST /admin/reuse-device-ids {reuse}    a new companion takes the lowest free device number
+ *                                           (a re-paired device: same address, new identity)
  *   Groups (sim_group.h; members are phone numbers or user JIDs):
  *   POST /admin/group/create {phone,subject,members[]}  the phone creates a group -> {"jid"}
  *   POST /admin/group/send {phone,group,text}           the phone sends a group text -> {"id"}
@@ -314,6 +321,18 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
                                             sizeof(err))
                    : -1;
         if (!phone) snprintf(err, sizeof(err), "phone is required");
+    } else if (strcmp(url, "/admin/reregister") == 0) {
+        const char *phone = json_str(body, "phone");
+        const cJSON *announce = cJSON_GetObjectItemCaseSensitive(body, "announce");
+        rc = phone ? sim_admin_reregister(&g_sim, phone, cJSON_IsTrue(announce), err, sizeof(err))
+                   : -1;
+        if (!phone) snprintf(err, sizeof(err), "phone is required");
+    } else if (strcmp(url, "/admin/quiet-devices") == 0) {
+        g_sim.quiet_devices = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "quiet"));
+        rc = 0;
+    } else if (strcmp(url, "/admin/reuse-device-ids") == 0) {
+        g_sim.reuse_device_ids = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "reuse"));
+        rc = 0;
     } else if (strcmp(url, "/admin/restart") == 0) {
         for (sim_conn *c = g_sim.conns; c; c = c->next)
             c->state = SIM_CONN_CLOSING;

@@ -180,10 +180,19 @@ int sim_send_node(sim *s, sim_conn *c, const wa_node *n)
     return wa_noise_send_node(&c->noise, n, &c->out);
 }
 
-/* The number the next companion of acct gets: one above the highest ever used. */
-static uint16_t next_device_id(const sim_account *acct)
+/* The number the next companion of acct gets: one above the highest ever used (with
+ * reuse_device_ids: the lowest one no present device has). */
+static uint16_t next_device_id(const sim *s, const sim_account *acct)
 {
     uint16_t id = 1;
+    if (s->reuse_device_ids) {
+        for (bool taken = true; taken; id++) {
+            taken = false;
+            for (int i = 0; i < acct->ndevices; i++)
+                taken |= acct->devices[i].present && acct->devices[i].id == id;
+            if (!taken) return id;
+        }
+    }
     for (int i = 0; i < acct->ndevices; i++)
         if (acct->devices[i].id >= id) id = (uint16_t)(acct->devices[i].id + 1);
     return id;
@@ -328,6 +337,7 @@ static void device_jid(const sim_account *acct, uint16_t device, bool lid, char 
  * clients cache device lists. */
 static void notify_devices(sim *s, const sim_account *acct, const sim_device *dev, bool add)
 {
+    if (s->quiet_devices) return;
     wb_arena a;
     wb_arena_init(&a, 0);
     char id[24], t[24], pn[64], lid[64], djid[64], ki[16];
@@ -388,7 +398,7 @@ static int on_pair_device_sign(sim *s, sim_conn *c, wb_arena *a, wa_node *sign)
     if (acct->ndevices == SIM_MAX_DEVICES) return -1;
     sim_device *dev = &acct->devices[acct->ndevices];
     memset(dev, 0, sizeof(*dev));
-    dev->id = next_device_id(acct);
+    dev->id = next_device_id(s, acct);
     memcpy(dev->noise_pub, c->noise_pub, 32);
     memcpy(dev->identity_pub, c->identity_pub, 32);
     dev->registration_id = c->registration_id;
@@ -592,6 +602,55 @@ static void device_jid(const sim_account *acct, uint16_t device, bool lid, char 
         snprintf(out, cap, "%s:%u@%s", user, device, server);
     else
         snprintf(out, cap, "%s@%s", user, server);
+}
+
+static int cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* The participant hash the server puts on a message's ack: "2:" and the base64 of the first 6
+ * bytes of SHA-256 over the sorted JIDs of every device of the accounts (the phone and the present
+ * companions, on the LID or the PN server), each as "user.0:device@server", concatenated (the
+ * form whatsmeow compares with its own, participantListHashV2). out[16]. */
+void sim_phash(sim_account *const *accts, size_t n, bool lid, char out[16])
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += 1 + (size_t)accts[i]->ndevices;
+    char(*jids)[64] = calloc(total ? total : 1, sizeof(*jids));
+    const char **sorted = calloc(total ? total : 1, sizeof(*sorted));
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; jids && sorted && i < n; i++) {
+        bool dup = false;
+        for (size_t p = 0; p < i; p++)
+            dup |= accts[p] == accts[i];
+        for (int d = -1; !dup && d < accts[i]->ndevices; d++) {
+            if (d >= 0 && !accts[i]->devices[d].present) continue;
+            snprintf(jids[k], sizeof(jids[k]), "%s.0:%u@%s", lid ? accts[i]->lid : accts[i]->phone,
+                     d < 0 ? 0u : (unsigned)accts[i]->devices[d].id,
+                     lid ? WA_SERVER_LID : WA_SERVER_PN);
+            sorted[k] = jids[k];
+            k++;
+        }
+    }
+    if (jids && sorted) {
+        qsort(sorted, k, sizeof(*sorted), cmp_str);
+        wb_buf all;
+        wb_buf_init(&all);
+        for (size_t i = 0; i < k; i++)
+            wb_buf_append(&all, sorted[i], strlen(sorted[i]));
+        uint8_t hash[32];
+        if (!all.failed && all.len) {
+            wa_sha256(all.data, all.len, hash);
+            memcpy(out, "2:", 2);
+            wb_base64_encode(hash, 6, out + 2, false);
+        }
+        wb_buf_free(&all);
+    }
+    free(jids);
+    free(sorted);
 }
 
 /* The phone's Signal address name for an account: its LID user with agent 1, whatever server a
@@ -1147,7 +1206,52 @@ static wa_node *receipt_node(sim *s, wb_arena *a, const sim_account *who, uint16
     return n;
 }
 
-#define SIM_MAX_ENCS 4 /* <enc> children per <to> we pass on */
+#define SIM_MAX_ENCS  4 /* <enc> children per <to> we pass on */
+#define SIM_RETRY_MAX 5 /* retry receipts a phone sends for one message */
+
+/* The phone of acct could not read message id from device `dev` of `from` (sender: that device's
+ * JID): it asks again, as WhatsApp clients do, with <receipt type="retry"><retry count id t v/>
+ * <registration/> and, since it has no session with that device (it lost its state) or from the
+ * second attempt, <keys> to start one: a fresh one-time prekey, the signed prekey, its identity. */
+static void phone_retry(sim *s, wb_arena *a, sim_account *acct, sim_account *from, sim_device *dev,
+                        bool lid, const char *id, const char *sender)
+{
+    sim_phone *p = acct->primary;
+    if (!p) return;
+    int count = 0;
+    for (size_t i = 0; i < p->nmsgs; i++)
+        count += p->msgs[i].failed && strcmp(p->msgs[i].id, id) == 0 &&
+                 strcmp(p->msgs[i].sender, sender) == 0;
+    if (count < 1 || count > SIM_RETRY_MAX) return;
+    char name[40], cnt[16], t[24];
+    signal_name(from, name, sizeof(name));
+    wa_prekey_bundle b;
+    bool keys = count > 1 || !wa_signal_has_session(p->signal, name, dev->id);
+    if (take_bundle(s, acct, 0, &b) != 0) return;
+    wa_node *r = receipt_node(s, a, acct, 0, lid, id, "retry");
+    wa_node *retry = wa_node_new(a, "retry");
+    snprintf(cnt, sizeof(cnt), "%d", count);
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
+    wa_node_set_attr(a, retry, "count", cnt);
+    wa_node_set_attr(a, retry, "id", id);
+    wa_node_set_attr(a, retry, "t", t);
+    wa_node_set_attr(a, retry, "v", "1");
+    wa_node_add_child(a, r, retry);
+    wa_node *bn = bundle_node(a, sender, &b); /* <registration> and the keys, as a bundle has */
+    wa_node_add_child(a, r, (wa_node *)wa_node_child(bn, "registration"));
+    if (keys) {
+        wa_node *k = wa_node_new(a, "keys");
+        static const char *const parts[] = {"type", "identity", "key", "skey"};
+        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+            const wa_node *x = wa_node_child(bn, parts[i]);
+            if (x) wa_node_add_child(a, k, (wa_node *)x);
+        }
+        wa_node_add_child(a, r, k);
+    }
+    logf_(s, "phone %s asks %s again for %s (count %d%s)\n", acct->phone, sender, id, count,
+          keys ? ", keys" : "");
+    deliver(s, from, dev, r, true, id);
+}
 
 /* One <to jid> of a client's message: to the phone (decrypted here) or to a companion's queue. */
 static void route_to_device(sim *s, sim_conn *c, wb_arena *a, const wa_node *msg, const char *to,
@@ -1172,6 +1276,8 @@ static void route_to_device(sim *s, sim_conn *c, wb_arena *a, const wa_node *msg
             ok |= phone_receive(s, ta, me, my->id, sender, own ? to : chat, id, encs[i]) == 0;
         if (ok && !own) /* the phone confirms delivery to the sending device */
             deliver(s, me, my, receipt_node(s, a, ta, 0, lid, id, NULL), true, id);
+        else if (!own)
+            phone_retry(s, a, ta, me, my, lid, id, sender);
         return;
     }
     sim_device *td = companion(ta, target->device);
@@ -1256,13 +1362,18 @@ static void on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
     } else {
         route_to_device(s, c, a, msg, to, lid, &chat, encs, enc_children(msg, encs));
     }
-    char t[24];
+    char t[24], phash[16] = "";
     snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
     wa_node *ack = wa_node_new(a, "ack");
     wa_node_set_attr(a, ack, "class", "message");
     wa_node_set_attr(a, ack, "id", id);
     wa_node_set_attr(a, ack, "from", to);
     wa_node_set_attr(a, ack, "t", t);
+    if (chat_ok && parts) { /* a fan-out: the devices the server knows for it */
+        sim_account *accts[2] = {account_of_jid(s, &chat, NULL), c->account};
+        sim_phash(accts, 2, lid, phash);
+        if (phash[0]) wa_node_set_attr(a, ack, "phash", phash);
+    }
     sim_send_node(s, c, ack);
 }
 
@@ -1410,11 +1521,16 @@ static void on_presence(sim *s, sim_conn *c, wb_arena *a, wa_node *n)
 }
 
 /* <chatstate to=peer><composing [media]/> | <paused/></chatstate>: to every online device of the
- * peer, from the sender's user JID (on the server `to` used). Not queued. */
+ * peer, from the sender's user JID (on the server `to` used). Not queued. To a group: see
+ * sim_group_on_chatstate. */
 static void on_chatstate(sim *s, sim_conn *c, wb_arena *a, wa_node *n)
 {
     if (c->state != SIM_CONN_LOGGED_IN || c->device_index < 0) return;
     const char *to = wa_node_attr(n, "to");
+    if (sim_group_is_jid(to)) {
+        sim_group_on_chatstate(s, c, a, n); /* sim_group.c */
+        return;
+    }
     wa_node *st = n->kind == WA_CONTENT_LIST && n->nchildren ? n->children[0] : NULL;
     wa_jid tj;
     bool lid = false;
@@ -1973,7 +2089,7 @@ static int send_pair_success(sim *s, sim_conn *c, sim_account *acct, const uint8
     os = pb_ostream_from_buffer(hmac_bytes, sizeof(hmac_bytes));
     pb_encode(&os, proto_ADVSignedDeviceIdentityHMAC_fields, &h);
 
-    uint16_t next_dev = next_device_id(acct);
+    uint16_t next_dev = next_device_id(s, acct);
     char jid[48], lid[48];
     snprintf(jid, sizeof(jid), "%s:%u@s.whatsapp.net", acct->phone, next_dev);
     snprintf(lid, sizeof(lid), "%s:%u@lid", acct->lid, next_dev);
@@ -2066,6 +2182,41 @@ int sim_admin_stream_error(sim *s, const char *phone, int device, const char *co
     return hits ? 0 : set_err(err, errlen, "no such logged-in connection");
 }
 
+int sim_admin_reregister(sim *s, const char *phone, bool announce, char *err, size_t errlen)
+{
+    sim_account *acct = sim_account_find(s, phone);
+    if (!acct) return set_err(err, errlen, "no such account");
+    wa_keypair id;
+    if (wa_keypair_generate(s->crypto, &id) != WA_OK)
+        return set_err(err, errlen, "cannot make a key");
+    acct->identity = id;
+    wa_wipe(&id, sizeof(id));
+    phone_free(acct->primary); /* made again, with the new identity, on first use */
+    acct->primary = NULL;
+    sim_groups_forget_phone(s, acct);
+    logf_(s, "phone %s registered anew%s\n", acct->phone, announce ? " (announced)" : "");
+    if (!announce) return 0;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    char nid[24], t[24], from[64];
+    snprintf(nid, sizeof(nid), "enc%u", s->next_id++);
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
+    device_jid(acct, 0, false, from, sizeof(from));
+    wa_node *n = wa_node_new(&a, "notification");
+    wa_node_set_attr(&a, n, "from", from);
+    wa_node_set_attr(&a, n, "type", "encrypt");
+    wa_node_set_attr(&a, n, "id", nid);
+    wa_node_set_attr(&a, n, "t", t);
+    wa_node_add_child(&a, n, wa_node_new(&a, "identity"));
+    for (int i = 0; i < s->naccounts; i++) {
+        sim_account *other = &s->accounts[i];
+        for (int d = 0; other != acct && d < other->ndevices; d++)
+            if (other->devices[d].present) deliver(s, other, &other->devices[d], n, false, nid);
+    }
+    wb_arena_free(&a);
+    return 0;
+}
+
 int sim_admin_add_device(sim *s, const char *phone, const uint8_t noise_pub[32],
                          const uint8_t identity_pub[32], uint32_t prekeys, char *err, size_t errlen)
 {
@@ -2074,7 +2225,7 @@ int sim_admin_add_device(sim *s, const char *phone, const uint8_t noise_pub[32],
     if (acct->ndevices == SIM_MAX_DEVICES) return set_err(err, errlen, "account has 16 devices");
     sim_device *dev = &acct->devices[acct->ndevices];
     memset(dev, 0, sizeof(*dev));
-    dev->id = next_device_id(acct);
+    dev->id = next_device_id(s, acct);
     memcpy(dev->noise_pub, noise_pub, 32);
     memcpy(dev->identity_pub, identity_pub, 32);
     dev->key_index = acct->next_key_index++;

@@ -17,10 +17,14 @@
  * to every logged-in connection when a companion pairs or logs out, 1:1 fan-out of
  * <message><participants><to><enc> to every addressed device through a per-device queue (delivered
  * at once when the device is online, at its next login otherwise, and again at every login until
- * the device acks or receipts it), receipts routed to the sending device, and a primary phone per
+ * the device acks or receipts it), the ack of a fan-out carrying the server's phash (the
+ * participant hash of every device of the chat, whatsmeow's participantListHashV2 form), receipts
+ * routed to the sending device, and a primary phone per
  * account (device 0) that speaks Signal for real (wa/signal over an in-memory store): it decrypts
  * what is sent to it (recording each message's kind and target) and sends texts, replies with
- * mentions, edits, reactions and revokes on admin request (sim_admin_send_msg; over HTTP, POST
+ * mentions, edits, reactions and revokes on admin request; a phone that cannot read a message
+ * asks again with a retry receipt (with its keys when it has no session with the sender, e.g.
+ * after sim_admin_reregister gave it a new identity) (sim_admin_send_msg; over HTTP, POST
  * /admin/send with the optional fields mentions, reply_id / reply_sender / reply_text, edit, react
  * + emoji / from_me / participant, and revoke, listed at the top of main.c).
  *
@@ -30,7 +34,8 @@
  * available while any of its connections is; subscribers (<presence type="subscribe" to>, kept per
  * connection) get <presence from type="available|unavailable" [last]> at once and at every change
  * (a connection that closes counts as unavailable). <chatstate to><composing/>|<paused/> goes to
- * every online device of the peer as <chatstate from=sender>, not queued (it is ephemeral).
+ * every online device of the peer as <chatstate from=sender>, not queued (it is ephemeral); to a
+ * group, to every other member's online devices as <chatstate from=group participant=sender>.
  *
  * Groups live in sim_group.c (sim_group.h): LID-addressed groups, the w:g2 IQs, w:gp2
  * notifications, group messages (skmsg + pairwise SKDM) fanned out to every member device, and the
@@ -217,6 +222,10 @@ typedef struct sim {
     sim_sent *sent;         /* SIM_SENT_RING entries, malloc'd on first use */
     size_t sent_next;       /* the ring's next slot */
     uint64_t usync_queries; /* usync IQs answered (tests count them: device-list caching) */
+    bool quiet_devices;     /* fault: pairings and logouts are not announced (no <notification
+                               type="devices">): clients learn of new devices by phash only */
+    bool reuse_device_ids;  /* a new companion takes the lowest number no present device has
+                               (a re-paired device then has a known address, a new identity) */
 
     /* sim_group.c: the groups and their messages; NULL until the first group */
     struct sim_groups *groups;
@@ -266,6 +275,12 @@ int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *t
  * "7", <enc decrypt-fail="hide">). */
 int sim_admin_send_msg(sim *s, const char *phone, const char *to, const wa_msg *m, char *id_out,
                        size_t id_len, char *err, size_t errlen);
+/* The phone of `phone` is registered anew (a new phone, WhatsApp reinstalled): a new identity key,
+ * no Signal sessions, no sender keys. Its companions stay linked (WhatsApp would unlink them;
+ * tests pair again when they need to). With announce, the companions of every other account get
+ * <notification type="encrypt" from=PN user id t><identity/></notification>, queued until acked
+ * (WhatsApp tells the user's contacts); without, peers find out from the new key itself. */
+int sim_admin_reregister(sim *s, const char *phone, bool announce, char *err, size_t errlen);
 /* True while a connection of acct said it is available. */
 bool sim_account_available(const sim *s, const sim_account *acct);
 

@@ -272,6 +272,18 @@ static void note(group *g, sim_account *sender, sim_account *acct, uint16_t dev)
     g->notes[g->nnotes++] = (skdm_note){.sender = sender, .acct = acct, .device = dev};
 }
 
+void sim_groups_forget_phone(sim *s, const sim_account *acct)
+{
+    for (size_t k = 0; s->groups && k < s->groups->n; k++) {
+        group *g = s->groups->v[k];
+        size_t kept = 0;
+        for (size_t i = 0; i < g->nnotes; i++)
+            if (g->notes[i].sender != acct && !(g->notes[i].acct == acct && !g->notes[i].device))
+                g->notes[kept++] = g->notes[i];
+        g->nnotes = kept;
+    }
+}
+
 /* A member left or was removed: every phone in the group forgets its own sender key (the next
  * text starts a new chain, distributed to the remaining devices only). */
 static void rotate_phone_keys(sim *s, group *g)
@@ -849,13 +861,23 @@ typedef struct target {
     wa_node *to; /* its <to> in <participants> */
 } target;
 
-static void ack(sim *s, sim_conn *c, wb_arena *a, const char *id, const char *from, int error)
+static void ack(sim *s, sim_conn *c, wb_arena *a, const char *id, const char *from, int error,
+                const group *g)
 {
     wa_node *n = wa_node_new(a, "ack");
     wa_node_set_attr(a, n, "class", "message");
     wa_node_set_attr(a, n, "id", id);
     wa_node_set_attr(a, n, "from", from);
     set_time(s, a, n, "t", 0);
+    sim_account **accts = g && g->nmembers ? calloc(g->nmembers, sizeof(*accts)) : NULL;
+    if (accts) { /* a fan-out: the hash of every member device the server knows */
+        char phash[16];
+        for (size_t i = 0; i < g->nmembers; i++)
+            accts[i] = g->members[i].acct;
+        sim_phash(accts, g->nmembers, true, phash);
+        if (phash[0]) wa_node_set_attr(a, n, "phash", phash);
+        free(accts);
+    }
     if (error) {
         char e[8];
         snprintf(e, sizeof(e), "%d", error);
@@ -877,7 +899,7 @@ void sim_group_on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
              !g   ? "no such group"
              : !m ? "not a member"
                   : "announcement group");
-        ack(s, c, a, id, to, !g ? 404 : 403);
+        ack(s, c, a, id, to, !g ? 404 : 403, NULL);
         return;
     }
     /* with participant=device: a resend (retry) for that device only, <enc> at the root */
@@ -887,7 +909,7 @@ void sim_group_on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
     const char *participant = wa_node_attr(msg, "participant");
     if (participant && (wa_jid_parse_cstr(participant, &only) != WA_OK ||
                         !(only_acct = sim_account_of_jid(s, &only, NULL)))) {
-        ack(s, c, a, id, to, 400);
+        ack(s, c, a, id, to, 400, NULL);
         return;
     }
     wa_node *skmsg = NULL, *root[GROUP_MAX_ENCS];
@@ -963,7 +985,7 @@ void sim_group_on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
     }
     free(targets);
     glog(s, "message %s from %s to %s: %zu devices\n", id, sender, g->jid, reached);
-    ack(s, c, a, id, to, 0);
+    ack(s, c, a, id, to, 0, only_acct ? NULL : g);
 }
 
 void sim_group_on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
@@ -999,6 +1021,29 @@ void sim_group_on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
     for (size_t i = 0; r->kind == WA_CONTENT_LIST && i < r->nchildren; i++)
         wa_node_add_child(a, out, r->children[i]); /* <list>, <retry>/<keys> of retries */
     sim_deliver(s, sender, td, out, true, id);
+}
+
+void sim_group_on_chatstate(sim *s, sim_conn *c, wb_arena *a, wa_node *n)
+{
+    const char *to = wa_node_attr(n, "to");
+    wa_node *st = n->kind == WA_CONTENT_LIST && n->nchildren ? n->children[0] : NULL;
+    sim_account *me = c->account;
+    group *g = find_group(s, to);
+    if (!me || !g || !member_of(g, me) || !st) return; /* no such group, or not a member */
+    if (strcmp(st->tag, "composing") != 0 && strcmp(st->tag, "paused") != 0) return;
+    char sender[64];
+    lid_jid(me, 0, sender, sizeof(sender));
+    wa_node *out = wa_node_new(a, "chatstate");
+    wa_node_set_attr(a, out, "from", g->jid);
+    wa_node_set_attr(a, out, "participant", sender);
+    wa_node *child = wa_node_new(a, st->tag);
+    const char *media = wa_node_attr(st, "media");
+    if (media) wa_node_set_attr(a, child, "media", media);
+    wa_node_add_child(a, out, child);
+    for (sim_conn *x = s->conns; x; x = x->next)
+        if (x->account && x->account != me && member_of(g, x->account) &&
+            x->state == SIM_CONN_LOGGED_IN && x->device_index >= 0 && x->active)
+            sim_send_node(s, x, out);
 }
 
 /* --- admin --- */

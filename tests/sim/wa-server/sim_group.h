@@ -18,6 +18,9 @@
  * device but the author's (the removed ones included), queued like messages and acked with
  * <ack class="notification">.
  *
+ * Chat states: <chatstate to=group> goes to the other members' online devices as <chatstate
+ * from=group participant=sender> (not queued), as WhatsApp relays typing in groups.
+ *
  * Messages: <message to=group><participants><to jid=device><enc pkmsg|msg/></to>...</participants>
  * <enc type="skmsg"/></message> (or, with participant=device, a retry resend for that device
  * only) goes to every member device except the sender: each gets <message from=group
@@ -45,7 +48,13 @@ bool sim_group_is_jid(const char *jid);
 void sim_group_on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq);
 void sim_group_on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg);
 void sim_group_on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r);
+/* <chatstate to=group><composing [media]/> | <paused/>: to every online device of the other
+ * members as <chatstate from=group participant=sender's LID user>, not queued (ephemeral). */
+void sim_group_on_chatstate(sim *s, sim_conn *c, wb_arena *a, wa_node *n);
 void sim_groups_free(sim *s);
+/* acct's phone lost its Signal state: its sender keys are new, and it must be sent the others'
+ * again. */
+void sim_groups_forget_phone(sim *s, const sim_account *acct);
 
 /* --- admin (main.c); each returns 0 or -1 with a message in err --- */
 /* The phone of `phone` creates a group with members (phone numbers or user JIDs). */
@@ -72,6 +81,9 @@ sim_account *sim_account_of_jid(sim *s, const wa_jid *j, bool *lid);
 sim_device *sim_companion(sim_account *acct, uint16_t id);
 /* "user[:device]@server" of an account's device on the LID or PN server. */
 void sim_device_jid(const sim_account *acct, uint16_t device, bool lid, char *out, size_t cap);
+/* The participant hash of every device of the accounts (on the LID or PN server), as the server
+ * puts it on a message's ack. out[16]. */
+void sim_phash(sim_account *const *accts, size_t n, bool lid, char out[16]);
 /* The name the phones' Signal stores give an account. */
 void sim_signal_name(const sim_account *acct, char *out, size_t cap);
 sim_phone *sim_phone_of(sim *s, sim_account *acct);
