@@ -142,13 +142,24 @@ static void service_client(wa_worker *w, slot *s)
     wa_event ev;
     while (wa_client_next_event(s->client, &ev))
         if (w->on_event) w->on_event(w->user, s->index, &ev);
+    /* what the owner's handling of the events wrote (e.g. an ack of a notification it took)
+     * goes out with the next flush, behind its own barrier */
+    if (wa_client_output(s->client)->len) s->dirty = true;
 }
 
 /* A batch ends: one barrier makes what the stepped clients committed durable, then their output
  * goes out and their events are raised. If the barrier fails, none of their output may leave (an
  * ack or a message could stand for a commit that is lost): it is dropped and their connections
  * closed, so the server redelivers and the clients reconnect. Their events are still raised. */
+static void flush_once(wa_worker *w);
+
 static void flush(wa_worker *w)
+{
+    for (int round = 0; round < 4; round++) /* again for what event handlers wrote */
+        flush_once(w);
+}
+
+static void flush_once(wa_worker *w)
 {
     pthread_mutex_lock(&w->lock);
     int n = w->nslots;
