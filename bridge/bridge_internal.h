@@ -91,6 +91,7 @@ struct br_pending_send {
     int64_t deadline_ms; /* completed as failed when no ack came by then */
     char to[DB_ID_MAX];  /* the chat */
     wa_msg msg;          /* a deep copy, sent again when the connection was lost before the ack */
+    struct br_login *login; /* asynchronous sends: whose */
 };
 
 /* What an asynchronous send's completion job gets (owned by it). */

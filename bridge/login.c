@@ -1038,9 +1038,51 @@ static int submit_send(br_login *l, const char *to, const wa_msg *m, br_pending_
     return 0;
 }
 
+/* On the engine: an asynchronous send listed (in order: sent again in this order after a
+ * reconnect) and handed to the client. Not connected: it waits in the list for the connection
+ * (resend_unacked); refused: completed as failed now. */
+static void send_async_on_engine(wa_client *c, void *arg)
+{
+    br_pending_send *p = arg;
+    br_login *l = p->login;
+    pthread_mutex_lock(&l->send_lock);
+    br_pending_send **tail = &l->pending;
+    while (*tail)
+        tail = &(*tail)->next;
+    p->next = NULL;
+    *tail = p; /* (counted in n_pending when it was submitted) */
+    pthread_mutex_unlock(&l->send_lock);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int rc = wa_client_send_message_id(c, p->to, &p->msg, p->id,
+                                       (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    wa_client_state st = wa_client_get_state(c);
+    if (rc == WA_OK ||
+        (rc == WA_ERR_STATE && st != WA_CLIENT_LOGGED_OUT && st != WA_CLIENT_IDLE && !l->removed))
+        return;
+    bool listed = false;
+    pthread_mutex_lock(&l->send_lock);
+    for (br_pending_send **pp = &l->pending; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            l->n_pending--;
+            listed = true;
+            break;
+        }
+    pthread_cond_broadcast(&l->send_cond);
+    pthread_mutex_unlock(&l->send_lock);
+    if (listed)
+        complete_async(l->eng->b, p, -1,
+                       rc == WA_ERR_STATE ? "not connected to WhatsApp" : wa_strerror(rc));
+}
+
 int br_login_send_async(br_login *l, const char *to, const wa_msg *m, const char *id,
                         const char *key, br_job_fn done_fn, void *ctx, char *err, size_t errcap)
 {
+    if (l->removed || l->handle < 0) {
+        snprintf(err, errcap, "not logged in");
+        return -1;
+    }
     br_pending_send *p = calloc(1, sizeof(*p));
     br_send_done *d = calloc(1, sizeof(*d));
     if (!p || !d) {
@@ -1051,25 +1093,33 @@ int br_login_send_async(br_login *l, const char *to, const wa_msg *m, const char
     }
     snprintf(p->id, sizeof(p->id), "%s", id);
     snprintf(p->key, sizeof(p->key), "%s", key);
+    snprintf(p->to, sizeof(p->to), "%s", to);
+    msg_copy(&p->msg, m);
+    p->login = l;
     p->done_fn = done_fn;
     p->done = d;
     d->ctx = ctx;
     p->deadline_ms = br_now_ms() + BR_SEND_WAIT_MS;
-    /* at most BR_MAX_INFLIGHT sends of a login wait for their ack (the engine's own limit is a
-     * little higher): the portal queue waits here, in order */
+    /* at most BR_MAX_INFLIGHT sends of a login are on their way at once: the portal queue
+     * waits here, in order; the engine takes the send without the portal waiting for it */
     pthread_mutex_lock(&l->send_lock);
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += BR_SEND_WAIT_MS / 1000;
     while (l->n_pending >= BR_MAX_INFLIGHT && !l->removed)
         if (pthread_cond_timedwait(&l->send_cond, &l->send_lock, &dl) != 0) break;
+    l->n_pending++;
     pthread_mutex_unlock(&l->send_lock);
-    if (submit_send(l, to, m, p, err, errcap) != 0) {
+    if (wa_worker_call(l->eng->w, l->handle, send_async_on_engine, p, false) != 0) {
+        pthread_mutex_lock(&l->send_lock);
+        l->n_pending--;
+        pthread_mutex_unlock(&l->send_lock);
         pending_free(p);
         free(d);
+        snprintf(err, errcap, "out of memory");
         return -1;
     }
-    return 0; /* p belongs to the pending list now */
+    return 0; /* p belongs to the engine now, then to the pending list */
 }
 
 int br_login_send(br_login *l, const char *to, const wa_msg *m, const char *id, char *err,
