@@ -5,31 +5,21 @@
 // each) to one Matrix user, then N from that user spread over the portals. Latency: one message
 // every 20 ms for 10 s each way, from the sender's call to the receiver seeing it (Matrix: its /sync;
 // WhatsApp: the simulated phone's message list, polled every 5 ms), so it includes the simulators.
-import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from '../tests/e2e/stack.mjs';
-import { openManagementRoom, loginQr, joinNextInvite, phoneMessages } from '../tests/e2e/scenario.mjs';
+import { createDatabase, waitFor } from '../tests/e2e/stack.mjs';
+import { startBenchStack } from './bench_setup.mjs';
+import { phoneMessages } from '../tests/e2e/scenario.mjs';
 
 const [wabridge, hsSim, waSim, conninfo, nArg, cArg] = process.argv.slice(2);
 const N = Number(nArg ?? 2000), C = Number(cArg ?? 4);
 const ALICE = '15550000101';
 const contacts = Array.from({ length: C }, (_, i) => String(15550000200 + i));
 const pg = createDatabase(conninfo, 'bench_bridge');
-const stack = await startStack({
-  bins: { wabridge, hsSim, waSim }, pg,
-  accounts: [{ phone: ALICE, lid: '900000000000101', name: 'Alice' },
-    ...contacts.map((p, i) => ({ phone: p, lid: String(900000000000200 + i), name: `Contact${i}` }))],
+const { stack, alice, portals } = await startBenchStack({
+  bins: { wabridge, hsSim, waSim }, pg, user: { phone: ALICE, lid: '900000000000101' }, contacts, lidBase: 900000000000200,
 });
-const { wa, hs } = stack;
+const { wa } = stack;
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
 try {
-  const alice = await MxUser.register(hs.url, 'alice');
-  const mgmt = await openManagementRoom(alice, DOMAIN);
-  await loginQr(alice, mgmt, wa, ALICE);
-  const portals = [];
-  const known = new Set([mgmt]);
-  for (const p of contacts) {
-    await wa.admin('POST', '/admin/send', { phone: p, to: `${ALICE}@s.whatsapp.net`, text: 'hello' });
-    portals.push(await joinNextInvite(alice, known));
-  }
   await waitFor('the portals', () => portals.every((r) => alice.messagesIn(r).length >= 1), 30000);
   const count = (prefix) => alice.events.filter((e) => e.type === 'm.room.message' && e.content?.body?.startsWith(prefix)).length;
 

@@ -10,8 +10,8 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from '../tests/e2e/stack.mjs';
-import { openManagementRoom, loginQr, joinNextInvite } from '../tests/e2e/scenario.mjs';
+import { createDatabase, waitFor } from '../tests/e2e/stack.mjs';
+import { startBenchStack } from './bench_setup.mjs';
 
 const [wabridge, hsSim, waSim, conninfo, nArg, cArg] = process.argv.slice(2);
 const N = Number(nArg ?? 2000), C = Number(cArg ?? 4);
@@ -54,22 +54,11 @@ async function drain(what, count, base, want, limitMs = 600000) {
   }
 }
 
-const stack = await startStack({
-  bins: { wabridge, hsSim, waSim }, pg,
-  accounts: [{ phone: ALICE, lid: '900000000000301', name: 'Alice' },
-    ...contacts.map((p, i) => ({ phone: p, lid: String(900000000000400 + i), name: `Contact${i}` }))],
+const { stack, alice, portals } = await startBenchStack({
+  bins: { wabridge, hsSim, waSim }, pg, user: { phone: ALICE, lid: '900000000000301' }, contacts, lidBase: 900000000000400,
 });
 const { wa, hs } = stack;
 try {
-  const alice = await MxUser.register(hs.url, 'alice');
-  const mgmt = await openManagementRoom(alice, DOMAIN);
-  await loginQr(alice, mgmt, wa, ALICE);
-  const portals = [];
-  const known = new Set([mgmt]);
-  for (const p of contacts) {
-    await wa.admin('POST', '/admin/send', { phone: p, to: `${ALICE}@s.whatsapp.net`, text: 'hello' });
-    portals.push(await joinNextInvite(alice, known));
-  }
   await waitFor('the portals', async () => (await sql('SELECT count(*) FROM message')) >= C, 30000);
 
   // WhatsApp -> Matrix: the backlog waits at wa-sim while the bridge is down
