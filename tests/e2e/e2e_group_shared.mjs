@@ -1,7 +1,8 @@
 // tests/e2e/e2e_group_shared.mjs - one group portal shared by two Matrix users, each logged in
 // with their own WhatsApp account, and an unmodified Baileys 7 client (Bob) in the group: Bob's
 // group creation brings one room for both, his message shows once, each Matrix user's message
-// reaches Bob and appears once in the room (the other login receives it too and must not echo it).
+// reaches Bob and appears once in the room (the other login receives it too and must not echo it);
+// Bob's read receipt and his typing show as his ghost's in the shared room.
 //   node e2e_group_shared.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
@@ -65,7 +66,16 @@ try {
   const rr = await waitFor('Bob\'s receipt in the group room', () => alice.ephemeral.find((e) => e.room_id === room &&
     e.type === 'm.receipt' && e.content?.[aliceEv.event_id]?.['m.read']?.[bobGhost]), 30000).catch(() => null);
   check(!!rr, 'a WhatsApp read receipt in a group becomes the ghost\'s m.read in the shared room');
-  // (typing in groups is not relayed by wa-sim yet: not checked here)
+  // Bob types in the group: his ghost types in the shared room, then stops
+  await bob.sock.sendPresenceUpdate('composing', g.id);
+  const typing = await waitFor('Bob typing in the group room', () => alice.ephemeral.find((e) => e.room_id === room &&
+    e.type === 'm.typing' && e.content?.user_ids?.includes(bobGhost)), 30000).catch(() => null);
+  check(!!typing, 'a WhatsApp member typing in a group shows as the ghost typing in the shared room');
+  const since = alice.ephemeral.length;
+  await bob.sock.sendPresenceUpdate('paused', g.id);
+  const stopped = await waitFor('Bob stops typing', () => alice.ephemeral.slice(since).find((e) => e.room_id === room &&
+    e.type === 'm.typing' && !e.content?.user_ids?.includes(bobGhost)), 30000).catch(() => null);
+  check(!!stopped, 'and stops when he pauses');
   void bm;
   alice.stop(); dave.stop();
 } catch (e) {
