@@ -18,11 +18,9 @@
  * fail); every queue drains.
  */
 #include "check.h"
-#include "sim.h"
 #include "sim_group.h"
-#include "wa/client.h"
+#include "sim_rig.h"
 #include "wa/senderkey.h"
-#include "wa/store_mem.h"
 
 #include <cJSON.h>
 #include <stdlib.h>
@@ -39,218 +37,8 @@
 #define JID_B   PHONE_B "@s.whatsapp.net"
 #define JID_C   PHONE_C "@s.whatsapp.net"
 #define JID_D   PHONE_D "@s.whatsapp.net"
-#define MAX_EV  1024
-#define MAX_GOT 64
-#define MAX_RES 64
 
-/* A received message, parsed, with what the parts said. */
-typedef struct got {
-    char id[128];
-    char chat[WA_JID_STR_MAX];
-    char sender[WA_JID_STR_MAX];
-    size_t nparts;
-    bool skmsg[WA_RECV_MAX_PARTS];
-    bool skdm_only[WA_RECV_MAX_PARTS];
-    uint8_t hash[WA_RECV_MAX_PARTS][32];
-    wa_msg m;
-} got;
-
-typedef struct peer {
-    const char *phone; /* the account it pairs with */
-    wa_store store;
-    wa_client *client;
-    sim_conn *conn; /* its connection on the server side, when open */
-    bool scanned;
-    wa_event events[MAX_EV];
-    int nevents;
-    got msgs[MAX_GOT];
-    int nmsgs;
-    wa_group_result results[MAX_RES];
-    int nresults;
-    wa_group_update updates[MAX_RES];
-    int nupdates;
-} peer;
-
-typedef struct rig {
-    sim s;
-    peer peers[4];
-    int npeers;
-    int64_t now;
-    uint64_t wall;
-    wa_crypto *crypto;
-    char group[WA_JID_STR_MAX];
-} rig;
-
-static void close_conn(rig *r, peer *p)
-{
-    if (p->conn) sim_conn_free(&r->s, p->conn);
-    p->conn = NULL;
-}
-
-static void take_messages(peer *p)
-{
-    wa_received rcv;
-    while (wa_client_next_message(p->client, &rcv)) {
-        if (p->nmsgs < MAX_GOT) {
-            got *g = &p->msgs[p->nmsgs++];
-            memset(g, 0, sizeof(*g));
-            snprintf(g->id, sizeof(g->id), "%s", rcv.id);
-            snprintf(g->chat, sizeof(g->chat), "%s", rcv.chat);
-            snprintf(g->sender, sizeof(g->sender), "%s", rcv.sender);
-            g->nparts = rcv.nparts;
-            for (size_t i = 0; i < rcv.nparts; i++) {
-                g->skmsg[i] = rcv.parts[i].skmsg;
-                g->skdm_only[i] = rcv.parts[i].skdm_only;
-                memcpy(g->hash[i], rcv.parts[i].hash, 32);
-            }
-            CHECK_INT(wa_received_parse(&rcv, &g->m), WA_OK);
-        }
-        wa_received_free(&rcv);
-    }
-}
-
-static void take_group(peer *p)
-{
-    wa_group_result res;
-    while (wa_client_next_group_result(p->client, &res)) {
-        if (p->nresults < MAX_RES)
-            p->results[p->nresults++] = res;
-        else
-            wa_group_result_free(&res);
-    }
-    wa_group_update up;
-    while (wa_client_next_group_update(p->client, &up)) {
-        if (p->nupdates < MAX_RES)
-            p->updates[p->nupdates++] = up;
-        else
-            wa_group_update_free(&up);
-    }
-}
-
-/* Moves bytes and events between the engines and the server until nothing moves. */
-static void pump(rig *r)
-{
-    for (int round = 0; round < 10000; round++) {
-        bool moved = false;
-        for (int i = 0; i < r->npeers; i++) {
-            peer *p = &r->peers[i];
-            if (!p->client) continue;
-            wa_io io = wa_client_io(p->client);
-            if (io == WA_IO_OPEN) {
-                close_conn(r, p);
-                p->conn = sim_conn_new(&r->s, NULL);
-                wa_client_on_open(p->client, r->now, r->wall);
-                moved = true;
-            } else if (io == WA_IO_CLOSE) {
-                close_conn(r, p);
-                moved = true;
-            }
-            wb_buf *out = wa_client_output(p->client);
-            if (out->len && p->conn) {
-                if (sim_conn_receive(&r->s, p->conn, out->data, out->len) < 0) {
-                    close_conn(r, p);
-                    wa_client_on_closed(p->client, r->now);
-                }
-                moved = true;
-            }
-            out->len = 0;
-            if (p->conn && p->conn->hello_pending) {
-                sim_conn_timer(&r->s, p->conn);
-                moved = true;
-            }
-            if (p->conn && p->conn->out.len) {
-                wb_buf bytes = p->conn->out;
-                wb_buf_init(&p->conn->out);
-                wa_client_on_data(p->client, bytes.data, bytes.len, r->now, r->wall);
-                wb_buf_free(&bytes);
-                moved = true;
-            } else if (p->conn && p->conn->state == SIM_CONN_CLOSING) {
-                close_conn(r, p);
-                wa_client_on_closed(p->client, r->now);
-                moved = true;
-            }
-            wa_event ev;
-            while (wa_client_next_event(p->client, &ev)) {
-                if (p->nevents < MAX_EV) p->events[p->nevents++] = ev;
-                if (ev.type == WA_EV_QR && !p->scanned) {
-                    char err[160];
-                    CHECK_INT(sim_admin_scan(&r->s, p->phone, ev.text, err, sizeof(err)), 0);
-                    p->scanned = true;
-                }
-                if (ev.type == WA_EV_MESSAGE) take_messages(p);
-                if (ev.type == WA_EV_GROUP_RESULT || ev.type == WA_EV_GROUP) take_group(p);
-                moved = true;
-            }
-        }
-        if (!moved) return;
-    }
-}
-
-/* Runs the virtual clock forward by ms, ticking every engine at its deadline. */
-static void advance(rig *r, int64_t ms)
-{
-    int64_t end = r->now + ms;
-    pump(r);
-    for (int i = 0; i < 100000; i++) {
-        int64_t d = INT64_MAX;
-        for (int k = 0; k < r->npeers; k++)
-            if (r->peers[k].client && wa_client_deadline(r->peers[k].client) < d)
-                d = wa_client_deadline(r->peers[k].client);
-        if (d > end) break;
-        if (d > r->now) r->now = d;
-        for (int k = 0; k < r->npeers; k++)
-            if (r->peers[k].client) wa_client_tick(r->peers[k].client, r->now, r->wall);
-        pump(r);
-    }
-    r->now = end;
-}
-
-static peer *add_peer(rig *r, const char *phone)
-{
-    peer *p = &r->peers[r->npeers++];
-    memset(p, 0, sizeof(*p));
-    p->phone = phone;
-    CHECK_INT(wa_store_mem_new(&p->store), WA_STORE_OK);
-    wa_client_config cfg = {.store = &p->store,
-                            .crypto = r->crypto,
-                            .trust_root = r->s.root.pub,
-                            .push_name = strcmp(phone, PHONE_A) == 0 ? "Alice" : "Bob",
-                            .os_name = "wabridge-test"};
-    p->client = wa_client_new(&cfg, NULL);
-    CHECK(p->client != NULL);
-    CHECK_INT(wa_client_start(p->client, r->now, r->wall), WA_OK);
-    advance(r, 2000);
-    CHECK_INT(wa_client_get_state(p->client), WA_CLIENT_CONNECTED);
-    return p;
-}
-
-static int count(const peer *p, wa_event_type t, const char *text_prefix)
-{
-    int n = 0;
-    for (int i = 0; i < p->nevents; i++)
-        if (p->events[i].type == t &&
-            (!text_prefix || strncmp(p->events[i].text, text_prefix, strlen(text_prefix)) == 0))
-            n++;
-    return n;
-}
-
-static const got *got_id(const peer *p, const char *id)
-{
-    const got *found = NULL;
-    for (int i = 0; i < p->nmsgs; i++)
-        if (strcmp(p->msgs[i].id, id) == 0) found = &p->msgs[i];
-    return found;
-}
-
-static int got_count(const peer *p, const char *id)
-{
-    int n = 0;
-    for (int i = 0; i < p->nmsgs; i++)
-        n += strcmp(p->msgs[i].id, id) == 0;
-    return n;
-}
-
-static const wa_group_result *result_of(const peer *p, uint32_t req, wa_group_op op)
+static const wa_group_result *result_of(const sim_rig_peer *p, uint32_t req, wa_group_op op)
 {
     for (int i = p->nresults - 1; i >= 0; i--)
         if (p->results[i].req_id == req && p->results[i].op == op) return &p->results[i];
@@ -258,7 +46,7 @@ static const wa_group_result *result_of(const peer *p, uint32_t req, wa_group_op
 }
 
 /* The latest update of p with a change of type t; its change in *ch. */
-static const wa_group_update *update_of(const peer *p, wa_group_event_type t,
+static const wa_group_update *update_of(const sim_rig_peer *p, wa_group_event_type t,
                                         const wa_group_change_event **ch)
 {
     for (int i = p->nupdates - 1; i >= 0; i--)
@@ -270,33 +58,18 @@ static const wa_group_update *update_of(const peer *p, wa_group_event_type t,
     return NULL;
 }
 
-static const sim_phone_msg *phone_got(rig *r, const char *phone, const char *id)
-{
-    size_t n = 0;
-    const sim_phone_msg *m = sim_admin_phone_messages(&r->s, phone, &n);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(m[i].id, id) == 0) return &m[i];
-    return NULL;
-}
-
-static int send_text(rig *r, peer *p, const char *to, const char *text, char *id)
-{
-    int rc = wa_client_send_text(p->client, to, text, id, r->now);
-    advance(r, 100);
-    return rc;
-}
-
 /* Waits for p's group call req to be answered (advance) and returns its result. */
-static const wa_group_result *answered(rig *r, const peer *p, uint32_t req, wa_group_op op)
+static const wa_group_result *answered(sim_rig *r, const sim_rig_peer *p, uint32_t req,
+                                       wa_group_op op)
 {
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     const wa_group_result *res = result_of(p, req, op);
     CHECK(res != NULL);
     return res;
 }
 
 /* The last skmsg sent to the group, as wa-sim kept it; its bytes into out (replaced). */
-static bool last_skmsg(rig *r, wb_buf *out, char *sender, size_t cap)
+static bool last_skmsg(sim_rig *r, wb_buf *out, char *sender, size_t cap)
 {
     char *json = sim_admin_group_json(&r->s, r->group);
     cJSON *o = json ? cJSON_Parse(json) : NULL;
@@ -319,7 +92,7 @@ static bool last_skmsg(rig *r, wb_buf *out, char *sender, size_t cap)
 
 /* Whether the phone of `phone` can decrypt the last skmsg of the group with the sender keys it
  * holds (its store), from (name, device). */
-static int phone_decrypt_last(rig *r, const char *phone, const char *name, uint32_t device)
+static int phone_decrypt_last(sim_rig *r, const char *phone, const char *name, uint32_t device)
 {
     wb_buf ct, plain;
     wb_buf_init(&ct);
@@ -337,7 +110,7 @@ static int phone_decrypt_last(rig *r, const char *phone, const char *name, uint3
 }
 
 /* The same with an engine's store (the keys it keeps). */
-static int engine_decrypt_last(rig *r, peer *p, const char *name, uint32_t device)
+static int engine_decrypt_last(sim_rig *r, sim_rig_peer *p, const char *name, uint32_t device)
 {
     wb_buf ct, plain;
     wb_buf_init(&ct);
@@ -353,22 +126,6 @@ static int engine_decrypt_last(rig *r, peer *p, const char *name, uint32_t devic
     return rc;
 }
 
-/* The queued stanza `id` for device `dev` of account `phone`, decoded into a (NULL if none). */
-static wa_node *queued(rig *r, const char *phone, uint16_t dev, const char *id, wb_arena *a)
-{
-    sim_account *acct = sim_account_find(&r->s, phone);
-    for (int i = 0; acct && i < acct->ndevices; i++) {
-        if (acct->devices[i].id != dev) continue;
-        for (sim_queued *q = acct->devices[i].queue_head; q; q = q->next) {
-            wa_node *n;
-            if (!q->is_receipt && strcmp(q->id, id) == 0 &&
-                wa_binary_decode(q->node, q->node_len, a, &n, NULL) == WA_OK)
-                return n;
-        }
-    }
-    return NULL;
-}
-
 static const wa_group_participant *participant(const wa_group_info *info, const char *jid)
 {
     for (size_t i = 0; info && i < info->nparticipants; i++)
@@ -376,12 +133,12 @@ static const wa_group_participant *participant(const wa_group_info *info, const 
     return NULL;
 }
 
-static void test_create(rig *r)
+static void test_create(sim_rig *r)
 {
-    peer *a = &r->peers[0], *a2 = &r->peers[1], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *a2 = r->peers[1], *b = r->peers[2];
     /* after login every engine asked for its groups (request id 0): none yet */
     for (int i = 0; i < 3; i++) {
-        const wa_group_result *res = result_of(&r->peers[i], 0, WA_GROUP_OP_PARTICIPATING);
+        const wa_group_result *res = result_of(r->peers[i], 0, WA_GROUP_OP_PARTICIPATING);
         CHECK(res && res->code == 0 && res->ngroups == 0);
     }
     const char *members[] = {JID_B, JID_C};
@@ -401,7 +158,7 @@ static void test_create(rig *r)
     CHECK(me && me->superadmin && me->phone_number && strcmp(me->phone_number, JID_A) == 0);
     char want[256];
     snprintf(want, sizeof(want), "create %s", r->group);
-    CHECK_INT(count(a, WA_EV_GROUP_RESULT, want), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_GROUP_RESULT, want), 1);
     bool ms_ok = false;
     for (int i = 0; i < a->nevents; i++)
         if (a->events[i].type == WA_EV_GROUP_RESULT && a->events[i].ms == (int64_t)req)
@@ -416,18 +173,18 @@ static void test_create(rig *r)
           ch->info->nparticipants == 3);
     CHECK(update_of(a2, WA_GROUP_EV_CREATE, NULL) != NULL);
     snprintf(want, sizeof(want), "%s", r->group);
-    CHECK(count(b, WA_EV_GROUP, want) >= 1);
+    CHECK(sim_rig_count(b, WA_EV_GROUP, want) >= 1);
 }
 
-static void test_messages(rig *r)
+static void test_messages(sim_rig *r)
 {
-    peer *a = &r->peers[0], *a2 = &r->peers[1], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *a2 = r->peers[1], *b = r->peers[2];
     char id1[WA_MESSAGE_ID_MAX], id2[WA_MESSAGE_ID_MAX], id3[WA_MESSAGE_ID_MAX];
     uint64_t q0 = r->s.usync_queries;
-    CHECK_INT(send_text(r, a, r->group, "hello group", id1), WA_OK);
-    CHECK_INT(count(a, WA_EV_SENT, id1), 1);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "hello group", id1), WA_OK);
+    CHECK_INT(sim_rig_count(a, WA_EV_SENT, id1), 1);
     CHECK_INT(r->s.usync_queries - q0, 1); /* every member in one query */
-    const got *g = got_id(b, id1);
+    const sim_rig_msg *g = sim_rig_got(b, id1);
     CHECK(g != NULL);
     if (g) {
         CHECK_STR(g->chat, r->group);
@@ -446,53 +203,53 @@ static void test_messages(rig *r)
         CHECK_STR(sender, LID_A ":1@lid");
         wb_buf_free(&ct);
     }
-    g = got_id(a2, id1);
+    g = sim_rig_got(a2, id1);
     CHECK(g && g->m.text && strcmp(g->m.text, "hello group") == 0 &&
           strcmp(g->chat, r->group) == 0);
-    const sim_phone_msg *pm = phone_got(r, PHONE_C, id1);
+    const sim_phone_msg *pm = sim_rig_phone_got(r, PHONE_C, id1);
     CHECK(pm && !pm->failed && strcmp(pm->text, "hello group") == 0 &&
           strcmp(pm->chat, r->group) == 0);
-    CHECK(phone_got(r, PHONE_B, id1) != NULL);
-    pm = phone_got(r, PHONE_A, id1);
+    CHECK(sim_rig_phone_got(r, PHONE_B, id1) != NULL);
+    pm = sim_rig_phone_got(r, PHONE_A, id1);
     CHECK(pm && pm->own && !pm->failed);
 
     /* the second text: skmsg only, and no device list asked again */
-    CHECK_INT(send_text(r, a, r->group, "second", id2), WA_OK);
-    g = got_id(b, id2);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "second", id2), WA_OK);
+    g = sim_rig_got(b, id2);
     CHECK(g && g->nparts == 1 && g->skmsg[0] && g->m.text && strcmp(g->m.text, "second") == 0);
-    pm = phone_got(r, PHONE_C, id2);
+    pm = sim_rig_phone_got(r, PHONE_C, id2);
     CHECK(pm && !pm->failed && strcmp(pm->text, "second") == 0);
     CHECK_INT(r->s.usync_queries - q0, 1);
 
     /* B answers; Carol's phone too */
-    CHECK_INT(send_text(r, b, r->group, "Bob here", id3), WA_OK);
-    g = got_id(a, id3);
+    CHECK_INT(sim_rig_send_text(r, b, r->group, "Bob here", id3), WA_OK);
+    g = sim_rig_got(a, id3);
     CHECK(g && strcmp(g->sender, LID_B ":1@lid") == 0 && g->m.text &&
           strcmp(g->m.text, "Bob here") == 0);
-    CHECK(got_id(a2, id3) != NULL);
-    pm = phone_got(r, PHONE_C, id3);
+    CHECK(sim_rig_got(a2, id3) != NULL);
+    pm = sim_rig_phone_got(r, PHONE_C, id3);
     CHECK(pm && !pm->failed && strcmp(pm->text, "Bob here") == 0);
     char pid[64], err[160];
     CHECK_INT(sim_admin_group_send(&r->s, PHONE_C, r->group, "Carol's phone", pid, sizeof(pid), err,
                                    sizeof(err)),
               0);
-    advance(r, 100);
-    g = got_id(a, pid);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, pid);
     CHECK(g && strcmp(g->sender, LID_C "@lid") == 0 && g->m.text &&
           strcmp(g->m.text, "Carol's phone") == 0);
-    CHECK(got_id(a2, pid) && got_id(b, pid));
+    CHECK(sim_rig_got(a2, pid) && sim_rig_got(b, pid));
 
     /* 1:1 sends use the cache too: one usync for the first, none for the second */
     uint64_t q1 = r->s.usync_queries;
-    CHECK_INT(send_text(r, a, JID_B, "direct 1", id1), WA_OK);
-    CHECK_INT(send_text(r, a, JID_B, "direct 2", id2), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_B, "direct 1", id1), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_B, "direct 2", id2), WA_OK);
     CHECK_INT(r->s.usync_queries - q1, 1);
-    CHECK(got_id(b, id1) && got_id(b, id2) && got_id(a2, id2));
+    CHECK(sim_rig_got(b, id1) && sim_rig_got(b, id2) && sim_rig_got(a2, id2));
 }
 
-static void test_calls(rig *r)
+static void test_calls(sim_rig *r)
 {
-    peer *a = &r->peers[0], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *b = r->peers[2];
     uint32_t req;
     /* info */
     CHECK_INT(wa_client_group_info(b->client, r->group, &req), WA_OK);
@@ -593,7 +350,7 @@ static void test_calls(rig *r)
     wa_node_add_child(&ar, ib, dirty);
     CHECK_INT(sim_send_node(&r->s, a->conn, ib), 0);
     wb_arena_free(&ar);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     int after = 0;
     for (int i = 0; i < a->nresults; i++)
         after += a->results[i].req_id == 0;
@@ -615,81 +372,82 @@ static void test_calls(rig *r)
 }
 
 /* A companion that pairs is announced (devices notification): the next message reaches it. */
-static void test_new_device(rig *r)
+static void test_new_device(sim_rig *r)
 {
-    peer *a = &r->peers[0];
-    peer *b2 = add_peer(r, PHONE_B);
+    sim_rig_peer *a = r->peers[0];
+    sim_rig_peer *b2 = sim_rig_pair(r, PHONE_B, "Bob");
     CHECK_STR(wa_client_jid(b2->client), PHONE_B ":2@s.whatsapp.net");
     uint64_t q0 = r->s.usync_queries;
     char id[WA_MESSAGE_ID_MAX];
-    CHECK_INT(send_text(r, a, r->group, "hello B2", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "hello B2", id), WA_OK);
     CHECK_INT(r->s.usync_queries - q0, 1); /* Bob's devices asked again */
-    const got *g = got_id(b2, id);
+    const sim_rig_msg *g = sim_rig_got(b2, id);
     CHECK(g && g->m.text && strcmp(g->m.text, "hello B2") == 0 && g->nparts == 2 &&
           g->skdm_only[0]);
-    g = got_id(&r->peers[2], id);
+    g = sim_rig_got(r->peers[2], id);
     CHECK(g && g->nparts == 1); /* B had the key already */
 }
 
 /* B lost A's sender key: it asks again and gets the content pairwise, with the key. */
-static void test_retry(rig *r)
+static void test_retry(sim_rig *r)
 {
-    peer *a = &r->peers[0], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *b = r->peers[2];
     char id1[WA_MESSAGE_ID_MAX], id2[WA_MESSAGE_ID_MAX], id3[WA_MESSAGE_ID_MAX];
-    CHECK_INT(send_text(r, a, r->group, "before the loss", id1), WA_OK);
-    CHECK(got_id(b, id1) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "before the loss", id1), WA_OK);
+    CHECK(sim_rig_got(b, id1) != NULL);
     CHECK_INT(b->store.sender_key_delete(b->store.ctx, r->group, LID_A "_1:1"), WA_STORE_OK);
-    int errors = count(b, WA_EV_ERROR, NULL);
+    int errors = sim_rig_count(b, WA_EV_ERROR, NULL);
     uint64_t q0 = r->s.usync_queries;
-    CHECK_INT(send_text(r, a, r->group, "after the loss", id2), WA_OK);
-    const got *g = got_id(b, id2);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "after the loss", id2), WA_OK);
+    const sim_rig_msg *g = sim_rig_got(b, id2);
     CHECK(g && g->m.text && strcmp(g->m.text, "after the loss") == 0);
     CHECK(g && g->nparts == 1 && !g->skmsg[0] && !g->skdm_only[0]); /* pairwise, with the key */
-    CHECK_INT(count(b, WA_EV_ERROR, NULL) - errors, 1);             /* "asked again" */
+    CHECK_INT(sim_rig_count(b, WA_EV_ERROR, NULL) - errors, 1);     /* "asked again" */
     char want[320];
     snprintf(want, sizeof(want), "%s retry %s", id2, r->group);
-    CHECK_INT(count(a, WA_EV_RECEIPT, want), 1);
-    CHECK_INT(send_text(r, a, r->group, "and on", id3), WA_OK);
-    g = got_id(b, id3);
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, want), 1);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "and on", id3), WA_OK);
+    g = sim_rig_got(b, id3);
     CHECK(g && g->nparts == 1 && g->skmsg[0] && g->m.text && strcmp(g->m.text, "and on") == 0);
     CHECK_INT(r->s.usync_queries - q0, 1); /* the retry dropped Bob's device list */
 }
 
 /* A stanza delivered again after the bridge deleted its buffer rows: Signal says duplicate, the
  * client receipts it, raises no message and asks for no retry. */
-static void test_duplicate(rig *r)
+static void test_duplicate(sim_rig *r)
 {
-    peer *a = &r->peers[0], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *b = r->peers[2];
     wa_client_stop(b->client, r->now);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     char id[WA_MESSAGE_ID_MAX];
-    CHECK_INT(send_text(r, a, r->group, "only once", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "only once", id), WA_OK);
     wb_arena ar;
     wb_arena_init(&ar, 0);
-    wa_node *copy = queued(r, PHONE_B, 1, id, &ar);
+    wa_node *copy = sim_rig_queued(r, PHONE_B, 1, id, &ar);
     CHECK(copy != NULL);
     CHECK_INT(wa_client_start(b->client, r->now, r->wall), WA_OK);
-    advance(r, 2000);
-    const got *g = got_id(b, id);
+    sim_rig_advance(r, 2000);
+    const sim_rig_msg *g = sim_rig_got(b, id);
     CHECK(g && g->nparts == 1 && g->m.text && strcmp(g->m.text, "only once") == 0);
     for (size_t i = 0; g && i < g->nparts; i++)
         CHECK_INT(b->store.event_buffer_delete(b->store.ctx, g->hash[i]), WA_STORE_OK);
     char want[320];
     snprintf(want, sizeof(want), "%s  %s", id, r->group);
-    int receipts = count(a, WA_EV_RECEIPT, want), errors = count(b, WA_EV_ERROR, NULL);
+    int receipts = sim_rig_count(a, WA_EV_RECEIPT, want),
+        errors = sim_rig_count(b, WA_EV_ERROR, NULL);
     if (copy) CHECK_INT(sim_send_node(&r->s, b->conn, copy), 0);
-    advance(r, 100);
-    CHECK_INT(got_count(b, id), 1);
-    CHECK_INT(count(b, WA_EV_ERROR, NULL), errors);
-    CHECK_INT(count(a, WA_EV_RECEIPT, want) - receipts, 1); /* B's receipt for the copy */
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_got_count(b, id), 1);
+    CHECK_INT(sim_rig_count(b, WA_EV_ERROR, NULL), errors);
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, want) - receipts, 1); /* B's receipt for the copy */
     snprintf(want, sizeof(want), "%s retry", id);
-    CHECK_INT(count(a, WA_EV_RECEIPT, want), 0);
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, want), 0);
     wb_arena_free(&ar);
 }
 
-static void test_rotation(rig *r)
+static void test_rotation(sim_rig *r)
 {
-    peer *a = &r->peers[0], *a2 = &r->peers[1], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *a2 = r->peers[1], *b = r->peers[2];
     char id[WA_MESSAGE_ID_MAX];
     uint32_t req;
     /* A removes Carol: A's key rotates; Carol's phone cannot read A's next text, the others can */
@@ -701,14 +459,14 @@ static void test_rotation(rig *r)
     const wa_group_change_event *ch = NULL;
     CHECK(update_of(b, WA_GROUP_EV_REMOVE, &ch) && ch &&
           strcmp(ch->participants[0].jid, LID_C "@lid") == 0);
-    CHECK_INT(send_text(r, a, r->group, "without Carol", id), WA_OK);
-    const got *g = got_id(b, id);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "without Carol", id), WA_OK);
+    const sim_rig_msg *g = sim_rig_got(b, id);
     CHECK(g && g->nparts == 2 && g->skdm_only[0]); /* a new key, distributed again */
-    CHECK(phone_got(r, PHONE_C, id) == NULL);
+    CHECK(sim_rig_phone_got(r, PHONE_C, id) == NULL);
     CHECK_INT(phone_decrypt_last(r, PHONE_C, LID_A "_1", 1), WA_ERR_AUTH);
-    const sim_phone_msg *pm = phone_got(r, PHONE_D, id);
+    const sim_phone_msg *pm = sim_rig_phone_got(r, PHONE_D, id);
     CHECK(pm && !pm->failed && strcmp(pm->text, "without Carol") == 0);
-    CHECK(got_id(a2, id) != NULL);
+    CHECK(sim_rig_got(a2, id) != NULL);
 
     /* B (an admin) removes Dave: A hears it and rotates too */
     const char *dave[] = {JID_D};
@@ -718,14 +476,14 @@ static void test_rotation(rig *r)
     CHECK(res && res->code == 0);
     CHECK(update_of(a, WA_GROUP_EV_REMOVE, &ch) && ch &&
           strcmp(ch->participants[0].jid, LID_D "@lid") == 0);
-    CHECK_INT(send_text(r, a, r->group, "without Dave", id), WA_OK);
-    g = got_id(b, id);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "without Dave", id), WA_OK);
+    g = sim_rig_got(b, id);
     CHECK(g && g->nparts == 2 && g->m.text && strcmp(g->m.text, "without Dave") == 0);
-    CHECK(phone_got(r, PHONE_D, id) == NULL);
+    CHECK(sim_rig_phone_got(r, PHONE_D, id) == NULL);
     CHECK_INT(phone_decrypt_last(r, PHONE_D, LID_A "_1", 1), WA_ERR_AUTH);
     /* B's own next text is on a new key of B's too */
-    CHECK_INT(send_text(r, b, r->group, "Bob without Dave", id), WA_OK);
-    CHECK(got_id(a, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, b, r->group, "Bob without Dave", id), WA_OK);
+    CHECK(sim_rig_got(a, id) != NULL);
     CHECK_INT(phone_decrypt_last(r, PHONE_D, LID_B "_1", 1), WA_ERR_AUTH);
 
     /* B leaves: forgotten at B (its sends fail), a leave at A, and A rotates again */
@@ -734,10 +492,10 @@ static void test_rotation(rig *r)
     CHECK(res && res->code == 0);
     CHECK(update_of(a, WA_GROUP_EV_LEAVE, &ch) && ch &&
           strcmp(ch->participants[0].jid, LID_B "@lid") == 0);
-    CHECK_INT(send_text(r, b, r->group, "not a member", id), WA_OK);
-    CHECK_INT(count(b, WA_EV_SEND_FAILED, id), 1);
-    CHECK_INT(send_text(r, a, r->group, "after Bob left", id), WA_OK);
-    CHECK(got_id(b, id) == NULL && got_id(a2, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, b, r->group, "not a member", id), WA_OK);
+    CHECK_INT(sim_rig_count(b, WA_EV_SEND_FAILED, id), 1);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "after Bob left", id), WA_OK);
+    CHECK(sim_rig_got(b, id) == NULL && sim_rig_got(a2, id) != NULL);
     CHECK_INT(engine_decrypt_last(r, b, LID_A "_1", 1), WA_ERR_AUTH);
 
     /* A adds Bob back: B's next send asks for the group again and A reads it */
@@ -746,11 +504,11 @@ static void test_rotation(rig *r)
     res = answered(r, a, req, WA_GROUP_OP_PARTICIPANTS);
     CHECK(res && res->code == 0 && res->participants[0].error == 0);
     CHECK(update_of(b, WA_GROUP_EV_ADD, NULL) != NULL);
-    CHECK_INT(send_text(r, b, r->group, "Bob is back", id), WA_OK);
-    g = got_id(a, id);
+    CHECK_INT(sim_rig_send_text(r, b, r->group, "Bob is back", id), WA_OK);
+    g = sim_rig_got(a, id);
     CHECK(g && g->m.text && strcmp(g->m.text, "Bob is back") == 0);
-    CHECK_INT(send_text(r, a, r->group, "welcome back", id), WA_OK);
-    CHECK(got_id(b, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "welcome back", id), WA_OK);
+    CHECK(sim_rig_got(b, id) != NULL);
 
     /* Bob, made admin again, removes Alice: A and A2 forget the group, their sends fail */
     CHECK_INT(wa_client_group_participants(a->client, r->group, WA_GROUP_PROMOTE, bob, 1, &req),
@@ -764,10 +522,10 @@ static void test_rotation(rig *r)
     CHECK(update_of(a, WA_GROUP_EV_REMOVE, &ch) && ch &&
           strcmp(ch->participants[0].jid, LID_A "@lid") == 0);
     CHECK(update_of(a2, WA_GROUP_EV_REMOVE, NULL) != NULL);
-    CHECK_INT(send_text(r, a, r->group, "removed", id), WA_OK);
-    CHECK_INT(count(a, WA_EV_SEND_FAILED, id), 1);
-    CHECK_INT(send_text(r, a2, r->group, "removed too", id), WA_OK);
-    CHECK_INT(count(a2, WA_EV_SEND_FAILED, id), 1);
+    CHECK_INT(sim_rig_send_text(r, a, r->group, "removed", id), WA_OK);
+    CHECK_INT(sim_rig_count(a, WA_EV_SEND_FAILED, id), 1);
+    CHECK_INT(sim_rig_send_text(r, a2, r->group, "removed too", id), WA_OK);
+    CHECK_INT(sim_rig_count(a2, WA_EV_SEND_FAILED, id), 1);
     CHECK_INT(wa_client_group_info(a->client, r->group, &req), WA_OK);
     res = answered(r, a, req, WA_GROUP_OP_INFO);
     CHECK(res && res->code == 403);
@@ -775,13 +533,13 @@ static void test_rotation(rig *r)
 
 /* A call waiting when the connection closes is answered with WA_ERR_TIMEOUT; calls need a
  * connection. */
-static void test_offline(rig *r)
+static void test_offline(sim_rig *r)
 {
-    peer *b = &r->peers[2];
+    sim_rig_peer *b = r->peers[2];
     uint32_t req;
     CHECK_INT(wa_client_group_info(b->client, r->group, &req), WA_OK);
     wa_client_stop(b->client, r->now); /* before the answer could come */
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     const wa_group_result *res = result_of(b, req, WA_GROUP_OP_INFO);
     CHECK(res && res->code == WA_ERR_TIMEOUT);
     CHECK_INT(wa_client_group_info(b->client, r->group, &req), WA_ERR_STATE);
@@ -792,19 +550,17 @@ static void test_offline(rig *r)
 
 int main(void)
 {
-    rig *r = calloc(1, sizeof(*r));
-    CHECK_INT(sim_init(&r->s, (const uint8_t *)"groups", 6, 1800000000), 0);
+    wa_crypto *crypto = wa_crypto_new(NULL, 0);
+    sim_rig *r = calloc(1, sizeof(*r));
+    CHECK_INT(sim_rig_init(r, "groups", crypto), 0);
     CHECK(sim_account_add(&r->s, PHONE_A, LID_A, "Alice Phone") != NULL);
     CHECK(sim_account_add(&r->s, PHONE_B, LID_B, "Bob Phone") != NULL);
     CHECK(sim_account_add(&r->s, PHONE_C, LID_C, "Carol Phone") != NULL);
     CHECK(sim_account_add(&r->s, PHONE_D, LID_D, "Dave Phone") != NULL);
-    r->crypto = wa_crypto_new(NULL, 0);
-    r->now = 1000;
-    r->wall = 1800000000;
-    add_peer(r, PHONE_A);
-    add_peer(r, PHONE_A);
-    add_peer(r, PHONE_B);
-    CHECK_STR(wa_client_jid(r->peers[1].client), PHONE_A ":2@s.whatsapp.net");
+    sim_rig_pair(r, PHONE_A, "Alice");
+    sim_rig_pair(r, PHONE_A, "Alice");
+    sim_rig_pair(r, PHONE_B, "Bob");
+    CHECK_STR(wa_client_jid(r->peers[1]->client), PHONE_A ":2@s.whatsapp.net");
     test_create(r);
     if (r->group[0]) {
         test_messages(r);
@@ -813,29 +569,18 @@ int main(void)
         test_retry(r);
         test_duplicate(r);
         for (int i = 0; i < r->npeers; i++) /* B's one "asked again" in test_retry */
-            CHECK_INT(count(&r->peers[i], WA_EV_ERROR, NULL), i == 2 ? 1 : 0);
+            CHECK_INT(sim_rig_count(r->peers[i], WA_EV_ERROR, NULL), i == 2 ? 1 : 0);
         test_rotation(r);
-        advance(r, 1000);
+        sim_rig_advance(r, 1000);
         /* everything was acked: messages, receipts, notifications */
         for (int i = 0; i < r->s.naccounts; i++)
             for (int d = 0; d < r->s.accounts[i].ndevices; d++)
                 CHECK_INT(r->s.accounts[i].devices[d].queued, 0);
         test_offline(r);
     }
-    for (int i = 0; i < r->npeers; i++) {
-        peer *p = &r->peers[i];
-        close_conn(r, p);
-        for (int k = 0; k < p->nmsgs; k++)
-            wa_msg_free(&p->msgs[k].m);
-        for (int k = 0; k < p->nresults; k++)
-            wa_group_result_free(&p->results[k]);
-        for (int k = 0; k < p->nupdates; k++)
-            wa_group_update_free(&p->updates[k]);
-        wa_client_free(p->client);
-        p->store.destroy(p->store.ctx);
-    }
-    sim_free(&r->s);
-    wa_crypto_free(r->crypto);
+    sim_rig_free(r);
     free(r);
+    wa_crypto_free(crypto);
+    sim_rig_add_checks(&check_passed, &check_failed);
     return CHECK_DONE();
 }

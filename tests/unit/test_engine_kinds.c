@@ -14,9 +14,7 @@
  * not in fails, invalid calls are refused.
  */
 #include "check.h"
-#include "sim.h"
-#include "wa/client.h"
-#include "wa/store_mem.h"
+#include "sim_rig.h"
 
 #include <stdlib.h>
 
@@ -24,213 +22,6 @@
 #define PHONE_B "15550000032"
 #define JID_A   PHONE_A "@s.whatsapp.net"
 #define JID_B   PHONE_B "@s.whatsapp.net"
-#define MAX_EV  512
-#define MAX_GOT 64
-
-/* A received message, parsed. */
-typedef struct got {
-    char id[128];
-    char chat[WA_JID_STR_MAX];
-    char sender[WA_JID_STR_MAX];
-    char type[32]; /* the stanza's type */
-    wa_msg m;
-} got;
-
-typedef struct peer {
-    const char *phone; /* the account it pairs with */
-    wa_store store;
-    wa_client *client;
-    sim_conn *conn; /* its connection on the server side, when open */
-    bool scanned;
-    wa_event events[MAX_EV];
-    int nevents;
-    got msgs[MAX_GOT];
-    int nmsgs;
-} peer;
-
-typedef struct rig {
-    sim s;
-    peer peers[3];
-    int npeers;
-    int64_t now;
-    uint64_t wall;
-    wa_crypto *crypto;
-} rig;
-
-static void close_conn(rig *r, peer *p)
-{
-    if (p->conn) sim_conn_free(&r->s, p->conn);
-    p->conn = NULL;
-}
-
-static void take_messages(peer *p)
-{
-    wa_received rcv;
-    while (wa_client_next_message(p->client, &rcv)) {
-        if (p->nmsgs < MAX_GOT) {
-            got *g = &p->msgs[p->nmsgs++];
-            memset(g, 0, sizeof(*g));
-            snprintf(g->id, sizeof(g->id), "%s", rcv.id);
-            snprintf(g->chat, sizeof(g->chat), "%s", rcv.chat);
-            snprintf(g->sender, sizeof(g->sender), "%s", rcv.sender);
-            snprintf(g->type, sizeof(g->type), "%s", rcv.type);
-            CHECK_INT(wa_received_parse(&rcv, &g->m), WA_OK);
-        }
-        wa_received_free(&rcv);
-    }
-}
-
-/* Moves bytes and events between the engines and the server until nothing moves. */
-static void pump(rig *r)
-{
-    for (int round = 0; round < 10000; round++) {
-        bool moved = false;
-        for (int i = 0; i < r->npeers; i++) {
-            peer *p = &r->peers[i];
-            if (!p->client) continue;
-            wa_io io = wa_client_io(p->client);
-            if (io == WA_IO_OPEN) {
-                close_conn(r, p);
-                p->conn = sim_conn_new(&r->s, NULL);
-                wa_client_on_open(p->client, r->now, r->wall);
-                moved = true;
-            } else if (io == WA_IO_CLOSE) {
-                close_conn(r, p);
-                moved = true;
-            }
-            wb_buf *out = wa_client_output(p->client);
-            if (out->len && p->conn) {
-                if (sim_conn_receive(&r->s, p->conn, out->data, out->len) < 0) {
-                    close_conn(r, p);
-                    wa_client_on_closed(p->client, r->now);
-                }
-                moved = true;
-            }
-            out->len = 0;
-            if (p->conn && p->conn->hello_pending) {
-                sim_conn_timer(&r->s, p->conn);
-                moved = true;
-            }
-            if (p->conn && p->conn->out.len) {
-                wb_buf bytes = p->conn->out;
-                wb_buf_init(&p->conn->out);
-                wa_client_on_data(p->client, bytes.data, bytes.len, r->now, r->wall);
-                wb_buf_free(&bytes);
-                moved = true;
-            } else if (p->conn && p->conn->state == SIM_CONN_CLOSING) {
-                close_conn(r, p);
-                wa_client_on_closed(p->client, r->now);
-                moved = true;
-            }
-            wa_event ev;
-            while (wa_client_next_event(p->client, &ev)) {
-                if (p->nevents < MAX_EV) p->events[p->nevents++] = ev;
-                if (ev.type == WA_EV_QR && !p->scanned) {
-                    char err[160];
-                    CHECK_INT(sim_admin_scan(&r->s, p->phone, ev.text, err, sizeof(err)), 0);
-                    p->scanned = true;
-                }
-                if (ev.type == WA_EV_MESSAGE) take_messages(p);
-                moved = true;
-            }
-        }
-        if (!moved) return;
-    }
-}
-
-/* Runs the virtual clock forward by ms, ticking every engine at its deadline. */
-static void advance(rig *r, int64_t ms)
-{
-    int64_t end = r->now + ms;
-    pump(r);
-    for (int i = 0; i < 100000; i++) {
-        int64_t d = INT64_MAX;
-        for (int k = 0; k < r->npeers; k++)
-            if (r->peers[k].client && wa_client_deadline(r->peers[k].client) < d)
-                d = wa_client_deadline(r->peers[k].client);
-        if (d > end) break;
-        if (d > r->now) r->now = d;
-        for (int k = 0; k < r->npeers; k++)
-            if (r->peers[k].client) wa_client_tick(r->peers[k].client, r->now, r->wall);
-        pump(r);
-    }
-    r->now = end;
-}
-
-static peer *add_peer(rig *r, const char *phone)
-{
-    peer *p = &r->peers[r->npeers++];
-    memset(p, 0, sizeof(*p));
-    p->phone = phone;
-    CHECK_INT(wa_store_mem_new(&p->store), WA_STORE_OK);
-    wa_client_config cfg = {.store = &p->store,
-                            .crypto = r->crypto,
-                            .trust_root = r->s.root.pub,
-                            .push_name = phone[10] == '1' ? "Alice" : "Bob",
-                            .os_name = "wabridge-test"};
-    p->client = wa_client_new(&cfg, NULL);
-    CHECK(p->client != NULL);
-    CHECK_INT(wa_client_start(p->client, r->now, r->wall), WA_OK);
-    advance(r, 2000);
-    CHECK_INT(wa_client_get_state(p->client), WA_CLIENT_CONNECTED);
-    return p;
-}
-
-static int count(const peer *p, wa_event_type t, const char *text_prefix)
-{
-    int n = 0;
-    for (int i = 0; i < p->nevents; i++)
-        if (p->events[i].type == t &&
-            (!text_prefix || strncmp(p->events[i].text, text_prefix, strlen(text_prefix)) == 0))
-            n++;
-    return n;
-}
-
-static const wa_event *last(const peer *p, wa_event_type t)
-{
-    for (int i = p->nevents - 1; i >= 0; i--)
-        if (p->events[i].type == t) return &p->events[i];
-    return NULL;
-}
-
-static const got *got_id(const peer *p, const char *id)
-{
-    for (int i = 0; i < p->nmsgs; i++)
-        if (strcmp(p->msgs[i].id, id) == 0) return &p->msgs[i];
-    return NULL;
-}
-
-static const sim_phone_msg *phone_got(rig *r, const char *phone, const char *id)
-{
-    size_t n = 0;
-    const sim_phone_msg *m = sim_admin_phone_messages(&r->s, phone, &n);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(m[i].id, id) == 0) return &m[i];
-    return NULL;
-}
-
-static int send_msg(rig *r, peer *p, const char *to, const wa_msg *m, char *id)
-{
-    int rc = wa_client_send_message(p->client, to, m, id, r->now);
-    advance(r, 100);
-    return rc;
-}
-
-/* The queued stanza `id` for device `dev` of account `phone`, decoded into a (NULL if none). */
-static wa_node *queued(rig *r, const char *phone, uint16_t dev, const char *id, wb_arena *a)
-{
-    sim_account *acct = sim_account_find(&r->s, phone);
-    for (int i = 0; acct && i < acct->ndevices; i++) {
-        if (acct->devices[i].id != dev) continue;
-        for (sim_queued *q = acct->devices[i].queue_head; q; q = q->next) {
-            wa_node *n;
-            if (!q->is_receipt && strcmp(q->id, id) == 0 &&
-                wa_binary_decode(q->node, q->node_len, a, &n, NULL) == WA_OK)
-                return n;
-        }
-    }
-    return NULL;
-}
 
 static const char *attr_or(const wa_node *n, const char *key)
 {
@@ -238,9 +29,9 @@ static const char *attr_or(const wa_node *n, const char *key)
     return v ? v : "";
 }
 
-static void test_kinds(rig *r)
+static void test_kinds(sim_rig *r)
 {
-    peer *a = &r->peers[0], *a2 = &r->peers[1], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *a2 = r->peers[1], *b = r->peers[2];
     char id1[WA_MESSAGE_ID_MAX], id2[WA_MESSAGE_ID_MAX], id3[WA_MESSAGE_ID_MAX];
 
     /* 1. a reply with mentions: B reads it, A2 gets the copy, B's phone sees it */
@@ -252,17 +43,17 @@ static void test_kinds(rig *r)
                 .reply_id = "3EB0EARLIER",
                 .reply_sender = JID_B,
                 .reply_text = "earlier words"};
-    CHECK_INT(send_msg(r, a, JID_B, &m, id1), WA_OK);
-    CHECK_INT(count(a, WA_EV_SENT, id1), 1);
+    CHECK_INT(sim_rig_send(r, a, JID_B, &m, id1), WA_OK);
+    CHECK_INT(sim_rig_count(a, WA_EV_SENT, id1), 1);
 
     /* 0. the caller's own id (a bridge derives it from its event id): used as given; bad ones
      * are refused before anything is sent */
     wa_msg plain = {.kind = WA_MSG_TEXT, .text = "with my id"};
     CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, "3EB0CAFE0123456789AB", r->now),
               WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_SENT, "3EB0CAFE0123456789AB"), 1);
-    const got *mine = got_id(b, "3EB0CAFE0123456789AB");
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_SENT, "3EB0CAFE0123456789AB"), 1);
+    const sim_rig_msg *mine = sim_rig_got(b, "3EB0CAFE0123456789AB");
     CHECK(mine != NULL && mine->m.text && strcmp(mine->m.text, "with my id") == 0);
     CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, "short", r->now), WA_ERR_INVALID);
     CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, "3eb0lowercase0000", r->now),
@@ -270,7 +61,7 @@ static void test_kinds(rig *r)
     CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, "3EB0<BAD>000000", r->now),
               WA_ERR_INVALID);
     CHECK_INT(wa_client_send_message_id(a->client, JID_B, &plain, NULL, r->now), WA_ERR_INVALID);
-    const got *g = got_id(b, id1);
+    const sim_rig_msg *g = sim_rig_got(b, id1);
     CHECK(g != NULL);
     if (g) {
         CHECK_INT(g->m.kind, WA_MSG_TEXT);
@@ -284,230 +75,230 @@ static void test_kinds(rig *r)
         CHECK_STR(g->sender, PHONE_A ":1@s.whatsapp.net");
         CHECK_STR(g->type, "text");
     }
-    g = got_id(a2, id1);
+    g = sim_rig_got(a2, id1);
     CHECK(g != NULL);
     if (g) {
         CHECK_INT(g->m.kind, WA_MSG_TEXT);
         CHECK_STR(g->m.dest_jid, JID_B);
         CHECK_INT(g->m.n_mentions, 2);
     }
-    const sim_phone_msg *pm = phone_got(r, PHONE_B, id1);
+    const sim_phone_msg *pm = sim_rig_phone_got(r, PHONE_B, id1);
     CHECK(pm && strcmp(pm->kind, "text") == 0 && strcmp(pm->text, "@" PHONE_B " hello") == 0);
     m = (wa_msg){.kind = WA_MSG_TEXT, .text = "second"};
-    CHECK_INT(send_msg(r, a, JID_B, &m, id2), WA_OK);
-    CHECK(got_id(b, id2) != NULL);
+    CHECK_INT(sim_rig_send(r, a, JID_B, &m, id2), WA_OK);
+    CHECK(sim_rig_got(b, id2) != NULL);
 
     /* 2. B is offline: A's edit, reaction, its removal and a revoke wait with their attributes */
     wa_client_stop(b->client, r->now);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     CHECK(b->conn == NULL);
     char eid[WA_MESSAGE_ID_MAX], rid[WA_MESSAGE_ID_MAX], xid[WA_MESSAGE_ID_MAX],
         vid[WA_MESSAGE_ID_MAX];
     m = (wa_msg){.kind = WA_MSG_EDIT, .text = "second, edited"};
     snprintf(m.target.id, sizeof(m.target.id), "%s", id2);
-    CHECK_INT(send_msg(r, a, JID_B, &m, eid), WA_OK);
+    CHECK_INT(sim_rig_send(r, a, JID_B, &m, eid), WA_OK);
     m = (wa_msg){.kind = WA_MSG_REACTION, .reaction = "\xe2\x9d\xa4"};
     snprintf(m.target.id, sizeof(m.target.id), "%s", id1);
     m.target.from_me = true;
-    CHECK_INT(send_msg(r, a, JID_B, &m, rid), WA_OK);
+    CHECK_INT(sim_rig_send(r, a, JID_B, &m, rid), WA_OK);
     m.reaction[0] = '\0';
-    CHECK_INT(send_msg(r, a, JID_B, &m, xid), WA_OK);
+    CHECK_INT(sim_rig_send(r, a, JID_B, &m, xid), WA_OK);
     m = (wa_msg){.kind = WA_MSG_REVOKE, .target.from_me = true};
     snprintf(m.target.id, sizeof(m.target.id), "%s", id1);
-    CHECK_INT(send_msg(r, a, JID_B, &m, vid), WA_OK);
+    CHECK_INT(sim_rig_send(r, a, JID_B, &m, vid), WA_OK);
     wb_arena ar;
     wb_arena_init(&ar, 0);
-    const wa_node *q = queued(r, PHONE_B, 1, eid, &ar);
+    const wa_node *q = sim_rig_queued(r, PHONE_B, 1, eid, &ar);
     const wa_node *enc = q ? wa_node_child(q, "enc") : NULL;
     CHECK_STR(attr_or(q, "type"), "text");
     CHECK_STR(attr_or(q, "edit"), "1");
     CHECK_STR(attr_or(enc, "decrypt-fail"), "hide");
-    q = queued(r, PHONE_B, 1, rid, &ar);
+    q = sim_rig_queued(r, PHONE_B, 1, rid, &ar);
     enc = q ? wa_node_child(q, "enc") : NULL;
     CHECK_STR(attr_or(q, "type"), "reaction");
     CHECK_STR(attr_or(q, "edit"), "");
     CHECK_STR(attr_or(enc, "decrypt-fail"), "hide");
-    q = queued(r, PHONE_B, 1, xid, &ar);
+    q = sim_rig_queued(r, PHONE_B, 1, xid, &ar);
     CHECK_STR(attr_or(q, "type"), "reaction");
     CHECK_STR(attr_or(q, "edit"), "7");
-    q = queued(r, PHONE_B, 1, vid, &ar);
+    q = sim_rig_queued(r, PHONE_B, 1, vid, &ar);
     enc = q ? wa_node_child(q, "enc") : NULL;
     CHECK_STR(attr_or(q, "type"), "text");
     CHECK_STR(attr_or(q, "edit"), "7");
     CHECK_STR(attr_or(enc, "decrypt-fail"), "hide");
     /* a plain text has none of them */
-    q = queued(r, PHONE_B, 1, id2, &ar);
+    q = sim_rig_queued(r, PHONE_B, 1, id2, &ar);
     CHECK(q == NULL); /* B had read it: no longer queued */
     wb_arena_free(&ar);
     /* B's phone got them all at once */
-    pm = phone_got(r, PHONE_B, eid);
+    pm = sim_rig_phone_got(r, PHONE_B, eid);
     CHECK(pm && strcmp(pm->kind, "edit") == 0 && strcmp(pm->text, "second, edited") == 0 &&
           strcmp(pm->target, id2) == 0);
-    pm = phone_got(r, PHONE_B, rid);
+    pm = sim_rig_phone_got(r, PHONE_B, rid);
     CHECK(pm && strcmp(pm->kind, "reaction") == 0 && strcmp(pm->text, "\xe2\x9d\xa4") == 0);
-    pm = phone_got(r, PHONE_B, vid);
+    pm = sim_rig_phone_got(r, PHONE_B, vid);
     CHECK(pm && strcmp(pm->kind, "revoke") == 0 && strcmp(pm->target, id1) == 0);
     /* B logs in again and reads every kind */
     CHECK_INT(wa_client_start(b->client, r->now, r->wall), WA_OK);
-    advance(r, 2000);
+    sim_rig_advance(r, 2000);
     CHECK_INT(wa_client_get_state(b->client), WA_CLIENT_CONNECTED);
-    g = got_id(b, eid);
+    g = sim_rig_got(b, eid);
     CHECK(g && g->m.kind == WA_MSG_EDIT && g->m.text && strcmp(g->m.text, "second, edited") == 0 &&
           strcmp(g->m.target.id, id2) == 0 && g->m.target.from_me &&
           strcmp(g->m.target.remote_jid, JID_B) == 0 && g->m.timestamp_ms == 1800000000000);
-    g = got_id(b, rid);
+    g = sim_rig_got(b, rid);
     CHECK(g && g->m.kind == WA_MSG_REACTION && strcmp(g->m.reaction, "\xe2\x9d\xa4") == 0 &&
           strcmp(g->m.target.id, id1) == 0 && g->m.target.from_me &&
           strcmp(g->type, "reaction") == 0);
-    g = got_id(b, xid);
+    g = sim_rig_got(b, xid);
     CHECK(g && g->m.kind == WA_MSG_REACTION && g->m.reaction[0] == '\0');
-    g = got_id(b, vid);
+    g = sim_rig_got(b, vid);
     CHECK(g && g->m.kind == WA_MSG_REVOKE && strcmp(g->m.target.id, id1) == 0);
     /* and A2 saw A's copies with their destination */
-    g = got_id(a2, rid);
+    g = sim_rig_got(a2, rid);
     CHECK(g && g->m.kind == WA_MSG_REACTION && strcmp(g->m.dest_jid, JID_B) == 0);
-    g = got_id(a2, vid);
+    g = sim_rig_got(a2, vid);
     CHECK(g && g->m.kind == WA_MSG_REVOKE && strcmp(g->m.dest_jid, JID_B) == 0);
 
     /* 3. B answers: a reaction to A's message (not B's own), then B revokes its own text */
     m = (wa_msg){.kind = WA_MSG_TEXT, .text = "from B"};
-    CHECK_INT(send_msg(r, b, JID_A, &m, id3), WA_OK);
-    CHECK(got_id(a, id3) && got_id(a2, id3));
-    g = got_id(b, id3);
+    CHECK_INT(sim_rig_send(r, b, JID_A, &m, id3), WA_OK);
+    CHECK(sim_rig_got(a, id3) && sim_rig_got(a2, id3));
+    g = sim_rig_got(b, id3);
     CHECK(g == NULL); /* no copy for the sending device itself */
     m = (wa_msg){.kind = WA_MSG_REACTION, .reaction = "\xf0\x9f\x98\x82"};
     snprintf(m.target.id, sizeof(m.target.id), "%s", id2);
     snprintf(m.target.remote_jid, sizeof(m.target.remote_jid), JID_A);
     char bid[WA_MESSAGE_ID_MAX];
-    CHECK_INT(send_msg(r, b, JID_A, &m, bid), WA_OK);
-    g = got_id(a, bid);
+    CHECK_INT(sim_rig_send(r, b, JID_A, &m, bid), WA_OK);
+    g = sim_rig_got(a, bid);
     CHECK(g && g->m.kind == WA_MSG_REACTION && !g->m.target.from_me &&
           strcmp(g->m.target.id, id2) == 0 && strcmp(g->m.target.remote_jid, JID_A) == 0);
     m = (wa_msg){.kind = WA_MSG_REVOKE, .target.from_me = true};
     snprintf(m.target.id, sizeof(m.target.id), "%s", id3);
-    CHECK_INT(send_msg(r, b, JID_A, &m, bid), WA_OK);
-    g = got_id(a2, bid);
+    CHECK_INT(sim_rig_send(r, b, JID_A, &m, bid), WA_OK);
+    g = sim_rig_got(a2, bid);
     CHECK(g && g->m.kind == WA_MSG_REVOKE && strcmp(g->m.target.id, id3) == 0 &&
           strcmp(g->m.target.remote_jid, JID_A) == 0);
 
     /* 4. B marks A's two texts read in one receipt: A gets one event per id; then played */
     const char *ids[] = {id1, id2};
-    int before = count(a, WA_EV_RECEIPT, NULL);
+    int before = sim_rig_count(a, WA_EV_RECEIPT, NULL);
     CHECK_INT(wa_client_mark_read(b->client, JID_A, NULL, ids, 2, false, r->wall), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_RECEIPT, NULL) - before, 2);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, NULL) - before, 2);
     char want[256];
     snprintf(want, sizeof(want), "%s read ", id1);
-    CHECK_INT(count(a, WA_EV_RECEIPT, want), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, want), 1);
     snprintf(want, sizeof(want), "%s read ", id2);
-    CHECK_INT(count(a, WA_EV_RECEIPT, want), 1);
-    CHECK_INT(count(a2, WA_EV_RECEIPT, want), 0); /* only the sending device */
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, want), 1);
+    CHECK_INT(sim_rig_count(a2, WA_EV_RECEIPT, want), 0); /* only the sending device */
     CHECK_INT(wa_client_mark_read(b->client, JID_A, NULL, ids + 1, 1, true, r->wall), WA_OK);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     snprintf(want, sizeof(want), "%s played " JID_B, id2);
-    CHECK_INT(count(a, WA_EV_RECEIPT, want), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, want), 1);
     /* A2 reads B's message: B (the sender) hears of it */
     CHECK_INT(
         wa_client_mark_read(a2->client, JID_B, NULL, (const char *[]){id3}, 1, false, r->wall),
         WA_OK);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     snprintf(want, sizeof(want), "%s read " JID_A, id3);
-    CHECK_INT(count(b, WA_EV_RECEIPT, want), 1);
+    CHECK_INT(sim_rig_count(b, WA_EV_RECEIPT, want), 1);
 }
 
-static void test_presence_and_chat_state(rig *r)
+static void test_presence_and_chat_state(sim_rig *r)
 {
-    peer *a = &r->peers[0], *a2 = &r->peers[1], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *a2 = r->peers[1], *b = r->peers[2];
     /* A subscribes to B: B never said it is available */
     CHECK_INT(wa_client_subscribe_presence(a->client, JID_B), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_PRESENCE, JID_B " unavailable"), 1);
-    CHECK_INT(last(a, WA_EV_PRESENCE)->ms, 0);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_PRESENCE, JID_B " unavailable"), 1);
+    CHECK_INT(sim_rig_last(a, WA_EV_PRESENCE)->ms, 0);
     /* B comes online, then goes */
     CHECK_INT(wa_client_send_presence(b->client, true), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_PRESENCE, JID_B " available"), 1);
-    CHECK_INT(count(a2, WA_EV_PRESENCE, NULL), 0); /* A2 did not subscribe */
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_PRESENCE, JID_B " available"), 1);
+    CHECK_INT(sim_rig_count(a2, WA_EV_PRESENCE, NULL), 0); /* A2 did not subscribe */
     CHECK_INT(wa_client_send_presence(b->client, false), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_PRESENCE, JID_B " unavailable"), 2);
-    CHECK_INT(last(a, WA_EV_PRESENCE)->ms, 1800000000);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_PRESENCE, JID_B " unavailable"), 2);
+    CHECK_INT(sim_rig_last(a, WA_EV_PRESENCE)->ms, 1800000000);
     /* available again; its connection drops: unavailable */
     CHECK_INT(wa_client_send_presence(b->client, true), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_PRESENCE, JID_B " available"), 2);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_PRESENCE, JID_B " available"), 2);
     wa_client_stop(b->client, r->now);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_PRESENCE, JID_B " unavailable"), 3);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_PRESENCE, JID_B " unavailable"), 3);
     CHECK_INT(wa_client_start(b->client, r->now, r->wall), WA_OK);
-    advance(r, 2000);
+    sim_rig_advance(r, 2000);
     CHECK_INT(wa_client_get_state(b->client), WA_CLIENT_CONNECTED);
     /* a subscription by LID answers from the LID */
     CHECK_INT(wa_client_subscribe_presence(b->client, "100000000000031@lid"), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(b, WA_EV_PRESENCE, "100000000000031@lid unavailable"), 1);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(b, WA_EV_PRESENCE, "100000000000031@lid unavailable"), 1);
 
     /* chat states reach every device of the peer, from the sender */
     CHECK_INT(wa_client_send_chat_state(b->client, JID_A, WA_CHAT_COMPOSING), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_CHAT_STATE, JID_B " " JID_B " composing"), 1);
-    CHECK_INT(count(a2, WA_EV_CHAT_STATE, JID_B " " JID_B " composing"), 1);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_CHAT_STATE, JID_B " " JID_B " composing"), 1);
+    CHECK_INT(sim_rig_count(a2, WA_EV_CHAT_STATE, JID_B " " JID_B " composing"), 1);
     CHECK_INT(wa_client_send_chat_state(b->client, JID_A, WA_CHAT_RECORDING), WA_OK);
     CHECK_INT(wa_client_send_chat_state(b->client, JID_A, WA_CHAT_PAUSED), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_CHAT_STATE, JID_B " " JID_B " recording"), 1);
-    CHECK_INT(count(a, WA_EV_CHAT_STATE, JID_B " " JID_B " paused"), 1);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_CHAT_STATE, JID_B " " JID_B " recording"), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_CHAT_STATE, JID_B " " JID_B " paused"), 1);
     CHECK_INT(wa_client_send_chat_state(a->client, JID_B, WA_CHAT_COMPOSING), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(b, WA_EV_CHAT_STATE, JID_A " " JID_A " composing"), 1);
-    CHECK_INT(count(a2, WA_EV_CHAT_STATE, JID_A), 0); /* not to the sender's own devices */
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(b, WA_EV_CHAT_STATE, JID_A " " JID_A " composing"), 1);
+    CHECK_INT(sim_rig_count(a2, WA_EV_CHAT_STATE, JID_A), 0); /* not to the sender's own devices */
 }
 
-static void test_phone_kinds(rig *r)
+static void test_phone_kinds(sim_rig *r)
 {
-    peer *a = &r->peers[0], *a2 = &r->peers[1], *b = &r->peers[2];
+    sim_rig_peer *a = r->peers[0], *a2 = r->peers[1], *b = r->peers[2];
     char pid[64], err[160], xid[64];
     CHECK_INT(sim_admin_send_text(&r->s, PHONE_B, JID_A, "from the phone", pid, sizeof(pid), err,
                                   sizeof(err)),
               0);
-    advance(r, 100);
-    CHECK(got_id(a, pid) && got_id(a2, pid));
-    const got *g = got_id(b, pid);
+    sim_rig_advance(r, 100);
+    CHECK(sim_rig_got(a, pid) && sim_rig_got(a2, pid));
+    const sim_rig_msg *g = sim_rig_got(b, pid);
     CHECK(g && g->m.kind == WA_MSG_TEXT && strcmp(g->m.dest_jid, JID_A) == 0);
     wa_msg m = {.kind = WA_MSG_EDIT, .text = "from the phone, edited"};
     snprintf(m.target.id, sizeof(m.target.id), "%s", pid);
     CHECK_INT(sim_admin_send_msg(&r->s, PHONE_B, JID_A, &m, xid, sizeof(xid), err, sizeof(err)), 0);
-    advance(r, 100);
-    g = got_id(a, xid);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, xid);
     CHECK(g && g->m.kind == WA_MSG_EDIT && strcmp(g->m.text, "from the phone, edited") == 0 &&
           strcmp(g->m.target.id, pid) == 0);
     m = (wa_msg){.kind = WA_MSG_REACTION, .reaction = "\xf0\x9f\x91\x8d"};
     snprintf(m.target.id, sizeof(m.target.id), "%s", pid);
     m.target.from_me = true;
     CHECK_INT(sim_admin_send_msg(&r->s, PHONE_B, JID_A, &m, xid, sizeof(xid), err, sizeof(err)), 0);
-    advance(r, 100);
-    g = got_id(a2, xid);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a2, xid);
     CHECK(g && g->m.kind == WA_MSG_REACTION && strcmp(g->type, "reaction") == 0);
     m = (wa_msg){.kind = WA_MSG_REVOKE, .target.from_me = true};
     snprintf(m.target.id, sizeof(m.target.id), "%s", pid);
     CHECK_INT(sim_admin_send_msg(&r->s, PHONE_B, JID_A, &m, xid, sizeof(xid), err, sizeof(err)), 0);
-    advance(r, 100);
-    g = got_id(a, xid);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, xid);
     CHECK(g && g->m.kind == WA_MSG_REVOKE && strcmp(g->m.target.id, pid) == 0);
     m = (wa_msg){.kind = WA_MSG_EDIT};
     CHECK_INT(sim_admin_send_msg(&r->s, PHONE_B, JID_A, &m, xid, sizeof(xid), err, sizeof(err)),
               -1);
 }
 
-static void test_refusals(rig *r)
+static void test_refusals(sim_rig *r)
 {
-    peer *a = &r->peers[0];
+    sim_rig_peer *a = r->peers[0];
     char id[WA_MESSAGE_ID_MAX];
     wa_msg m = {.kind = WA_MSG_TEXT, .text = "to a group"};
     /* a group we are not in: taken, then failed when the server refuses its info */
     CHECK_INT(wa_client_send_message(a->client, "120363000000000001@g.us", &m, id, r->now), WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_SEND_FAILED, id), 1);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_SEND_FAILED, id), 1);
     CHECK_INT(wa_client_send_message(a->client, "status@broadcast", &m, id, r->now),
               WA_ERR_BAD_JID);
     m.kind = WA_MSG_UNSUPPORTED;
@@ -521,7 +312,7 @@ static void test_refusals(rig *r)
     CHECK_INT(wa_client_subscribe_presence(a->client, "nope"), WA_ERR_BAD_JID);
     CHECK_INT(wa_client_send_chat_state(a->client, JID_B, (wa_chat_state)9), WA_ERR_INVALID);
     wa_client_stop(a->client, r->now);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     m = (wa_msg){.kind = WA_MSG_TEXT, .text = "offline"};
     CHECK_INT(wa_client_send_message(a->client, JID_B, &m, id, r->now), WA_ERR_STATE);
     CHECK_INT(wa_client_send_presence(a->client, true), WA_ERR_STATE);
@@ -540,9 +331,9 @@ static void test_refusals(rig *r)
  * finding the list cached while an earlier one still waited for keys, is not reproduced by this
  * rig, whose server answers everything at once; the engine now queues a chat's messages so that
  * none starts before the one before it is out.) */
-static void test_order(rig *r)
+static void test_order(sim_rig *r)
 {
-    peer *a = &r->peers[0];
+    sim_rig_peer *a = r->peers[0];
     CHECK(sim_account_add(&r->s, "15550000039", "100000000000039", "Carol Phone") != NULL);
     const char *texts[] = {"first", "second", "third", "fourth"};
     for (int i = 0; i < 4; i++) {
@@ -551,7 +342,7 @@ static void test_order(rig *r)
         CHECK_INT(wa_client_send_message(a->client, "15550000039@s.whatsapp.net", &m, id, r->now),
                   WA_OK);
     }
-    advance(r, 2000);
+    sim_rig_advance(r, 2000);
     size_t n = 0;
     const sim_phone_msg *seen = sim_admin_phone_messages(&r->s, "15550000039", &n);
     CHECK_INT(n, 4);
@@ -561,34 +352,25 @@ static void test_order(rig *r)
 
 int main(void)
 {
-    rig *r = calloc(1, sizeof(*r));
-    CHECK_INT(sim_init(&r->s, (const uint8_t *)"kinds", 5, 1800000000), 0);
+    wa_crypto *crypto = wa_crypto_new(NULL, 0);
+    sim_rig *r = calloc(1, sizeof(*r));
+    CHECK_INT(sim_rig_init(r, "kinds", crypto), 0);
     CHECK(sim_account_add(&r->s, PHONE_A, "100000000000031", "Alice Phone") != NULL);
     CHECK(sim_account_add(&r->s, PHONE_B, "100000000000032", "Bob Phone") != NULL);
-    r->crypto = wa_crypto_new(NULL, 0);
-    r->now = 1000;
-    r->wall = 1800000000;
-    add_peer(r, PHONE_A);
-    add_peer(r, PHONE_A);
-    add_peer(r, PHONE_B);
-    CHECK_STR(wa_client_jid(r->peers[1].client), PHONE_A ":2@s.whatsapp.net");
+    sim_rig_pair(r, PHONE_A, "Alice");
+    sim_rig_pair(r, PHONE_A, "Alice");
+    sim_rig_pair(r, PHONE_B, "Bob");
+    CHECK_STR(wa_client_jid(r->peers[1]->client), PHONE_A ":2@s.whatsapp.net");
     test_kinds(r);
     test_presence_and_chat_state(r);
     test_phone_kinds(r);
     test_order(r);
     for (int i = 0; i < r->npeers; i++)
-        CHECK_INT(count(&r->peers[i], WA_EV_ERROR, NULL), 0);
+        CHECK_INT(sim_rig_count(r->peers[i], WA_EV_ERROR, NULL), 0);
     test_refusals(r);
-    for (int i = 0; i < r->npeers; i++) {
-        peer *p = &r->peers[i];
-        close_conn(r, p);
-        for (int k = 0; k < p->nmsgs; k++)
-            wa_msg_free(&p->msgs[k].m);
-        wa_client_free(p->client);
-        p->store.destroy(p->store.ctx);
-    }
-    sim_free(&r->s);
-    wa_crypto_free(r->crypto);
+    sim_rig_free(r);
     free(r);
+    wa_crypto_free(crypto);
+    sim_rig_add_checks(&check_passed, &check_failed);
     return CHECK_DONE();
 }

@@ -17,220 +17,31 @@
  *  - chat states in a group reach the other members with participant = the sender.
  */
 #include "check.h"
-#include "sim.h"
 #include "sim_group.h"
-#include "wa/client.h"
-#include "wa/store_mem.h"
+#include "sim_rig.h"
 
 #include <stdlib.h>
 
-#define PHONE_A   "15550000051"
-#define PHONE_B   "15550000052"
-#define PHONE_C   "15550000053"
-#define LID_A     "100000000000051"
-#define LID_B     "100000000000052"
-#define LID_C     "100000000000053"
-#define JID_A     PHONE_A "@s.whatsapp.net"
-#define JID_B     PHONE_B "@s.whatsapp.net"
-#define JID_C     PHONE_C "@s.whatsapp.net"
-#define MAX_EV    1024
-#define MAX_GOT   64
-#define MAX_PEERS 6
-
-/* A received message, parsed. */
-typedef struct got {
-    char id[128];
-    char chat[WA_JID_STR_MAX];
-    char sender[WA_JID_STR_MAX];
-    wa_msg m;
-} got;
-
-typedef struct peer {
-    const char *phone; /* the account it pairs with */
-    wa_store store;
-    wa_client *client;
-    sim_conn *conn; /* its connection on the server side, when open */
-    bool scanned;
-    bool hold_updates; /* the app does not take group updates (yet) */
-    wa_event events[MAX_EV];
-    int nevents;
-    got msgs[MAX_GOT];
-    int nmsgs;
-    int updates; /* group updates taken */
-} peer;
-
-typedef struct rig {
-    sim s;
-    peer peers[MAX_PEERS];
-    int npeers;
-    int64_t now;
-    uint64_t wall;
-    wa_crypto *crypto;
-} rig;
-
-static void close_conn(rig *r, peer *p)
-{
-    if (p->conn) sim_conn_free(&r->s, p->conn);
-    p->conn = NULL;
-}
-
-static void take_messages(peer *p)
-{
-    wa_received rcv;
-    while (wa_client_next_message(p->client, &rcv)) {
-        if (p->nmsgs < MAX_GOT) {
-            got *g = &p->msgs[p->nmsgs++];
-            memset(g, 0, sizeof(*g));
-            snprintf(g->id, sizeof(g->id), "%s", rcv.id);
-            snprintf(g->chat, sizeof(g->chat), "%s", rcv.chat);
-            snprintf(g->sender, sizeof(g->sender), "%s", rcv.sender);
-            CHECK_INT(wa_received_parse(&rcv, &g->m), WA_OK);
-        }
-        wa_received_free(&rcv);
-    }
-}
-
-static void take_updates(peer *p)
-{
-    wa_group_update u;
-    while (wa_client_next_group_update(p->client, &u)) {
-        p->updates++;
-        wa_group_update_free(&u);
-    }
-}
-
-/* Moves bytes and events between the engines and the server until nothing moves. */
-static void pump(rig *r)
-{
-    for (int round = 0; round < 10000; round++) {
-        bool moved = false;
-        for (int i = 0; i < r->npeers; i++) {
-            peer *p = &r->peers[i];
-            if (!p->client) continue;
-            wa_io io = wa_client_io(p->client);
-            if (io == WA_IO_OPEN) {
-                close_conn(r, p);
-                p->conn = sim_conn_new(&r->s, NULL);
-                wa_client_on_open(p->client, r->now, r->wall);
-                moved = true;
-            } else if (io == WA_IO_CLOSE) {
-                close_conn(r, p);
-                moved = true;
-            }
-            wb_buf *out = wa_client_output(p->client);
-            if (out->len && p->conn) {
-                if (sim_conn_receive(&r->s, p->conn, out->data, out->len) < 0) {
-                    close_conn(r, p);
-                    wa_client_on_closed(p->client, r->now);
-                }
-                moved = true;
-            }
-            out->len = 0;
-            if (p->conn && p->conn->hello_pending) {
-                sim_conn_timer(&r->s, p->conn);
-                moved = true;
-            }
-            if (p->conn && p->conn->out.len) {
-                wb_buf bytes = p->conn->out;
-                wb_buf_init(&p->conn->out);
-                wa_client_on_data(p->client, bytes.data, bytes.len, r->now, r->wall);
-                wb_buf_free(&bytes);
-                moved = true;
-            } else if (p->conn && p->conn->state == SIM_CONN_CLOSING) {
-                close_conn(r, p);
-                wa_client_on_closed(p->client, r->now);
-                moved = true;
-            }
-            wa_event ev;
-            while (wa_client_next_event(p->client, &ev)) {
-                if (p->nevents < MAX_EV) p->events[p->nevents++] = ev;
-                if (ev.type == WA_EV_QR && !p->scanned) {
-                    char err[160];
-                    CHECK_INT(sim_admin_scan(&r->s, p->phone, ev.text, err, sizeof(err)), 0);
-                    p->scanned = true;
-                }
-                if (ev.type == WA_EV_MESSAGE) take_messages(p);
-                if (ev.type == WA_EV_GROUP && !p->hold_updates) take_updates(p);
-                moved = true;
-            }
-        }
-        if (!moved) return;
-    }
-}
-
-/* Runs the virtual clock forward by ms, ticking every engine at its deadline. */
-static void advance(rig *r, int64_t ms)
-{
-    int64_t end = r->now + ms;
-    pump(r);
-    for (int i = 0; i < 100000; i++) {
-        int64_t d = INT64_MAX;
-        for (int k = 0; k < r->npeers; k++)
-            if (r->peers[k].client && wa_client_deadline(r->peers[k].client) < d)
-                d = wa_client_deadline(r->peers[k].client);
-        if (d > end) break;
-        if (d > r->now) r->now = d;
-        for (int k = 0; k < r->npeers; k++)
-            if (r->peers[k].client) wa_client_tick(r->peers[k].client, r->now, r->wall);
-        pump(r);
-    }
-    r->now = end;
-}
-
-static peer *add_peer(rig *r, const char *phone)
-{
-    peer *p = &r->peers[r->npeers++];
-    memset(p, 0, sizeof(*p));
-    p->phone = phone;
-    CHECK_INT(wa_store_mem_new(&p->store), WA_STORE_OK);
-    wa_client_config cfg = {.store = &p->store,
-                            .crypto = r->crypto,
-                            .trust_root = r->s.root.pub,
-                            .push_name = "Peer",
-                            .os_name = "wabridge-test"};
-    p->client = wa_client_new(&cfg, NULL);
-    CHECK(p->client != NULL);
-    CHECK_INT(wa_client_start(p->client, r->now, r->wall), WA_OK);
-    advance(r, 2000);
-    CHECK_INT(wa_client_get_state(p->client), WA_CLIENT_CONNECTED);
-    return p;
-}
-
-static int count(const peer *p, wa_event_type t, const char *text_prefix)
-{
-    int n = 0;
-    for (int i = 0; i < p->nevents; i++)
-        if (p->events[i].type == t &&
-            (!text_prefix || strncmp(p->events[i].text, text_prefix, strlen(text_prefix)) == 0))
-            n++;
-    return n;
-}
+#define PHONE_A "15550000051"
+#define PHONE_B "15550000052"
+#define PHONE_C "15550000053"
+#define LID_A   "100000000000051"
+#define LID_B   "100000000000052"
+#define LID_C   "100000000000053"
+#define JID_A   PHONE_A "@s.whatsapp.net"
+#define JID_B   PHONE_B "@s.whatsapp.net"
+#define JID_C   PHONE_C "@s.whatsapp.net"
 
 /* Index of the first event of type t with text (-1 when none). */
-static int event_at(const peer *p, wa_event_type t, const char *text)
+static int event_at(const sim_rig_peer *p, wa_event_type t, const char *text)
 {
     for (int i = 0; i < p->nevents; i++)
         if (p->events[i].type == t && (!text || strcmp(p->events[i].text, text) == 0)) return i;
     return -1;
 }
 
-static const got *got_id(const peer *p, const char *id)
-{
-    for (int i = 0; i < p->nmsgs; i++)
-        if (strcmp(p->msgs[i].id, id) == 0) return &p->msgs[i];
-    return NULL;
-}
-
-static int got_count(const peer *p, const char *id)
-{
-    int n = 0;
-    for (int i = 0; i < p->nmsgs; i++)
-        n += strcmp(p->msgs[i].id, id) == 0;
-    return n;
-}
-
 /* The message `id` the phone of `phone` could read (NULL if it read none). */
-static const sim_phone_msg *phone_read(rig *r, const char *phone, const char *id)
+static const sim_phone_msg *phone_read(sim_rig *r, const char *phone, const char *id)
 {
     size_t n = 0;
     const sim_phone_msg *m = sim_admin_phone_messages(&r->s, phone, &n);
@@ -240,7 +51,7 @@ static const sim_phone_msg *phone_read(rig *r, const char *phone, const char *id
 }
 
 /* Whether the phone of `phone` failed to read message `id` at least once. */
-static bool phone_failed(rig *r, const char *phone, const char *id)
+static bool phone_failed(sim_rig *r, const char *phone, const char *id)
 {
     size_t n = 0;
     const sim_phone_msg *m = sim_admin_phone_messages(&r->s, phone, &n);
@@ -249,33 +60,26 @@ static bool phone_failed(rig *r, const char *phone, const char *id)
     return false;
 }
 
-static int send_text(rig *r, peer *p, const char *to, const char *text, char *id)
-{
-    int rc = wa_client_send_text(p->client, to, text, id, r->now);
-    advance(r, 100);
-    return rc;
-}
-
-static void phone_says(rig *r, const char *phone, const char *to, const char *text, char *id)
+static void phone_says(sim_rig *r, const char *phone, const char *to, const char *text, char *id)
 {
     char err[160];
     CHECK_INT(sim_admin_send_text(&r->s, phone, to, text, id, WA_MESSAGE_ID_MAX, err, sizeof(err)),
               0);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
 }
 
 /* 1. identity changes */
-static void test_identity_change(rig *r, peer *a, peer *b)
+static void test_identity_change(sim_rig *r, sim_rig_peer *a, sim_rig_peer *b)
 {
     char id[WA_MESSAGE_ID_MAX], pid[WA_MESSAGE_ID_MAX];
     wa_identity_change ch;
     /* a conversation with B's phone (trust on first use: no change) */
     phone_says(r, PHONE_B, JID_A, "hello from the old phone", pid);
-    CHECK(got_id(a, pid) != NULL);
-    CHECK_INT(send_text(r, a, JID_B, "hello old phone", id), WA_OK);
+    CHECK(sim_rig_got(a, pid) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, JID_B, "hello old phone", id), WA_OK);
     CHECK(phone_read(r, PHONE_B, id) != NULL);
-    CHECK(got_id(b, id) != NULL);
-    CHECK_INT(count(a, WA_EV_IDENTITY_CHANGE, NULL), 0);
+    CHECK(sim_rig_got(b, id) != NULL);
+    CHECK_INT(sim_rig_count(a, WA_EV_IDENTITY_CHANGE, NULL), 0);
     CHECK(!wa_client_next_identity_change(a->client, &ch));
 
     /* B reinstalls WhatsApp quietly: its first message carries the new key; A reads it, and the
@@ -283,8 +87,8 @@ static void test_identity_change(rig *r, peer *a, peer *b)
     char err[160];
     CHECK_INT(sim_admin_reregister(&r->s, PHONE_B, false, err, sizeof(err)), 0);
     phone_says(r, PHONE_B, JID_A, "new phone", pid);
-    CHECK(got_id(a, pid) != NULL);
-    CHECK_INT(count(a, WA_EV_IDENTITY_CHANGE, NULL), 1);
+    CHECK(sim_rig_got(a, pid) != NULL);
+    CHECK_INT(sim_rig_count(a, WA_EV_IDENTITY_CHANGE, NULL), 1);
     int at = event_at(a, WA_EV_IDENTITY_CHANGE, JID_B);
     CHECK(at >= 0 && at < event_at(a, WA_EV_MESSAGE, pid));
     CHECK_INT(at >= 0 ? a->events[at].code : -1, 1);
@@ -294,28 +98,28 @@ static void test_identity_change(rig *r, peer *a, peer *b)
     CHECK_INT(ch.t, r->wall);
     CHECK(!wa_client_next_identity_change(a->client, &ch));
     /* A answers on the new session: the new phone reads it */
-    CHECK_INT(send_text(r, a, JID_B, "welcome back", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_B, "welcome back", id), WA_OK);
     CHECK(phone_read(r, PHONE_B, id) != NULL);
-    CHECK_INT(count(a, WA_EV_IDENTITY_CHANGE, NULL), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_IDENTITY_CHANGE, NULL), 1);
 
     /* again, and this time A writes first, on the old session: the phone cannot read it and asks
      * again with its keys; A takes the new key (the change is raised) and sends it again */
     CHECK_INT(sim_admin_reregister(&r->s, PHONE_B, false, err, sizeof(err)), 0);
-    CHECK_INT(send_text(r, a, JID_B, "are you there?", id), WA_OK);
-    advance(r, 500);
+    CHECK_INT(sim_rig_send_text(r, a, JID_B, "are you there?", id), WA_OK);
+    sim_rig_advance(r, 500);
     CHECK(phone_failed(r, PHONE_B, id));
     CHECK(phone_read(r, PHONE_B, id) != NULL);
-    CHECK_INT(count(a, WA_EV_IDENTITY_CHANGE, JID_B), 2);
+    CHECK_INT(sim_rig_count(a, WA_EV_IDENTITY_CHANGE, JID_B), 2);
     CHECK(wa_client_next_identity_change(a->client, &ch));
     CHECK_STR(ch.jid, JID_B);
-    CHECK(got_id(b, id) != NULL); /* B's companion read it the first time */
-    CHECK_INT(got_count(b, id), 1);
+    CHECK(sim_rig_got(b, id) != NULL); /* B's companion read it the first time */
+    CHECK_INT(sim_rig_got_count(b, id), 1);
 
     /* announced: the server tells A; every session with B goes (B's companion's too), the next
      * message starts from fresh keys without another change, and reaches everyone */
     CHECK_INT(sim_admin_reregister(&r->s, PHONE_B, true, err, sizeof(err)), 0);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_IDENTITY_CHANGE, NULL), 3);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_IDENTITY_CHANGE, NULL), 3);
     CHECK(wa_client_next_identity_change(a->client, &ch));
     CHECK_STR(ch.jid, JID_B);
     CHECK(ch.announced);
@@ -326,76 +130,76 @@ static void test_identity_change(rig *r, peer *a, peer *b)
     CHECK(!wa_client_next_identity_change(a->client, &ch));
     sim_account *acct_a = sim_account_find(&r->s, PHONE_A);
     CHECK_INT(acct_a->devices[0].queued, 0); /* the notification was acked */
-    CHECK_INT(send_text(r, a, JID_B, "after the notice", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_B, "after the notice", id), WA_OK);
     CHECK(phone_read(r, PHONE_B, id) != NULL);
-    CHECK(got_id(b, id) != NULL);
-    CHECK_INT(count(a, WA_EV_IDENTITY_CHANGE, NULL), 3);
-    CHECK_INT(count(a, WA_EV_ERROR, NULL), 0);
+    CHECK(sim_rig_got(b, id) != NULL);
+    CHECK_INT(sim_rig_count(a, WA_EV_IDENTITY_CHANGE, NULL), 3);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL), 0);
 }
 
 /* 2. phash: a device the server knows and we do not */
-static void test_phash(rig *r, peer *a)
+static void test_phash(sim_rig *r, sim_rig_peer *a)
 {
     char id[WA_MESSAGE_ID_MAX], id3[WA_MESSAGE_ID_MAX], id4[WA_MESSAGE_ID_MAX];
-    CHECK_INT(send_text(r, a, JID_C, "one", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_C, "one", id), WA_OK);
     CHECK(phone_read(r, PHONE_C, id) != NULL);
     uint64_t q0 = r->s.usync_queries;
-    CHECK_INT(send_text(r, a, JID_C, "two", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_C, "two", id), WA_OK);
     CHECK(phone_read(r, PHONE_C, id) != NULL);
     CHECK_INT(r->s.usync_queries - q0, 0); /* the list is cached, and the phash agrees */
     /* C links a companion and nobody is told */
     r->s.quiet_devices = true;
-    peer *c1 = add_peer(r, PHONE_C);
+    sim_rig_peer *c1 = sim_rig_pair(r, PHONE_C, "Peer");
     r->s.quiet_devices = false;
     CHECK_STR(wa_client_jid(c1->client), PHONE_C ":1@s.whatsapp.net");
     q0 = r->s.usync_queries;
-    CHECK_INT(send_text(r, a, JID_C, "three", id3), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_C, "three", id3), WA_OK);
     CHECK(phone_read(r, PHONE_C, id3) != NULL);
-    CHECK(got_id(c1, id3) == NULL); /* sent from the old list... */
-    CHECK_INT(count(a, WA_EV_SENT, id3), 1);
+    CHECK(sim_rig_got(c1, id3) == NULL); /* sent from the old list... */
+    CHECK_INT(sim_rig_count(a, WA_EV_SENT, id3), 1);
     CHECK_INT(r->s.usync_queries - q0, 0);
     /* ...and the ack's phash said so: the next message asks again and reaches the new device */
-    CHECK_INT(send_text(r, a, JID_C, "four", id4), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_C, "four", id4), WA_OK);
     CHECK_INT(r->s.usync_queries - q0, 1);
     CHECK(phone_read(r, PHONE_C, id4) != NULL);
-    const got *g = got_id(c1, id4);
+    const sim_rig_msg *g = sim_rig_got(c1, id4);
     CHECK(g && g->m.text && strcmp(g->m.text, "four") == 0);
-    CHECK_INT(send_text(r, a, JID_C, "five", id), WA_OK);
-    CHECK(got_id(c1, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, JID_C, "five", id), WA_OK);
+    CHECK(sim_rig_got(c1, id) != NULL);
     CHECK_INT(r->s.usync_queries - q0, 1); /* cached again: the hashes agree */
-    CHECK_INT(count(a, WA_EV_ERROR, NULL), 0);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL), 0);
 }
 
 /* 3. a retry receipt without keys from a device we have no session with */
-static void test_retry_without_keys(rig *r, peer *a, peer *c1)
+static void test_retry_without_keys(sim_rig *r, sim_rig_peer *a, sim_rig_peer *c1)
 {
     char id[WA_MESSAGE_ID_MAX], err[160];
     /* C's companion is away; our message to it is damaged on the way, and we lose our session
      * with it (as after a restore): when it asks again, without keys (it has a session with us),
      * we fetch its keys and send the message again on a new session */
     wa_client_stop(c1->client, r->now);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     CHECK_INT(sim_admin_corrupt_next(&r->s, PHONE_C, 1, err, sizeof(err)), 0);
-    CHECK_INT(send_text(r, a, JID_C, "through the static", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, JID_C, "through the static", id), WA_OK);
     CHECK(phone_read(r, PHONE_C, id) != NULL);
     CHECK_INT(a->store.session_delete(a->store.ctx, PHONE_C ":1"), WA_STORE_OK);
-    int errors = count(a, WA_EV_ERROR, NULL);
+    int errors = sim_rig_count(a, WA_EV_ERROR, NULL);
     CHECK_INT(wa_client_start(c1->client, r->now, r->wall), WA_OK);
-    advance(r, 2000);
+    sim_rig_advance(r, 2000);
     CHECK_INT(wa_client_get_state(c1->client), WA_CLIENT_CONNECTED);
-    const got *g = got_id(c1, id);
+    const sim_rig_msg *g = sim_rig_got(c1, id);
     CHECK(g && g->m.text && strcmp(g->m.text, "through the static") == 0);
-    CHECK_INT(got_count(c1, id), 1);
-    CHECK_INT(count(a, WA_EV_ERROR, NULL), errors);
+    CHECK_INT(sim_rig_got_count(c1, id), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL), errors);
     /* and the conversation goes on on the new session */
-    CHECK_INT(send_text(r, a, JID_C, "clear now", id), WA_OK);
-    CHECK(got_id(c1, id) != NULL);
-    CHECK_INT(send_text(r, c1, JID_A, "loud and clear", id), WA_OK);
-    CHECK(got_id(a, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, JID_C, "clear now", id), WA_OK);
+    CHECK(sim_rig_got(c1, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, c1, JID_A, "loud and clear", id), WA_OK);
+    CHECK(sim_rig_got(a, id) != NULL);
 }
 
 /* Queued group notifications (ids "gp...") waiting for device `dev` of `phone`. */
-static int queued_notes(rig *r, const char *phone, uint16_t dev)
+static int queued_notes(sim_rig *r, const char *phone, uint16_t dev)
 {
     sim_account *acct = sim_account_find(&r->s, phone);
     int n = 0;
@@ -406,79 +210,80 @@ static int queued_notes(rig *r, const char *phone, uint16_t dev)
     return n;
 }
 
-static void kick(rig *r, const char *phone, int dev)
+static void kick(sim_rig *r, const char *phone, int dev)
 {
     char err[160];
     CHECK_INT(sim_admin_stream_error(&r->s, phone, dev, "", err, sizeof(err)), 0);
-    advance(r, 5000);
+    sim_rig_advance(r, 5000);
 }
 
 /* 4. group notifications are acked when the app takes them */
-static void test_notification_ack(rig *r, peer *a, char *group_out)
+static void test_notification_ack(sim_rig *r, sim_rig_peer *a, char *group_out)
 {
     char err[160];
     const char *members[] = {PHONE_A, PHONE_B};
-    a->hold_updates = true;
-    int groups_before = count(a, WA_EV_GROUP, NULL);
+    a->hold_groups = true;
+    int groups_before = sim_rig_count(a, WA_EV_GROUP, NULL);
     CHECK_INT(sim_admin_group_create(&r->s, PHONE_C, "Night shift", members, 2, group_out,
                                      WA_JID_STR_MAX, err, sizeof(err)),
               0);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_GROUP, group_out), 1);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_GROUP, group_out), 1);
     CHECK_INT(queued_notes(r, PHONE_A, 1), 1); /* not taken: not acked */
     /* the connection drops: the server delivers it again, the engine hands it over once */
     kick(r, PHONE_A, 1);
     CHECK_INT(wa_client_get_state(a->client), WA_CLIENT_CONNECTED);
-    CHECK_INT(count(a, WA_EV_GROUP, group_out), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_GROUP, group_out), 1);
     CHECK_INT(queued_notes(r, PHONE_A, 1), 1);
-    take_updates(a);
-    CHECK_INT(a->updates, 1);
-    advance(r, 100);
+    sim_rig_take_groups(a);
+    CHECK_INT(a->nupdates, 1);
+    sim_rig_advance(r, 100);
     CHECK_INT(queued_notes(r, PHONE_A, 1), 0); /* acked once taken */
     kick(r, PHONE_A, 1);
-    CHECK_INT(count(a, WA_EV_GROUP, group_out), 1);
-    CHECK_INT(a->updates, 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_GROUP, group_out), 1);
+    CHECK_INT(a->nupdates, 1);
     /* taken while offline: the ack cannot go; the redelivery at the next login is acked at once
      * and not handed over again */
     const char *promoted[] = {PHONE_A};
     CHECK_INT(sim_admin_group_participants(&r->s, PHONE_C, group_out, "promote", promoted, 1, NULL,
                                            err, sizeof(err)),
               0);
-    advance(r, 100);
-    CHECK_INT(count(a, WA_EV_GROUP, group_out), 2);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_GROUP, group_out), 2);
     wa_client_stop(a->client, r->now);
-    advance(r, 100);
-    take_updates(a);
-    CHECK_INT(a->updates, 2);
+    sim_rig_advance(r, 100);
+    sim_rig_take_groups(a);
+    CHECK_INT(a->nupdates, 2);
     CHECK_INT(queued_notes(r, PHONE_A, 1), 1);
     CHECK_INT(wa_client_start(a->client, r->now, r->wall), WA_OK);
-    advance(r, 2000);
+    sim_rig_advance(r, 2000);
     CHECK_INT(wa_client_get_state(a->client), WA_CLIENT_CONNECTED);
     CHECK_INT(queued_notes(r, PHONE_A, 1), 0);
-    CHECK_INT(count(a, WA_EV_GROUP, group_out), 2);
-    take_updates(a);
-    CHECK_INT(a->updates, 2);
-    a->hold_updates = false;
-    CHECK_INT(count(a, WA_EV_GROUP, NULL) - groups_before, 2);
+    CHECK_INT(sim_rig_count(a, WA_EV_GROUP, group_out), 2);
+    sim_rig_take_groups(a);
+    CHECK_INT(a->nupdates, 2);
+    a->hold_groups = false;
+    CHECK_INT(sim_rig_count(a, WA_EV_GROUP, NULL) - groups_before, 2);
 }
 
 /* 5. 1:1 messages addressed by LID */
-static void test_lid_chat(rig *r, peer *a, peer *c1)
+static void test_lid_chat(sim_rig *r, sim_rig_peer *a, sim_rig_peer *c1)
 {
     char id[WA_MESSAGE_ID_MAX], err[160];
-    peer *a2 = add_peer(r, PHONE_A);
-    int c1_errors = count(c1, WA_EV_ERROR, NULL); /* the damaged message of the retry test */
+    sim_rig_peer *a2 = sim_rig_pair(r, PHONE_A, "Peer");
+    int c1_errors =
+        sim_rig_count(c1, WA_EV_ERROR, NULL); /* the damaged message of the retry test */
     uint64_t q0 = r->s.usync_queries;
-    CHECK_INT(send_text(r, a, LID_C "@lid", "by lid", id), WA_OK);
-    CHECK_INT(count(a, WA_EV_SENT, id), 1);
+    CHECK_INT(sim_rig_send_text(r, a, LID_C "@lid", "by lid", id), WA_OK);
+    CHECK_INT(sim_rig_count(a, WA_EV_SENT, id), 1);
     CHECK_INT(r->s.usync_queries - q0, 1); /* C's and our LID devices */
     const sim_phone_msg *pm = phone_read(r, PHONE_C, id);
     CHECK(pm && strcmp(pm->text, "by lid") == 0);
     CHECK_STR(pm ? pm->sender : "", LID_A ":1@lid");
-    const got *g = got_id(c1, id);
+    const sim_rig_msg *g = sim_rig_got(c1, id);
     CHECK(g && g->m.text && strcmp(g->m.text, "by lid") == 0);
     CHECK_STR(g ? g->sender : "", LID_A ":1@lid");
-    g = got_id(a2, id); /* our other device: the copy names the LID chat */
+    g = sim_rig_got(a2, id); /* our other device: the copy names the LID chat */
     CHECK(g && g->m.text && strcmp(g->m.text, "by lid") == 0);
     CHECK_STR(g ? g->m.dest_jid : "", LID_C "@lid");
     /* the sessions are the LID addresses' */
@@ -489,16 +294,16 @@ static void test_lid_chat(rig *r, peer *a, peer *c1)
     CHECK_INT(a->store.session_load(a->store.ctx, LID_A "_1:2", &rec), WA_STORE_OK);
     wb_buf_free(&rec);
     /* answers by LID, from the companion and from the phone */
-    CHECK_INT(send_text(r, c1, LID_A "@lid", "lid back", id), WA_OK);
-    g = got_id(a, id);
+    CHECK_INT(sim_rig_send_text(r, c1, LID_A "@lid", "lid back", id), WA_OK);
+    g = sim_rig_got(a, id);
     CHECK(g && g->m.text && strcmp(g->m.text, "lid back") == 0);
     CHECK_STR(g ? g->sender : "", LID_C ":1@lid");
-    CHECK(got_id(a2, id) != NULL);
+    CHECK(sim_rig_got(a2, id) != NULL);
     CHECK_INT(sim_admin_send_text(&r->s, PHONE_C, LID_A "@lid", "phone by lid", id,
                                   WA_MESSAGE_ID_MAX, err, sizeof(err)),
               0);
-    advance(r, 100);
-    g = got_id(a, id);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
     CHECK(g && g->m.text && strcmp(g->m.text, "phone by lid") == 0);
     CHECK_STR(g ? g->sender : "", LID_C "@lid");
     /* what the messages taught: C's LID is C's number (and the next send names it) */
@@ -506,107 +311,101 @@ static void test_lid_chat(rig *r, peer *a, peer *c1)
     CHECK_INT(a->store.pn_for_lid(a->store.ctx, LID_C "@lid", pn), WA_STORE_OK);
     CHECK_STR(pn, JID_C);
     q0 = r->s.usync_queries;
-    CHECK_INT(send_text(r, a, LID_C "@lid", "again by lid", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, LID_C "@lid", "again by lid", id), WA_OK);
     CHECK_INT(r->s.usync_queries - q0, 0); /* cached, and the phash agrees */
     CHECK(phone_read(r, PHONE_C, id) != NULL);
-    CHECK(got_id(c1, id) != NULL);
+    CHECK(sim_rig_got(c1, id) != NULL);
     /* a chat on a server messages do not go to is refused */
     CHECK_INT(wa_client_send_text(a->client, "123@broadcast", "x", id, r->now), WA_ERR_BAD_JID);
-    CHECK_INT(count(a, WA_EV_ERROR, NULL), 0);
-    CHECK_INT(count(c1, WA_EV_ERROR, NULL), c1_errors);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL), 0);
+    CHECK_INT(sim_rig_count(c1, WA_EV_ERROR, NULL), c1_errors);
 }
 
 /* 6. chat states in a group */
-static void test_group_chat_state(rig *r, peer *a, peer *b, peer *c1, peer *a2, const char *group)
+static void test_group_chat_state(sim_rig *r, sim_rig_peer *a, sim_rig_peer *b, sim_rig_peer *c1,
+                                  sim_rig_peer *a2, const char *group)
 {
     char want[256];
-    int before_a = count(a, WA_EV_CHAT_STATE, NULL), before_a2 = count(a2, WA_EV_CHAT_STATE, NULL);
+    int before_a = sim_rig_count(a, WA_EV_CHAT_STATE, NULL),
+        before_a2 = sim_rig_count(a2, WA_EV_CHAT_STATE, NULL);
     CHECK_INT(wa_client_send_chat_state(a->client, group, WA_CHAT_COMPOSING), WA_OK);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     snprintf(want, sizeof(want), "%s %s composing", group, LID_A "@lid");
-    CHECK_INT(count(b, WA_EV_CHAT_STATE, want), 1);
-    CHECK_INT(count(c1, WA_EV_CHAT_STATE, want), 1);
-    CHECK_INT(count(a, WA_EV_CHAT_STATE, NULL), before_a); /* not to the sender's account */
-    CHECK_INT(count(a2, WA_EV_CHAT_STATE, NULL), before_a2);
+    CHECK_INT(sim_rig_count(b, WA_EV_CHAT_STATE, want), 1);
+    CHECK_INT(sim_rig_count(c1, WA_EV_CHAT_STATE, want), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_CHAT_STATE, NULL), before_a); /* not to the sender's account */
+    CHECK_INT(sim_rig_count(a2, WA_EV_CHAT_STATE, NULL), before_a2);
     CHECK_INT(wa_client_send_chat_state(c1->client, group, WA_CHAT_RECORDING), WA_OK);
     CHECK_INT(wa_client_send_chat_state(c1->client, group, WA_CHAT_PAUSED), WA_OK);
-    advance(r, 100);
+    sim_rig_advance(r, 100);
     snprintf(want, sizeof(want), "%s %s recording", group, LID_C "@lid");
-    CHECK_INT(count(a, WA_EV_CHAT_STATE, want), 1);
-    CHECK_INT(count(a2, WA_EV_CHAT_STATE, want), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_CHAT_STATE, want), 1);
+    CHECK_INT(sim_rig_count(a2, WA_EV_CHAT_STATE, want), 1);
     snprintf(want, sizeof(want), "%s %s paused", group, LID_C "@lid");
-    CHECK_INT(count(a, WA_EV_CHAT_STATE, want), 1);
-    CHECK_INT(count(b, WA_EV_CHAT_STATE, want), 1);
+    CHECK_INT(sim_rig_count(a, WA_EV_CHAT_STATE, want), 1);
+    CHECK_INT(sim_rig_count(b, WA_EV_CHAT_STATE, want), 1);
     /* a group we are not in: nothing goes anywhere */
-    int before_b = count(b, WA_EV_CHAT_STATE, NULL);
+    int before_b = sim_rig_count(b, WA_EV_CHAT_STATE, NULL);
     CHECK_INT(wa_client_send_chat_state(a->client, "120363999999999999@g.us", WA_CHAT_COMPOSING),
               WA_OK);
-    advance(r, 100);
-    CHECK_INT(count(b, WA_EV_CHAT_STATE, NULL), before_b);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(b, WA_EV_CHAT_STATE, NULL), before_b);
 }
 
 /* 2b. phash of a group message: a member's device nobody announced */
-static void test_group_phash(rig *r, peer *a, peer *b, const char *group)
+static void test_group_phash(sim_rig *r, sim_rig_peer *a, sim_rig_peer *b, const char *group)
 {
     char id[WA_MESSAGE_ID_MAX];
-    CHECK_INT(send_text(r, a, group, "to the shift", id), WA_OK);
-    CHECK(got_id(b, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, group, "to the shift", id), WA_OK);
+    CHECK(sim_rig_got(b, id) != NULL);
     uint64_t q0 = r->s.usync_queries;
-    CHECK_INT(send_text(r, a, group, "still the shift", id), WA_OK);
-    CHECK(got_id(b, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, group, "still the shift", id), WA_OK);
+    CHECK(sim_rig_got(b, id) != NULL);
     CHECK_INT(r->s.usync_queries - q0, 0); /* members' devices cached, the phash agrees */
     r->s.quiet_devices = true;
-    peer *b2 = add_peer(r, PHONE_B);
+    sim_rig_peer *b2 = sim_rig_pair(r, PHONE_B, "Peer");
     r->s.quiet_devices = false;
     /* the server gives the new device the skmsg all the same; without our key it asks again
      * and gets it pairwise (the group retry); the ack's phash made us drop the lists */
-    CHECK_INT(send_text(r, a, group, "old list", id), WA_OK);
-    CHECK(got_id(b, id) != NULL);
-    CHECK_INT(count(b2, WA_EV_ERROR, NULL), 1);
-    CHECK(got_id(b2, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, group, "old list", id), WA_OK);
+    CHECK(sim_rig_got(b, id) != NULL);
+    CHECK_INT(sim_rig_count(b2, WA_EV_ERROR, NULL), 1);
+    CHECK(sim_rig_got(b2, id) != NULL);
     CHECK_INT(r->s.usync_queries - q0, 0);
-    CHECK_INT(send_text(r, a, group, "new list", id), WA_OK);
+    CHECK_INT(sim_rig_send_text(r, a, group, "new list", id), WA_OK);
     CHECK_INT(r->s.usync_queries - q0, 1); /* the members' devices asked again */
-    const got *g = got_id(b2, id);
+    const sim_rig_msg *g = sim_rig_got(b2, id);
     CHECK(g && g->m.text && strcmp(g->m.text, "new list") == 0);
-    CHECK_INT(count(b2, WA_EV_ERROR, NULL), 1); /* read at once: the device is on the list */
-    CHECK(got_id(b, id) != NULL);
-    CHECK_INT(send_text(r, a, group, "cached again", id), WA_OK);
+    CHECK_INT(sim_rig_count(b2, WA_EV_ERROR, NULL),
+              1); /* read at once: the device is on the list */
+    CHECK(sim_rig_got(b, id) != NULL);
+    CHECK_INT(sim_rig_send_text(r, a, group, "cached again", id), WA_OK);
     CHECK_INT(r->s.usync_queries - q0, 1);
-    CHECK(got_id(b2, id) != NULL);
-    CHECK_INT(count(a, WA_EV_ERROR, NULL), 0);
+    CHECK(sim_rig_got(b2, id) != NULL);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL), 0);
 }
 
 int main(void)
 {
-    rig *r = calloc(1, sizeof(*r));
-    CHECK_INT(sim_init(&r->s, (const uint8_t *)"sessions", 8, 1800000000), 0);
+    wa_crypto *crypto = wa_crypto_new(NULL, 0);
+    sim_rig *r = calloc(1, sizeof(*r));
+    CHECK_INT(sim_rig_init(r, "sessions", crypto), 0);
     CHECK(sim_account_add(&r->s, PHONE_A, LID_A, "Alice Phone") != NULL);
     CHECK(sim_account_add(&r->s, PHONE_B, LID_B, "Bob Phone") != NULL);
     CHECK(sim_account_add(&r->s, PHONE_C, LID_C, "Carol Phone") != NULL);
-    r->crypto = wa_crypto_new(NULL, 0);
-    r->now = 1000;
-    r->wall = 1800000000;
-    peer *a = add_peer(r, PHONE_A);
-    peer *b = add_peer(r, PHONE_B);
+    sim_rig_peer *a = sim_rig_pair(r, PHONE_A, "Peer");
+    sim_rig_peer *b = sim_rig_pair(r, PHONE_B, "Peer");
     test_identity_change(r, a, b);
     test_phash(r, a);
-    test_retry_without_keys(r, a, &r->peers[2]);
+    test_retry_without_keys(r, a, r->peers[2]);
     char group[WA_JID_STR_MAX];
     test_notification_ack(r, a, group);
-    test_lid_chat(r, a, &r->peers[2]);
-    test_group_chat_state(r, a, b, &r->peers[2], &r->peers[3], group);
+    test_lid_chat(r, a, r->peers[2]);
+    test_group_chat_state(r, a, b, r->peers[2], r->peers[3], group);
     test_group_phash(r, a, b, group);
-    for (int i = 0; i < r->npeers; i++) {
-        peer *p = &r->peers[i];
-        close_conn(r, p);
-        for (int k = 0; k < p->nmsgs; k++)
-            wa_msg_free(&p->msgs[k].m);
-        wa_client_free(p->client);
-        p->store.destroy(p->store.ctx);
-    }
-    sim_free(&r->s);
-    wa_crypto_free(r->crypto);
+    sim_rig_free(r);
     free(r);
+    wa_crypto_free(crypto);
+    sim_rig_add_checks(&check_passed, &check_failed);
     return CHECK_DONE();
 }
