@@ -151,7 +151,8 @@ static br_room_ref *find_room(br_bridge *b, const char *room)
     if (!b->cap_index) return NULL;
     size_t mask = b->cap_index - 1;
     for (size_t k = (size_t)br_hash(room) & mask; b->by_room[k]; k = (k + 1) & mask)
-        if (strcmp(b->rooms[b->by_room[k] - 1].room, room) == 0) return &b->rooms[b->by_room[k] - 1];
+        if (strcmp(b->rooms[b->by_room[k] - 1].room, room) == 0)
+            return &b->rooms[b->by_room[k] - 1];
     return NULL;
 }
 
@@ -429,8 +430,9 @@ static int engine_barrier(void *arg)
     br_engine *e = arg;
     int rc = db_sync(e->db);
     if (rc != DB_OK)
-        WB_WARN(MOD, "engine %d: commits not confirmed durable (%s): that batch's acks and "
-                     "messages are dropped, its connections reopened",
+        WB_WARN(MOD,
+                "engine %d: commits not confirmed durable (%s): that batch's acks and "
+                "messages are dropped, its connections reopened",
                 e->index, db_conn_error(e->db)->message);
     return rc;
 }

@@ -147,10 +147,10 @@ struct br_bridge {
     const br_config *cfg;
     char owner[128]; /* lease owner name: host:pid */
     char bot_mxid[DB_ID_MAX];
-    db_conn *db_http; /* the endpoint's commits */
+    db_conn *db_http;    /* the endpoint's commits */
     br_mx_txn_pg txn_pg; /* its store's settings (drops our own echoes) */
-    db_conn *db_pump; /* the pump's reads */
-    db_conn *db_main; /* start-up and the lease heartbeat */
+    db_conn *db_pump;    /* the pump's reads */
+    db_conn *db_main;    /* start-up and the lease heartbeat */
     mx_client *mx_main;
     mx_as_server *as;
     wa_net *net;
@@ -168,7 +168,7 @@ struct br_bridge {
     pthread_mutex_t lock;      /* guards logins, rooms */
     br_login *logins[BR_MAX_LOGINS];
     size_t n_logins;
-    br_login *dead; /* unlisted logins, freed at shutdown */
+    br_login *dead;     /* unlisted logins, freed at shutdown */
     br_room_ref *rooms; /* the room cache (bridge.c "rooms") */
     size_t n_rooms, cap_rooms;
     size_t *by_room, *by_chat; /* its two hash indexes, cap_index slots each */

@@ -371,16 +371,18 @@ static void cmd_relay(br_pworker *pw, const br_room_ref *ref, const char *sender
         }
         br_login *cur = br_login_find(b, p.relay_login_id);
         if (perm < BR_PERM_ADMIN && (!cur || strcmp(cur->mxid, sender) != 0)) {
-            br_notice(pw, room, "Only the user whose account relays here, or a bridge admin, can "
-                                "turn the relay off.");
+            br_notice(pw, room,
+                      "Only the user whose account relays here, or a bridge admin, can "
+                      "turn the relay off.");
             return;
         }
         if (db_portal_set_relay(pw->db, ref->portal_id, 0) != DB_OK) {
             br_notice(pw, room, "The relay could not be turned off; try again.");
             return;
         }
-        br_notice(pw, room, "Relay mode is off: only users with their own WhatsApp login are "
-                            "bridged here.");
+        br_notice(pw, room,
+                  "Relay mode is off: only users with their own WhatsApp login are "
+                  "bridged here.");
         return;
     }
     if (argc > 2) {
@@ -388,8 +390,9 @@ static void cmd_relay(br_pworker *pw, const br_room_ref *ref, const char *sender
         return;
     }
     if (perm < BR_PERM_USER) {
-        br_notice(pw, room, "You are not allowed to relay through this bridge (your permission "
-                            "level is %s).",
+        br_notice(pw, room,
+                  "You are not allowed to relay through this bridge (your permission "
+                  "level is %s).",
                   br_perm_name(perm));
         return;
     }

@@ -389,8 +389,8 @@ void br_group_job_participants(br_pworker *pw, void *arg)
         char *at = strchr(user, '@');
         if (at) *at = '\0';
         if (why)
-            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s: %s.",
-                      add ? "add" : "remove", name[0] ? name : user, why);
+            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s: %s.", add ? "add" : "remove",
+                      name[0] ? name : user, why);
         else
             br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s (error %d).",
                       add ? "add" : "remove", name[0] ? name : user, m->error);

@@ -399,7 +399,7 @@ static void take_group_updates(br_login *l)
 }
 
 typedef struct group_req {
-    int kind; /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant */
+    int kind;   /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant */
     int change; /* 5: wa_group_change */
     char group[DB_ID_MAX];
     char subject[DB_ID_MAX];

@@ -587,8 +587,8 @@ static br_login *relay_for(br_pworker *pw, const br_room_ref *ref, const char *s
 
 /* Who sends a Matrix user's event to WhatsApp: their own login, else the relay login (*relayed
  * set); NULL when neither (with a notice when tell and useful). */
-static br_login *sender_login(br_pworker *pw, const br_room_ref *ref, const char *sender,
-                              bool tell, bool *relayed)
+static br_login *sender_login(br_pworker *pw, const br_room_ref *ref, const char *sender, bool tell,
+                              bool *relayed)
 {
     *relayed = false;
     br_login *l = portal_login(pw, ref, sender, false);
@@ -962,8 +962,7 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
             const char *body = jstr(content, "body");
             if (!body || !br_command_in_portal(pw, &ref, sender, body))
                 bridge_mx_message(pw, &ref, ev, sender, event_id);
-        }
-        else if (strcmp(type, "m.reaction") == 0)
+        } else if (strcmp(type, "m.reaction") == 0)
             bridge_mx_reaction(pw, &ref, ev, sender, event_id);
         else if (strcmp(type, "m.room.redaction") == 0)
             bridge_mx_redaction(pw, &ref, ev, sender, event_id);

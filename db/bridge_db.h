@@ -35,15 +35,15 @@ int db_portal_ensure(db_conn *c, const char *chat_jid, int64_t receiver_login_id
 
 /* One part of a bridged message. */
 typedef struct db_message {
-    int64_t portal_id;          /* portal.id */
-    int64_t login_id;           /* login that bridged it, 0: none */
-    char wa_id[DB_ID_MAX];      /* WhatsApp message id */
-    char part_id[DB_ID_MAX];    /* "" for the first (or only) part */
-    char sender_jid[DB_ID_MAX]; /* WhatsApp sender */
-    char mxid[DB_ID_MAX];       /* Matrix event id */
-    char mx_room[DB_ID_MAX];    /* Matrix room id */
-    int64_t timestamp_ms;       /* message time */
-    int edit_count;             /* edits bridged so far */
+    int64_t portal_id;            /* portal.id */
+    int64_t login_id;             /* login that bridged it, 0: none */
+    char wa_id[DB_ID_MAX];        /* WhatsApp message id */
+    char part_id[DB_ID_MAX];      /* "" for the first (or only) part */
+    char sender_jid[DB_ID_MAX];   /* WhatsApp sender */
+    char mxid[DB_ID_MAX];         /* Matrix event id */
+    char mx_room[DB_ID_MAX];      /* Matrix room id */
+    int64_t timestamp_ms;         /* message time */
+    int edit_count;               /* edits bridged so far */
     char relay_sender[DB_ID_MAX]; /* relay mode: the Matrix user who wrote it, "" = not relayed */
 } db_message;
 

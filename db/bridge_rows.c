@@ -38,7 +38,7 @@ static const db_stmt st_login_release = {
     "UPDATE wa_login SET owner = NULL, lease_expires_ms = NULL WHERE id = $1 AND owner = $2", I};
 
 #define PORTAL_COLS                                                                                \
-    "id, chat_jid, coalesce(receiver_login_id, 0), coalesce(mxid, ''), name, topic,"                 \
+    "id, chat_jid, coalesce(receiver_login_id, 0), coalesce(mxid, ''), name, topic,"               \
     " coalesce(relay_login_id, 0)"
 static const db_stmt st_portal_list = {
     "rows_portal_list",

@@ -44,8 +44,9 @@ int db_login_release(db_conn *c, int64_t id, const char *owner);
 
 /* ---- portals ---- */
 
-#define DB_TOPIC_MAX 8192 /* bytes of a room topic / group description incl. NUL (WhatsApp allows
-                             2,048 characters) */
+#define DB_TOPIC_MAX                                                                               \
+    8192 /* bytes of a room topic / group description incl. NUL (WhatsApp allows                   \
+            2,048 characters) */
 
 typedef struct db_portal {
     int64_t id;

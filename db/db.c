@@ -763,9 +763,9 @@ int db_sync(db_conn *c)
                          "db_sync: the connection was lost; earlier commits may be lost");
     /* a transaction with an xid commits with a WAL record; committing it synchronously flushes
      * the WAL up to that record, so every earlier commit of the server is on disk too */
-    int rc = exec_simple(c,
-                         "BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT",
-                         "db_sync", DB_ERR_CONN_LOST);
+    int rc =
+        exec_simple(c, "BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT",
+                    "db_sync", DB_ERR_CONN_LOST);
     if (rc == DB_OK)
         c->unsynced = false;
     else if (!conn_bad(c)) /* an error stops the string: the transaction it began is still open */

@@ -46,8 +46,8 @@ int wa_worker_remove(wa_worker *w, int login);
  * asynchronous) and returns 0, or non-zero when it cannot vouch for them, and then the batch's
  * output is dropped and those clients' connections closed (the server redelivers what was not
  * acked; the clients reconnect). The batch's events are raised all the same, so a message may
- * then be raised twice (again when redelivered): the app takes it once by its id. Without a barrier, output goes out at the end of each batch as
- * it is. Set it before adding logins. */
+ * then be raised twice (again when redelivered): the app takes it once by its id. Without a
+ * barrier, output goes out at the end of each batch as it is. Set it before adding logins. */
 typedef int (*wa_worker_barrier_fn)(void *arg);
 void wa_worker_set_barrier(wa_worker *w, wa_worker_barrier_fn fn, void *arg);
 /* Batches flushed so far, and how many of them had their barrier fail. */

@@ -104,8 +104,8 @@ static int queued_for_companion(void)
 static void phone_send(const char *text)
 {
     char body[512];
-    snprintf(body, sizeof(body),
-             "{\"phone\":\"%s\",\"to\":\"%s@s.whatsapp.net\",\"text\":\"%s\"}", BOB, ALICE, text);
+    snprintf(body, sizeof(body), "{\"phone\":\"%s\",\"to\":\"%s@s.whatsapp.net\",\"text\":\"%s\"}",
+             BOB, ALICE, text);
     CHECK_INT(sim_proc_admin(&simp, "/admin/send", body, NULL), 200);
 }
 
