@@ -57,7 +57,7 @@ try {
   check(m1.content.body === 'Hi Alice, Bob here *on WhatsApp*', 'the portal shows Bob\'s text from his ghost');
   check(m1.content.format === 'org.matrix.custom.html' && m1.content.formatted_body === 'Hi Alice, Bob here <strong>on WhatsApp</strong>',
     `WhatsApp markup becomes Matrix HTML: ${m1.content.formatted_body}`);
-  const profile = await alice.req('GET', `/_matrix/client/v3/profile/${encodeURIComponent(bobGhost)}`);
+  const profile = await alice.getProfile(bobGhost);
   check(profile.displayname === 'Bob (WA)', `the ghost's display name comes from the push name: ${profile.displayname}`);
 
   // Matrix -> WhatsApp

@@ -1,14 +1,17 @@
 // tests/e2e/stack.mjs - the whole stack for end-to-end tests and the demo: a PostgreSQL database
 // (given), hs-sim (homeserver), wa-sim (WhatsApp server), and wabridge between them, configured the
 // way a user would: `wabridge -g` writes the registration that hs-sim loads, the config's options
-// come from a YAML file plus environment overrides. Plus a minimal Matrix client (MxUser) over
-// fetch, with a /sync loop, for the scripted users.
+// come from a YAML file plus environment overrides. The scripted Matrix users (MxUser) are
+// matrix-js-sdk clients (the real, independent client library, from tests/interop/node_modules):
+// they register, send, and receive through the SDK's own /sync loop and emitters.
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as sdk from '../interop/node_modules/matrix-js-sdk/lib/index.js';
+import { logger as sdkLogger } from '../interop/node_modules/matrix-js-sdk/lib/logger.js';
 
 export const DOMAIN = 'example.org';
 
@@ -60,7 +63,8 @@ export async function startWaSim(bin, accounts) {
 }
 
 export async function startHsSim(bin, regPath) {
-  const proc = spawn(bin, ['0', DOMAIN, regPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = process.env.WABRIDGE_E2E_HS_VERBOSE ? ['-v'] : []; // hs-sim logs each request
+  const proc = spawn(bin, [...args, '0', DOMAIN, regPath], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise((resolve, reject) => {
     lines(proc, (l) => { const m = l.match(/^port (\d+)/); if (m) resolve(Number(m[1])); });
     proc.once('exit', (c) => reject(new Error(`hs-sim exited with ${c}`)));
@@ -146,74 +150,176 @@ export async function startStack({ bins, pg, accounts, permissions, env: extraEn
   return stack;
 }
 
-// A Matrix user over the client-server API, with a background /sync loop.
+// The SDK logs through loglevel loggers, children included (created at debug level): all quiet
+// unless WABRIDGE_E2E_SDK_LOG names a level (trace, debug, info, warn, error).
+const SDK_LOG = process.env.WABRIDGE_E2E_SDK_LOG ?? 'silent';
+function quiet(l) {
+  l.setLevel(SDK_LOG, false);
+  const getChild = l.getChild;
+  if (getChild && !getChild.quiet) {
+    l.getChild = (prefix) => quiet(getChild.call(l, prefix));
+    l.getChild.quiet = true;
+  }
+  return l;
+}
+quiet(sdkLogger);
+
+const ROOM_EDUS = new Set(['m.typing', 'm.receipt']);
+
+// A Matrix user: a matrix-js-sdk client running its own /sync loop (startClient). What it receives
+// is kept as plain event objects (copies of the events as the server sent them, plus room_id):
+//   events     timeline events of joined rooms, in the order the SDK added them to the live
+//              timeline (its own messages once their remote echo arrived, with their real ids)
+//   ephemeral  m.typing and m.receipt events from /sync (not the receipts the SDK synthesizes)
+//   invites    ids of the rooms this user was invited to
+// Methods keep the names of the fetch()-based client this replaced; sending returns event ids.
 export class MxUser {
-  constructor(hsUrl, userId, token) {
-    Object.assign(this, { hsUrl, userId, token, events: [], ephemeral: [], invites: new Set(), since: null, running: true });
-    this.loop = this.#syncLoop();
-  }
+  #eduRoom = new WeakMap(); // ephemeral MatrixEvent -> room id (the SDK gives it no room_id)
+  #retry = null; // interval that cuts the SDK's keep-alive wait short after a failed /sync
 
-  static async register(hsUrl, username, password = 'pw-' + username) {
-    const url = `${hsUrl}/_matrix/client/v3/register`;
-    let r = await fetch(url, { method: 'POST', body: JSON.stringify({ username, password }) });
-    const first = await r.json();
-    r = await fetch(url, { method: 'POST', body: JSON.stringify({ username, password, auth: { type: 'm.login.dummy', session: first.session } }) });
-    const j = await r.json();
-    if (!j.access_token) throw new Error(`register ${username}: ${JSON.stringify(j)}`);
-    return new MxUser(hsUrl, j.user_id, j.access_token);
-  }
-
-  async req(method, path, body) {
-    const r = await fetch(this.hsUrl + path, {
-      method, headers: { Authorization: `Bearer ${this.token}`, 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
+  constructor(hsUrl, userId, token, deviceId) {
+    Object.assign(this, { hsUrl, userId, token, deviceId, events: [], ephemeral: [], invites: new Set(), running: true });
+    const c = this.client = sdk.createClient({ baseUrl: hsUrl, accessToken: token, userId, deviceId, logger: sdkLogger });
+    c.on(sdk.RoomEvent.Timeline, (ev, room, toStartOfTimeline, removed, data) => {
+      // live events only; with detached pending events, local echoes never reach the timeline
+      if (!room || toStartOfTimeline || removed || data?.liveEvent === false) return;
+      this.events.push({ ...structuredClone(ev.event), room_id: room.roomId });
     });
-    const j = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(j)}`);
-    return j;
+    c.on(sdk.RoomEvent.MyMembership, (room, membership) => {
+      if (membership === 'invite') this.invites.add(room.roomId);
+    });
+    // Ephemeral events reach the room first (RoomEvent.Receipt, RoomMemberEvent.Typing, which say
+    // the room), then ClientEvent.Event (which only /sync's events reach).
+    c.on(sdk.RoomEvent.Receipt, (ev, room) => this.#eduRoom.set(ev, room.roomId));
+    c.on(sdk.RoomMemberEvent.Typing, (ev, member) => this.#eduRoom.set(ev, member.roomId));
+    c.on(sdk.ClientEvent.Event, (ev) => {
+      if (!ROOM_EDUS.has(ev.getType())) return;
+      const roomId = ev.getRoomId() ?? this.#eduRoom.get(ev);
+      if (roomId) this.ephemeral.push({ ...structuredClone(ev.event), room_id: roomId });
+    });
+    this.ready = new Promise((resolve, reject) => {
+      c.on(sdk.ClientEvent.Sync, (state, prev, data) => {
+        if (state === 'PREPARED') resolve();
+        // After a failed /sync the SDK polls /versions 2 to 10 s apart; poll every 500 ms instead
+        // (a test homeserver that was down for a few seconds is noticed back at once).
+        if ((state === 'RECONNECTING' || state === 'ERROR') && !this.#retry && this.running)
+          this.#retry = setInterval(() => c.retryImmediately(), 500);
+        if ((state === 'SYNCING' || state === 'CATCHUP' || state === 'STOPPED') && this.#retry) {
+          clearInterval(this.#retry);
+          this.#retry = null;
+        }
+        if (state === 'ERROR' && prev === null) reject(data?.error ?? new Error('first /sync failed'));
+      });
+    });
+    this.ready.catch(() => {});
+    c.startClient({ initialSyncLimit: 100, pendingEventOrdering: sdk.PendingEventOrdering.Detached });
   }
 
-  async #syncLoop() {
-    while (this.running) {
-      try {
-        const q = this.since ? `?since=${encodeURIComponent(this.since)}&timeout=500` : '?timeout=0';
-        // (long polling: hs-sim answers as soon as an event arrives)
-        const j = await this.req('GET', `/_matrix/client/v3/sync${q}`);
-        this.since = j.next_batch;
-        for (const [roomId, room] of Object.entries(j.rooms?.join ?? {})) {
-          for (const ev of room.timeline?.events ?? []) this.events.push({ ...ev, room_id: roomId });
-          for (const ev of room.ephemeral?.events ?? []) this.ephemeral.push({ ...ev, room_id: roomId });
-        }
-        for (const roomId of Object.keys(j.rooms?.invite ?? {})) this.invites.add(roomId);
-      } catch (e) {
-        if (this.running) await new Promise((r) => setTimeout(r, 200));
-      }
+  // Registers username (password + m.login.dummy after the 401 that lists the flows) and
+  // resolves once the new user's client has synced.
+  static async register(hsUrl, username, password = 'pw-' + username) {
+    const anon = sdk.createClient({ baseUrl: hsUrl, logger: sdkLogger });
+    let r;
+    try {
+      r = await anon.registerRequest({ username, password });
+    } catch (e) {
+      if (e.httpStatus !== 401 || !e.data?.flows) throw new Error(`register ${username}: ${e.message}`);
+      r = await anon.registerRequest({ username, password, auth: { type: 'm.login.dummy', session: e.data.session } });
+    }
+    if (!r.access_token) throw new Error(`register ${username}: ${JSON.stringify(r)}`);
+    const user = new MxUser(hsUrl, r.user_id, r.access_token, r.device_id);
+    await user.ready;
+    return user;
+  }
+
+  // Logs an existing user in with a password (a new device) and resolves once synced.
+  static async login(hsUrl, username, password = 'pw-' + username) {
+    const anon = sdk.createClient({ baseUrl: hsUrl, logger: sdkLogger });
+    const r = await anon.loginRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: username }, password });
+    const user = new MxUser(hsUrl, r.user_id, r.access_token, r.device_id);
+    await user.ready;
+    return user;
+  }
+
+  // Any client-server request, through the SDK's authenticated HTTP layer: path is the whole
+  // path ("/_matrix/client/v3/..."); answers the JSON or throws an Error saying what failed.
+  async req(method, path, body) {
+    const [p, q] = path.split('?');
+    const query = q ? Object.fromEntries(new URLSearchParams(q)) : undefined;
+    try {
+      return await this.client.http.authedRequest(method, p, query, body, { prefix: '' });
+    } catch (e) {
+      const err = new Error(`${method} ${path}: ${e.httpStatus ?? ''} ${e.data ? JSON.stringify(e.data) : e.message}`);
+      Object.assign(err, { httpStatus: e.httpStatus, errcode: e.errcode, data: e.data });
+      throw err;
     }
   }
 
-  stop() { this.running = false; }
-  async sendEvent(room, type, content) {
-    const txn = `t${Date.now()}${Math.random().toString(36).slice(2)}`;
-    return (await this.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/${type}/${txn}`, content)).event_id;
+  stop() {
+    this.running = false;
+    if (this.#retry) clearInterval(this.#retry);
+    this.#retry = null;
+    this.client.stopClient();
   }
-  async redact(room, eventId) {
-    const txn = `r${Date.now()}${Math.random().toString(36).slice(2)}`;
-    return (await this.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/redact/${encodeURIComponent(eventId)}/${txn}`, {})).event_id;
+
+  // --- sending (each resolves with the new event's id once the homeserver accepted it) ---
+  // The SDK retries a failed send itself (backing off) before it gives up; then the event stays
+  // NOT_SENT and blocks every later event of the room. Cancel it and throw: the caller decides
+  // (sends again, with a new transaction id, as a user pressing "retry" would).
+  async #sent(room, sending) {
+    try {
+      return (await sending).event_id;
+    } catch (e) {
+      for (const ev of this.client.getRoom(room)?.getPendingEvents() ?? [])
+        if (ev.status === sdk.EventStatus.NOT_SENT) this.client.cancelPendingEvent(ev);
+      throw e;
+    }
   }
-  typing(room, on) {
-    return this.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/typing/${encodeURIComponent(this.userId)}`, { typing: on, timeout: 30000 });
+  sendEvent(room, type, content) { return this.#sent(room, this.client.sendEvent(room, type, content)); }
+  // A text message; extra fields go into the content (msgtype, format, m.relates_to, ...).
+  send(room, body, extra = {}) {
+    return this.#sent(room, Object.keys(extra).length ? this.client.sendMessage(room, { msgtype: 'm.text', body, ...extra })
+      : this.client.sendTextMessage(room, body));
   }
-  readReceipt(room, eventId) {
-    return this.req('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/receipt/m.read/${encodeURIComponent(eventId)}`, {});
+  sendHtml(room, body, html) { return this.#sent(room, this.client.sendHtmlMessage(room, body, html)); }
+  sendNotice(room, body) { return this.#sent(room, this.client.sendNotice(room, body)); }
+  reply(room, eventId, body, extra = {}) {
+    return this.send(room, body, { ...extra, 'm.relates_to': { 'm.in_reply_to': { event_id: eventId } } });
   }
-  createRoom(opts) { return this.req('POST', '/_matrix/client/v3/createRoom', opts).then((j) => j.room_id); }
-  join(room) { return this.req('POST', `/_matrix/client/v3/join/${encodeURIComponent(room)}`, {}); }
-  async send(room, body, extra = {}) {
-    const txn = `t${Date.now()}${Math.random().toString(36).slice(2)}`;
-    const j = await this.req('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/m.room.message/${txn}`,
-      { msgtype: 'm.text', body, ...extra });
-    return j.event_id;
+  edit(room, eventId, body) {
+    return this.send(room, `* ${body}`, {
+      'm.new_content': { msgtype: 'm.text', body },
+      'm.relates_to': { rel_type: 'm.replace', event_id: eventId },
+    });
   }
+  react(room, eventId, key) {
+    return this.sendEvent(room, 'm.reaction', { 'm.relates_to': { rel_type: 'm.annotation', event_id: eventId, key } });
+  }
+  redact(room, eventId, reason) {
+    return this.#sent(room, this.client.redactEvent(room, eventId, undefined, reason ? { reason } : undefined));
+  }
+  typing(room, on, timeoutMs = 30000) { return this.client.sendTyping(room, on, timeoutMs); }
+  // An m.read receipt on eventId (the SDK's event when it has it).
+  readReceipt(room, eventId, type = sdk.ReceiptType.Read) {
+    const ev = this.client.getRoom(room)?.findEventById(eventId) ?? new sdk.MatrixEvent({ event_id: eventId, room_id: room });
+    return this.client.sendReceipt(ev, type);
+  }
+
+  // --- rooms ---
+  createRoom(opts) { return this.client.createRoom(opts).then((j) => j.room_id); }
+  async join(room) { return { room_id: (await this.client.joinRoom(room)).roomId }; }
+  invite(room, userId) { return this.client.invite(room, userId); }
+  leave(room) { return this.client.leave(room); }
+  kick(room, userId, reason) { return this.client.kick(room, userId, reason); }
+  setRoomName(room, name) { return this.client.setRoomName(room, name); }
+  setRoomTopic(room, topic) { return this.client.setRoomTopic(room, topic); }
+  // The content of a state event, from the server (throws when there is none).
+  getStateEvent(room, type, stateKey = '') { return this.client.getStateEvent(room, type, stateKey); }
+  getProfile(userId) { return this.client.getProfileInfo(userId); }
+  setDisplayName(name) { return this.client.setDisplayName(name); }
+  room(roomId) { return this.client.getRoom(roomId); } // the SDK's Room (null when unknown)
+
+  // --- what was received ---
   // The first timeline event matching pred (waiting for it).
   waitEvent(what, pred, ms = 20000) {
     return waitFor(what, () => this.events.find(pred), ms);

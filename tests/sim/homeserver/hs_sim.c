@@ -3,10 +3,10 @@
  *
  * Enough of the Matrix client-server API for the bridge's matrix/client and for matrix-js-sdk
  * clients (register, login, rooms, state, send, redact, /sync with long polling, /messages,
- * typing, receipts, presence, profile, media), appservice pushes like Synapse (hs_as.c), and an
- * admin API for tests under /_hssim/: inject faults (status codes, 429 with retry_after_ms or a
- * Retry-After header, slow answers, dropped connections), refuse connections for a while, read
- * statistics and room events.
+ * typing, receipts, presence, profile, media, the spec's default push rules), appservice pushes
+ * like Synapse (hs_as.c), and an admin API for tests under /_hssim/: inject faults (status codes,
+ * 429 with retry_after_ms or a Retry-After header, slow answers, dropped connections), refuse
+ * connections for a while, read statistics and room events.
  * Everything lives in memory behind one lock. Listens on 127.0.0.1 only.
  *
  *   hs-sim [-v] [--push-backoff-ms N] [--legacy-push] <port|0> <server_name> [registration.yaml|-]
@@ -1158,7 +1158,7 @@ static void h_sync(hreq *rq, hres *rs)
         bool any;
         cJSON *o = build_sync(rq->user_id, rq->txn_key, since, &any);
         int64_t left = deadline - hs_mono_ms();
-        if (any || since == 0 || left <= 0 || G.quit || G.epoch != epoch) {
+        if (any || since == 0 || left <= 0 || G.quit || G.epoch != epoch || G.restarting) {
             reply_json(rs, 200, o);
             return;
         }
@@ -1170,7 +1170,7 @@ static void h_sync(hreq *rq, hres *rs)
         ts.tv_nsec += w * 1000000L;
         ts.tv_sec += ts.tv_nsec / 1000000000L;
         ts.tv_nsec %= 1000000000L;
-        while (G.pos == pos && !G.quit && G.epoch == epoch &&
+        while (G.pos == pos && !G.quit && G.epoch == epoch && !G.restarting &&
                pthread_cond_timedwait(&G.cv, &G.mu, &ts) == 0) {
         }
     }
@@ -1415,6 +1415,103 @@ static bool is(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
+/* The spec's predefined (server-default) push rules, "Predefined Rules" in the client-server API
+ * (v1.11): what GET /pushrules/ answers for a user who changed none. "$user_id" and "$localpart"
+ * stand for the user's own. */
+static const char DEFAULT_PUSH_RULES[] =
+    "{\"override\":["
+    "{\"rule_id\":\".m.rule.master\",\"default\":true,\"enabled\":false,\"conditions\":[],"
+    "\"actions\":[]},"
+    "{\"rule_id\":\".m.rule.suppress_notices\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"content.msgtype\",\"pattern\":\"m.notice\"}],"
+    "\"actions\":[]},"
+    "{\"rule_id\":\".m.rule.invite_for_me\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.room.member\"},"
+    "{\"kind\":\"event_match\",\"key\":\"content.membership\",\"pattern\":\"invite\"},"
+    "{\"kind\":\"event_match\",\"key\":\"state_key\",\"pattern\":\"$user_id\"}],"
+    "\"actions\":[\"notify\",{\"set_tweak\":\"sound\",\"value\":\"default\"}]},"
+    "{\"rule_id\":\".m.rule.member_event\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.room.member\"}],\"actions\":[]},"
+    "{\"rule_id\":\".m.rule.is_user_mention\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_property_contains\",\"key\":\"content.m\\\\.mentions.user_ids\","
+    "\"value\":\"$user_id\"}],"
+    "\"actions\":[\"notify\",{\"set_tweak\":\"sound\",\"value\":\"default\"},"
+    "{\"set_tweak\":\"highlight\"}]},"
+    "{\"rule_id\":\".m.rule.contains_display_name\",\"default\":true,\"enabled\":true,"
+    "\"conditions\":["
+    "{\"kind\":\"contains_display_name\"}],\"actions\":[\"notify\",{\"set_tweak\":\"sound\","
+    "\"value\":\"default\"},{\"set_tweak\":\"highlight\"}]},"
+    "{\"rule_id\":\".m.rule.is_room_mention\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_property_is\",\"key\":\"content.m\\\\.mentions.room\",\"value\":true},"
+    "{\"kind\":\"sender_notification_permission\",\"key\":\"room\"}],"
+    "\"actions\":[\"notify\",{\"set_tweak\":\"highlight\"}]},"
+    "{\"rule_id\":\".m.rule.roomnotif\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"content.body\",\"pattern\":\"@room\"},"
+    "{\"kind\":\"sender_notification_permission\",\"key\":\"room\"}],"
+    "\"actions\":[\"notify\",{\"set_tweak\":\"highlight\"}]},"
+    "{\"rule_id\":\".m.rule.tombstone\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.room.tombstone\"},"
+    "{\"kind\":\"event_match\",\"key\":\"state_key\",\"pattern\":\"\"}],"
+    "\"actions\":[\"notify\",{\"set_tweak\":\"highlight\"}]},"
+    "{\"rule_id\":\".m.rule.reaction\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.reaction\"}],\"actions\":[]},"
+    "{\"rule_id\":\".m.rule.room.server_acl\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.room.server_acl\"},"
+    "{\"kind\":\"event_match\",\"key\":\"state_key\",\"pattern\":\"\"}],\"actions\":[]},"
+    "{\"rule_id\":\".m.rule.suppress_edits\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_property_is\",\"key\":\"content.m\\\\.relates_to.rel_type\","
+    "\"value\":\"m.replace\"}],\"actions\":[]}],"
+    "\"content\":["
+    "{\"rule_id\":\".m.rule.contains_user_name\",\"default\":true,\"enabled\":true,"
+    "\"pattern\":\"$localpart\","
+    "\"actions\":[\"notify\",{\"set_tweak\":\"sound\",\"value\":\"default\"},"
+    "{\"set_tweak\":\"highlight\"}]}],"
+    "\"room\":[],\"sender\":[],"
+    "\"underride\":["
+    "{\"rule_id\":\".m.rule.call\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.call.invite\"}],"
+    "\"actions\":[\"notify\",{\"set_tweak\":\"sound\",\"value\":\"ring\"}]},"
+    "{\"rule_id\":\".m.rule.encrypted_room_one_to_one\",\"default\":true,\"enabled\":true,"
+    "\"conditions\":[{\"kind\":\"room_member_count\",\"is\":\"2\"},"
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.room.encrypted\"}],"
+    "\"actions\":[\"notify\",{\"set_tweak\":\"sound\",\"value\":\"default\"}]},"
+    "{\"rule_id\":\".m.rule.room_one_to_one\",\"default\":true,\"enabled\":true,"
+    "\"conditions\":[{\"kind\":\"room_member_count\",\"is\":\"2\"},"
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.room.message\"}],"
+    "\"actions\":[\"notify\",{\"set_tweak\":\"sound\",\"value\":\"default\"}]},"
+    "{\"rule_id\":\".m.rule.message\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.room.message\"}],"
+    "\"actions\":[\"notify\"]},"
+    "{\"rule_id\":\".m.rule.encrypted\",\"default\":true,\"enabled\":true,\"conditions\":["
+    "{\"kind\":\"event_match\",\"key\":\"type\",\"pattern\":\"m.room.encrypted\"}],"
+    "\"actions\":[\"notify\"]}]}";
+
+/* Replaces the string values "$user_id" and "$localpart" anywhere under item. */
+static void push_rules_fill(cJSON *item, const char *user_id, const char *localpart)
+{
+    for (cJSON *c = item->child; c; c = c->next) {
+        if (cJSON_IsString(c) && strcmp(c->valuestring, "$user_id") == 0)
+            cJSON_SetValuestring(c, user_id);
+        else if (cJSON_IsString(c) && strcmp(c->valuestring, "$localpart") == 0)
+            cJSON_SetValuestring(c, localpart);
+        else
+            push_rules_fill(c, user_id, localpart);
+    }
+}
+
+/* The ruleset (override, content, room, sender, underride) of user_id; the caller owns it. */
+static cJSON *default_push_rules(const char *user_id)
+{
+    cJSON *set = cJSON_Parse(DEFAULT_PUSH_RULES);
+    if (!set) abort(); /* a constant: cannot fail but for memory */
+    const char *colon = strchr(user_id, ':');
+    size_t n = colon ? (size_t)(colon - user_id - 1) : strlen(user_id + 1);
+    char *localpart = hs_strf("%.*s", (int)n, user_id + 1);
+    push_rules_fill(set, user_id, localpart);
+    free(localpart);
+    return set;
+}
+
 /* Client API (after /_matrix/client/<version>/), lock held. */
 static void route_client(hreq *rq, hres *rs, char **seg, int n)
 {
@@ -1450,10 +1547,7 @@ static void route_client(hreq *rq, hres *rs, char **seg, int n)
     }
     if (n >= 1 && is(seg[0], "pushrules")) {
         cJSON *o = cJSON_CreateObject();
-        cJSON *g = cJSON_AddObjectToObject(o, "global");
-        const char *k[] = {"override", "content", "room", "sender", "underride"};
-        for (int i = 0; i < 5; i++)
-            cJSON_AddArrayToObject(g, k[i]);
+        cJSON_AddItemToObject(o, "global", default_push_rules(rq->user_id));
         return reply_json(rs, 200, o);
     }
     if (n >= 3 && is(seg[0], "user") && is(seg[2], "filter")) {
@@ -1797,6 +1891,7 @@ int main(int argc, char **argv)
         long ms = G.refuse_ms;
         G.refuse_ms = 0;
         G.epoch++;
+        G.restarting = true; /* until the daemon listens again (a poll may start meanwhile) */
         pthread_cond_broadcast(&G.cv);
         pthread_mutex_unlock(&G.mu);
         hs_sleep_ms(20); /* let the admin answer go out */
@@ -1812,6 +1907,7 @@ int main(int argc, char **argv)
             return 1;
         }
         pthread_mutex_lock(&G.mu);
+        G.restarting = false;
     }
     pthread_mutex_unlock(&G.mu);
     MHD_stop_daemon(d);

@@ -101,6 +101,8 @@ typedef struct hs_state {
     int64_t pos;      /* global stream position, increments on every change */
     uint64_t counter; /* id generator */
     uint64_t epoch;   /* increments when the HTTP daemon is restarted (wakes long polls) */
+    bool restarting;  /* the daemon is being stopped for a refuse: long polls answer at once, or
+                         stopping it would wait for them (clients poll up to 30 s) */
     bool quit;        /* SIGTERM / SIGINT seen */
     bool verbose;     /* log each request's method, path (no query) and status to stderr */
     long refuse_ms;   /* pending refuse request for the main thread (0 = none) */
