@@ -282,9 +282,9 @@ static cJSON *text_content(br_pworker *pw, const db_portal *portal, const wa_msg
     return c;
 }
 
-static void store_mapping_as(br_pworker *pw, const db_portal *portal, int64_t login_id,
-                             const char *wa_id, const char *sender, const char *event_id,
-                             int64_t ts_ms, const char *relay_sender)
+static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login_id,
+                          const char *wa_id, const char *sender, const char *event_id,
+                          int64_t ts_ms, const char *relay_sender)
 {
     db_message row = {.portal_id = portal->id, .login_id = login_id, .timestamp_ms = ts_ms};
     if (relay_sender) snprintf(row.relay_sender, sizeof(row.relay_sender), "%s", relay_sender);
@@ -295,13 +295,6 @@ static void store_mapping_as(br_pworker *pw, const db_portal *portal, int64_t lo
     int rc = db_message_insert(pw->db, &row);
     if (rc != DB_OK && rc != DB_ERR_UNIQUE)
         WB_WARN(MOD, "storing the mapping of %s failed: %s", wa_id, db_conn_error(pw->db)->message);
-}
-
-static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login_id,
-                          const char *wa_id, const char *sender, const char *event_id,
-                          int64_t ts_ms)
-{
-    store_mapping_as(pw, portal, login_id, wa_id, sender, event_id, ts_ms, NULL);
 }
 
 /* One attempt; 0 done (bridged, duplicate, or dropped for good), -1 try again later. */
@@ -474,9 +467,21 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         if (result == 0) goto done;
         goto out;
     }
-    store_mapping(pw, &portal, l->id, m->id, who, event_id, m->ts_ms);
-    free(event_id);
-    atomic_fetch_add(&b->stats.wa_bridged, 1);
+    {
+        /* the mapping and the buffer row's deletion in one statement (one round trip) */
+        db_message row = {.portal_id = portal.id, .login_id = l->id, .timestamp_ms = m->ts_ms};
+        set_str(row.wa_id, sizeof(row.wa_id), m->id);
+        set_str(row.sender_jid, sizeof(row.sender_jid), who);
+        set_str(row.mxid, sizeof(row.mxid), event_id);
+        set_str(row.mx_room, sizeof(row.mx_room), portal.mxid);
+        free(event_id);
+        atomic_fetch_add(&b->stats.wa_bridged, 1);
+        int mrc = db_message_insert_done(pw->db, &row, l->id, m->chat, m->id);
+        if (mrc == DB_OK) goto out;
+        if (mrc != DB_ERR_UNIQUE)
+            WB_WARN(MOD, "storing the mapping of %s failed: %s", m->id,
+                    db_conn_error(pw->db)->message);
+    }
 done:
     db_event_buffer_done(pw->db, l->id, m->chat, m->id);
 out:
@@ -674,7 +679,7 @@ static void send_to_wa(br_pworker *pw, const br_room_ref *ref, br_login *l, cons
     if (map) {
         db_portal portal = {.id = ref->portal_id};
         set_str(portal.mxid, sizeof(portal.mxid), ref->room);
-        store_mapping_as(pw, &portal, l->id, id, "", event_id, br_now_ms(), relay_sender);
+        store_mapping(pw, &portal, l->id, id, "", event_id, br_now_ms(), relay_sender);
     }
     char key[DB_ID_MAX + 64];
     br_portal_key(ref->receiver, ref->chat, key, sizeof(key));

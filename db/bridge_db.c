@@ -39,6 +39,13 @@ static const db_stmt st_message_insert = {
 #define MESSAGE_COLS                                                                               \
     "portal_id, login_id, wa_id, part_id, sender_jid, mxid, mx_room, timestamp_ms, edit_count,"    \
     " relay_sender"
+static const db_stmt st_message_insert_done = {
+    "bridge_message_insert_done",
+    "WITH gone AS (DELETE FROM wa_event_buffer WHERE login_id = $11 AND chat_jid = $12"
+    " AND message_id = $13)"
+    " INSERT INTO message (portal_id, login_id, wa_id, part_id, sender_jid, mxid, mx_room,"
+    " timestamp_ms, edit_count, relay_sender) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    0};
 static const db_stmt st_message_by_wa = {
     "bridge_message_by_wa",
     "SELECT " MESSAGE_COLS " FROM message WHERE portal_id = $1 AND wa_id = $2 AND part_id = $3", I};
@@ -147,6 +154,18 @@ int db_message_insert(db_conn *c, const db_message *m)
     db_param p[10];
     message_params(m, p);
     return db_exec(c, &st_message_insert, p, 10, NULL);
+}
+
+int db_message_insert_done(db_conn *c, const db_message *m, int64_t login_id, const char *chat,
+                           const char *id)
+{
+    if (!chat || !id) return db_set_error(c, DB_ERR_INVALID, NULL, "db_message_insert_done: no id");
+    db_param p[13];
+    message_params(m, p);
+    p[10] = db_p_int(login_id);
+    p[11] = db_p_text(chat);
+    p[12] = db_p_text(id);
+    return db_exec(c, &st_message_insert_done, p, 13, NULL);
 }
 
 static void message_fill(void *arg, size_t i, db_param *p)

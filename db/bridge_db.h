@@ -49,6 +49,10 @@ typedef struct db_message {
 
 /* DB_ERR_UNIQUE when the part or the event id is already mapped (a duplicate). */
 int db_message_insert(db_conn *c, const db_message *m);
+/* Inserts m and deletes the engine's event buffer row (login_id, chat, id) of the message it
+ * bridged, in one statement: both or neither (DB_ERR_UNIQUE when m is a duplicate). */
+int db_message_insert_done(db_conn *c, const db_message *m, int64_t login_id, const char *chat,
+                           const char *id);
 /* Inserts n parts in one round trip and one transaction (or the open one): all or nothing. */
 int db_message_insert_many(db_conn *c, const db_message *m, size_t n);
 int db_message_by_wa(db_conn *c, int64_t portal_id, const char *wa_id, const char *part_id,

@@ -123,6 +123,35 @@ static void test_portals_messages(db_conn *c, int64_t l1, int64_t l2)
     CHECK_INT(db_message_insert_many(c, many + 10, 10), DB_ERR_UNIQUE);
     CHECK_INT(db_message_by_wa(c, g1, "MANY10", "", &got), DB_ERR_NOT_FOUND);
     CHECK_INT(db_message_by_wa(c, g1, "MANY03", "", &got), DB_OK);
+
+    /* the mapping and the event buffer row's deletion together; a duplicate keeps the row */
+    static const db_stmt buf_put = {
+        "t_buf_put",
+        "INSERT INTO wa_event_buffer (login_id, ciphertext_hash, chat_jid, sender_jid, message_id,"
+        " plaintext, server_ts_ms, inserted_ms)"
+        " VALUES ($1, sha256(convert_to($2::text, 'UTF8')), $3, $3, $2, '', 1, 1)",
+        0};
+    static const db_stmt buf_count = {
+        "t_buf_count",
+        "SELECT count(*) FROM wa_event_buffer WHERE login_id = $1 AND message_id = $2", 0};
+    db_param bp[3] = {db_p_int(l1), db_p_text("DONE01"), db_p_text("15551234567@s.whatsapp.net")};
+    CHECK_INT(db_exec(c, &buf_put, bp, 3, NULL), DB_OK);
+    db_message d = m;
+    snprintf(d.wa_id, sizeof(d.wa_id), "DONE01");
+    snprintf(d.mxid, sizeof(d.mxid), "$done01");
+    db_param cp[2] = {db_p_int(l1), db_p_text("DONE01")};
+    db_result *r = NULL;
+    CHECK_INT(db_message_insert_done(c, &d, l1, "15551234567@s.whatsapp.net", "DONE01"), DB_OK);
+    CHECK_INT(db_message_by_wa(c, g1, "DONE01", "", &got), DB_OK);
+    CHECK_INT(db_exec_row(c, &buf_count, cp, 2, &r), DB_OK);
+    CHECK_INT(r ? db_result_int(r, 0, 0) : -1, 0); /* the buffer row went with it */
+    db_result_free(r);
+    CHECK_INT(db_exec(c, &buf_put, bp, 3, NULL), DB_OK); /* redelivered, buffered again */
+    CHECK_INT(db_message_insert_done(c, &d, l1, "15551234567@s.whatsapp.net", "DONE01"),
+              DB_ERR_UNIQUE);
+    CHECK_INT(db_exec_row(c, &buf_count, cp, 2, &r), DB_OK);
+    CHECK_INT(r ? db_result_int(r, 0, 0) : -1, 1); /* neither happened */
+    db_result_free(r);
 }
 
 static void test_kv(db_conn *c)
