@@ -207,7 +207,7 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
 
 #define ADMIN_LEVEL 50
 
-/* admins[i] says whether members[i] (a user JID) is an admin; only the members named change. */
+/* The named members' levels follow members[i].admin (user JIDs); other entries stay. */
 static void set_admin_levels(br_pworker *pw, br_login *l, const char *room,
                              const br_group_member *members, size_t n)
 {
@@ -366,6 +366,17 @@ static const char *participant_error(int code, bool whole_call)
     }
 }
 
+void br_group_member_undo(br_pworker *pw, const char *room, const char *ghost, bool added)
+{
+    mx_error err;
+    if (added) { /* the invite goes */
+        mx_client_kick(pw->mx, NULL, room, ghost, "not added on WhatsApp", &err);
+    } else { /* still in the group: back into the room */
+        memset(pw->joined, 0, sizeof(pw->joined));
+        br_group_ghost_join(pw, room, ghost);
+    }
+}
+
 /* WhatsApp's answer to a member change a Matrix user made: done, or a notice and the room put
  * back as the group is. */
 void br_group_job_participants(br_pworker *pw, void *arg)
@@ -378,7 +389,6 @@ void br_group_job_participants(br_pworker *pw, void *arg)
         char mxid[DB_ID_MAX], name[DB_ID_MAX];
         if (!br_portal_ghost_of(pw, m->jid, mxid, sizeof(mxid), name, sizeof(name))) continue;
         bool add = g->participants_change == WA_GROUP_ADD;
-        mx_error err;
         if (m->error == 0) {
             if (add) br_group_ghost_join(pw, ref.room, mxid);
             continue;
@@ -394,12 +404,7 @@ void br_group_job_participants(br_pworker *pw, void *arg)
         else
             br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s (error %d).",
                       add ? "add" : "remove", name[0] ? name : user, m->error);
-        if (add && m->error != 409) /* the invite goes: the room shows the group as it is */
-            mx_client_kick(pw->mx, NULL, ref.room, mxid, "not added on WhatsApp", &err);
-        else if (!add) { /* still in the group: back into the room */
-            memset(pw->joined, 0, sizeof(pw->joined));
-            br_group_ghost_join(pw, ref.room, mxid);
-        }
+        if (!add || m->error != 409) br_group_member_undo(pw, ref.room, mxid, add);
     }
 out:
     br_group_data_free(g);

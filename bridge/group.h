@@ -51,6 +51,9 @@ void br_group_job_participants(br_pworker *pw, void *arg);
 /* The portal of a group (room made by the bot when missing, l's user invited). */
 int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const char *subject,
                            const char *topic, db_portal *out);
+/* A member change made in Matrix did not happen on WhatsApp: the room is put back as the group
+ * is (an invited ghost's invite taken back, a kicked ghost back in). */
+void br_group_member_undo(br_pworker *pw, const char *room, const char *ghost, bool added);
 /* A ghost joins a group portal (invited by the bot); 0 when in. */
 int br_group_ghost_join(br_pworker *pw, const char *room, const char *ghost_mxid);
 

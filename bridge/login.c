@@ -963,6 +963,20 @@ static void pending_free(br_pending_send *p)
     free(p);
 }
 
+/* Lists p last among l's pending sends (in order: sent again in this order after a reconnect);
+ * count: n_pending grows too. */
+static void pending_append(br_login *l, br_pending_send *p, bool count)
+{
+    pthread_mutex_lock(&l->send_lock);
+    br_pending_send **tail = &l->pending;
+    while (*tail)
+        tail = &(*tail)->next;
+    p->next = NULL;
+    *tail = p;
+    if (count) l->n_pending++;
+    pthread_mutex_unlock(&l->send_lock);
+}
+
 typedef struct send_req {
     br_login *l;
     const char *to;
@@ -982,14 +996,7 @@ static void send_on_engine(wa_client *c, void *arg)
     if (r->rc == WA_OK) {
         r->p->result = 0;
         /* listed before the events of this step are dispatched, so the ack is never missed */
-        pthread_mutex_lock(&r->l->send_lock);
-        br_pending_send **tail = &r->l->pending;
-        while (*tail)
-            tail = &(*tail)->next;
-        r->p->next = NULL;
-        *tail = r->p; /* in order: sent again in this order after a reconnect */
-        r->l->n_pending++;
-        pthread_mutex_unlock(&r->l->send_lock);
+        pending_append(r->l, r->p, true);
     }
 }
 
@@ -1045,13 +1052,7 @@ static void send_async_on_engine(wa_client *c, void *arg)
 {
     br_pending_send *p = arg;
     br_login *l = p->login;
-    pthread_mutex_lock(&l->send_lock);
-    br_pending_send **tail = &l->pending;
-    while (*tail)
-        tail = &(*tail)->next;
-    p->next = NULL;
-    *tail = p; /* (counted in n_pending when it was submitted) */
-    pthread_mutex_unlock(&l->send_lock);
+    pending_append(l, p, false); /* (counted in n_pending when it was submitted) */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int rc = wa_client_send_message_id(c, p->to, &p->msg, p->id,

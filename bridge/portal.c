@@ -865,18 +865,12 @@ static void bridge_mx_member(br_pworker *pw, const br_room_ref *ref, const char 
     char jid[DB_ID_MAX];
     if (!resolve_mx_to_jid(pw, ghost, jid, sizeof(jid))) return;
     br_login *l = portal_login(pw, ref, sender, false);
-    mx_error err;
     if (!l) {
         br_notice(pw, ref->room,
                   "⚠ Only users logged in to WhatsApp can %s group members; the room shows the "
                   "group as it is.",
                   add ? "add" : "remove");
-        if (add)
-            mx_client_kick(pw->mx, NULL, ref->room, ghost, "not added on WhatsApp", &err);
-        else {
-            memset(pw->joined, 0, sizeof(pw->joined));
-            br_group_ghost_join(pw, ref->room, ghost);
-        }
+        br_group_member_undo(pw, ref->room, ghost, add);
         return;
     }
     if (br_login_group_participant(l, ref->chat, add ? WA_GROUP_ADD : WA_GROUP_REMOVE, jid,
