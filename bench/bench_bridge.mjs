@@ -4,7 +4,11 @@
 // Prints one JSON line. Throughput: N messages from CONTACTS WhatsApp contacts at once (one portal
 // each) to one Matrix user, then N from that user spread over the portals. Latency: one message
 // every 20 ms for 10 s each way, from the sender's call to the receiver seeing it (Matrix: its /sync;
-// WhatsApp: the simulated phone's message list, polled every 5 ms), so it includes the simulators.
+// WhatsApp: the simulated phone's message list, polled every 5 ms), so it includes the simulators;
+// and the latency the bridge itself adds, from the simulators' own clocks (CLOCK_MONOTONIC, the
+// same in every process): WhatsApp -> Matrix from the moment wa-sim put the stanza on the bridge's
+// connection to the moment hs-sim stored the bridge's event; Matrix -> WhatsApp from the start of
+// hs-sim's appservice push carrying the event to the arrival of the bridge's frame at wa-sim.
 import { createDatabase, waitFor } from '../tests/e2e/stack.mjs';
 import { startBenchStack } from './bench_setup.mjs';
 import { phoneMessages } from '../tests/e2e/scenario.mjs';
@@ -62,18 +66,34 @@ try {
     return out;
   };
   const bob = contacts[0], room = portals[0];
-  const waLat = await lat((i) => wa.admin('POST', '/admin/send', { phone: bob, to: `${ALICE}@s.whatsapp.net`, text: `lw${i}` }),
-    (i) => alice.events.some((e) => e.content?.body === `lw${i}`));
+  const sentUs = new Map(); // lw<i> -> when wa-sim put it on the bridge's connection
+  const waLat = await lat(async (i) => {
+    const r = await wa.admin('POST', '/admin/send', { phone: bob, to: `${ALICE}@s.whatsapp.net`, text: `lw${i}` });
+    sentUs.set(`lw${i}`, r.json.sent_us);
+  }, (i) => alice.events.some((e) => e.content?.body === `lw${i}`));
   let phoneSeen = new Set();
   const poll = setInterval(async () => { for (const m of await phoneMessages(wa, bob)) phoneSeen.add(m.text); }, 5);
   const mxLat = await lat((i) => alice.send(room, `lm${i}`), (i) => phoneSeen.has(`lm${i}`));
   clearInterval(poll);
+  // the bridge's own share, from the simulators' timestamps
+  const timing = (await (await fetch(`${stack.hs.url}/_hssim/rooms/${encodeURIComponent(room)}/timing`)).json()).events;
+  const waAdded = [], mxAdded = [];
+  const rxAt = new Map((await phoneMessages(wa, bob)).map((m) => [m.text, m.rx_us]));
+  for (const t of timing) {
+    if (sentUs.has(t.body)) waAdded.push((t.rx_us - sentUs.get(t.body)) / 1000);
+    if (t.body?.startsWith('lm') && t.push_us && rxAt.has(t.body)) mxAdded.push((rxAt.get(t.body) - t.push_us) / 1000);
+  }
+  if (waAdded.length !== 500 || mxAdded.length !== 500) throw new Error(`timing: ${waAdded.length} and ${mxAdded.length} of 500`);
+  const ms = (x) => Math.round(x * 100) / 100;
   console.log(JSON.stringify({
     n: N, contacts: C,
     wa_to_mx_per_s: Math.round(waToMx), wa_sim_send_s: simSendS,
     mx_to_wa_per_s: Math.round(mxToWa), mx_send_s: mxSendS,
     wa_to_mx_p50_ms: pct(waLat, 0.5), wa_to_mx_p99_ms: pct(waLat, 0.99),
     mx_to_wa_p50_ms: pct(mxLat, 0.5), mx_to_wa_p99_ms: pct(mxLat, 0.99),
+    // what the bridge adds (between the simulators' sockets)
+    wa_to_mx_added_p50_ms: ms(pct(waAdded, 0.5)), wa_to_mx_added_p99_ms: ms(pct(waAdded, 0.99)),
+    mx_to_wa_added_p50_ms: ms(pct(mxAdded, 0.5)), mx_to_wa_added_p99_ms: ms(pct(mxAdded, 0.99)),
   }));
   alice.stop();
 } finally {

@@ -247,12 +247,13 @@ static int txn_accept_body(db_conn *c, void *arg)
     t->duplicate = db_result_affected(r) == 0;
     db_result_free(r);
     if (t->duplicate) return DB_OK;
-    if (t->n == 1) {
-        inbox_fill(t, 0, p);
-        return db_exec(c, &st_inbox_insert, p, 5, NULL);
+    /* the events travel with the COMMIT: one round trip for all of them */
+    for (size_t i = 0; i < t->n; i++) {
+        inbox_fill(t, i, p);
+        rc = db_exec_deferred(c, &st_inbox_insert, p, 5);
+        if (rc) return rc;
     }
-    /* several events: one round trip for all of them */
-    return db_exec_batch(c, &st_inbox_insert, 5, t->n, inbox_fill, t, NULL);
+    return DB_OK;
 }
 
 int db_mx_txn_accept(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,

@@ -24,6 +24,18 @@
 
 #define DB_MAX_PARAMS 64
 
+/* A write queued by db_exec_deferred: sent with the transaction's next statement or its COMMIT. */
+typedef struct deferred_stmt {
+    const db_stmt *st;
+    int nparams;
+    char *values[DB_MAX_PARAMS]; /* copies (NULL: SQL NULL), in one block starting at values[..] */
+    int lengths[DB_MAX_PARAMS];
+    int formats[DB_MAX_PARAMS];
+    char *block; /* the copies' storage */
+} deferred_stmt;
+
+static void defer_clear(db_conn *c);
+
 struct db_conn {
     PGconn *pg;               /* the libpq connection; reset in place on reconnect */
     db_conn_opts opts;        /* with defaults filled in */
@@ -35,8 +47,16 @@ struct db_conn {
     bool tx_failed;           /* a statement of the open transaction failed on the server */
     bool tx_lost;             /* the connection broke inside the open transaction */
     bool unsynced;            /* async_commit: something may have committed since db_sync */
-    uint64_t reconnects;      /* successful reconnects after a loss */
-    uint64_t rng;             /* xorshift state for retry jitter */
+    /* Lazy BEGIN: db_begin sends nothing; BEGIN travels with the transaction's first statement
+     * (or its COMMIT) in one pipeline. While begin_pending, nothing of the transaction reached
+     * the server, so a lost connection loses nothing and may simply be re-established. */
+    bool begin_pending;
+    bool sync_commits;       /* async_commit: commits are synchronous for now (db_sync_commits) */
+    const char *begin_sql;   /* "BEGIN ..." for the flags given to db_begin */
+    deferred_stmt *deferred; /* db_exec_deferred's queue, sent in the next round trip */
+    size_t ndeferred, capdeferred;
+    uint64_t reconnects; /* successful reconnects after a loss */
+    uint64_t rng;        /* xorshift state for retry jitter */
 };
 
 const char *db_strerror(int err)
@@ -208,7 +228,7 @@ static int ensure_conn(db_conn *c)
 {
     if (conn_alive(c)) return DB_OK;
     int rc = reconnect(c);
-    if (c->in_tx) {
+    if (c->in_tx && !c->begin_pending) {
         c->tx_lost = true;
         if (rc == DB_OK)
             set_error(c, DB_ERR_CONN_LOST, NULL,
@@ -251,6 +271,8 @@ void db_conn_close(db_conn *c)
     if (!c) return;
     PQfinish(c->pg);
     free(c->prepared);
+    defer_clear(c);
+    free(c->deferred);
     free(c);
 }
 
@@ -298,7 +320,7 @@ static int ensure_prepared(db_conn *c, const db_stmt *st)
         int code = conn_bad(c) ? DB_ERR_CONN_LOST : 0;
         set_result_error(c, code, res, st->name);
         PQclear(res);
-        if (code == DB_ERR_CONN_LOST && c->in_tx) c->tx_lost = true;
+        if (code == DB_ERR_CONN_LOST && c->in_tx && !c->begin_pending) c->tx_lost = true;
         if (code == 0 && c->in_tx) c->tx_failed = true;
         return c->err.code;
     }
@@ -356,6 +378,200 @@ static int to_wire(db_conn *c, const db_stmt *st, const db_param *params, int np
     return DB_OK;
 }
 
+/* ---- lazy BEGIN and deferred writes ---- */
+
+static void defer_clear(db_conn *c)
+{
+    for (size_t i = 0; i < c->ndeferred; i++)
+        free(c->deferred[i].block);
+    c->ndeferred = 0;
+}
+
+/* Queues st with its parameters (copied) on the open transaction. */
+static int defer_add(db_conn *c, const db_stmt *st, const wire_params *w, int nparams)
+{
+    if (c->ndeferred == c->capdeferred) {
+        size_t cap = c->capdeferred ? c->capdeferred * 2 : 8;
+        deferred_stmt *d = realloc(c->deferred, cap * sizeof(*d));
+        if (!d) return set_error(c, DB_ERR_NOMEM, NULL, "%s: out of memory", st->name);
+        c->deferred = d;
+        c->capdeferred = cap;
+    }
+    size_t total = 0, len[DB_MAX_PARAMS];
+    for (int i = 0; i < nparams; i++) {
+        len[i] = !w->values[i]   ? 0
+                 : w->formats[i] ? (size_t)w->lengths[i]
+                                 : strlen(w->values[i]) + 1;
+        total += len[i];
+    }
+    deferred_stmt *d = &c->deferred[c->ndeferred];
+    d->block = malloc(total ? total : 1);
+    if (!d->block) return set_error(c, DB_ERR_NOMEM, NULL, "%s: out of memory", st->name);
+    d->st = st;
+    d->nparams = nparams;
+    char *at = d->block;
+    for (int i = 0; i < nparams; i++) {
+        d->values[i] = w->values[i] ? at : NULL;
+        if (len[i]) memcpy(at, w->values[i], len[i]);
+        at += len[i];
+        d->lengths[i] = w->lengths[i];
+        d->formats[i] = w->formats[i];
+    }
+    c->ndeferred++;
+    return DB_OK;
+}
+
+/* Prepares the deferred statements and st (may be NULL) on this session. */
+static int prepare_pending(db_conn *c, const db_stmt *st)
+{
+    for (size_t i = 0; i < c->ndeferred; i++) {
+        int rc = ensure_prepared(c, c->deferred[i].st);
+        if (rc) return rc;
+    }
+    return st ? ensure_prepared(c, st) : DB_OK;
+}
+
+/* One round trip in pipeline mode: [BEGIN] [the deferred writes] [st] [COMMIT], then a sync.
+ * *out (may be NULL) receives st's result; *affected (may be NULL) the rows the writes and st
+ * changed; *commit_sent whether a COMMIT may have reached the server. Returns DB_OK, the first
+ * failing statement's error (the server skips the rest of the pipeline), or DB_ERR_CONN_LOST. */
+static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const wire_params *w,
+                         int nparams, bool with_commit, PGresult **out, int64_t *affected,
+                         bool *commit_sent)
+{
+    *commit_sent = false;
+    if (out) *out = NULL;
+    if (affected) *affected = 0;
+    if (!PQenterPipelineMode(c->pg))
+        return set_error(c, DB_ERR_STATE, NULL, "%s: cannot enter pipeline mode",
+                         st ? st->name : "COMMIT");
+    bool sent = true;
+    if (with_begin)
+        sent = PQsendQueryParams(c->pg, c->begin_sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    for (size_t i = 0; i < c->ndeferred && sent; i++) {
+        const deferred_stmt *d = &c->deferred[i];
+        sent = PQsendQueryPrepared(c->pg, d->st->name, d->nparams, (const char *const *)d->values,
+                                   d->lengths, d->formats, 1) == 1;
+    }
+    if (st && sent)
+        sent = PQsendQueryPrepared(c->pg, st->name, nparams, w->values, w->lengths, w->formats,
+                                   1) == 1;
+    /* a synchronous commit (sync_commits) of a transaction with an xid: its WAL flush then
+     * covers every earlier commit of the server too */
+    bool sync = with_commit && c->opts.async_commit && c->sync_commits;
+    if (sync && sent)
+        sent = PQsendQueryParams(c->pg, "SET LOCAL synchronous_commit = on", 0, NULL, NULL, NULL,
+                                 NULL, 0) == 1 &&
+               PQsendQueryParams(c->pg, "SELECT txid_current()", 0, NULL, NULL, NULL, NULL, 0) == 1;
+    if (with_commit && sent) {
+        sent = PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
+        *commit_sent = sent;
+    }
+    if (sent) sent = PQpipelineSync(c->pg) == 1;
+    /* the results, query by query (each query's results end with a NULL) */
+    size_t q = 0, first_defer = with_begin ? 1 : 0, main_q = first_defer + c->ndeferred;
+    size_t commit_q = main_q + (st ? 1 : 0) + (sync ? 2 : 0);
+    int err = DB_OK;
+    bool synced = false;
+    while (sent && !synced) {
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (conn_bad(c)) break;
+            q++;
+            continue;
+        }
+        ExecStatusType s = PQresultStatus(res);
+        const char *what = q >= first_defer && q < main_q ? c->deferred[q - first_defer].st->name
+                           : st && q == main_q            ? st->name
+                           : with_begin && q == 0         ? "BEGIN"
+                           : q == commit_q                ? "COMMIT"
+                                                          : "synchronous COMMIT";
+        if (s == PGRES_PIPELINE_SYNC) {
+            synced = true;
+        } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+            bool tx_cmd = (with_begin && q == 0) || (with_commit && q >= commit_q - (sync ? 2 : 0));
+            if (tx_cmd && strcmp(PQcmdStatus(res), "ROLLBACK") == 0 && err == DB_OK)
+                err = set_error(c, DB_ERR_TX_ABORTED, "25P02", "COMMIT: the server rolled back");
+            if (!tx_cmd && affected) *affected += db_result_affected(res);
+            if (st && q == main_q && out && err == DB_OK) {
+                *out = res; /* kept for the caller */
+                continue;
+            }
+        } else if (s != PGRES_PIPELINE_ABORTED && err == DB_OK && !conn_bad(c)) {
+            err = set_result_error(c, 0, res, what);
+        }
+        PQclear(res);
+        if (conn_bad(c)) break;
+    }
+    if (!synced || conn_bad(c)) {
+        if (out && *out) {
+            PQclear(*out);
+            *out = NULL;
+        }
+        set_error(c, DB_ERR_CONN_LOST, NULL, "%s: connection lost: %s", st ? st->name : "COMMIT",
+                  PQerrorMessage(c->pg));
+        return DB_ERR_CONN_LOST;
+    }
+    PQexitPipelineMode(c->pg);
+    if (err && out && *out) {
+        PQclear(*out);
+        *out = NULL;
+    }
+    if (sync && err == DB_OK) c->unsynced = false; /* everything before is on disk */
+    return err;
+}
+
+/* Inside a transaction with its BEGIN not yet sent or writes queued: sends them with st (NULL:
+ * only them) and, with_commit, the COMMIT, in one round trip. Afterwards nothing is pending. When
+ * the transaction begins in this round trip and the connection is lost before a COMMIT was sent,
+ * the server rolled everything back: the connection is re-established and the round trip
+ * repeated. */
+static int run_pending(db_conn *c, const db_stmt *st, const wire_params *w, int nparams,
+                       bool with_commit, PGresult **out, int64_t *affected)
+{
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        bool fresh = c->begin_pending;
+        rc = ensure_conn(c);
+        if (rc == DB_OK) rc = prepare_pending(c, st);
+        if (rc == DB_ERR_CONN_LOST && fresh && attempt < 3) continue; /* nothing ran */
+        if (rc != DB_OK) break;
+        bool commit_sent = false;
+        rc = pipeline_once(c, fresh, st, w, nparams, with_commit, out, affected, &commit_sent);
+        if (rc == DB_ERR_CONN_LOST && fresh && !commit_sent && attempt < 3) continue;
+        if (rc == DB_ERR_CONN_LOST && commit_sent) {
+            c->err.code = rc = DB_ERR_IN_DOUBT;
+            size_t n = strlen(c->err.message);
+            snprintf(c->err.message + n, sizeof(c->err.message) - n,
+                     " [during COMMIT: it may or may not have happened]");
+        }
+        break;
+    }
+    c->begin_pending = false;
+    defer_clear(c);
+    if (rc == DB_OK)
+        clear_error(c);
+    else if (rc == DB_ERR_CONN_LOST || rc == DB_ERR_IN_DOUBT)
+        c->tx_lost = true;
+    else
+        c->tx_failed = true; /* the server aborted the transaction at the error */
+    return rc;
+}
+
+int db_exec_deferred(db_conn *c, const db_stmt *st, const db_param *params, int nparams)
+{
+    if (!c || !st || nparams < 0 || nparams > DB_MAX_PARAMS || (nparams > 0 && !params))
+        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_deferred: bad arguments")
+                 : DB_ERR_INVALID;
+    if (!c->in_tx) return db_exec(c, st, params, nparams, NULL);
+    if (c->opts.async_commit) c->unsynced = true;
+    int rc = check_tx_usable(c, st->name);
+    if (rc) return rc;
+    wire_params w;
+    rc = to_wire(c, st, params, nparams, &w);
+    return rc ? rc : defer_add(c, st, &w, nparams);
+}
+
 int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, db_result **out)
 {
     if (c->opts.async_commit) c->unsynced = true;
@@ -368,6 +584,12 @@ int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, 
     wire_params w;
     rc = to_wire(c, st, params, nparams, &w);
     if (rc) return rc;
+    if (c->in_tx && (c->begin_pending || c->ndeferred)) {
+        PGresult *res = NULL;
+        rc = run_pending(c, st, &w, nparams, false, out ? &res : NULL, NULL);
+        if (out) *out = res;
+        return rc;
+    }
 
     for (int attempt = 0;; attempt++) {
         rc = ensure_conn(c);
@@ -492,6 +714,10 @@ int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch
     int rc = check_tx_usable(c, st->name);
     if (rc) return rc;
     if (n == 0) return DB_OK;
+    if (c->in_tx && (c->begin_pending || c->ndeferred)) {
+        rc = run_pending(c, NULL, NULL, 0, false, NULL, NULL);
+        if (rc) return rc;
+    }
     bool own_tx = !c->in_tx;
     for (int attempt = 0;; attempt++) {
         rc = ensure_conn(c);
@@ -640,22 +866,40 @@ int db_begin(db_conn *c, int flags)
                                         : "BEGIN ISOLATION LEVEL REPEATABLE READ";
     else if (flags & DB_TX_READ_ONLY)
         sql = "BEGIN READ ONLY";
-    for (int attempt = 0;; attempt++) {
-        int rc = ensure_conn(c);
-        if (rc) return rc;
-        rc = exec_simple(c, sql, "BEGIN", DB_ERR_CONN_LOST);
-        if (rc == DB_ERR_CONN_LOST && attempt < 3) continue; /* nothing ran: try again */
-        if (rc) return rc;
-        c->in_tx = true;
-        c->tx_failed = false;
-        c->tx_lost = false;
-        return DB_OK;
-    }
+    /* sent with the first statement (see run_pending) */
+    c->in_tx = true;
+    c->begin_pending = true;
+    c->begin_sql = sql;
+    c->tx_failed = false;
+    c->tx_lost = false;
+    clear_error(c);
+    return DB_OK;
 }
 
 int db_commit(db_conn *c)
 {
     if (!c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "COMMIT: no transaction is open");
+    bool sync = c->opts.async_commit && c->sync_commits;
+    if (!c->tx_lost && !c->tx_failed && (c->begin_pending || c->ndeferred || sync)) {
+        if (c->begin_pending && !c->ndeferred) { /* nothing ran: nothing to commit */
+            c->in_tx = c->begin_pending = false;
+            clear_error(c);
+            return DB_OK;
+        }
+        int rc = run_pending(c, NULL, NULL, 0, true, NULL, NULL);
+        if (rc == DB_OK || rc == DB_ERR_IN_DOUBT || rc == DB_ERR_CONN_LOST) {
+            c->in_tx = c->tx_lost = false;
+            return rc;
+        }
+        /* a statement failed: the server's transaction is aborted; end it */
+        db_error saved = c->err;
+        if (!conn_bad(c)) exec_simple(c, "ROLLBACK", "ROLLBACK", DB_ERR_CONN_LOST);
+        c->in_tx = c->tx_failed = false;
+        c->err = saved;
+        return rc;
+    }
+    c->begin_pending = false;
+    defer_clear(c);
     if (c->tx_lost) {
         c->in_tx = false;
         c->tx_lost = false;
@@ -696,7 +940,9 @@ int db_commit(db_conn *c)
 int db_rollback(db_conn *c)
 {
     if (!c->in_tx) return DB_OK;
-    bool lost = c->tx_lost;
+    bool lost = c->tx_lost || c->begin_pending; /* begin_pending: nothing reached the server */
+    c->begin_pending = false;
+    defer_clear(c);
     c->in_tx = false;
     c->tx_lost = false;
     c->tx_failed = false;
@@ -742,6 +988,10 @@ int db_exec_script(db_conn *c, const char *sql)
     if (c->opts.async_commit) c->unsynced = true;
     int rc = check_tx_usable(c, "script");
     if (rc) return rc;
+    if (c->in_tx && (c->begin_pending || c->ndeferred)) {
+        rc = run_pending(c, NULL, NULL, 0, false, NULL, NULL);
+        if (rc) return rc;
+    }
     rc = ensure_conn(c);
     if (rc) return rc;
     rc = exec_simple(c, sql, "script", c->in_tx ? DB_ERR_CONN_LOST : DB_ERR_IN_DOUBT);
@@ -752,6 +1002,11 @@ int db_exec_script(db_conn *c, const char *sql)
             c->tx_failed = true;
     }
     return rc;
+}
+
+void db_sync_commits(db_conn *c, bool on)
+{
+    c->sync_commits = on;
 }
 
 int db_sync(db_conn *c)

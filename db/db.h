@@ -84,6 +84,10 @@ bool db_conn_in_tx(const db_conn *c);
  * sync, or without async_commit. Not inside a transaction. A failure (the connection lost) means
  * earlier commits may not be durable: the caller must not act as if they were. */
 int db_sync(db_conn *c);
+/* With async_commit: while on, this connection's commits are synchronous, in the same round trip
+ * (a worker that knows no more work is queued turns it on, so the commit before its db_sync
+ * makes that sync free: a synchronous commit makes every earlier one durable too). */
+void db_sync_commits(db_conn *c, bool on);
 
 /* A statement: a static value, prepared on a connection the first time it runs there. */
 typedef struct db_stmt {
@@ -172,9 +176,13 @@ void db_result_free(db_result *r);
 #define DB_TX_READ_ONLY       4
 #define DB_TX_IDEMPOTENT      8 /* db_tx may re-run the body even when a COMMIT was in doubt */
 
+/* Opens a transaction. Nothing is sent yet: BEGIN travels with the transaction's first statement
+ * (or its COMMIT) in the same round trip, so a lost or refused connection shows there; a
+ * transaction in which nothing ran commits without a round trip. */
 int db_begin(db_conn *c, int flags);
-/* Commits. A transaction in which a statement failed is rolled back and DB_ERR_TX_ABORTED returned.
- * A connection lost during COMMIT gives DB_ERR_IN_DOUBT. */
+/* Commits. A transaction in which a statement failed is rolled back and DB_ERR_TX_ABORTED returned;
+ * when a deferred write (db_exec_deferred) fails at commit, its own error is returned (rolled
+ * back too). A connection lost during COMMIT gives DB_ERR_IN_DOUBT. */
 int db_commit(db_conn *c);
 /* Rolls back; also clears the state of a transaction whose connection was lost. */
 int db_rollback(db_conn *c);
@@ -196,6 +204,12 @@ int db_tx(db_conn *c, int flags, db_tx_fn fn, void *arg);
 typedef void (*db_batch_fill_fn)(void *arg, size_t i, db_param *params);
 int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch_fill_fn fill,
                   void *arg, int64_t *affected);
+
+/* A write whose outcome the caller needs only at commit: inside a transaction it is queued (its
+ * parameters copied) and sent in the same round trip as the transaction's next statement, or as
+ * its COMMIT; an error then shows there (that statement or db_commit fails, and the transaction
+ * is rolled back). Outside a transaction it runs at once, like db_exec. */
+int db_exec_deferred(db_conn *c, const db_stmt *st, const db_param *params, int nparams);
 
 /* Runs SQL text with no parameters (migrations, tests). Several statements may be separated by
  * semicolons. Never build this text from data. */

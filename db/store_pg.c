@@ -510,29 +510,18 @@ static void cache_free(pg_store *s)
     s->cache = NULL;
 }
 
-typedef struct dirty_list {
-    pg_store *s;
-    const cache_ent *ents[CACHE_SLOTS];
-    size_t n;
-} dirty_list;
-
-static void dirty_fill(void *arg, size_t i, db_param *p)
-{
-    dirty_list *d = arg;
-    p[0] = db_p_int(d->s->login_id);
-    p[1] = db_p_text(d->ents[i]->addr);
-    p[2] = db_p_bytes(d->ents[i]->rec, d->ents[i]->len);
-}
-
-/* The sessions saved in the open transaction, written in one pipeline. */
+/* The sessions saved in the open transaction: queued to travel with the COMMIT (one round trip). */
 static int cache_write_dirty(pg_store *s)
 {
     if (!s->cache) return DB_OK;
-    dirty_list d = {.s = s};
-    for (int i = 0; i < CACHE_SLOTS; i++)
-        if (s->cache->sessions[i].dirty) d.ents[d.n++] = &s->cache->sessions[i];
-    if (!d.n) return DB_OK;
-    return db_exec_batch(s->conn, &st_session_save, 3, d.n, dirty_fill, &d, NULL);
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        const cache_ent *e = &s->cache->sessions[i];
+        if (!e->dirty) continue;
+        db_param p[3] = {db_p_int(s->login_id), db_p_text(e->addr), db_p_bytes(e->rec, e->len)};
+        int rc = db_exec_deferred(s->conn, &st_session_save, p, 3);
+        if (rc) return rc;
+    }
+    return DB_OK;
 }
 
 /* ---- lifecycle and transactions ---- */
@@ -1289,7 +1278,8 @@ static int pg_evbuf_save(void *ctx, const wa_buffered_event *ev)
                      db_p_bytes(ev->plaintext, ev->plaintext_len),
                      db_p_int(ev->server_ts_ms),
                      db_p_int(db_now_ms())};
-    return run(s, &st_evbuf_save, p, 8);
+    /* in a transaction: sent with its next statement or its COMMIT */
+    return done(s, db_exec_deferred(s->conn, &st_evbuf_save, p, 8));
 }
 
 static int pg_evbuf_load(void *ctx, const uint8_t hash[WA_KEY_LEN], wb_buf *plaintext,
@@ -1354,7 +1344,7 @@ static int pg_sent_save(void *ctx, const char *chat, const char *id, const uint8
     if (!chat || !id || (!plaintext && len)) return invalid(s, "chat/id/plaintext");
     db_param p[5] = {LOGIN, db_p_text(chat), db_p_text(id), db_p_bytes(plaintext, len),
                      db_p_int(sent_ms)};
-    return run(s, &st_sent_save, p, 5);
+    return done(s, db_exec_deferred(s->conn, &st_sent_save, p, 5));
 }
 
 static int pg_sent_load(void *ctx, const char *chat, const char *id, wb_buf *plaintext)

@@ -11,7 +11,9 @@
  * Transactions (DESIGN.md "Nothing is lost"): begin() ... commit() makes every call in between one
  * atomic unit, e.g. "put the decrypted plaintext into the event buffer AND save the advanced Signal
  * session" before the ack is sent. rollback() forgets all of it. Calls outside begin/commit are
- * each atomic on their own. Transactions do not nest.
+ * each atomic on their own. Transactions do not nest. Inside a transaction a store may hold writes
+ * back until commit (or its next read) and report their failure there: commit()'s answer is the
+ * one that counts.
  *
  * Conventions: every function returns WA_STORE_OK (0), WA_STORE_NOT_FOUND (1, a normal answer of a
  * lookup) or a negative wa_store_err; last_error() describes the last failure. Addresses and JIDs

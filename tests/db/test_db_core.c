@@ -321,6 +321,94 @@ static void test_interrupted_tx(db_conn *c)
     CHECK_INT(count_rows(c), 20);
 }
 
+/* Lazy BEGIN and deferred writes: one round trip carries BEGIN, the queued writes and the next
+ * statement (or the COMMIT); errors show there and roll the transaction back. */
+static void test_deferred(db_conn *c)
+{
+    reset_table(c);
+    db_param q[3] = {db_p_int(1), db_p_text("first"), db_p_bytes("1", 1)};
+    /* a backend killed before the transaction's first statement: nothing of it had reached the
+     * server, so the statement runs on a new connection and the transaction goes on */
+    CHECK_INT(db_begin(c, 0), DB_OK);
+    uint64_t before = db_conn_reconnects(c);
+    CHECK(pgtest_kill_backend(c));
+    usleep(100 * 1000);
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    q[0] = db_p_int(2);
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    /* a read after queued writes sees them (they go first, in order) */
+    CHECK_INT(count_rows(c), 2);
+    CHECK(db_conn_reconnects(c) == before + 1);
+    q[0] = db_p_int(3);
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    CHECK_INT(db_commit(c), DB_OK);
+    CHECK_INT(count_rows(c), 3);
+
+    /* only deferred writes, sent with COMMIT; the parameters were copied when queued */
+    CHECK_INT(db_begin(c, 0), DB_OK);
+    for (int64_t k = 10; k < 13; k++) {
+        char txt[16];
+        snprintf(txt, sizeof(txt), "row %d", (int)k);
+        db_param p[3] = {db_p_int(k), db_p_text(txt), db_p_null()};
+        CHECK_INT(db_exec_deferred(c, &st_ins, p, 3), DB_OK);
+        memset(txt, 'x', sizeof(txt) - 1); /* the caller's buffer changes after the call */
+    }
+    CHECK_INT(db_commit(c), DB_OK);
+    db_result *r;
+    db_param k11 = db_p_int(11);
+    CHECK_INT(db_exec_row(c, &st_get, &k11, 1, &r), DB_OK);
+    CHECK_STR(db_result_text(r, 0, 0), "row 11");
+    CHECK(db_result_isnull(r, 0, 1));
+    db_result_free(r);
+    CHECK_INT(count_rows(c), 6);
+
+    /* a deferred write that fails at COMMIT: its own error, and nothing of the transaction */
+    CHECK_INT(db_begin(c, 0), DB_OK);
+    q[0] = db_p_int(20);
+    CHECK_INT(db_exec(c, &st_ins, q, 3, NULL), DB_OK);
+    q[0] = db_p_int(1); /* exists */
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    CHECK_INT(db_commit(c), DB_ERR_UNIQUE);
+    CHECK(strstr(db_conn_error(c)->message, "t_ins") != NULL);
+    CHECK(!db_conn_in_tx(c));
+    CHECK_INT(count_rows(c), 6);
+
+    /* ...or at the next statement, which then fails with it; the transaction is rolled back */
+    CHECK_INT(db_begin(c, 0), DB_OK);
+    q[0] = db_p_int(21);
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    q[0] = db_p_int(2); /* exists */
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    CHECK_INT(count_rows(c), -1);
+    CHECK_INT(db_conn_error(c)->code, DB_ERR_UNIQUE);
+    CHECK_INT(db_commit(c), DB_ERR_TX_ABORTED);
+    CHECK_INT(count_rows(c), 6);
+
+    /* rolled back before anything was sent: nothing happens, the connection stays usable */
+    CHECK_INT(db_begin(c, 0), DB_OK);
+    q[0] = db_p_int(30);
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    CHECK_INT(db_rollback(c), DB_OK);
+    CHECK_INT(count_rows(c), 6);
+    /* an empty transaction commits; outside a transaction a deferred write runs at once */
+    CHECK_INT(db_begin(c, DB_TX_SERIALIZABLE), DB_OK);
+    CHECK_INT(db_commit(c), DB_OK);
+    q[0] = db_p_int(31);
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    CHECK_INT(count_rows(c), 7);
+
+    /* a backend killed after the first round trip: the transaction is lost, as before */
+    CHECK_INT(db_begin(c, 0), DB_OK);
+    q[0] = db_p_int(40);
+    CHECK_INT(db_exec(c, &st_ins, q, 3, NULL), DB_OK);
+    CHECK(pgtest_kill_backend(c));
+    usleep(100 * 1000);
+    q[0] = db_p_int(41);
+    CHECK_INT(db_exec_deferred(c, &st_ins, q, 3), DB_OK);
+    CHECK_INT(db_commit(c), DB_ERR_CONN_LOST);
+    CHECK_INT(count_rows(c), 7);
+}
+
 /* ---- batches (pipeline mode) ---- */
 
 static const db_stmt st_slow_ins = {
@@ -493,6 +581,23 @@ static void test_sync(void)
     db_param q[3] = {db_p_int(900101), db_p_text("async"), db_p_null()};
     CHECK_INT(db_exec(a, &st_ins, q, 3, NULL), DB_OK);
     CHECK_INT(db_sync(a), DB_OK);
+
+    /* db_sync_commits: a commit is synchronous (on disk when it returns, however many async ones
+     * came before), so the following db_sync has nothing to vouch for, even with the backend
+     * gone; turned off, commits are asynchronous again */
+    for (int on = 1; on >= 0; on--) {
+        db_param w[3] = {db_p_int(900200 + on * 10), db_p_text("async"), db_p_null()};
+        CHECK_INT(db_exec(a, &st_ins, w, 3, NULL), DB_OK); /* asynchronous, unflushed */
+        db_sync_commits(a, on);
+        CHECK_INT(db_begin(a, 0), DB_OK);
+        w[0] = db_p_int(900201 + on * 10);
+        CHECK_INT(db_exec_deferred(a, &st_ins, w, 3), DB_OK);
+        CHECK_INT(db_commit(a), DB_OK);
+        CHECK(pgtest_kill_backend(a));
+        usleep(200 * 1000);
+        CHECK_INT(db_sync(a) == DB_OK, on); /* nothing to do / cannot vouch */
+    }
+    db_sync_commits(a, false);
     db_conn_close(a);
 }
 
@@ -508,6 +613,7 @@ int main(void)
     test_serialization_retry(c);
     test_reconnect(c);
     test_interrupted_tx(c);
+    test_deferred(c);
     test_batches(c);
     test_pool();
     test_sync();

@@ -147,6 +147,9 @@ void *hs_as_pusher(void *arg)
             cJSON_Delete(eph);
         }
         char *txt = cJSON_PrintUnformatted(body);
+        int64_t t_us = hs_mono_us();
+        cJSON *e;
+        cJSON_ArrayForEach(e, evs) hs_event_pushed(e, t_us);
         cJSON_Delete(body);
         uint64_t txn = ++G.as_txn;
         long backoff = G.push_backoff_ms;

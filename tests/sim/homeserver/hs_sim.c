@@ -6,7 +6,8 @@
  * typing, receipts, presence, profile, media, the spec's default push rules), appservice pushes
  * like Synapse (hs_as.c), and an admin API for tests under /_hssim/: inject faults (status codes,
  * 429 with retry_after_ms or a Retry-After header, slow answers, dropped connections), refuse
- * connections for a while, read statistics and room events.
+ * connections for a while, read statistics and room events, and each event's timing (when it was
+ * stored, when its appservice push began: GET /_hssim/rooms/{id}/timing, for the benchmarks).
  * Everything lives in memory behind one lock. Listens on 127.0.0.1 only.
  *
  *   hs-sim [-v] [--push-backoff-ms N] [--legacy-push] <port|0> <server_name> [registration.yaml|-]
@@ -49,6 +50,13 @@ int64_t hs_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t hs_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 void hs_sleep_ms(long ms)
@@ -320,9 +328,23 @@ static hs_event *room_append_ex(hs_room *r, const char *sender, const char *type
     free(eid);
     e->ev = ev;
     e->pos = ++G.pos;
+    e->rx_us = hs_mono_us();
     hs_as_offer_event(r, ev);
     pthread_cond_broadcast(&G.cv);
     return e;
+}
+
+void hs_event_pushed(const cJSON *ev, int64_t us)
+{
+    hs_room *r = find_room(str_of(ev, "room_id"));
+    const char *id = str_of(ev, "event_id");
+    if (!r || !id) return;
+    for (size_t i = r->n_events; i-- > 0;) { /* a pushed event is one of the newest */
+        if (strcmp(str_of(r->events[i].ev, "event_id"), id) == 0) {
+            if (!r->events[i].push_us) r->events[i].push_us = us;
+            return;
+        }
+    }
 }
 
 static hs_room *new_room(void)
@@ -1380,6 +1402,26 @@ static void h_admin(hreq *rq, hres *rs, char **seg, int n)
         cJSON_AddNumberToObject(o, "rooms", (double)G.n_rooms);
         cJSON_AddNumberToObject(o, "users", (double)G.n_users);
         cJSON_AddNumberToObject(o, "media", (double)G.n_media);
+        reply_json(rs, 200, o);
+    } else if (n >= 3 && strcmp(seg[0], "rooms") == 0 && strcmp(seg[2], "timing") == 0) {
+        /* when each event was stored and when its appservice push began (monotonic us, the
+         * clock wa-sim uses too): what the benchmarks take the bridge's own latency from */
+        hs_room *r = room_for(rs, seg[1]);
+        if (!r) return;
+        cJSON *o = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(o, "events");
+        for (size_t i = 0; i < r->n_events; i++) {
+            const cJSON *ev = r->events[i].ev;
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddStringToObject(t, "event_id", str_of(ev, "event_id"));
+            cJSON_AddStringToObject(t, "sender", str_of(ev, "sender"));
+            cJSON_AddStringToObject(t, "type", str_of(ev, "type"));
+            const char *body = str_of(cJSON_GetObjectItemCaseSensitive(ev, "content"), "body");
+            if (body) cJSON_AddStringToObject(t, "body", body);
+            cJSON_AddNumberToObject(t, "rx_us", (double)r->events[i].rx_us);
+            cJSON_AddNumberToObject(t, "push_us", (double)r->events[i].push_us);
+            cJSON_AddItemToArray(arr, t);
+        }
         reply_json(rs, 200, o);
     } else if (n >= 3 && strcmp(seg[0], "rooms") == 0 && strcmp(seg[2], "events") == 0) {
         hs_room *r = room_for(rs, seg[1]);

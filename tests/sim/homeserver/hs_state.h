@@ -41,6 +41,8 @@ typedef struct hs_event {
     int64_t pos;     /* global stream position */
     char *txn_token; /* access token (or "as|user") that sent it with a txnId, NULL otherwise */
     char *txn_id;    /* that txnId */
+    int64_t rx_us;   /* monotonic us at which it was stored (a client's send arrived) */
+    int64_t push_us; /* monotonic us at which the appservice push carrying it began; 0 = not yet */
 } hs_event;
 
 typedef struct hs_typing {
@@ -144,6 +146,9 @@ extern hs_state G;
 /* Small helpers used by the files of hs-sim. */
 int64_t hs_now_ms(void);  /* wall clock, ms since epoch */
 int64_t hs_mono_ms(void); /* monotonic ms */
+int64_t hs_mono_us(void); /* monotonic us (CLOCK_MONOTONIC: comparable across processes) */
+/* Notes that the appservice push of ev (a room event) begins now (bench timing). */
+void hs_event_pushed(const cJSON *ev, int64_t us);
 void hs_sleep_ms(long ms);
 char *hs_strf(const char *f, ...) __attribute__((format(printf, 1, 2)));
 void hs_random_hex(char *out, size_t nbytes); /* 2*nbytes hex + NUL */

@@ -13,16 +13,20 @@
  * Admin API (JSON bodies):
  *   GET  /admin/state                       accounts, devices (online, prekeys, queued), the root
  *   GET  /admin/messages?phone=P            what the phone of P received: {"messages":[{sender,
- *                                           chat, id, text, t, own, failed, kind, target}]} (kind:
+ *                                           chat, id, text, t, own, failed, kind, target,
+ *                                           rx_us}]} (kind:
  *                                           text, edit, reaction, revoke, unsupported, none;
  *                                           text: an edit's new text, a reaction's emoji;
- *                                           target: the id an edit/reaction/revoke acts on)
+ *                                           target: the id an edit/reaction/revoke acts on;
+ *                                           rx_us: CLOCK_MONOTONIC us when its frame arrived)
  *   POST /admin/accounts {phone,lid?,name?} add an account with a simulated primary phone
  *   POST /admin/scan {phone,qr}             the phone of `phone` scans a QR text
  *   POST /admin/pair-code {phone,code}      the user types the companion's pairing code on the
  *                                           phone
  *   POST /admin/send {phone,to,text}        the phone of `phone` sends a text to `to` (PN or LID
- *                                           user JID); answers {"id":...}. Optional fields:
+ *                                           user JID); answers {"id":..., "sent_us":...}
+ *                                           (sent_us: CLOCK_MONOTONIC us when the stanza was put
+ *                                           on the receivers' connections). Optional fields:
  *        mentions:[jid...], reply_id, reply_sender, reply_text   a text with mentions / a reply
  *        edit: id                           edits the phone's own message id to `text`
  *        react: id, emoji ("" removes), from_me (bool: the phone's own message), participant
@@ -301,10 +305,12 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
                                            sizeof(err));
             free(m.mentions);
             if (sent == 0) {
+                int64_t sent_us = sim_mono_us(); /* the stanza waits in the connection's output */
                 pthread_mutex_unlock(&g_sim.lock);
                 lws_cancel_service(g_lws);
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "id", id);
+                cJSON_AddNumberToObject(o, "sent_us", (double)sent_us);
                 char *out = cJSON_PrintUnformatted(o);
                 enum MHD_Result ret = reply(conn, MHD_HTTP_OK, out ? out : "{}");
                 free(out);
@@ -374,6 +380,7 @@ static enum MHD_Result admin_messages(struct MHD_Connection *conn, const char *p
         cJSON_AddNumberToObject(e, "t", (double)m[i].t);
         cJSON_AddBoolToObject(e, "own", m[i].own);
         cJSON_AddBoolToObject(e, "failed", m[i].failed);
+        cJSON_AddNumberToObject(e, "rx_us", (double)m[i].rx_us);
         cJSON_AddStringToObject(e, "kind", m[i].kind);
         cJSON_AddStringToObject(e, "target", m[i].target);
         cJSON_AddItemToArray(list, e);

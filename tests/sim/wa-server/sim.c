@@ -1071,6 +1071,7 @@ static sim_phone_msg *phone_record(sim *s, sim_account *acct, const char *sender
     if (text_len) memcpy(m->text, text, text_len);
     m->text[text_len] = '\0';
     snprintf(m->sender, sizeof(m->sender), "%s", sender);
+    m->rx_us = s->frame_rx_us;
     snprintf(m->chat, sizeof(m->chat), "%s", chat);
     snprintf(m->id, sizeof(m->id), "%s", id);
     m->t = sim_now(s);
@@ -1976,10 +1977,18 @@ static int on_node(sim *s, sim_conn *c, wa_node *n, wb_arena *a)
     return 0;
 }
 
+int64_t sim_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int sim_conn_receive(sim *s, sim_conn *c, const uint8_t *p, size_t len)
 {
     if (c->state == SIM_CONN_CLOSING) return 0;
     if (wa_frame_reader_push(&c->reader, p, len) != WA_OK) return -1;
+    s->frame_rx_us = sim_mono_us();
     const uint8_t *f;
     size_t flen;
     wa_errinfo ei;

@@ -104,6 +104,7 @@ typedef struct sim_phone_msg {
     uint64_t t;                  /* server time, unix seconds */
     bool own;                    /* a deviceSentMessage copy from one of the account's companions */
     bool failed;                 /* could not be decrypted or decoded (text says why) */
+    int64_t rx_us; /* monotonic us at which the frame carrying it arrived (bench timing) */
 } sim_phone_msg;
 
 /* The primary phone's Signal side (device 0 of an account); made on first use. */
@@ -209,6 +210,7 @@ typedef struct sim {
     wa_keypair root;      /* the simulator's certificate root (engines trust its public key) */
     wa_keypair intermediate;
     wa_keypair server_static; /* Noise static key; the leaf certificate's key */
+    int64_t frame_rx_us;      /* monotonic us at which the frame being handled arrived */
     wb_buf cert_chain;        /* CertChain protobuf */
     uint64_t fixed_time;      /* deterministic mode: the clock; 0 = real time */
     sim_account accounts[SIM_MAX_ACCOUNTS];
@@ -266,6 +268,8 @@ char *sim_admin_state_json(sim *s);
 /* The messages the phone of `phone` received (NULL and *n = 0 when none); valid until the next call
  * into the simulator. */
 const sim_phone_msg *sim_admin_phone_messages(sim *s, const char *phone, size_t *n);
+/* CLOCK_MONOTONIC in us (comparable with hs-sim's timing: the benchmarks' clock). */
+int64_t sim_mono_us(void);
 /* The phone of `phone` sends `text` to `to` (a PN or LID user JID): to every device of the
  * recipient, and as a deviceSentMessage to its own companions. The message id goes to id_out. */
 int sim_admin_send_text(sim *s, const char *phone, const char *to, const char *text, char *id_out,
