@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MOD "group"
 
@@ -114,6 +115,74 @@ br_group_data *br_group_data_from_participants(int64_t login_id, const wa_group_
     return g;
 }
 
+/* ---- a change as wa_group_event_buffer keeps it ---- */
+
+char *br_group_data_to_json(const br_group_data *g)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddNumberToObject(o, "change", (double)g->change);
+    cJSON_AddStringToObject(o, "group", g->group);
+    cJSON_AddBoolToObject(o, "has_info", g->has_info);
+    cJSON_AddStringToObject(o, "subject", g->subject);
+    cJSON_AddStringToObject(o, "topic", g->topic);
+    cJSON_AddStringToObject(o, "author", g->author);
+    cJSON_AddStringToObject(o, "author_name", g->author_name);
+    cJSON *ms = cJSON_AddArrayToObject(o, "members");
+    for (size_t i = 0; ms && i < g->nmembers; i++) {
+        cJSON *m = cJSON_CreateObject();
+        if (!m) break;
+        cJSON_AddStringToObject(m, "jid", g->members[i].jid);
+        cJSON_AddStringToObject(m, "lid", g->members[i].lid);
+        cJSON_AddBoolToObject(m, "admin", g->members[i].admin);
+        cJSON_AddItemToArray(ms, m);
+    }
+    char *out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}
+
+static void json_copy(const cJSON *o, const char *key, char *dst, size_t cap)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    copy_str(dst, cap, cJSON_IsString(v) ? v->valuestring : "");
+}
+
+br_group_data *br_group_data_from_json(int64_t login_id, const char *data)
+{
+    cJSON *o = data ? cJSON_Parse(data) : NULL;
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(o, "members");
+    const cJSON *change = cJSON_GetObjectItemCaseSensitive(o, "change");
+    if (!cJSON_IsObject(o) || !cJSON_IsArray(ms) || !cJSON_IsNumber(change)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(ms);
+    br_group_data *g = group_data_new(n);
+    if (!g) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    g->login_id = login_id;
+    g->change = (wa_group_event_type)change->valueint;
+    g->has_info = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "has_info"));
+    json_copy(o, "group", g->group, sizeof(g->group));
+    json_copy(o, "subject", g->subject, sizeof(g->subject));
+    json_copy(o, "topic", g->topic, sizeof(g->topic));
+    json_copy(o, "author", g->author, sizeof(g->author));
+    json_copy(o, "author_name", g->author_name, sizeof(g->author_name));
+    const cJSON *m;
+    cJSON_ArrayForEach(m, ms)
+    {
+        br_group_member *gm = &g->members[g->nmembers++];
+        json_copy(m, "jid", gm->jid, sizeof(gm->jid));
+        json_copy(m, "lid", gm->lid, sizeof(gm->lid));
+        gm->admin = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "admin"));
+    }
+    cJSON_Delete(o);
+    return g;
+}
+
 /* ---- rooms ---- */
 
 /* The ghost joins the room (invited by the bot first); cached per worker. */
@@ -207,10 +276,15 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
 
 #define ADMIN_LEVEL 50
 
-/* The named members' levels follow members[i].admin (user JIDs); other entries stay. */
-static void set_admin_levels(br_pworker *pw, br_login *l, const char *room,
+/* The named members' levels follow members[i].admin (user JIDs); other entries stay. The bridge's
+ * record of the group's admins (group_admin) follows too. */
+static void set_admin_levels(br_pworker *pw, br_login *l, int64_t portal_id, const char *room,
                              const br_group_member *members, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        if (members[i].jid[0] &&
+            db_group_admin_set(pw->db, portal_id, members[i].jid, members[i].admin) != DB_OK)
+            WB_WARN(MOD, "admin record of %s: %s", members[i].jid, db_conn_error(pw->db)->message);
     mx_error err;
     cJSON *pl = NULL;
     if (mx_client_get_state(pw->mx, NULL, room, "m.room.power_levels", "", &pl, &err) != MX_OK ||
@@ -277,7 +351,7 @@ static void apply_info(br_pworker *pw, br_login *l, const br_group_data *g)
         if (br_portal_ghost_of(pw, g->members[i].jid, mxid, sizeof(mxid), name, sizeof(name)))
             br_group_ghost_join(pw, p.mxid, mxid);
     }
-    set_admin_levels(pw, l, p.mxid, g->members, g->nmembers);
+    set_admin_levels(pw, l, p.id, p.mxid, g->members, g->nmembers);
 }
 
 void br_group_job_info(br_pworker *pw, void *arg)
@@ -297,11 +371,26 @@ void br_group_job_info(br_pworker *pw, void *arg)
     br_group_data_free(g);
 }
 
+/* Tests only: a pause before a buffered notification is shown, so that a test can kill the
+ * bridge between the ack to WhatsApp and the change reaching Matrix. */
+static void test_delay(void)
+{
+    const char *v = getenv("WABRIDGE_TEST_GROUP_EVENT_DELAY_MS");
+    long ms = v ? strtol(v, NULL, 10) : 0;
+    if (ms <= 0) return;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A group notification (or its row left in wa_group_event_buffer by a crash): shown in the
+ * portal, then its row dropped. Showing one twice does no harm: every step sets the room to what
+ * the group is (name, topic, members, levels). */
 void br_group_job_change(br_pworker *pw, void *arg)
 {
     br_group_data *g = arg;
     br_login *l = br_login_find(pw->b, g->login_id);
     br_room_ref ref;
+    if (g->buffer_id) test_delay();
     if (!l) goto out;
     if (g->change == WA_GROUP_EV_CREATE) {
         apply_info(pw, l, g);
@@ -337,16 +426,22 @@ void br_group_job_change(br_pworker *pw, void *arg)
     case WA_GROUP_EV_DEMOTE:
         for (size_t i = 0; i < g->nmembers; i++)
             g->members[i].admin = g->change == WA_GROUP_EV_PROMOTE;
-        set_admin_levels(pw, l, ref.room, g->members, g->nmembers);
+        set_admin_levels(pw, l, ref.portal_id, ref.room, g->members, g->nmembers);
         break;
     case WA_GROUP_EV_REMOVE:
     case WA_GROUP_EV_LEAVE:
-        for (size_t i = 0; i < g->nmembers; i++)
+        for (size_t i = 0; i < g->nmembers; i++) {
             ghost_leave(pw, ref.room, g->members[i].jid, g->change == WA_GROUP_EV_REMOVE);
+            if (g->members[i].jid[0])
+                db_group_admin_set(pw->db, ref.portal_id, g->members[i].jid, false);
+        }
         break;
     default: break;
     }
 out:
+    if (g->buffer_id && db_group_event_done(pw->db, g->buffer_id) != DB_OK)
+        WB_WARN(MOD, "group event %lld stays buffered: %s", (long long)g->buffer_id,
+                db_conn_error(pw->db)->message);
     br_group_data_free(g);
 }
 

@@ -32,6 +32,9 @@ typedef struct br_group_data {
     char reply_room[DB_ID_MAX]; /* create-group: where to answer, "" = none */
     int result_code;            /* create-group, participants: WhatsApp's answer (0 = done) */
     int participants_change;    /* participants answer: the wa_group_change asked */
+    int undo_level;             /* promote/demote from Matrix: the power level to put back */
+    int64_t buffer_id; /* a notification's row in wa_group_event_buffer (0: none), dropped once
+                          the change is shown */
 } br_group_data;
 
 br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *info);
@@ -42,6 +45,10 @@ br_group_data *br_group_data_from_change(int64_t login_id, const wa_group_event 
 br_group_data *br_group_data_from_participants(int64_t login_id, const wa_group_result *r,
                                                const char *asked, int asked_change);
 void br_group_data_free(br_group_data *g);
+/* A notification's change as it is kept in wa_group_event_buffer (JSON, malloc'd; NULL when out
+ * of memory) and back (NULL when data does not parse). */
+char *br_group_data_to_json(const br_group_data *g);
+br_group_data *br_group_data_from_json(int64_t login_id, const char *data);
 
 /* Jobs on the group portal's queue (arg: br_group_data). */
 void br_group_job_info(br_pworker *pw, void *arg);

@@ -386,15 +386,51 @@ static void take_group_results(br_login *l)
     }
 }
 
+/* Group notifications: each written to wa_group_event_buffer (one row per change, on the engine's
+ * connection) before it is taken, which acks it to WhatsApp; the rows go when the portal showed
+ * the changes. When the write fails the notification stays untaken (not acked): it is tried again
+ * at the next group event, and WhatsApp delivers it again at the next login. */
 static void take_group_updates(br_login *l)
 {
-    wa_group_update u;
-    while (wa_client_next_group_update(l->client, &u)) {
-        for (size_t i = 0; i < u.event.nchanges; i++) {
-            br_group_data *g = br_group_data_from_change(l->id, &u.event, &u.event.changes[i]);
-            if (g) queue_group(l, g, br_group_job_change);
+    const wa_group_update *next;
+    while ((next = wa_client_peek_group_update(l->client))) {
+        const wa_group_event *ev = &next->event;
+        size_t n = ev->nchanges;
+        br_group_data **gs = calloc(n ? n : 1, sizeof(*gs));
+        char **data = calloc(n ? n : 1, sizeof(*data));
+        int64_t *ids = calloc(n ? n : 1, sizeof(*ids));
+        bool ok = gs && data && ids;
+        for (size_t i = 0; ok && i < n; i++) {
+            gs[i] = br_group_data_from_change(l->id, ev, &ev->changes[i]);
+            data[i] = gs[i] ? br_group_data_to_json(gs[i]) : NULL;
+            ok = data[i] != NULL;
         }
-        wa_group_update_free(&u);
+        char key[2 * DB_ID_MAX];
+        snprintf(key, sizeof(key), "%s %s", ev->group ? ev->group : "", ev->id ? ev->id : "");
+        if (ok && db_group_event_save(l->eng->db, l->id, ev->group ? ev->group : "", key,
+                                      (const char *const *)data, n, ids) != DB_OK) {
+            WB_WARN(MOD, "login %lld: group notification %s not saved, not acked: %s",
+                    (long long)l->id, key, db_conn_error(l->eng->db)->message);
+            ok = false;
+        }
+        if (ok) {
+            wa_group_update u;
+            wa_client_next_group_update(l->client, &u); /* taken: acked */
+            for (size_t i = 0; i < n; i++) {
+                gs[i]->buffer_id = ids[i];
+                queue_group(l, gs[i], br_group_job_change);
+                gs[i] = NULL;
+            }
+            wa_group_update_free(&u);
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (gs) br_group_data_free(gs[i]);
+            if (data) free(data[i]);
+        }
+        free(gs);
+        free(data);
+        free(ids);
+        if (!ok) break;
     }
 }
 
@@ -777,6 +813,31 @@ static void requeue_buffer(br_bridge *b, br_login *l)
     db_buffered_free(rows, n);
 }
 
+/* Shows again the group notifications that were acked but not shown (a crash, a restart). */
+static void requeue_group_events(br_bridge *b, br_login *l)
+{
+    db_group_event *rows;
+    size_t n;
+    if (db_group_event_pending(b->db_main, l->id, &rows, &n) != DB_OK) {
+        WB_WARN(MOD, "login %lld: reading the group event buffer failed: %s", (long long)l->id,
+                db_conn_error(b->db_main)->message);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        br_group_data *g = br_group_data_from_json(l->id, rows[i].data);
+        if (!g) { /* unreadable: nothing to show, ever */
+            WB_WARN(MOD, "login %lld: group event %lld unreadable, dropped", (long long)l->id,
+                    (long long)rows[i].id);
+            db_group_event_done(b->db_main, rows[i].id);
+            continue;
+        }
+        g->buffer_id = rows[i].id;
+        queue_group(l, g, br_group_job_change);
+    }
+    if (n) WB_INFO(MOD, "login %lld: %zu buffered group change(s) to show", (long long)l->id, n);
+    db_group_events_free(rows, n);
+}
+
 /* Leases held by an earlier process on this host that is gone (killed, crashed) are released:
  * waiting for them to expire would keep those logins down for up to a minute. */
 static void release_dead_leases(br_bridge *b)
@@ -829,6 +890,7 @@ int br_logins_resume(br_bridge *b)
         }
         /* what was decrypted but not bridged goes first, before anything new arrives */
         requeue_buffer(b, l);
+        requeue_group_events(b, l);
         if (login_start(b, l, err, sizeof(err)))
             WB_WARN(MOD, "login %lld could not start: %s", (long long)row.id, err);
         else
