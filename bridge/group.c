@@ -274,8 +274,6 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
  * that is admin), everybody else at the room's default; levels Matrix users set otherwise (e.g.
  * 100) are left alone. */
 
-#define ADMIN_LEVEL 50
-
 /* The named members' levels follow members[i].admin (user JIDs); other entries stay. The bridge's
  * record of the group's admins (group_admin) follows too. */
 static void set_admin_levels(br_pworker *pw, br_login *l, int64_t portal_id, const char *room,
@@ -306,13 +304,13 @@ static void set_admin_levels(br_pworker *pw, br_login *l, int64_t portal_id, con
             continue;
         cJSON *cur = cJSON_GetObjectItemCaseSensitive(users, mxid);
         int level = cJSON_IsNumber(cur) ? cur->valueint : 0;
-        if (members[i].admin && level < ADMIN_LEVEL) {
+        if (members[i].admin && level < BR_GROUP_ADMIN_LEVEL) {
             if (cur)
-                cJSON_SetNumberValue(cur, ADMIN_LEVEL);
+                cJSON_SetNumberValue(cur, BR_GROUP_ADMIN_LEVEL);
             else
-                cJSON_AddNumberToObject(users, mxid, ADMIN_LEVEL);
+                cJSON_AddNumberToObject(users, mxid, BR_GROUP_ADMIN_LEVEL);
             changed = true;
-        } else if (!members[i].admin && level == ADMIN_LEVEL) {
+        } else if (!members[i].admin && level == BR_GROUP_ADMIN_LEVEL) {
             cJSON_DeleteItemFromObjectCaseSensitive(users, mxid);
             changed = true;
         }
@@ -449,9 +447,11 @@ out:
 static const char *participant_error(int code, bool whole_call)
 {
     switch (code) {
-    case 401:
-    case 403:
+    case 401: /* not-authorized: the login is no admin */
         return whole_call ? "only group admins can do that"
+                          : "their privacy settings allow only an invite link";
+    case 403: /* forbidden: the whole call when the login is not in the group */
+        return whole_call ? "you are not in the group on WhatsApp"
                           : "their privacy settings allow only an invite link";
     case 404: return "no such WhatsApp account";
     case 406: return "the group is full";
@@ -472,16 +472,90 @@ void br_group_member_undo(br_pworker *pw, const char *room, const char *ghost, b
     }
 }
 
-/* WhatsApp's answer to a member change a Matrix user made: done, or a notice and the room put
- * back as the group is. */
+void br_group_level_undo(br_pworker *pw, const char *room, const char *mxid, int level)
+{
+    mx_error err;
+    cJSON *pl = NULL;
+    if (mx_client_get_state(pw->mx, NULL, room, "m.room.power_levels", "", &pl, &err) != MX_OK ||
+        !pl) {
+        WB_WARN(MOD, "power levels of %s not put back: %s", room, err.error);
+        return;
+    }
+    cJSON *users = cJSON_GetObjectItemCaseSensitive(pl, "users");
+    if (!cJSON_IsObject(users)) users = cJSON_AddObjectToObject(pl, "users");
+    const cJSON *def = cJSON_GetObjectItemCaseSensitive(pl, "users_default");
+    int deflevel = cJSON_IsNumber(def) ? def->valueint : 0;
+    cJSON *cur = cJSON_GetObjectItemCaseSensitive(users, mxid);
+    if (cJSON_IsNumber(cur) ? cur->valueint == level : level == deflevel) {
+        cJSON_Delete(pl); /* already so */
+        return;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(users, mxid);
+    if (level != deflevel) cJSON_AddNumberToObject(users, mxid, level);
+    if (mx_client_set_power_levels(pw->mx, NULL, room, pl, &err) != MX_OK)
+        WB_WARN(MOD, "power levels of %s not put back: %s", room, err.error);
+    cJSON_Delete(pl);
+}
+
+bool br_group_member_mxid(br_pworker *pw, const char *jid, char *mxid, size_t cap, char *name,
+                          size_t name_cap)
+{
+    bool found = false;
+    pthread_mutex_lock(&pw->b->lock);
+    for (size_t i = 0; i < pw->b->n_logins && !found; i++) {
+        const br_login *l = pw->b->logins[i];
+        char own[DB_ID_MAX];
+        snprintf(own, sizeof(own), "%s@s.whatsapp.net", l->phone);
+        if (l->removed || !l->phone[0] || strcmp(own, jid) != 0) continue;
+        copy_str(mxid, cap, l->mxid);
+        copy_str(name, name_cap, l->mxid);
+        found = true;
+    }
+    pthread_mutex_unlock(&pw->b->lock);
+    return found || br_portal_ghost_of(pw, jid, mxid, cap, name, name_cap);
+}
+
+/* Why WhatsApp refused to promote or demote someone, for the notice. */
+static const char *admin_error(int code, bool whole_call)
+{
+    switch (code) {
+    case 401: return whole_call ? "only group admins can do that" : "not allowed";
+    case 403: return whole_call ? "you are not in the group on WhatsApp" : "not allowed";
+    case 404: return "they are not in the group";
+    default: return NULL;
+    }
+}
+
+/* WhatsApp's answer to a member change a Matrix user made (add, remove, promote, demote): done,
+ * or a notice and the room put back as the group is. */
 void br_group_job_participants(br_pworker *pw, void *arg)
 {
     br_group_data *g = arg;
     br_room_ref ref;
     if (!br_room_of_chat(pw->b, 0, g->group, &ref)) goto out;
+    bool admin_change =
+        g->participants_change == WA_GROUP_PROMOTE || g->participants_change == WA_GROUP_DEMOTE;
     for (size_t i = 0; i < g->nmembers; i++) {
         const br_group_member *m = &g->members[i];
         char mxid[DB_ID_MAX], name[DB_ID_MAX];
+        char user[DB_ID_MAX];
+        br_user_jid(m->jid, user, sizeof(user));
+        if (admin_change) {
+            bool promote = g->participants_change == WA_GROUP_PROMOTE;
+            if (!br_group_member_mxid(pw, user, mxid, sizeof(mxid), name, sizeof(name))) continue;
+            if (m->error == 0) { /* the notification that follows finds the level set */
+                db_group_admin_set(pw->db, ref.portal_id, user, promote);
+                continue;
+            }
+            const char *why = admin_error(m->error, g->result_code != 0);
+            char code[32];
+            snprintf(code, sizeof(code), "error %d", m->error);
+            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s %s group admin: %s.",
+                      promote ? "make" : "remove", name[0] ? name : user, promote ? "a" : "as a",
+                      why ? why : code);
+            br_group_level_undo(pw, ref.room, mxid, g->undo_level);
+            continue;
+        }
         if (!br_portal_ghost_of(pw, m->jid, mxid, sizeof(mxid), name, sizeof(name))) continue;
         bool add = g->participants_change == WA_GROUP_ADD;
         if (m->error == 0) {
@@ -489,8 +563,6 @@ void br_group_job_participants(br_pworker *pw, void *arg)
             continue;
         }
         const char *why = participant_error(m->error, g->result_code != 0);
-        char user[DB_ID_MAX];
-        br_user_jid(m->jid, user, sizeof(user));
         char *at = strchr(user, '@');
         if (at) *at = '\0';
         if (why)

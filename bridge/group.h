@@ -9,6 +9,9 @@
 #include "wa/client.h"
 #include "wa/group.h"
 
+/* A WhatsApp group admin's power level in the group portal. */
+#define BR_GROUP_ADMIN_LEVEL 50
+
 /* What the portal workers need of a group answer or notification, copied off the engine thread.
  * Owned by the job that gets it (br_group_data_free). */
 typedef struct br_group_member {
@@ -61,6 +64,13 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
 /* A member change made in Matrix did not happen on WhatsApp: the room is put back as the group
  * is (an invited ghost's invite taken back, a kicked ghost back in). */
 void br_group_member_undo(br_pworker *pw, const char *room, const char *ghost, bool added);
+/* A power-level change made in Matrix did not happen on WhatsApp: mxid's level in room goes back
+ * to level (set by the bot, so it does not come back as a change to bridge). */
+void br_group_level_undo(br_pworker *pw, const char *room, const char *mxid, int level);
+/* The Matrix user a group member (user JID) is in the portal: the user of a login with that
+ * phone number, else the member's ghost; name: what to call them in a notice. */
+bool br_group_member_mxid(br_pworker *pw, const char *jid, char *mxid, size_t cap, char *name,
+                          size_t name_cap);
 /* A ghost joins a group portal (invited by the bot); 0 when in. */
 int br_group_ghost_join(br_pworker *pw, const char *room, const char *ghost_mxid);
 

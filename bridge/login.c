@@ -342,13 +342,14 @@ static void take_group_results(br_login *l)
     wa_group_result r;
     while (wa_client_next_group_result(l->client, &r)) {
         char reply[DB_ID_MAX] = "", asked[DB_ID_MAX] = "";
-        int asked_change = 0;
+        int asked_change = 0, undo_level = 0;
         pthread_mutex_lock(&l->send_lock);
         for (int i = 0; i < BR_GROUP_CALLS; i++)
             if (l->group_calls[i].req_id == r.req_id && r.req_id) {
                 snprintf(reply, sizeof(reply), "%s", l->group_calls[i].room);
                 snprintf(asked, sizeof(asked), "%s", l->group_calls[i].jid);
                 asked_change = l->group_calls[i].change;
+                undo_level = l->group_calls[i].undo_level;
                 l->group_calls[i].req_id = 0;
             }
         pthread_mutex_unlock(&l->send_lock);
@@ -356,6 +357,7 @@ static void take_group_results(br_login *l)
             br_group_data *g = br_group_data_from_participants(l->id, &r, asked, asked_change);
             if (g) {
                 snprintf(g->reply_room, sizeof(g->reply_room), "%s", reply);
+                g->undo_level = undo_level;
                 queue_group(l, g, br_group_job_participants);
             }
         } else if (r.op == WA_GROUP_OP_PARTICIPATING) {
@@ -435,8 +437,9 @@ static void take_group_updates(br_login *l)
 }
 
 typedef struct group_req {
-    int kind;   /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant */
-    int change; /* 5: wa_group_change */
+    int kind;       /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant */
+    int change;     /* 5: wa_group_change */
+    int undo_level; /* 5, promote/demote: the power level to put back when refused */
     char group[DB_ID_MAX];
     char subject[DB_ID_MAX];
     char *text; /* description (heap) */
@@ -447,7 +450,8 @@ typedef struct group_req {
 } group_req;
 
 /* A call whose answer goes back to a Matrix room (engine thread). */
-static void remember_call(br_login *l, uint32_t req, const char *room, const char *jid, int change)
+static void remember_call(br_login *l, uint32_t req, const char *room, const char *jid, int change,
+                          int undo_level)
 {
     pthread_mutex_lock(&l->send_lock);
     for (int i = 0; i < BR_GROUP_CALLS; i++)
@@ -456,6 +460,7 @@ static void remember_call(br_login *l, uint32_t req, const char *room, const cha
             snprintf(l->group_calls[i].room, sizeof(l->group_calls[i].room), "%s", room);
             snprintf(l->group_calls[i].jid, sizeof(l->group_calls[i].jid), "%s", jid);
             l->group_calls[i].change = change;
+            l->group_calls[i].undo_level = undo_level;
             break;
         }
     pthread_mutex_unlock(&l->send_lock);
@@ -477,14 +482,14 @@ static void group_on_engine(wa_client *c, void *arg)
     } else if (r->kind == 5) {
         const char *who[1] = {r->subject};
         rc = wa_client_group_participants(c, r->group, (wa_group_change)r->change, who, 1, &req);
-        if (rc == WA_OK) remember_call(r->l, req, r->room, r->subject, r->change);
+        if (rc == WA_OK) remember_call(r->l, req, r->room, r->subject, r->change, r->undo_level);
     } else {
         const char *ps[256];
         size_t n = r->n < 256 ? r->n : 256;
         for (size_t i = 0; i < n; i++)
             ps[i] = r->participants[i];
         rc = wa_client_group_create(c, r->subject, ps, n, &req);
-        if (rc == WA_OK) remember_call(r->l, req, r->room, "", 0);
+        if (rc == WA_OK) remember_call(r->l, req, r->room, "", 0, 0);
     }
     if (rc != WA_OK)
         WB_INFO(MOD, "group call %d refused by the engine: %s", r->kind, wa_strerror(rc));
@@ -536,6 +541,20 @@ int br_login_group_participant(br_login *l, const char *group, int change, const
     if (!r) return -1;
     r->kind = 5;
     r->change = change;
+    snprintf(r->group, sizeof(r->group), "%s", group);
+    snprintf(r->subject, sizeof(r->subject), "%s", jid);
+    snprintf(r->room, sizeof(r->room), "%s", room);
+    return post_group(l, r);
+}
+
+int br_login_group_admin(br_login *l, const char *group, bool promote, const char *jid,
+                         const char *room, int undo_level)
+{
+    group_req *r = calloc(1, sizeof(*r));
+    if (!r) return -1;
+    r->kind = 5;
+    r->change = promote ? WA_GROUP_PROMOTE : WA_GROUP_DEMOTE;
+    r->undo_level = undo_level;
     snprintf(r->group, sizeof(r->group), "%s", group);
     snprintf(r->subject, sizeof(r->subject), "%s", jid);
     snprintf(r->room, sizeof(r->room), "%s", room);
