@@ -279,10 +279,19 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
 static void set_admin_levels(br_pworker *pw, br_login *l, int64_t portal_id, const char *room,
                              const br_group_member *members, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (members[i].jid[0] &&
-            db_group_admin_set(pw->db, portal_id, members[i].jid, members[i].admin) != DB_OK)
-            WB_WARN(MOD, "admin record of %s: %s", members[i].jid, db_conn_error(pw->db)->message);
+    const char **jids = calloc(n ? n : 1, sizeof(*jids));
+    bool *admin = calloc(n ? n : 1, sizeof(*admin));
+    size_t k = 0;
+    for (size_t i = 0; jids && admin && i < n; i++)
+        if (members[i].jid[0]) {
+            jids[k] = members[i].jid;
+            admin[k++] = members[i].admin;
+        }
+    if (!jids || !admin || db_group_admin_put(pw->db, portal_id, jids, admin, k) != DB_OK)
+        WB_WARN(MOD, "admin record of %s: %s", room,
+                jids && admin ? db_conn_error(pw->db)->message : "out of memory");
+    free(jids);
+    free(admin);
     mx_error err;
     cJSON *pl = NULL;
     if (mx_client_get_state(pw->mx, NULL, room, "m.room.power_levels", "", &pl, &err) != MX_OK ||

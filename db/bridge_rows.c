@@ -129,11 +129,13 @@ static const db_stmt st_gevent_done = {"rows_gevent_done",
                                        "DELETE FROM wa_group_event_buffer WHERE id = $1", I};
 static const db_stmt st_gevent_count = {
     "rows_gevent_count", "SELECT count(*) FROM wa_group_event_buffer WHERE login_id = $1", I};
-static const db_stmt st_gadmin_add = {
-    "rows_gadmin_add",
-    "INSERT INTO group_admin (portal_id, user_jid) VALUES ($1, $2) ON CONFLICT DO NOTHING", I};
-static const db_stmt st_gadmin_del = {
-    "rows_gadmin_del", "DELETE FROM group_admin WHERE portal_id = $1 AND user_jid = $2", I};
+/* $3: admin (the row is there afterwards) or not (it is gone) */
+static const db_stmt st_gadmin_put = {
+    "rows_gadmin_put",
+    "WITH gone AS (DELETE FROM group_admin WHERE portal_id = $1::bigint AND user_jid = $2::text"
+    " AND NOT $3::boolean) INSERT INTO group_admin (portal_id, user_jid) SELECT $1::bigint,"
+    " $2::text WHERE $3::boolean ON CONFLICT DO NOTHING",
+    I};
 static const db_stmt st_gadmin_list = {
     "rows_gadmin_list",
     "SELECT user_jid FROM group_admin WHERE portal_id = $1 ORDER BY user_jid LIMIT $2", I};
@@ -589,9 +591,32 @@ int db_group_event_count(db_conn *c, int64_t login_id, int64_t *n)
 
 int db_group_admin_set(db_conn *c, int64_t portal_id, const char *jid, bool admin)
 {
-    if (!jid || !jid[0]) return db_set_error(c, DB_ERR_INVALID, NULL, "db_group_admin_set: no jid");
-    db_param p[2] = {db_p_int(portal_id), db_p_text(jid)};
-    return db_exec(c, admin ? &st_gadmin_add : &st_gadmin_del, p, 2, NULL);
+    return db_group_admin_put(c, portal_id, &jid, &admin, 1);
+}
+
+typedef struct gadmin_fill_arg {
+    int64_t portal_id;
+    const char *const *jids;
+    const bool *admin;
+} gadmin_fill_arg;
+
+static void gadmin_fill(void *arg, size_t i, db_param *p)
+{
+    const gadmin_fill_arg *a = arg;
+    p[0] = db_p_int(a->portal_id);
+    p[1] = db_p_text(a->jids[i]);
+    p[2] = db_p_bool(a->admin[i]);
+}
+
+int db_group_admin_put(db_conn *c, int64_t portal_id, const char *const *jids, const bool *admin,
+                       size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!jids[i] || !jids[i][0])
+            return db_set_error(c, DB_ERR_INVALID, NULL, "db_group_admin_put: no jid");
+    if (!n) return DB_OK;
+    gadmin_fill_arg a = {portal_id, jids, admin};
+    return db_exec_batch(c, &st_gadmin_put, 3, n, gadmin_fill, &a, NULL);
 }
 
 int db_group_admins(db_conn *c, int64_t portal_id, char (*out)[DB_ID_MAX], size_t max, size_t *n)

@@ -160,6 +160,9 @@ int db_group_event_count(db_conn *c, int64_t login_id, int64_t *n);
 
 /* Records whether a member (user JID) of a group portal's group is admin. */
 int db_group_admin_set(db_conn *c, int64_t portal_id, const char *jid, bool admin);
+/* The same for n members at once (one round trip; all or none). */
+int db_group_admin_put(db_conn *c, int64_t portal_id, const char *const *jids, const bool *admin,
+                       size_t n);
 /* The admins recorded for a portal (up to max user JIDs); *n the count. */
 int db_group_admins(db_conn *c, int64_t portal_id, char (*out)[DB_ID_MAX], size_t max, size_t *n);
 

@@ -259,6 +259,22 @@ static void test_group_events(db_conn *c, int64_t l1, int64_t l2)
     CHECK_INT(db_group_admins(c, pid, admins, 4, &na), DB_OK);
     CHECK_INT((int)na, 1);
     if (na == 1) CHECK_STR(admins[0], "15550000001@s.whatsapp.net");
+    /* a whole member list at once: 1 no longer admin, 3 and 4 admins, 5 a plain member */
+    const char *jids[4] = {"15550000001@s.whatsapp.net", "15550000003@s.whatsapp.net",
+                           "15550000004@s.whatsapp.net", "15550000005@s.whatsapp.net"};
+    bool admin[4] = {false, true, true, false};
+    CHECK_INT(db_group_admin_put(c, pid, jids, admin, 4), DB_OK);
+    CHECK_INT(db_group_admins(c, pid, admins, 4, &na), DB_OK);
+    CHECK_INT((int)na, 2);
+    if (na == 2) {
+        CHECK_STR(admins[0], "15550000003@s.whatsapp.net");
+        CHECK_STR(admins[1], "15550000004@s.whatsapp.net");
+    }
+    /* at most max are given */
+    CHECK_INT(db_group_admins(c, pid, admins, 1, &na), DB_OK);
+    CHECK_INT((int)na, 1);
+    const char *empty[1] = {""};
+    CHECK(db_group_admin_put(c, pid, empty, admin, 1) != DB_OK);
 }
 
 int main(void)
