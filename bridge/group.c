@@ -245,6 +245,19 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
     cJSON_AddNumberToObject(users, b->bot_mxid, 100);
     cJSON_AddNumberToObject(pl, "users_default", 0);
     cJSON_AddNumberToObject(pl, "state_default", 0); /* name and topic: anyone, as in WhatsApp */
+    /* the homeserver's per-event levels are replaced as a whole (Synapse: name 50, power levels
+     * 100, ...): name and topic stay anyone's; the group's admins (50) may change power levels,
+     * which makes others admins on WhatsApp; what WhatsApp has no equivalent for stays the bot's */
+    cJSON *events = cJSON_AddObjectToObject(pl, "events");
+    cJSON_AddNumberToObject(events, "m.room.name", 0);
+    cJSON_AddNumberToObject(events, "m.room.topic", 0);
+    cJSON_AddNumberToObject(events, "m.room.power_levels", BR_GROUP_ADMIN_LEVEL);
+    cJSON_AddNumberToObject(events, "m.room.avatar", BR_GROUP_ADMIN_LEVEL);
+    cJSON_AddNumberToObject(events, "m.room.canonical_alias", BR_GROUP_ADMIN_LEVEL);
+    cJSON_AddNumberToObject(events, "m.room.history_visibility", 100);
+    cJSON_AddNumberToObject(events, "m.room.encryption", 100);
+    cJSON_AddNumberToObject(events, "m.room.tombstone", 100);
+    cJSON_AddNumberToObject(events, "m.room.server_acl", 100);
     mx_create_room opts = {.name = subject && subject[0] ? subject : group,
                            .topic = topic && topic[0] ? topic : NULL,
                            .preset = "private_chat",

@@ -74,6 +74,9 @@ try {
   const levels = async () => (await alice.req('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.power_levels/`)).users ?? {};
   check(await waitFor('Bob\'s level', async () => (await levels())[bobGhost] === 50, 30000).catch(() => false),
     'the group\'s admin (Bob) has power level 50 in the portal');
+  const plEvents = (await alice.req('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.power_levels/`)).events ?? {};
+  check(plEvents['m.room.power_levels'] === 50 && plEvents['m.room.name'] === 0 && plEvents['m.room.encryption'] === 100,
+    `the portal lets admins (50) change power levels, anyone the name, only the bot encryption (${JSON.stringify(plEvents)})`);
   const pr = await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'promote', members: [ALICE] });
   check(pr.status === 200 && await waitFor('Alice promoted', async () => (await levels())[alice.userId] === 50, 30000).catch(() => false),
     'promoted on WhatsApp: the Matrix user gets power level 50');
