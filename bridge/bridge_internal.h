@@ -131,6 +131,7 @@ typedef struct br_login {
         char room[DB_ID_MAX];
         char jid[DB_ID_MAX]; /* participants: whom it was about */
         int change;          /* participants: the wa_group_change asked */
+        int undo_level;      /* promote/demote: the power level to put back when refused */
     } group_calls[BR_GROUP_CALLS];
     /* guarded by send_lock */ /* unlisted logins, freed at shutdown (late jobs may hold one) */
 } br_login;
@@ -241,6 +242,11 @@ void br_login_group_sync(br_login *l);
  * follows; the answer comes to the portal as br_group_job_participants. */
 int br_login_group_participant(br_login *l, const char *group, int change, const char *jid,
                                const char *room);
+/* A Matrix user changed the power level of a ghost (or of a logged-in user) in a group portal
+ * across 50: jid is made admin (promote) or no longer admin on WhatsApp; the answer comes as
+ * br_group_job_participants, which puts undo_level back when WhatsApp refused. */
+int br_login_group_admin(br_login *l, const char *group, bool promote, const char *jid,
+                         const char *room, int undo_level);
 /* create-group: the answer (a group-info job) is also reported in reply_room. */
 int br_login_group_create(br_login *l, const char *subject, const char *const *participants,
                           size_t n, const char *reply_room);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MOD "group"
 
@@ -114,6 +115,74 @@ br_group_data *br_group_data_from_participants(int64_t login_id, const wa_group_
     return g;
 }
 
+/* ---- a change as wa_group_event_buffer keeps it ---- */
+
+char *br_group_data_to_json(const br_group_data *g)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddNumberToObject(o, "change", (double)g->change);
+    cJSON_AddStringToObject(o, "group", g->group);
+    cJSON_AddBoolToObject(o, "has_info", g->has_info);
+    cJSON_AddStringToObject(o, "subject", g->subject);
+    cJSON_AddStringToObject(o, "topic", g->topic);
+    cJSON_AddStringToObject(o, "author", g->author);
+    cJSON_AddStringToObject(o, "author_name", g->author_name);
+    cJSON *ms = cJSON_AddArrayToObject(o, "members");
+    for (size_t i = 0; ms && i < g->nmembers; i++) {
+        cJSON *m = cJSON_CreateObject();
+        if (!m) break;
+        cJSON_AddStringToObject(m, "jid", g->members[i].jid);
+        cJSON_AddStringToObject(m, "lid", g->members[i].lid);
+        cJSON_AddBoolToObject(m, "admin", g->members[i].admin);
+        cJSON_AddItemToArray(ms, m);
+    }
+    char *out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}
+
+static void json_copy(const cJSON *o, const char *key, char *dst, size_t cap)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    copy_str(dst, cap, cJSON_IsString(v) ? v->valuestring : "");
+}
+
+br_group_data *br_group_data_from_json(int64_t login_id, const char *data)
+{
+    cJSON *o = data ? cJSON_Parse(data) : NULL;
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(o, "members");
+    const cJSON *change = cJSON_GetObjectItemCaseSensitive(o, "change");
+    if (!cJSON_IsObject(o) || !cJSON_IsArray(ms) || !cJSON_IsNumber(change)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(ms);
+    br_group_data *g = group_data_new(n);
+    if (!g) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    g->login_id = login_id;
+    g->change = (wa_group_event_type)change->valueint;
+    g->has_info = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "has_info"));
+    json_copy(o, "group", g->group, sizeof(g->group));
+    json_copy(o, "subject", g->subject, sizeof(g->subject));
+    json_copy(o, "topic", g->topic, sizeof(g->topic));
+    json_copy(o, "author", g->author, sizeof(g->author));
+    json_copy(o, "author_name", g->author_name, sizeof(g->author_name));
+    const cJSON *m;
+    cJSON_ArrayForEach(m, ms)
+    {
+        br_group_member *gm = &g->members[g->nmembers++];
+        json_copy(m, "jid", gm->jid, sizeof(gm->jid));
+        json_copy(m, "lid", gm->lid, sizeof(gm->lid));
+        gm->admin = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "admin"));
+    }
+    cJSON_Delete(o);
+    return g;
+}
+
 /* ---- rooms ---- */
 
 /* The ghost joins the room (invited by the bot first); cached per worker. */
@@ -176,6 +245,19 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
     cJSON_AddNumberToObject(users, b->bot_mxid, 100);
     cJSON_AddNumberToObject(pl, "users_default", 0);
     cJSON_AddNumberToObject(pl, "state_default", 0); /* name and topic: anyone, as in WhatsApp */
+    /* the homeserver's per-event levels are replaced as a whole (Synapse: name 50, power levels
+     * 100, ...): name and topic stay anyone's; the group's admins (50) may change power levels,
+     * which makes others admins on WhatsApp; what WhatsApp has no equivalent for stays the bot's */
+    cJSON *events = cJSON_AddObjectToObject(pl, "events");
+    cJSON_AddNumberToObject(events, "m.room.name", 0);
+    cJSON_AddNumberToObject(events, "m.room.topic", 0);
+    cJSON_AddNumberToObject(events, "m.room.power_levels", BR_GROUP_ADMIN_LEVEL);
+    cJSON_AddNumberToObject(events, "m.room.avatar", BR_GROUP_ADMIN_LEVEL);
+    cJSON_AddNumberToObject(events, "m.room.canonical_alias", BR_GROUP_ADMIN_LEVEL);
+    cJSON_AddNumberToObject(events, "m.room.history_visibility", 100);
+    cJSON_AddNumberToObject(events, "m.room.encryption", 100);
+    cJSON_AddNumberToObject(events, "m.room.tombstone", 100);
+    cJSON_AddNumberToObject(events, "m.room.server_acl", 100);
     mx_create_room opts = {.name = subject && subject[0] ? subject : group,
                            .topic = topic && topic[0] ? topic : NULL,
                            .preset = "private_chat",
@@ -205,12 +287,24 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
  * that is admin), everybody else at the room's default; levels Matrix users set otherwise (e.g.
  * 100) are left alone. */
 
-#define ADMIN_LEVEL 50
-
-/* The named members' levels follow members[i].admin (user JIDs); other entries stay. */
-static void set_admin_levels(br_pworker *pw, br_login *l, const char *room,
+/* The named members' levels follow members[i].admin (user JIDs); other entries stay. The bridge's
+ * record of the group's admins (group_admin) follows too. */
+static void set_admin_levels(br_pworker *pw, br_login *l, int64_t portal_id, const char *room,
                              const br_group_member *members, size_t n)
 {
+    const char **jids = calloc(n ? n : 1, sizeof(*jids));
+    bool *admin = calloc(n ? n : 1, sizeof(*admin));
+    size_t k = 0;
+    for (size_t i = 0; jids && admin && i < n; i++)
+        if (members[i].jid[0]) {
+            jids[k] = members[i].jid;
+            admin[k++] = members[i].admin;
+        }
+    if (!jids || !admin || db_group_admin_put(pw->db, portal_id, jids, admin, k) != DB_OK)
+        WB_WARN(MOD, "admin record of %s: %s", room,
+                jids && admin ? db_conn_error(pw->db)->message : "out of memory");
+    free(jids);
+    free(admin);
     mx_error err;
     cJSON *pl = NULL;
     if (mx_client_get_state(pw->mx, NULL, room, "m.room.power_levels", "", &pl, &err) != MX_OK ||
@@ -232,13 +326,13 @@ static void set_admin_levels(br_pworker *pw, br_login *l, const char *room,
             continue;
         cJSON *cur = cJSON_GetObjectItemCaseSensitive(users, mxid);
         int level = cJSON_IsNumber(cur) ? cur->valueint : 0;
-        if (members[i].admin && level < ADMIN_LEVEL) {
+        if (members[i].admin && level < BR_GROUP_ADMIN_LEVEL) {
             if (cur)
-                cJSON_SetNumberValue(cur, ADMIN_LEVEL);
+                cJSON_SetNumberValue(cur, BR_GROUP_ADMIN_LEVEL);
             else
-                cJSON_AddNumberToObject(users, mxid, ADMIN_LEVEL);
+                cJSON_AddNumberToObject(users, mxid, BR_GROUP_ADMIN_LEVEL);
             changed = true;
-        } else if (!members[i].admin && level == ADMIN_LEVEL) {
+        } else if (!members[i].admin && level == BR_GROUP_ADMIN_LEVEL) {
             cJSON_DeleteItemFromObjectCaseSensitive(users, mxid);
             changed = true;
         }
@@ -277,7 +371,7 @@ static void apply_info(br_pworker *pw, br_login *l, const br_group_data *g)
         if (br_portal_ghost_of(pw, g->members[i].jid, mxid, sizeof(mxid), name, sizeof(name)))
             br_group_ghost_join(pw, p.mxid, mxid);
     }
-    set_admin_levels(pw, l, p.mxid, g->members, g->nmembers);
+    set_admin_levels(pw, l, p.id, p.mxid, g->members, g->nmembers);
 }
 
 void br_group_job_info(br_pworker *pw, void *arg)
@@ -297,11 +391,26 @@ void br_group_job_info(br_pworker *pw, void *arg)
     br_group_data_free(g);
 }
 
+/* Tests only: a pause before a buffered notification is shown, so that a test can kill the
+ * bridge between the ack to WhatsApp and the change reaching Matrix. */
+static void test_delay(void)
+{
+    const char *v = getenv("WABRIDGE_TEST_GROUP_EVENT_DELAY_MS");
+    long ms = v ? strtol(v, NULL, 10) : 0;
+    if (ms <= 0) return;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A group notification (or its row left in wa_group_event_buffer by a crash): shown in the
+ * portal, then its row dropped. Showing one twice does no harm: every step sets the room to what
+ * the group is (name, topic, members, levels). */
 void br_group_job_change(br_pworker *pw, void *arg)
 {
     br_group_data *g = arg;
     br_login *l = br_login_find(pw->b, g->login_id);
     br_room_ref ref;
+    if (g->buffer_id) test_delay();
     if (!l) goto out;
     if (g->change == WA_GROUP_EV_CREATE) {
         apply_info(pw, l, g);
@@ -337,16 +446,22 @@ void br_group_job_change(br_pworker *pw, void *arg)
     case WA_GROUP_EV_DEMOTE:
         for (size_t i = 0; i < g->nmembers; i++)
             g->members[i].admin = g->change == WA_GROUP_EV_PROMOTE;
-        set_admin_levels(pw, l, ref.room, g->members, g->nmembers);
+        set_admin_levels(pw, l, ref.portal_id, ref.room, g->members, g->nmembers);
         break;
     case WA_GROUP_EV_REMOVE:
     case WA_GROUP_EV_LEAVE:
-        for (size_t i = 0; i < g->nmembers; i++)
+        for (size_t i = 0; i < g->nmembers; i++) {
             ghost_leave(pw, ref.room, g->members[i].jid, g->change == WA_GROUP_EV_REMOVE);
+            if (g->members[i].jid[0])
+                db_group_admin_set(pw->db, ref.portal_id, g->members[i].jid, false);
+        }
         break;
     default: break;
     }
 out:
+    if (g->buffer_id && db_group_event_done(pw->db, g->buffer_id) != DB_OK)
+        WB_WARN(MOD, "group event %lld stays buffered: %s", (long long)g->buffer_id,
+                db_conn_error(pw->db)->message);
     br_group_data_free(g);
 }
 
@@ -354,9 +469,11 @@ out:
 static const char *participant_error(int code, bool whole_call)
 {
     switch (code) {
-    case 401:
-    case 403:
+    case 401: /* not-authorized: the login is no admin */
         return whole_call ? "only group admins can do that"
+                          : "their privacy settings allow only an invite link";
+    case 403: /* forbidden: the whole call when the login is not in the group */
+        return whole_call ? "you are not in the group on WhatsApp"
                           : "their privacy settings allow only an invite link";
     case 404: return "no such WhatsApp account";
     case 406: return "the group is full";
@@ -377,16 +494,90 @@ void br_group_member_undo(br_pworker *pw, const char *room, const char *ghost, b
     }
 }
 
-/* WhatsApp's answer to a member change a Matrix user made: done, or a notice and the room put
- * back as the group is. */
+void br_group_level_undo(br_pworker *pw, const char *room, const char *mxid, int level)
+{
+    mx_error err;
+    cJSON *pl = NULL;
+    if (mx_client_get_state(pw->mx, NULL, room, "m.room.power_levels", "", &pl, &err) != MX_OK ||
+        !pl) {
+        WB_WARN(MOD, "power levels of %s not put back: %s", room, err.error);
+        return;
+    }
+    cJSON *users = cJSON_GetObjectItemCaseSensitive(pl, "users");
+    if (!cJSON_IsObject(users)) users = cJSON_AddObjectToObject(pl, "users");
+    const cJSON *def = cJSON_GetObjectItemCaseSensitive(pl, "users_default");
+    int deflevel = cJSON_IsNumber(def) ? def->valueint : 0;
+    cJSON *cur = cJSON_GetObjectItemCaseSensitive(users, mxid);
+    if (cJSON_IsNumber(cur) ? cur->valueint == level : level == deflevel) {
+        cJSON_Delete(pl); /* already so */
+        return;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(users, mxid);
+    if (level != deflevel) cJSON_AddNumberToObject(users, mxid, level);
+    if (mx_client_set_power_levels(pw->mx, NULL, room, pl, &err) != MX_OK)
+        WB_WARN(MOD, "power levels of %s not put back: %s", room, err.error);
+    cJSON_Delete(pl);
+}
+
+bool br_group_member_mxid(br_pworker *pw, const char *jid, char *mxid, size_t cap, char *name,
+                          size_t name_cap)
+{
+    bool found = false;
+    pthread_mutex_lock(&pw->b->lock);
+    for (size_t i = 0; i < pw->b->n_logins && !found; i++) {
+        const br_login *l = pw->b->logins[i];
+        char own[DB_ID_MAX];
+        snprintf(own, sizeof(own), "%s@s.whatsapp.net", l->phone);
+        if (l->removed || !l->phone[0] || strcmp(own, jid) != 0) continue;
+        copy_str(mxid, cap, l->mxid);
+        copy_str(name, name_cap, l->mxid);
+        found = true;
+    }
+    pthread_mutex_unlock(&pw->b->lock);
+    return found || br_portal_ghost_of(pw, jid, mxid, cap, name, name_cap);
+}
+
+/* Why WhatsApp refused to promote or demote someone, for the notice. */
+static const char *admin_error(int code, bool whole_call)
+{
+    switch (code) {
+    case 401: return whole_call ? "only group admins can do that" : "not allowed";
+    case 403: return whole_call ? "you are not in the group on WhatsApp" : "not allowed";
+    case 404: return "they are not in the group";
+    default: return NULL;
+    }
+}
+
+/* WhatsApp's answer to a member change a Matrix user made (add, remove, promote, demote): done,
+ * or a notice and the room put back as the group is. */
 void br_group_job_participants(br_pworker *pw, void *arg)
 {
     br_group_data *g = arg;
     br_room_ref ref;
     if (!br_room_of_chat(pw->b, 0, g->group, &ref)) goto out;
+    bool admin_change =
+        g->participants_change == WA_GROUP_PROMOTE || g->participants_change == WA_GROUP_DEMOTE;
     for (size_t i = 0; i < g->nmembers; i++) {
         const br_group_member *m = &g->members[i];
         char mxid[DB_ID_MAX], name[DB_ID_MAX];
+        char user[DB_ID_MAX];
+        br_user_jid(m->jid, user, sizeof(user));
+        if (admin_change) {
+            bool promote = g->participants_change == WA_GROUP_PROMOTE;
+            if (!br_group_member_mxid(pw, user, mxid, sizeof(mxid), name, sizeof(name))) continue;
+            if (m->error == 0) { /* the notification that follows finds the level set */
+                db_group_admin_set(pw->db, ref.portal_id, user, promote);
+                continue;
+            }
+            const char *why = admin_error(m->error, g->result_code != 0);
+            char code[32];
+            snprintf(code, sizeof(code), "error %d", m->error);
+            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s %s group admin: %s.",
+                      promote ? "make" : "remove", name[0] ? name : user, promote ? "a" : "as a",
+                      why ? why : code);
+            br_group_level_undo(pw, ref.room, mxid, g->undo_level);
+            continue;
+        }
         if (!br_portal_ghost_of(pw, m->jid, mxid, sizeof(mxid), name, sizeof(name))) continue;
         bool add = g->participants_change == WA_GROUP_ADD;
         if (m->error == 0) {
@@ -394,8 +585,6 @@ void br_group_job_participants(br_pworker *pw, void *arg)
             continue;
         }
         const char *why = participant_error(m->error, g->result_code != 0);
-        char user[DB_ID_MAX];
-        br_user_jid(m->jid, user, sizeof(user));
         char *at = strchr(user, '@');
         if (at) *at = '\0';
         if (why)

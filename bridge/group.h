@@ -9,6 +9,9 @@
 #include "wa/client.h"
 #include "wa/group.h"
 
+/* A WhatsApp group admin's power level in the group portal. */
+#define BR_GROUP_ADMIN_LEVEL 50
+
 /* What the portal workers need of a group answer or notification, copied off the engine thread.
  * Owned by the job that gets it (br_group_data_free). */
 typedef struct br_group_member {
@@ -32,6 +35,9 @@ typedef struct br_group_data {
     char reply_room[DB_ID_MAX]; /* create-group: where to answer, "" = none */
     int result_code;            /* create-group, participants: WhatsApp's answer (0 = done) */
     int participants_change;    /* participants answer: the wa_group_change asked */
+    int undo_level;             /* promote/demote from Matrix: the power level to put back */
+    int64_t buffer_id; /* a notification's row in wa_group_event_buffer (0: none), dropped once
+                          the change is shown */
 } br_group_data;
 
 br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *info);
@@ -42,6 +48,10 @@ br_group_data *br_group_data_from_change(int64_t login_id, const wa_group_event 
 br_group_data *br_group_data_from_participants(int64_t login_id, const wa_group_result *r,
                                                const char *asked, int asked_change);
 void br_group_data_free(br_group_data *g);
+/* A notification's change as it is kept in wa_group_event_buffer (JSON, malloc'd; NULL when out
+ * of memory) and back (NULL when data does not parse). */
+char *br_group_data_to_json(const br_group_data *g);
+br_group_data *br_group_data_from_json(int64_t login_id, const char *data);
 
 /* Jobs on the group portal's queue (arg: br_group_data). */
 void br_group_job_info(br_pworker *pw, void *arg);
@@ -54,6 +64,13 @@ int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const
 /* A member change made in Matrix did not happen on WhatsApp: the room is put back as the group
  * is (an invited ghost's invite taken back, a kicked ghost back in). */
 void br_group_member_undo(br_pworker *pw, const char *room, const char *ghost, bool added);
+/* A power-level change made in Matrix did not happen on WhatsApp: mxid's level in room goes back
+ * to level (set by the bot, so it does not come back as a change to bridge). */
+void br_group_level_undo(br_pworker *pw, const char *room, const char *mxid, int level);
+/* The Matrix user a group member (user JID) is in the portal: the user of a login with that
+ * phone number, else the member's ghost; name: what to call them in a notice. */
+bool br_group_member_mxid(br_pworker *pw, const char *jid, char *mxid, size_t cap, char *name,
+                          size_t name_cap);
 /* A ghost joins a group portal (invited by the bot); 0 when in. */
 int br_group_ghost_join(br_pworker *pw, const char *room, const char *ghost_mxid);
 

@@ -342,13 +342,14 @@ static void take_group_results(br_login *l)
     wa_group_result r;
     while (wa_client_next_group_result(l->client, &r)) {
         char reply[DB_ID_MAX] = "", asked[DB_ID_MAX] = "";
-        int asked_change = 0;
+        int asked_change = 0, undo_level = 0;
         pthread_mutex_lock(&l->send_lock);
         for (int i = 0; i < BR_GROUP_CALLS; i++)
             if (l->group_calls[i].req_id == r.req_id && r.req_id) {
                 snprintf(reply, sizeof(reply), "%s", l->group_calls[i].room);
                 snprintf(asked, sizeof(asked), "%s", l->group_calls[i].jid);
                 asked_change = l->group_calls[i].change;
+                undo_level = l->group_calls[i].undo_level;
                 l->group_calls[i].req_id = 0;
             }
         pthread_mutex_unlock(&l->send_lock);
@@ -356,6 +357,7 @@ static void take_group_results(br_login *l)
             br_group_data *g = br_group_data_from_participants(l->id, &r, asked, asked_change);
             if (g) {
                 snprintf(g->reply_room, sizeof(g->reply_room), "%s", reply);
+                g->undo_level = undo_level;
                 queue_group(l, g, br_group_job_participants);
             }
         } else if (r.op == WA_GROUP_OP_PARTICIPATING) {
@@ -386,21 +388,58 @@ static void take_group_results(br_login *l)
     }
 }
 
+/* Group notifications: each written to wa_group_event_buffer (one row per change, on the engine's
+ * connection) before it is taken, which acks it to WhatsApp; the rows go when the portal showed
+ * the changes. When the write fails the notification stays untaken (not acked): it is tried again
+ * at the next group event, and WhatsApp delivers it again at the next login. */
 static void take_group_updates(br_login *l)
 {
-    wa_group_update u;
-    while (wa_client_next_group_update(l->client, &u)) {
-        for (size_t i = 0; i < u.event.nchanges; i++) {
-            br_group_data *g = br_group_data_from_change(l->id, &u.event, &u.event.changes[i]);
-            if (g) queue_group(l, g, br_group_job_change);
+    const wa_group_update *next;
+    while ((next = wa_client_peek_group_update(l->client))) {
+        const wa_group_event *ev = &next->event;
+        size_t n = ev->nchanges;
+        br_group_data **gs = calloc(n ? n : 1, sizeof(*gs));
+        char **data = calloc(n ? n : 1, sizeof(*data));
+        int64_t *ids = calloc(n ? n : 1, sizeof(*ids));
+        bool ok = gs && data && ids;
+        for (size_t i = 0; ok && i < n; i++) {
+            gs[i] = br_group_data_from_change(l->id, ev, &ev->changes[i]);
+            data[i] = gs[i] ? br_group_data_to_json(gs[i]) : NULL;
+            ok = data[i] != NULL;
         }
-        wa_group_update_free(&u);
+        char key[2 * DB_ID_MAX];
+        snprintf(key, sizeof(key), "%s %s", ev->group ? ev->group : "", ev->id ? ev->id : "");
+        if (ok && db_group_event_save(l->eng->db, l->id, ev->group ? ev->group : "", key,
+                                      (const char *const *)data, n, ids) != DB_OK) {
+            WB_WARN(MOD, "login %lld: group notification %s not saved, not acked: %s",
+                    (long long)l->id, key, db_conn_error(l->eng->db)->message);
+            ok = false;
+        }
+        if (ok) {
+            wa_group_update u;
+            wa_client_next_group_update(l->client, &u); /* taken: acked */
+            for (size_t i = 0; i < n; i++) {
+                gs[i]->buffer_id = ids[i];
+                queue_group(l, gs[i], br_group_job_change);
+                gs[i] = NULL;
+            }
+            wa_group_update_free(&u);
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (gs) br_group_data_free(gs[i]);
+            if (data) free(data[i]);
+        }
+        free(gs);
+        free(data);
+        free(ids);
+        if (!ok) break;
     }
 }
 
 typedef struct group_req {
-    int kind;   /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant */
-    int change; /* 5: wa_group_change */
+    int kind;       /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant */
+    int change;     /* 5: wa_group_change */
+    int undo_level; /* 5, promote/demote: the power level to put back when refused */
     char group[DB_ID_MAX];
     char subject[DB_ID_MAX];
     char *text; /* description (heap) */
@@ -411,7 +450,8 @@ typedef struct group_req {
 } group_req;
 
 /* A call whose answer goes back to a Matrix room (engine thread). */
-static void remember_call(br_login *l, uint32_t req, const char *room, const char *jid, int change)
+static void remember_call(br_login *l, uint32_t req, const char *room, const char *jid, int change,
+                          int undo_level)
 {
     pthread_mutex_lock(&l->send_lock);
     for (int i = 0; i < BR_GROUP_CALLS; i++)
@@ -420,6 +460,7 @@ static void remember_call(br_login *l, uint32_t req, const char *room, const cha
             snprintf(l->group_calls[i].room, sizeof(l->group_calls[i].room), "%s", room);
             snprintf(l->group_calls[i].jid, sizeof(l->group_calls[i].jid), "%s", jid);
             l->group_calls[i].change = change;
+            l->group_calls[i].undo_level = undo_level;
             break;
         }
     pthread_mutex_unlock(&l->send_lock);
@@ -441,14 +482,14 @@ static void group_on_engine(wa_client *c, void *arg)
     } else if (r->kind == 5) {
         const char *who[1] = {r->subject};
         rc = wa_client_group_participants(c, r->group, (wa_group_change)r->change, who, 1, &req);
-        if (rc == WA_OK) remember_call(r->l, req, r->room, r->subject, r->change);
+        if (rc == WA_OK) remember_call(r->l, req, r->room, r->subject, r->change, r->undo_level);
     } else {
         const char *ps[256];
         size_t n = r->n < 256 ? r->n : 256;
         for (size_t i = 0; i < n; i++)
             ps[i] = r->participants[i];
         rc = wa_client_group_create(c, r->subject, ps, n, &req);
-        if (rc == WA_OK) remember_call(r->l, req, r->room, "", 0);
+        if (rc == WA_OK) remember_call(r->l, req, r->room, "", 0, 0);
     }
     if (rc != WA_OK)
         WB_INFO(MOD, "group call %d refused by the engine: %s", r->kind, wa_strerror(rc));
@@ -500,6 +541,20 @@ int br_login_group_participant(br_login *l, const char *group, int change, const
     if (!r) return -1;
     r->kind = 5;
     r->change = change;
+    snprintf(r->group, sizeof(r->group), "%s", group);
+    snprintf(r->subject, sizeof(r->subject), "%s", jid);
+    snprintf(r->room, sizeof(r->room), "%s", room);
+    return post_group(l, r);
+}
+
+int br_login_group_admin(br_login *l, const char *group, bool promote, const char *jid,
+                         const char *room, int undo_level)
+{
+    group_req *r = calloc(1, sizeof(*r));
+    if (!r) return -1;
+    r->kind = 5;
+    r->change = promote ? WA_GROUP_PROMOTE : WA_GROUP_DEMOTE;
+    r->undo_level = undo_level;
     snprintf(r->group, sizeof(r->group), "%s", group);
     snprintf(r->subject, sizeof(r->subject), "%s", jid);
     snprintf(r->room, sizeof(r->room), "%s", room);
@@ -777,6 +832,31 @@ static void requeue_buffer(br_bridge *b, br_login *l)
     db_buffered_free(rows, n);
 }
 
+/* Shows again the group notifications that were acked but not shown (a crash, a restart). */
+static void requeue_group_events(br_bridge *b, br_login *l)
+{
+    db_group_event *rows;
+    size_t n;
+    if (db_group_event_pending(b->db_main, l->id, &rows, &n) != DB_OK) {
+        WB_WARN(MOD, "login %lld: reading the group event buffer failed: %s", (long long)l->id,
+                db_conn_error(b->db_main)->message);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        br_group_data *g = br_group_data_from_json(l->id, rows[i].data);
+        if (!g) { /* unreadable: nothing to show, ever */
+            WB_WARN(MOD, "login %lld: group event %lld unreadable, dropped", (long long)l->id,
+                    (long long)rows[i].id);
+            db_group_event_done(b->db_main, rows[i].id);
+            continue;
+        }
+        g->buffer_id = rows[i].id;
+        queue_group(l, g, br_group_job_change);
+    }
+    if (n) WB_INFO(MOD, "login %lld: %zu buffered group change(s) to show", (long long)l->id, n);
+    db_group_events_free(rows, n);
+}
+
 /* Leases held by an earlier process on this host that is gone (killed, crashed) are released:
  * waiting for them to expire would keep those logins down for up to a minute. */
 static void release_dead_leases(br_bridge *b)
@@ -829,6 +909,7 @@ int br_logins_resume(br_bridge *b)
         }
         /* what was decrypted but not bridged goes first, before anything new arrives */
         requeue_buffer(b, l);
+        requeue_group_events(b, l);
         if (login_start(b, l, err, sizeof(err)))
             WB_WARN(MOD, "login %lld could not start: %s", (long long)row.id, err);
         else

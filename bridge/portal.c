@@ -878,6 +878,101 @@ static void bridge_mx_member(br_pworker *pw, const br_room_ref *ref, const char 
         br_notice(pw, ref->room, "⚠ Your login is not running: the group was not changed.");
 }
 
+/* A user's level in m.room.power_levels content (users_default when not named). */
+static int pl_level(const cJSON *content, const char *mxid)
+{
+    const cJSON *v =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(content, "users"), mxid);
+    if (cJSON_IsNumber(v)) return v->valueint;
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(content, "users_default");
+    return cJSON_IsNumber(d) ? d->valueint : 0;
+}
+
+#define PL_CANDIDATES 128 /* users of one power-level change looked at */
+
+static void add_candidate(char (*cand)[DB_ID_MAX], size_t *n, const char *mxid)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(cand[i], mxid) == 0) return;
+    if (*n < PL_CANDIDATES) snprintf(cand[(*n)++], DB_ID_MAX, "%s", mxid);
+}
+
+/* A Matrix user changes a group portal's power levels: each ghost (or logged-in user) whose level
+ * goes from below 50 to 50 or more is made admin on WhatsApp through the sender's login, from 50
+ * or more to below is no longer admin (br_group_job_participants brings the answer and puts a
+ * refused level back). The levels before are the event's unsigned.prev_content; without it, the
+ * admins the bridge recorded (group_admin) at 50, everybody else at users_default. The bridge's
+ * own power-level events come from the bot and never arrive here. */
+static void bridge_mx_power_levels(br_pworker *pw, const br_room_ref *ref, const char *sender,
+                                   const cJSON *ev)
+{
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(ev, "content");
+    const cJSON *prev = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(ev, "unsigned"), "prev_content");
+    if (!cJSON_IsObject(content)) return;
+    if (!cJSON_IsObject(prev)) prev = NULL;
+    char(*cand)[DB_ID_MAX] = calloc(PL_CANDIDATES, DB_ID_MAX);
+    char(*admins)[DB_ID_MAX] = calloc(PL_CANDIDATES, DB_ID_MAX);
+    if (!cand || !admins) goto done;
+    size_t nc = 0, na = 0;
+    const cJSON *u;
+    cJSON_ArrayForEach(u, cJSON_GetObjectItemCaseSensitive(content, "users"))
+        add_candidate(cand, &nc, u->string);
+    if (prev) {
+        cJSON_ArrayForEach(u, cJSON_GetObjectItemCaseSensitive(prev, "users"))
+            add_candidate(cand, &nc, u->string);
+    } else if (db_group_admins(pw->db, ref->portal_id, admins, PL_CANDIDATES, &na) == DB_OK) {
+        for (size_t i = 0; i < na; i++) {
+            char mxid[DB_ID_MAX], name[DB_ID_MAX];
+            if (br_group_member_mxid(pw, admins[i], mxid, sizeof(mxid), name, sizeof(name)))
+                add_candidate(cand, &nc, mxid);
+        }
+    }
+    struct {
+        char jid[DB_ID_MAX];
+        int before;
+        bool promote;
+    } ch[16];
+    size_t nch = 0;
+    for (size_t i = 0; i < nc && nch < sizeof(ch) / sizeof(ch[0]); i++) {
+        char jid[DB_ID_MAX];
+        if (strcmp(cand[i], pw->b->bot_mxid) == 0 ||
+            !resolve_mx_to_jid(pw, cand[i], jid, sizeof(jid)))
+            continue;
+        int now = pl_level(content, cand[i]), before;
+        if (prev) {
+            before = pl_level(prev, cand[i]);
+        } else {
+            bool recorded = false;
+            for (size_t k = 0; k < na && !recorded; k++)
+                recorded = strcmp(admins[k], jid) == 0;
+            before = recorded ? BR_GROUP_ADMIN_LEVEL : pl_level(content, "");
+        }
+        if ((before >= BR_GROUP_ADMIN_LEVEL) == (now >= BR_GROUP_ADMIN_LEVEL)) continue;
+        snprintf(ch[nch].jid, sizeof(ch[nch].jid), "%s", jid);
+        ch[nch].before = before;
+        ch[nch].promote = now >= BR_GROUP_ADMIN_LEVEL;
+        memmove(cand[nch], cand[i], DB_ID_MAX); /* cand[0..nch) now: the mxids of ch */
+        nch++;
+    }
+    if (!nch) goto done;
+    br_login *l = portal_login(pw, ref, sender, false);
+    if (!l)
+        br_notice(pw, ref->room,
+                  "⚠ Only users logged in to WhatsApp can change the group's admins; the power "
+                  "levels are put back as the group is.");
+    for (size_t i = 0; i < nch; i++) {
+        if (l && br_login_group_admin(l, ref->chat, ch[i].promote, ch[i].jid, ref->room,
+                                      ch[i].before) == 0)
+            continue;
+        if (l) br_notice(pw, ref->room, "⚠ Your login is not running: the group was not changed.");
+        br_group_level_undo(pw, ref->room, cand[i], ch[i].before);
+    }
+done:
+    free(cand);
+    free(admins);
+}
+
 /* Ephemeral events: our user's typing and read receipts in a portal. */
 static void bridge_mx_ephemeral(br_pworker *pw, const br_room_ref *ref, const char *type,
                                 const cJSON *content)
@@ -968,6 +1063,9 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
         else if (ref.receiver == 0 && state_key && state_key[0] == '\0' &&
                  (strcmp(type, "m.room.name") == 0 || strcmp(type, "m.room.topic") == 0))
             bridge_mx_group_info(pw, &ref, sender, type, content);
+        else if (ref.receiver == 0 && state_key && state_key[0] == '\0' &&
+                 strcmp(type, "m.room.power_levels") == 0)
+            bridge_mx_power_levels(pw, &ref, sender, ev);
         goto done;
     }
     if (strcmp(type, "m.room.message") != 0) goto done;

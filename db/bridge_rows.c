@@ -114,6 +114,32 @@ static const db_stmt st_buffer_done = {
 static const db_stmt st_buffer_count = {
     "rows_buffer_count", "SELECT count(*) FROM wa_event_buffer WHERE login_id = $1", I};
 
+static const db_stmt st_gevent_save = {
+    "rows_gevent_save",
+    "INSERT INTO wa_group_event_buffer (login_id, group_jid, note_key, change_index, data,"
+    " inserted_ms) VALUES ($1, $2, $3, $4, $5, (extract(epoch FROM clock_timestamp()) * 1000)"
+    "::bigint) ON CONFLICT (login_id, note_key, change_index) DO UPDATE SET data = EXCLUDED.data"
+    " RETURNING id",
+    I};
+static const db_stmt st_gevent_pending = {"rows_gevent_pending",
+                                          "SELECT id, group_jid, data FROM wa_group_event_buffer"
+                                          " WHERE login_id = $1 ORDER BY id",
+                                          I};
+static const db_stmt st_gevent_done = {"rows_gevent_done",
+                                       "DELETE FROM wa_group_event_buffer WHERE id = $1", I};
+static const db_stmt st_gevent_count = {
+    "rows_gevent_count", "SELECT count(*) FROM wa_group_event_buffer WHERE login_id = $1", I};
+/* $3: admin (the row is there afterwards) or not (it is gone) */
+static const db_stmt st_gadmin_put = {
+    "rows_gadmin_put",
+    "WITH gone AS (DELETE FROM group_admin WHERE portal_id = $1::bigint AND user_jid = $2::text"
+    " AND NOT $3::boolean) INSERT INTO group_admin (portal_id, user_jid) SELECT $1::bigint,"
+    " $2::text WHERE $3::boolean ON CONFLICT DO NOTHING",
+    I};
+static const db_stmt st_gadmin_list = {
+    "rows_gadmin_list",
+    "SELECT user_jid FROM group_admin WHERE portal_id = $1 ORDER BY user_jid LIMIT $2", I};
+
 static int copy_one_text(db_conn *c, const db_stmt *st, const char *key, char *out, size_t cap)
 {
     if (!key) return db_set_error(c, DB_ERR_INVALID, NULL, "%s: no key", st->name);
@@ -473,4 +499,137 @@ int db_event_buffer_count(db_conn *c, int64_t login_id, int64_t *n)
 {
     db_param p[1] = {db_p_int(login_id)};
     return count_of(c, &st_buffer_count, p, 1, n);
+}
+
+/* ---- group notifications ---- */
+
+typedef struct gevent_save_arg {
+    int64_t login_id;
+    const char *group, *note_key;
+    const char *const *data;
+    size_t n;
+    int64_t *ids;
+} gevent_save_arg;
+
+static int gevent_save_tx(db_conn *c, void *arg)
+{
+    gevent_save_arg *a = arg;
+    for (size_t i = 0; i < a->n; i++) {
+        db_param p[5] = {db_p_int(a->login_id), db_p_text(a->group), db_p_text(a->note_key),
+                         db_p_int((int64_t)i), db_p_text(a->data[i])};
+        db_result *r;
+        int rc = db_exec_row(c, &st_gevent_save, p, 5, &r);
+        if (rc) return rc;
+        a->ids[i] = db_result_int(r, 0, 0);
+        db_result_free(r);
+    }
+    return DB_OK;
+}
+
+int db_group_event_save(db_conn *c, int64_t login_id, const char *group, const char *note_key,
+                        const char *const *data, size_t n, int64_t *ids)
+{
+    if (!group || !note_key || (n && (!data || !ids)))
+        return db_set_error(c, DB_ERR_INVALID, NULL, "db_group_event_save: missing argument");
+    if (!n) return DB_OK;
+    gevent_save_arg a = {login_id, group, note_key, data, n, ids};
+    /* re-running the body is harmless: each row is an upsert of the same key */
+    return db_tx(c, DB_TX_IDEMPOTENT, gevent_save_tx, &a);
+}
+
+int db_group_event_pending(db_conn *c, int64_t login_id, db_group_event **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    db_param p[1] = {db_p_int(login_id)};
+    db_result *r;
+    int rc = db_exec(c, &st_gevent_pending, p, 1, &r);
+    if (rc) return rc;
+    int rows = db_result_rows(r);
+    db_group_event *e = rows ? calloc((size_t)rows, sizeof(*e)) : NULL;
+    if (rows && !e) {
+        db_result_free(r);
+        return db_set_error(c, DB_ERR_NOMEM, NULL, "db_group_event_pending: out of memory");
+    }
+    for (int i = 0; i < rows; i++) {
+        e[i].id = db_result_int(r, i, 0);
+        db_result_copy_text(r, i, 1, e[i].group, sizeof(e[i].group));
+        e[i].data = strdup(db_result_text(r, i, 2));
+        if (!e[i].data) {
+            db_group_events_free(e, (size_t)i);
+            db_result_free(r);
+            return db_set_error(c, DB_ERR_NOMEM, NULL, "db_group_event_pending: out of memory");
+        }
+    }
+    db_result_free(r);
+    *out = e;
+    *n = (size_t)rows;
+    return DB_OK;
+}
+
+void db_group_events_free(db_group_event *rows, size_t n)
+{
+    if (!rows) return;
+    for (size_t i = 0; i < n; i++)
+        free(rows[i].data);
+    free(rows);
+}
+
+int db_group_event_done(db_conn *c, int64_t id)
+{
+    db_param p[1] = {db_p_int(id)};
+    return db_exec(c, &st_gevent_done, p, 1, NULL);
+}
+
+int db_group_event_count(db_conn *c, int64_t login_id, int64_t *n)
+{
+    db_param p[1] = {db_p_int(login_id)};
+    return count_of(c, &st_gevent_count, p, 1, n);
+}
+
+/* ---- group admins ---- */
+
+int db_group_admin_set(db_conn *c, int64_t portal_id, const char *jid, bool admin)
+{
+    return db_group_admin_put(c, portal_id, &jid, &admin, 1);
+}
+
+typedef struct gadmin_fill_arg {
+    int64_t portal_id;
+    const char *const *jids;
+    const bool *admin;
+} gadmin_fill_arg;
+
+static void gadmin_fill(void *arg, size_t i, db_param *p)
+{
+    const gadmin_fill_arg *a = arg;
+    p[0] = db_p_int(a->portal_id);
+    p[1] = db_p_text(a->jids[i]);
+    p[2] = db_p_bool(a->admin[i]);
+}
+
+int db_group_admin_put(db_conn *c, int64_t portal_id, const char *const *jids, const bool *admin,
+                       size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!jids[i] || !jids[i][0])
+            return db_set_error(c, DB_ERR_INVALID, NULL, "db_group_admin_put: no jid");
+    if (!n) return DB_OK;
+    gadmin_fill_arg a = {portal_id, jids, admin};
+    return db_exec_batch(c, &st_gadmin_put, 3, n, gadmin_fill, &a, NULL);
+}
+
+int db_group_admins(db_conn *c, int64_t portal_id, char (*out)[DB_ID_MAX], size_t max, size_t *n)
+{
+    *n = 0;
+    db_param p[2] = {db_p_int(portal_id), db_p_int((int64_t)max)};
+    db_result *r;
+    int rc = db_exec(c, &st_gadmin_list, p, 2, &r);
+    if (rc) return rc;
+    int rows = db_result_rows(r);
+    for (int i = 0; i < rows && (size_t)i < max; i++)
+        db_result_copy_text(r, i, 0, out[i], DB_ID_MAX);
+    *n = (size_t)rows < max ? (size_t)rows : max;
+    db_result_free(r);
+    return DB_OK;
 }

@@ -134,4 +134,36 @@ void db_buffered_free(db_buffered *rows, size_t n);
 int db_event_buffer_done(db_conn *c, int64_t login_id, const char *chat, const char *id);
 int db_event_buffer_count(db_conn *c, int64_t login_id, int64_t *n);
 
+/* ---- group notifications waiting to be shown on Matrix (wa_group_event_buffer) ----
+ * Written on the engine thread before the notification is acked to WhatsApp; removed by the
+ * portal worker once the change is shown; read again at start-up (a crash in between). */
+
+typedef struct db_group_event {
+    int64_t id;
+    char group[DB_ID_MAX]; /* group JID */
+    char *data;            /* the change (the bridge's JSON), malloc'd */
+} db_group_event;
+
+/* Saves the n changes of one notification (note_key: its "from id") in one transaction, all or
+ * none; ids[i] receives change i's row id. A row saved by an earlier delivery of the same
+ * notification is kept (its data replaced) and its id given. */
+int db_group_event_save(db_conn *c, int64_t login_id, const char *group, const char *note_key,
+                        const char *const *data, size_t n, int64_t *ids);
+/* Rows of login_id not yet shown, oldest first (*out malloc'd: db_group_events_free). */
+int db_group_event_pending(db_conn *c, int64_t login_id, db_group_event **out, size_t *n);
+void db_group_events_free(db_group_event *rows, size_t n);
+/* Drops a row once its change was shown (no row: nothing to do). */
+int db_group_event_done(db_conn *c, int64_t id);
+int db_group_event_count(db_conn *c, int64_t login_id, int64_t *n);
+
+/* ---- group admins as the bridge last showed them (group_admin) ---- */
+
+/* Records whether a member (user JID) of a group portal's group is admin. */
+int db_group_admin_set(db_conn *c, int64_t portal_id, const char *jid, bool admin);
+/* The same for n members at once (one round trip; all or none). */
+int db_group_admin_put(db_conn *c, int64_t portal_id, const char *const *jids, const bool *admin,
+                       size_t n);
+/* The admins recorded for a portal (up to max user JIDs); *n the count. */
+int db_group_admins(db_conn *c, int64_t portal_id, char (*out)[DB_ID_MAX], size_t max, size_t *n);
+
 #endif

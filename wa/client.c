@@ -542,6 +542,11 @@ bool wa_client_next_group_result(wa_client *c, wa_group_result *out)
     return true;
 }
 
+const wa_group_update *wa_client_peek_group_update(const wa_client *c)
+{
+    return c->ngupdates ? &c->gupdates[0].u : NULL;
+}
+
 bool wa_client_next_group_update(wa_client *c, wa_group_update *out)
 {
     if (!c->ngupdates) return false;

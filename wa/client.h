@@ -321,6 +321,10 @@ int wa_client_group_participating(wa_client *c, uint32_t *req_id_out);
  * wa_group_result_free / wa_group_update_free). False when there is none. */
 bool wa_client_next_group_result(wa_client *c, wa_group_result *out);
 bool wa_client_next_group_update(wa_client *c, wa_group_update *out);
+/* The update wa_client_next_group_update would take next, neither taken nor acked (NULL when
+ * none): an app that keeps updates durably writes it down first, then takes it. Valid until the
+ * next call into the client; owned by the client. */
+const wa_group_update *wa_client_peek_group_update(const wa_client *c);
 void wa_group_result_free(wa_group_result *r);
 void wa_group_update_free(wa_group_update *u);
 

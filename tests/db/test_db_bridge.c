@@ -1,10 +1,12 @@
 /*
  * tests/db/test_db_bridge.c - the bridge's rows (db/bridge_db.h): appservice transactions into the
  * inbox exactly once, inbox order and deletion, portals, the message map, the key-value table and
- * login leases shared by several processes.
+ * login leases shared by several processes; group notifications kept until shown, and the
+ * record of group admins.
  */
 #include "check.h"
 #include "db/bridge_db.h"
+#include "db/bridge_rows.h"
 #include "db/migrate.h"
 #include "pgtest.h"
 
@@ -191,6 +193,90 @@ static void test_leases(db_conn *c, const char *conninfo)
     db_conn_close(c2);
 }
 
+/* wa_group_event_buffer: a notification's changes saved together, a redelivery adds nothing,
+ * rows read back in order per login, dropped once shown; group_admin set, listed, unset. */
+static void test_group_events(db_conn *c, int64_t l1, int64_t l2)
+{
+    const char *grp = "120363025246125999@g.us";
+    const char *data[2] = {"{\"change\":3,\"members\":[]}", "{\"change\":5,\"members\":[]}"};
+    int64_t ids[2] = {0, 0}, again[2] = {0, 0}, other[1] = {0}, n = -1;
+    CHECK_INT(db_group_event_save(c, l1, grp, "g 1001", data, 2, ids), DB_OK);
+    CHECK(ids[0] > 0 && ids[1] > ids[0]);
+    CHECK_INT(db_group_event_count(c, l1, &n), DB_OK);
+    CHECK_INT((int)n, 2);
+    /* the server delivers it again (not acked: a crash before the ack): the same rows */
+    CHECK_INT(db_group_event_save(c, l1, grp, "g 1001", data, 2, again), DB_OK);
+    CHECK(again[0] == ids[0] && again[1] == ids[1]);
+    CHECK_INT(db_group_event_count(c, l1, &n), DB_OK);
+    CHECK_INT((int)n, 2);
+    /* the same notification for another login of the group is that login's own row */
+    CHECK_INT(db_group_event_save(c, l2, grp, "g 1001", data, 1, other), DB_OK);
+    CHECK(other[0] > 0 && other[0] != ids[0] && other[0] != ids[1]);
+    db_group_event *rows = NULL;
+    size_t nr = 0;
+    CHECK_INT(db_group_event_pending(c, l1, &rows, &nr), DB_OK);
+    CHECK_INT((int)nr, 2);
+    if (nr == 2) {
+        CHECK(rows[0].id == ids[0] && rows[1].id == ids[1]);
+        CHECK_STR(rows[0].group, grp);
+        CHECK_STR(rows[0].data, data[0]);
+        CHECK_STR(rows[1].data, data[1]);
+    }
+    db_group_events_free(rows, nr);
+    /* shown: gone; showing it twice (a replay) is no error */
+    CHECK_INT(db_group_event_done(c, ids[0]), DB_OK);
+    CHECK_INT(db_group_event_done(c, ids[0]), DB_OK);
+    CHECK_INT(db_group_event_pending(c, l1, &rows, &nr), DB_OK);
+    CHECK_INT((int)nr, 1);
+    if (nr == 1) CHECK(rows[0].id == ids[1]);
+    db_group_events_free(rows, nr);
+    CHECK_INT(db_group_event_done(c, ids[1]), DB_OK);
+    CHECK_INT(db_group_event_count(c, l1, &n), DB_OK);
+    CHECK_INT((int)n, 0);
+    CHECK_INT(db_group_event_count(c, l2, &n), DB_OK);
+    CHECK_INT((int)n, 1);
+    /* nothing to save is no transaction and no error; a missing key is refused */
+    CHECK_INT(db_group_event_save(c, l1, grp, "g 1002", NULL, 0, NULL), DB_OK);
+    CHECK(db_group_event_save(c, l1, grp, NULL, data, 1, ids) != DB_OK);
+
+    int64_t pid = 0;
+    CHECK_INT(db_portal_ensure(c, grp, 0, &pid), DB_OK);
+    char admins[4][DB_ID_MAX];
+    size_t na = 9;
+    CHECK_INT(db_group_admins(c, pid, admins, 4, &na), DB_OK);
+    CHECK_INT((int)na, 0);
+    CHECK_INT(db_group_admin_set(c, pid, "15550000002@s.whatsapp.net", true), DB_OK);
+    CHECK_INT(db_group_admin_set(c, pid, "15550000001@s.whatsapp.net", true), DB_OK);
+    CHECK_INT(db_group_admin_set(c, pid, "15550000001@s.whatsapp.net", true), DB_OK);
+    CHECK_INT(db_group_admins(c, pid, admins, 4, &na), DB_OK);
+    CHECK_INT((int)na, 2);
+    if (na == 2) {
+        CHECK_STR(admins[0], "15550000001@s.whatsapp.net");
+        CHECK_STR(admins[1], "15550000002@s.whatsapp.net");
+    }
+    CHECK_INT(db_group_admin_set(c, pid, "15550000002@s.whatsapp.net", false), DB_OK);
+    CHECK_INT(db_group_admin_set(c, pid, "15550000003@s.whatsapp.net", false), DB_OK);
+    CHECK_INT(db_group_admins(c, pid, admins, 4, &na), DB_OK);
+    CHECK_INT((int)na, 1);
+    if (na == 1) CHECK_STR(admins[0], "15550000001@s.whatsapp.net");
+    /* a whole member list at once: 1 no longer admin, 3 and 4 admins, 5 a plain member */
+    const char *jids[4] = {"15550000001@s.whatsapp.net", "15550000003@s.whatsapp.net",
+                           "15550000004@s.whatsapp.net", "15550000005@s.whatsapp.net"};
+    bool admin[4] = {false, true, true, false};
+    CHECK_INT(db_group_admin_put(c, pid, jids, admin, 4), DB_OK);
+    CHECK_INT(db_group_admins(c, pid, admins, 4, &na), DB_OK);
+    CHECK_INT((int)na, 2);
+    if (na == 2) {
+        CHECK_STR(admins[0], "15550000003@s.whatsapp.net");
+        CHECK_STR(admins[1], "15550000004@s.whatsapp.net");
+    }
+    /* at most max are given */
+    CHECK_INT(db_group_admins(c, pid, admins, 1, &na), DB_OK);
+    CHECK_INT((int)na, 1);
+    const char *empty[1] = {""};
+    CHECK(db_group_admin_put(c, pid, empty, admin, 1) != DB_OK);
+}
+
 int main(void)
 {
     pgtest_require();
@@ -205,6 +291,7 @@ int main(void)
     test_inbox(c);
     test_portals_messages(c, l1, l2);
     test_kv(c);
+    test_group_events(c, l1, l2);
     test_leases(c, ci);
     db_conn_close(c);
     return CHECK_DONE();

@@ -70,11 +70,12 @@ static void test_empty_to_latest(db_conn *c)
         "wa_appstate_key,wa_appstate_version,wa_appstate_mac,wa_contact,wa_chat_settings,"
         "wa_lid_map,wa_message_secret,wa_event_buffer,wa_sent_message,portal,ghost,message,"
         "reaction,user_portal,disappearing_message,backfill_task,mx_txn,mx_inbox,"
-        "mx_registered_user,mx_room_state,kv_store,schema_version}");
+        "mx_registered_user,mx_room_state,kv_store,schema_version,wa_group_event_buffer,group_"
+        "admin}");
     db_result *r;
     CHECK_INT(db_exec_row(c, &st_tables, &p, 1, &r), DB_OK);
     if (r) {
-        CHECK_INT(db_result_int(r, 0, 0), 29);
+        CHECK_INT(db_result_int(r, 0, 0), 31);
         db_result_free(r);
     }
 

@@ -3,16 +3,19 @@
 // group's name, Alice is invited; Bob's group message comes from his ghost; Alice's answer in the
 // room reaches both phones; Bob renames the group and removes Carol -> the room follows. Alice
 // also creates a group with `create-group`, adds and removes a member there by inviting and
-// kicking the ghost (refused with a notice in Bob's group, where she is no admin), and brings her
-// groups over with `sync`.
-//   node e2e_group.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
+// kicking the ghost (refused with a notice in Bob's group, where she is no admin), makes Bob an
+// admin and not again by changing his ghost's power level (refused and put back in Bob's group),
+// and brings her groups over with `sync`.
+//   node e2e_group.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE [WABRIDGE_E2E_HS_NO_PREV_CONTENT])
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
 import { openManagementRoom, loginQr, joinNextInvite, phoneMessages, fromBot } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
-const pg = createDatabase(conninfo, 'e2e_group');
+// WABRIDGE_E2E_HS_NO_PREV_CONTENT: hs-sim leaves unsigned.prev_content out; the bridge then
+// compares power-level changes with the admins it recorded
+const pg = createDatabase(conninfo, process.env.WABRIDGE_E2E_HS_NO_PREV_CONTENT ? 'e2e_group_noprev' : 'e2e_group');
 let failures = 0;
 const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
 const ALICE = '15550000051', BOB = '15550000052', CAROL = '15550000053';
@@ -71,6 +74,9 @@ try {
   const levels = async () => (await alice.req('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.power_levels/`)).users ?? {};
   check(await waitFor('Bob\'s level', async () => (await levels())[bobGhost] === 50, 30000).catch(() => false),
     'the group\'s admin (Bob) has power level 50 in the portal');
+  const plEvents = (await alice.req('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.power_levels/`)).events ?? {};
+  check(plEvents['m.room.power_levels'] === 50 && plEvents['m.room.name'] === 0 && plEvents['m.room.encryption'] === 100,
+    `the portal lets admins (50) change power levels, anyone the name, only the bot encryption (${JSON.stringify(plEvents)})`);
   const pr = await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'promote', members: [ALICE] });
   check(pr.status === 200 && await waitFor('Alice promoted', async () => (await levels())[alice.userId] === 50, 30000).catch(() => false),
     'promoted on WhatsApp: the Matrix user gets power level 50');
@@ -110,6 +116,52 @@ try {
   await alice.kick(club, carolGhost, 'bye');
   check(await waitFor('Carol out of the club', async () => !(await hasCarol(clubJid)), 30000).catch(() => false),
     'kicking a ghost removes the contact from the WhatsApp group');
+  // admins from Matrix: in her own group Alice (superadmin) raises Bob's ghost to 50 -> Bob is
+  // made admin on WhatsApp; back to 0 -> no longer admin
+  const plPath = (room) => `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/state/m.room.power_levels/`;
+  const setLevel = async (room, who, level, by = alice) => {
+    const pl = await by.req('GET', plPath(room));
+    pl.users = { ...(pl.users ?? {}) };
+    if (level === undefined) delete pl.users[who]; else pl.users[who] = level;
+    await by.req('PUT', plPath(room), pl);
+  };
+  const waAdmin = async (jid, phone) => (await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(jid)}`)).json.members
+    ?.find((m) => String(m.phone).includes(phone))?.admin;
+  check(await waAdmin(clubJid, BOB) === false, 'Bob starts as a plain member of the club on WhatsApp');
+  await setLevel(club, bobGhost, 50);
+  check(await waitFor('Bob admin on WhatsApp', async () => await waAdmin(clubJid, BOB) === true, 30000).catch(() => false),
+    'power level 50 for a ghost in the portal makes the contact a WhatsApp group admin');
+  await new Promise((r) => setTimeout(r, 500)); // the promote notification comes back: no echo
+  check((await alice.req('GET', plPath(club))).users?.[bobGhost] === 50, 'the promoted ghost keeps its level (no loop back)');
+  await setLevel(club, bobGhost, undefined);
+  check(await waitFor('Bob no longer admin', async () => await waAdmin(clubJid, BOB) === false, 30000).catch(() => false),
+    'lowering the ghost below 50 demotes the contact on WhatsApp');
+  await new Promise((r) => setTimeout(r, 500));
+  check((await alice.req('GET', plPath(club))).users?.[bobGhost] === undefined, 'the demoted ghost stays at the default level');
+  // in Bob's group Alice is no admin: lowering Bob's ghost is refused by WhatsApp, the bot says
+  // why and puts his level back
+  const s4 = alice.events.length;
+  await setLevel(portal, bobGhost, 0);
+  const noDemote = await alice.waitEvent('the admin refusal', (e) => alice.events.indexOf(e) >= s4 && e.room_id === portal &&
+    e.type === 'm.room.message' && /WhatsApp did not remove .* as a group admin/.test(e.content?.body), 30000).catch(() => null);
+  check(/only group admins/.test(noDemote?.content?.body ?? ''), `a demote without admin rights is refused with a notice (${noDemote?.content?.body})`);
+  check(await waitFor('Bob\'s level back', async () => (await levels())[bobGhost] === 50, 30000).catch(() => false),
+    'the refused power-level change is put back (Bob\'s ghost at 50 again)');
+  check(await waAdmin(group, BOB) === true, 'Bob is still an admin of his group on WhatsApp');
+  // a Matrix user without a login changes the levels: nothing on WhatsApp, a notice, put back
+  const eve = await MxUser.register(hs.url, 'eve');
+  await alice.invite(portal, eve.userId);
+  await eve.join(portal);
+  const s5 = alice.events.length;
+  await setLevel(portal, bobGhost, undefined, eve);
+  const noLogin = await alice.waitEvent('the no-login notice', (e) => alice.events.indexOf(e) >= s5 && e.room_id === portal &&
+    e.type === 'm.room.message' && /Only users logged in to WhatsApp can change the group's admins/.test(e.content?.body), 30000).catch(() => null);
+  check(!!noLogin, 'a power-level change by a user without a login gets a notice');
+  check(await waitFor('Bob\'s level back again', async () => (await levels())[bobGhost] === 50, 30000).catch(() => false),
+    'and is put back');
+  check(await waAdmin(group, BOB) === true, 'Bob is still an admin on WhatsApp');
+  eve.stop();
+
   // in Bob's group Alice is no admin: WhatsApp refuses, the bot says why and takes the invite back
   const s3 = alice.events.length;
   await alice.invite(portal, carolGhost);

@@ -64,6 +64,8 @@ export async function startWaSim(bin, accounts) {
 
 export async function startHsSim(bin, regPath) {
   const args = process.env.WABRIDGE_E2E_HS_VERBOSE ? ['-v'] : []; // hs-sim logs each request
+  // state events without unsigned.prev_content, which the spec makes optional
+  if (process.env.WABRIDGE_E2E_HS_NO_PREV_CONTENT) args.push('--no-prev-content');
   const proc = spawn(bin, [...args, '0', DOMAIN, regPath], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise((resolve, reject) => {
     lines(proc, (l) => { const m = l.match(/^port (\d+)/); if (m) resolve(Number(m[1])); });

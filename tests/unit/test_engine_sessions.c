@@ -11,8 +11,8 @@
  *    1:1 chats, and in a group: the members' device lists);
  *  - a retry receipt without keys from a device we have no session with: its keys are fetched
  *    and the message sent again;
- *  - group notifications acked only once taken: one left untaken comes again after a reconnect
- *    and is handed over once;
+ *  - group notifications acked only once taken (a peek neither takes nor acks): one left untaken
+ *    comes again after a reconnect and is handed over once;
  *  - 1:1 messages to a LID: device lists and sessions by LID, both ways;
  *  - chat states in a group reach the other members with participant = the sender.
  */
@@ -235,8 +235,15 @@ static void test_notification_ack(sim_rig *r, sim_rig_peer *a, char *group_out)
     CHECK_INT(wa_client_get_state(a->client), WA_CLIENT_CONNECTED);
     CHECK_INT(sim_rig_count(a, WA_EV_GROUP, group_out), 1);
     CHECK_INT(queued_notes(r, PHONE_A, 1), 1);
+    /* a peek (the bridge writes it down before taking it) neither takes nor acks it */
+    const wa_group_update *peek = wa_client_peek_group_update(a->client);
+    CHECK(peek != NULL && peek->event.group && strcmp(peek->event.group, group_out) == 0);
+    CHECK(wa_client_peek_group_update(a->client) == peek);
+    sim_rig_advance(r, 100);
+    CHECK_INT(queued_notes(r, PHONE_A, 1), 1);
     sim_rig_take_groups(a);
     CHECK_INT(a->nupdates, 1);
+    CHECK(wa_client_peek_group_update(a->client) == NULL);
     sim_rig_advance(r, 100);
     CHECK_INT(queued_notes(r, PHONE_A, 1), 0); /* acked once taken */
     kick(r, PHONE_A, 1);

@@ -10,7 +10,11 @@
  * stored, when its appservice push began: GET /_hssim/rooms/{id}/timing, for the benchmarks).
  * Everything lives in memory behind one lock. Listens on 127.0.0.1 only.
  *
- *   hs-sim [-v] [--push-backoff-ms N] [--legacy-push] <port|0> <server_name> [registration.yaml|-]
+ *   hs-sim [-v] [--push-backoff-ms N] [--legacy-push] [--no-prev-content] <port|0> <server_name>
+ *          [registration.yaml|-]
+ *
+ * --no-prev-content: state events do not carry unsigned.prev_content (the spec makes it optional),
+ * for testing clients that must do without.
  *
  * prints "port <n>" on stdout once it listens; SIGTERM / SIGINT stop it.
  */
@@ -303,11 +307,17 @@ static hs_event *room_append(hs_room *r, const char *sender, const char *type,
 }
 
 /* redacts: for m.room.redaction, the target (top-level key, as room versions up to 10 have it);
- * set before the event is offered to the appservice. */
+ * set before the event is offered to the appservice. A state event that replaces an earlier one
+ * carries it in unsigned as Synapse does: prev_content, prev_sender, replaces_state. */
 static hs_event *room_append_ex(hs_room *r, const char *sender, const char *type,
                                 const char *state_key, cJSON *content, int64_t ts,
                                 const char *redacts)
 {
+    const cJSON *prev = state_key && !G.no_prev_content ? state_get(r, type, state_key) : NULL;
+    cJSON *prev_content =
+        prev ? cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(prev, "content"), 1) : NULL;
+    char *prev_sender = prev ? xstrdup(str_of(prev, "sender")) : NULL;
+    char *prev_id = prev ? xstrdup(str_of(prev, "event_id")) : NULL;
     HS_GROW(r->events, r->n_events, r->cap_events);
     hs_event *e = &r->events[r->n_events++];
     memset(e, 0, sizeof *e);
@@ -325,6 +335,13 @@ static hs_event *room_append_ex(hs_room *r, const char *sender, const char *type
     if (redacts) cJSON_AddStringToObject(ev, "redacts", redacts);
     cJSON *uns = cJSON_AddObjectToObject(ev, "unsigned");
     cJSON_AddNumberToObject(uns, "age", 0);
+    if (prev_content) {
+        cJSON_AddItemToObject(uns, "prev_content", prev_content);
+        cJSON_AddStringToObject(uns, "prev_sender", prev_sender);
+        cJSON_AddStringToObject(uns, "replaces_state", prev_id);
+    }
+    free(prev_sender);
+    free(prev_id);
     free(eid);
     e->ev = ev;
     e->pos = ++G.pos;
@@ -1857,9 +1874,8 @@ static int load_registration(const char *path)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: hs-sim [-v] [--push-backoff-ms N] [--legacy-push] <port|0> <server_name> "
-            "[registration.yaml|-]\n");
+    fprintf(stderr, "usage: hs-sim [-v] [--push-backoff-ms N] [--legacy-push] [--no-prev-content] "
+                    "<port|0> <server_name> [registration.yaml|-]\n");
 }
 
 int main(int argc, char **argv)
@@ -1876,6 +1892,8 @@ int main(int argc, char **argv)
             G.verbose = true;
         } else if (is(argv[i], "--legacy-push")) {
             G.legacy_push = true;
+        } else if (is(argv[i], "--no-prev-content")) {
+            G.no_prev_content = true;
         } else if (is(argv[i], "--push-backoff-ms") && i + 1 < argc) {
             G.push_backoff_ms = strtol(argv[++i], NULL, 10);
             if (G.push_backoff_ms <= 0) G.push_backoff_ms = 1;

@@ -110,6 +110,8 @@ typedef struct hs_state {
     long refuse_ms;   /* pending refuse request for the main thread (0 = none) */
     bool auth_media;  /* serve /_matrix/client/v1/media (default true) */
 
+    bool no_prev_content; /* --no-prev-content: state events without unsigned.prev_content */
+
     /* growing arrays: n_* entries used, cap_* allocated */
     hs_user *users; /* registered accounts */
     size_t n_users, cap_users;
