@@ -35,7 +35,6 @@ function cleanup(code) {
 }
 process.on('unhandledRejection', (e) => { console.error('FAIL unhandled rejection', e); cleanup(1); });
 process.on('uncaughtException', (e) => { console.error('FAIL uncaught exception', e); cleanup(1); });
-process.on('exit', () => sim.kill('SIGTERM'));
 
 // what the devices sent, for Baileys' getMessage (it answers retry receipts with it)
 const sentMessages = new Map();

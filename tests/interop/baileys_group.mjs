@@ -44,7 +44,6 @@ function cleanup(code) {
 }
 process.on('unhandledRejection', (e) => { console.error('FAIL unhandled rejection', e); cleanup(1); });
 process.on('uncaughtException', (e) => { console.error('FAIL uncaught exception', e); cleanup(1); });
-process.on('exit', () => sim.kill('SIGTERM'));
 
 const sentMessages = new Map();
 const remember = (sent) => { sentMessages.set(sent.key.id, sent.message); return sent; };

@@ -42,7 +42,6 @@ function cleanup(code) {
   process.exit(code);
 }
 process.on('unhandledRejection', (e) => { console.error('FAIL unhandled rejection', e); cleanup(1); });
-process.on('exit', () => sim.kill('SIGTERM'));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function waitFor(cond, ms = 15000) {
   const end = Date.now() + ms;
