@@ -39,10 +39,11 @@ const { Session } = require('node:inspector');
 const { writeSync } = require('node:fs');
 const { beat, seconds } = workerData;
 let last = -1, still = 0;
-setInterval(() => {
+const timer = setInterval(() => {
   const now = Atomics.load(beat, 0);
   if (now !== last) { last = now; still = 0; return; }
   if (++still < seconds) return;
+  clearInterval(timer);
   writeSync(2, 'watchdog: the event loop has not turned for ' + seconds + ' s; the main thread is at:\\n');
   const urls = new Map();
   const s = new Session();
