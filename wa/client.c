@@ -204,8 +204,9 @@ struct wa_client {
     int nrefs, next_ref;
     /* pairing by code */
     char lc_phone[24]; /* the account's number; "" = QR pairing */
-    char lc_code[9];   /* the code shown to the user */
+    char lc_code[9];   /* the code shown to the user, once the server registered it */
     bool lc_sent;      /* companion_hello sent on this connection */
+    char lc_ref[64];   /* the server's link_code_pairing_ref for it; "" = not answered yet */
     wa_keypair lc_eph; /* our ephemeral key of the code pairing; secret */
     /* IQs */
     pending_iq pending[MAX_PENDING];
@@ -939,6 +940,7 @@ static void reset_connection(wa_client *c)
 {
     abandon_connection_work(c);
     c->lc_sent = false;
+    c->lc_ref[0] = '\0';
     wa_noise_clear(&c->noise);
     wa_frame_reader_free(&c->reader);
     wa_frame_reader_init(&c->reader, false, 0);
@@ -1254,6 +1256,24 @@ static void lc_send_hello(wa_client *c)
     wa_client_send_node(c, iq);
     wb_arena_free(&a);
     c->lc_sent = true;
+    /* the code is shown when the server answers (lc_on_registered): before that the phone has
+     * nothing to match it with, and a user who types it at once is told no companion waits */
+}
+
+/* The server's answer to companion_hello: the request is registered under a pairing ref, which
+ * the phone's primary_hello names; now the code may be shown. */
+static void lc_on_registered(wa_client *c, const wa_node *n, int64_t now)
+{
+    const wa_node *reg = wa_node_child(n, "link_code_companion_reg");
+    const wa_node *ref = reg ? wa_node_child(reg, "link_code_pairing_ref") : NULL;
+    if (!c->lc_sent || !ref || ref->data_len == 0 || ref->data_len >= sizeof(c->lc_ref)) {
+        c->stopped = true;
+        emit(c, WA_EV_ERROR, 0, 0, "the server did not register the pairing code");
+        drop(c, now, 0, -1, "pairing by code failed");
+        return;
+    }
+    memcpy(c->lc_ref, ref->data, ref->data_len);
+    c->lc_ref[ref->data_len] = '\0';
     emit(c, WA_EV_PAIR_CODE, 0, 0, "%s", c->lc_code);
 }
 
@@ -1279,7 +1299,9 @@ static void lc_on_primary_hello(wa_client *c, const wa_node *n, const wa_node *r
     const wa_node *ref = wa_node_child(reg, "link_code_pairing_ref");
     const wa_node *pid = wa_node_child(reg, "primary_identity_pub");
     const wa_node *wrapped = wa_node_child(reg, "link_code_pairing_wrapped_primary_ephemeral_pub");
-    if (!c->lc_sent || !ref || !pid || pid->data_len != 32 || !wrapped || wrapped->data_len != 80) {
+    if (!c->lc_ref[0] || !ref || ref->data_len != strlen(c->lc_ref) ||
+        memcmp(ref->data, c->lc_ref, ref->data_len) != 0 || !pid || pid->data_len != 32 ||
+        !wrapped || wrapped->data_len != 80) {
         wa_client_send_node(c, ack);
         emit(c, WA_EV_ERROR, 0, 0, "malformed primary_hello from the phone");
         return;
@@ -1580,6 +1602,7 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
     case IQ_RETRY_KEYS: on_retry_keys(c, n, p.arg, ok); break;
     case IQ_LINK_HELLO:
     case IQ_LINK_FINISH:
+        if (ok && p.kind == IQ_LINK_HELLO) lc_on_registered(c, n, now);
         if (!ok) {
             c->stopped = true;
             emit(c, WA_EV_ERROR, 0, 0, "the phone refused the pairing code");

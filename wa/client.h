@@ -128,7 +128,8 @@ int wa_client_start(wa_client *c, int64_t now, uint64_t wall);
 /* Closes the connection and stays idle (no reconnect). */
 void wa_client_stop(wa_client *c, int64_t now);
 /* Pairs by phone code instead of QR: `phone` is the account's number (digits). Call after
- * wa_client_start on an unpaired client; the code comes as WA_EV_PAIR_CODE, and QR events stop. */
+ * wa_client_start on an unpaired client; the code comes as WA_EV_PAIR_CODE once the server has
+ * registered the request (so the phone accepts it as soon as it shows), and QR events stop. */
 int wa_client_pair_phone(wa_client *c, const char *phone, int64_t now);
 /* Asks the server to remove this companion, then wipes the store. */
 int wa_client_logout(wa_client *c, int64_t now);

@@ -42,6 +42,16 @@ export function createDatabase(conninfo, name) {
   return `${conninfo} dbname=${name}`;
 }
 
+// A child still running when this process exits (an uncaught exception included) is sent SIGTERM:
+// left behind, it would keep the stderr it inherited open, and ctest would wait for it until the
+// test's timeout instead of reporting the failure.
+const children = new Set();
+process.on('exit', () => { for (const c of children) c.kill('SIGTERM'); });
+function endWithUs(proc) {
+  children.add(proc);
+  proc.once('exit', () => children.delete(proc));
+}
+
 function lines(proc, onLine) {
   createInterface({ input: proc.stdout }).on('line', onLine);
 }
@@ -50,7 +60,9 @@ export async function startWaSim(bin, accounts) {
   const args = [];
   for (const a of accounts) args.push('--account', `${a.phone}:${a.lid}:${a.name}`);
   if (process.env.WA_SIM_VERBOSE) args.push('--verbose');
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  // --exit-on-eof: wa-sim goes with this process even if it is killed (see tests/interop/wa_sim.mjs)
+  const proc = spawn(bin, [...args, '--exit-on-eof'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  endWithUs(proc);
   const ready = await new Promise((resolve, reject) => {
     createInterface({ input: proc.stdout }).once('line', (l) => resolve(JSON.parse(l)));
     proc.once('exit', (c) => reject(new Error(`wa-sim exited with ${c}`)));
@@ -67,6 +79,7 @@ export async function startHsSim(bin, regPath) {
   // state events without unsigned.prev_content, which the spec makes optional
   if (process.env.WABRIDGE_E2E_HS_NO_PREV_CONTENT) args.push('--no-prev-content');
   const proc = spawn(bin, [...args, '0', DOMAIN, regPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  endWithUs(proc);
   const port = await new Promise((resolve, reject) => {
     lines(proc, (l) => { const m = l.match(/^port (\d+)/); if (m) resolve(Number(m[1])); });
     proc.once('exit', (c) => reject(new Error(`hs-sim exited with ${c}`)));
@@ -116,6 +129,7 @@ export async function startBridge(bin, configPath, env = {}) {
   const cmd = wrap.length ? wrap[0] : bin;
   const args = wrap.length ? [...wrap.slice(1), bin, '-c', configPath] : ['-c', configPath];
   const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  endWithUs(proc);
   const exited = new Promise((resolve) => proc.once('exit', (code, sig) => resolve({ code, sig })));
   await new Promise((resolve, reject) => {
     lines(proc, (l) => { if (/running/.test(l)) resolve(); });

@@ -30,12 +30,11 @@ function cleanup(code) {
   clearTimeout(deadline);
   for (const s of socks) { try { s.end(undefined); } catch { /* closing anyway */ } }
   sim.kill();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  for (const d of dirs) rmSync(d, { recursive: true, force: true, maxRetries: 5 });
   process.exit(code);
 }
 process.on('unhandledRejection', (e) => { console.error('FAIL unhandled rejection', e); cleanup(1); });
 process.on('uncaughtException', (e) => { console.error('FAIL uncaught exception', e); cleanup(1); });
-process.on('exit', () => sim.kill('SIGTERM'));
 
 // what the devices sent, for Baileys' getMessage (it answers retry receipts with it)
 const sentMessages = new Map();

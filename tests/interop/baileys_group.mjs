@@ -39,12 +39,11 @@ function cleanup(code) {
   clearTimeout(deadline);
   for (const s of socks) { try { s.end(undefined); } catch { /* closing anyway */ } }
   sim.kill();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  for (const d of dirs) rmSync(d, { recursive: true, force: true, maxRetries: 5 });
   process.exit(code);
 }
 process.on('unhandledRejection', (e) => { console.error('FAIL unhandled rejection', e); cleanup(1); });
 process.on('uncaughtException', (e) => { console.error('FAIL uncaught exception', e); cleanup(1); });
-process.on('exit', () => sim.kill('SIGTERM'));
 
 const sentMessages = new Map();
 const remember = (sent) => { sentMessages.set(sent.key.id, sent.message); return sent; };

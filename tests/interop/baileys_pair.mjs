@@ -2,12 +2,13 @@
 // prekeys and reaches connection "open"; then a new socket logs in again from the saved credentials
 // without pairing; then a stream error 401 from the server ends the session as "logged out".
 //   node tests/interop/baileys_pair.mjs path/to/wa-sim
+// Diagnosing a hang: BAILEYS_LOG=trace (Baileys' log to stderr), WA_SIM_VERBOSE=1 (every stanza).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import makeWASocket, { DisconnectReason, useMultiFileAuthState } from '@whiskeysockets/baileys';
 import pino from 'pino';
-import { startSim } from './wa_sim.mjs';
+import { startSim, watchdog } from './wa_sim.mjs';
 
 const simPath = process.argv[2];
 if (!simPath) { console.error('usage: baileys_pair.mjs <wa-sim>'); process.exit(2); }
@@ -18,12 +19,18 @@ const expect = (ok, what) => { if (ok) { passed++; console.log('ok   ' + what); 
 const sim = await startSim(simPath, ['--account', `${PHONE}:100000000000001:Sim Phone`]);
 const { ready, admin } = sim;
 const dir = mkdtempSync(join(tmpdir(), 'wabridge-baileys-'));
-const logger = pino({ level: 'silent' });
+const dir2 = mkdtempSync(join(tmpdir(), 'wabridge-baileys-code-'));
+const logger = pino({ level: process.env.BAILEYS_LOG || 'silent' }, pino.destination(2));
 const deadline = setTimeout(() => { console.error('FAIL timed out'); cleanup(1); }, 60000);
+watchdog(20); // a blocked event loop never runs the deadline above
+// The credential folders go only at the very end: a socket we ended keeps writing its keys and
+// creds for a while (Baileys stores its own LID mapping and session after "open"), and a folder
+// removed under it fails those writes or the removal itself (ENOTEMPTY). rmSync is synchronous, so
+// no JavaScript writes during it; the retries cover a write already under way in the thread pool.
 function cleanup(code) {
   clearTimeout(deadline);
   sim.kill();
-  rmSync(dir, { recursive: true, force: true });
+  for (const d of [dir, dir2]) rmSync(d, { recursive: true, force: true, maxRetries: 5 });
   process.exit(code);
 }
 
@@ -81,7 +88,6 @@ expect((await closed) === DisconnectReason.loggedOut, 'Baileys sees 401 as logge
 // 5. pairing by phone code: Baileys asks for a code, the user types it on the phone
 const PHONE2 = '15550000009';
 expect((await admin('POST', '/admin/accounts', { phone: PHONE2, name: 'Second' })).status === 200, 'second account');
-const dir2 = mkdtempSync(join(tmpdir(), 'wabridge-baileys-code-'));
 async function connectCode({ requestCode }) {
   const { state, saveCreds } = await useMultiFileAuthState(dir2);
   const sock = makeWASocket({ waWebSocketUrl: ready.ws, auth: state, logger, printQRInTerminal: false, connectTimeoutMs: 15000 });
@@ -113,7 +119,6 @@ const c2 = await connectCode({ requestCode: false });
 expect(c2.how === 'open', 'connection open after code pairing');
 st = (await admin('GET', '/admin/state')).json;
 expect(st.accounts.find((a) => a.phone === PHONE2)?.devices.length === 1, 'the code-paired device is listed');
-rmSync(dir2, { recursive: true, force: true });
 
 // 6. a scan of a QR nobody shows is refused
 const bad = await admin('POST', '/admin/scan', { phone: PHONE, qr: 'https://wa.me/settings/linked_devices#2@nope,AAAA,BBBB,CCCC' });

@@ -30,7 +30,7 @@ function cleanup(code) {
   try { sock?.end(undefined); } catch { /* closing anyway */ }
   engine.kill('SIGTERM');
   sim.kill();
-  rmSync(dir, { recursive: true, force: true });
+  rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
   process.exit(code);
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -38,11 +38,10 @@ function cleanup(code) {
   for (const s of socks) { try { s.end(undefined); } catch { /* closing anyway */ } }
   engine.kill('SIGTERM');
   sim.kill();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  for (const d of dirs) rmSync(d, { recursive: true, force: true, maxRetries: 5 });
   process.exit(code);
 }
 process.on('unhandledRejection', (e) => { console.error('FAIL unhandled rejection', e); cleanup(1); });
-process.on('exit', () => sim.kill('SIGTERM'));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function waitFor(cond, ms = 15000) {
   const end = Date.now() + ms;

@@ -129,11 +129,14 @@ static void take_event(sim_rig *r, sim_rig_peer *p, const wa_event *ev)
     char err[160];
     if (p->nevents < SIM_RIG_MAX_EVENTS) p->events[p->nevents++] = *ev;
     if (ev->type == WA_EV_PAIR_CODE && p->pair_code) {
-        /* the user types it once the phone got the request: after the bytes settle */
-        memcpy(p->code, ev->text, 8);
-        p->code[8] = 0;
-        if (p->pair_code == 2) p->code[0] = p->code[0] == 'A' ? 'B' : 'A';
+        /* the user types the code the moment it shows, before any more bytes move: the server
+         * must already hold the companion's request (the engine shows the code on its answer) */
+        char code[9];
+        memcpy(code, ev->text, 8);
+        code[8] = 0;
+        if (p->pair_code == 2) code[0] = code[0] == 'A' ? 'B' : 'A';
         p->pair_code = 0;
+        CHECK_INT(sim_admin_pair_code(&r->s, p->phone, code, err, sizeof(err)), 0);
     }
     if (ev->type == WA_EV_QR && p->scan_qr) {
         CHECK_INT(sim_admin_scan(&r->s, p->phone, ev->text, err, sizeof(err)), 0);
@@ -198,14 +201,6 @@ void sim_rig_pump(sim_rig *r)
         bool moved = false;
         for (int i = 0; i < r->npeers; i++)
             if (r->peers[i]->client && pump_peer(r, r->peers[i])) moved = true;
-        for (int i = 0; !moved && i < r->npeers; i++) {
-            sim_rig_peer *p = r->peers[i];
-            if (!p->code[0]) continue;
-            char err[160];
-            CHECK_INT(sim_admin_pair_code(&r->s, p->phone, p->code, err, sizeof(err)), 0);
-            p->code[0] = 0;
-            moved = true;
-        }
         if (!moved) return;
     }
 }

@@ -48,7 +48,6 @@ typedef struct sim_rig_peer {
     sim_conn *conn;    /* its connection on the server side, when open */
     bool scan_qr;      /* the phone scans the next QR code shown (then false); true at first */
     int pair_code;     /* pairing by code: 1 = the user types the code shown, 2 = a wrong one */
-    char code[9];      /* a code to type once the bytes settle */
     bool server_mute;  /* the server's bytes to it are lost */
     bool hold_groups;  /* group results and updates stay in the engine until sim_rig_take_groups */
     wa_event events[SIM_RIG_MAX_EVENTS];

@@ -320,6 +320,27 @@ static void test_pair_by_code(wa_crypto *crypto)
     CHECK_INT(wa_client_get_state(p->client), WA_CLIENT_IDLE);
     CHECK_INT(sim_account_find(&r.s, PHONE)->ndevices, 0);
     sim_rig_free(&r);
+
+    /* a primary_hello that names another pairing ref than the server's answer gave is refused */
+    p = rig_init(&r, crypto);
+    p->scan_qr = false;
+    rig_client(&r, p, r.s.root.pub);
+    wa_client_start(p->client, r.now, r.wall);
+    wa_client_pair_phone(p->client, PHONE, r.now);
+    sim_rig_advance(&r, 1000);
+    code = sim_rig_last(p, WA_EV_PAIR_CODE);
+    CHECK(code && p->conn && p->conn->lc_hello);
+    if (code && p->conn) {
+        p->conn->lc_ref[0] = p->conn->lc_ref[0] == 'x' ? 'y' : 'x';
+        char err[160];
+        CHECK_INT(sim_admin_pair_code(&r.s, PHONE, code->text, err, sizeof(err)), 0);
+    }
+    sim_rig_advance(&r, 1000);
+    e = sim_rig_last(p, WA_EV_ERROR);
+    CHECK(e && strstr(e->text, "malformed primary_hello") != NULL);
+    CHECK_INT(sim_rig_count(p, WA_EV_PAIR_SUCCESS, NULL), 0);
+    CHECK(!wa_client_is_paired(p->client));
+    sim_rig_free(&r);
 }
 
 static void test_sim_deterministic(void)

@@ -7,8 +7,11 @@
  * with lws_cancel_service when it queued output.
  *
  *   wa-sim [--port N] [--admin-port N] [--seed TEXT] [--time UNIX] [--verbose]
- *          [--account PHONE[:LID[:NAME]]]...
+ *          [--exit-on-eof] [--account PHONE[:LID[:NAME]]]...
  * Prints one JSON line when ready: {"ws":..., "admin":..., "root":hex}. Port 0 picks a free port.
+ * --exit-on-eof: stop when standard input reaches end of file. A test that starts wa-sim with a
+ * pipe as its stdin gets it stopped however the test ends, even by SIGKILL; otherwise a leftover
+ * wa-sim keeps the test's inherited stderr open and ctest waits for it until its timeout.
  *
  * Admin API (JSON bodies):
  *   GET  /admin/state                       accounts, devices (online, prekeys, queued), the root
@@ -59,6 +62,7 @@
 #include <cJSON.h>
 #include <libwebsockets.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -475,10 +479,30 @@ static void on_signal(int sig)
     if (g_lws) lws_cancel_service(g_lws);
 }
 
+/* --exit-on-eof: reads standard input until it ends (or fails), then stops the service loop
+ * unless main is already past it (g_lws_live false: the context may be going away). */
+static pthread_mutex_t g_lws_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool g_lws_live; /* under g_lws_lock: the service loop runs, g_lws may be woken */
+
+static void *watch_stdin(void *arg)
+{
+    (void)arg;
+    char buf[256];
+    while (fread(buf, 1, sizeof(buf), stdin) > 0) {
+    }
+    pthread_mutex_lock(&g_lws_lock);
+    if (g_lws_live) {
+        g_stop = 1;
+        lws_cancel_service(g_lws);
+    }
+    pthread_mutex_unlock(&g_lws_lock);
+    return NULL;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: wa-sim [--port N] [--admin-port N] [--seed TEXT] [--time UNIX] "
-                    "[--verbose] [--account PHONE[:LID[:NAME]]]...\n");
+                    "[--verbose] [--exit-on-eof] [--account PHONE[:LID[:NAME]]]...\n");
 }
 
 int main(int argc, char **argv)
@@ -486,7 +510,7 @@ int main(int argc, char **argv)
     int port = 0, admin_port = 0;
     const char *seed = NULL;
     unsigned long long fixed_time = 0;
-    bool verbose = false;
+    bool verbose = false, exit_on_eof = false;
     const char *accounts[64];
     int naccounts = 0;
     for (int i = 1; i < argc; i++) {
@@ -494,6 +518,8 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--verbose") == 0) {
             verbose = true;
+        } else if (strcmp(a, "--exit-on-eof") == 0) {
+            exit_on_eof = true;
         } else if (v && strcmp(a, "--port") == 0) {
             port = atoi(v), i++;
         } else if (v && strcmp(a, "--admin-port") == 0) {
@@ -566,8 +592,20 @@ int main(int argc, char **argv)
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    g_lws_live = true;
+    pthread_t watcher;
+    if (exit_on_eof) {
+        if (pthread_create(&watcher, NULL, watch_stdin, NULL) != 0) {
+            fprintf(stderr, "wa-sim: cannot start the stdin watcher\n");
+            return 1;
+        }
+        pthread_detach(watcher);
+    }
     while (!g_stop)
         if (lws_service(g_lws, 0) < 0) break;
+    pthread_mutex_lock(&g_lws_lock);
+    g_lws_live = false;
+    pthread_mutex_unlock(&g_lws_lock);
     MHD_stop_daemon(admin);
     lws_context_destroy(g_lws);
     sim_free(&g_sim);
