@@ -34,7 +34,14 @@ typedef struct deferred_stmt {
     char *block; /* the copies' storage */
 } deferred_stmt;
 
-static void defer_clear(db_conn *c);
+/* Statements queued with their parameters: db_exec_deferred's (inside a transaction) and
+ * db_exec_later's (outside one). */
+typedef struct stmt_queue {
+    deferred_stmt *items;
+    size_t n, cap;
+} stmt_queue;
+
+static void queue_clear(stmt_queue *q);
 
 struct db_conn {
     PGconn *pg;               /* the libpq connection; reset in place on reconnect */
@@ -51,12 +58,14 @@ struct db_conn {
      * (or its COMMIT) in one pipeline. While begin_pending, nothing of the transaction reached
      * the server, so a lost connection loses nothing and may simply be re-established. */
     bool begin_pending;
-    bool sync_commits;       /* async_commit: commits are synchronous for now (db_sync_commits) */
-    const char *begin_sql;   /* "BEGIN ..." for the flags given to db_begin */
-    deferred_stmt *deferred; /* db_exec_deferred's queue, sent in the next round trip */
-    size_t ndeferred, capdeferred;
-    uint64_t reconnects; /* successful reconnects after a loss */
-    uint64_t rng;        /* xorshift state for retry jitter */
+    bool sync_commits;     /* async_commit: commits are synchronous for now (db_sync_commits) */
+    const char *begin_sql; /* "BEGIN ..." for the flags given to db_begin */
+    stmt_queue deferred;   /* db_exec_deferred's queue, sent in the next round trip */
+    stmt_queue later;      /* db_exec_later's queue (outside transactions) */
+    uint64_t later_failures;
+    char later_error[256]; /* the last failure of a later write */
+    uint64_t reconnects;   /* successful reconnects after a loss */
+    uint64_t rng;          /* xorshift state for retry jitter */
 };
 
 const char *db_strerror(int err)
@@ -271,8 +280,10 @@ void db_conn_close(db_conn *c)
     if (!c) return;
     PQfinish(c->pg);
     free(c->prepared);
-    defer_clear(c);
-    free(c->deferred);
+    queue_clear(&c->deferred);
+    free(c->deferred.items);
+    queue_clear(&c->later);
+    free(c->later.items);
     free(c);
 }
 
@@ -380,22 +391,28 @@ static int to_wire(db_conn *c, const db_stmt *st, const db_param *params, int np
 
 /* ---- lazy BEGIN and deferred writes ---- */
 
-static void defer_clear(db_conn *c)
+static void queue_clear(stmt_queue *q)
 {
-    for (size_t i = 0; i < c->ndeferred; i++)
-        free(c->deferred[i].block);
-    c->ndeferred = 0;
+    for (size_t i = 0; i < q->n; i++)
+        free(q->items[i].block);
+    q->n = 0;
 }
 
-/* Queues st with its parameters (copied) on the open transaction. */
-static int defer_add(db_conn *c, const db_stmt *st, const wire_params *w, int nparams)
+static void defer_clear(db_conn *c)
 {
-    if (c->ndeferred == c->capdeferred) {
-        size_t cap = c->capdeferred ? c->capdeferred * 2 : 8;
-        deferred_stmt *d = realloc(c->deferred, cap * sizeof(*d));
+    queue_clear(&c->deferred);
+}
+
+/* Queues st with its parameters (copied) on q. */
+static int queue_add(db_conn *c, stmt_queue *q, const db_stmt *st, const wire_params *w,
+                     int nparams)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 8;
+        deferred_stmt *d = realloc(q->items, cap * sizeof(*d));
         if (!d) return set_error(c, DB_ERR_NOMEM, NULL, "%s: out of memory", st->name);
-        c->deferred = d;
-        c->capdeferred = cap;
+        q->items = d;
+        q->cap = cap;
     }
     size_t total = 0, len[DB_MAX_PARAMS];
     for (int i = 0; i < nparams; i++) {
@@ -404,7 +421,7 @@ static int defer_add(db_conn *c, const db_stmt *st, const wire_params *w, int np
                                  : strlen(w->values[i]) + 1;
         total += len[i];
     }
-    deferred_stmt *d = &c->deferred[c->ndeferred];
+    deferred_stmt *d = &q->items[q->n];
     d->block = malloc(total ? total : 1);
     if (!d->block) return set_error(c, DB_ERR_NOMEM, NULL, "%s: out of memory", st->name);
     d->st = st;
@@ -417,15 +434,15 @@ static int defer_add(db_conn *c, const db_stmt *st, const wire_params *w, int np
         d->lengths[i] = w->lengths[i];
         d->formats[i] = w->formats[i];
     }
-    c->ndeferred++;
+    q->n++;
     return DB_OK;
 }
 
 /* Prepares the deferred statements and st (may be NULL) on this session. */
 static int prepare_pending(db_conn *c, const db_stmt *st)
 {
-    for (size_t i = 0; i < c->ndeferred; i++) {
-        int rc = ensure_prepared(c, c->deferred[i].st);
+    for (size_t i = 0; i < c->deferred.n; i++) {
+        int rc = ensure_prepared(c, c->deferred.items[i].st);
         if (rc) return rc;
     }
     return st ? ensure_prepared(c, st) : DB_OK;
@@ -448,8 +465,8 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
     bool sent = true;
     if (with_begin)
         sent = PQsendQueryParams(c->pg, c->begin_sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
-    for (size_t i = 0; i < c->ndeferred && sent; i++) {
-        const deferred_stmt *d = &c->deferred[i];
+    for (size_t i = 0; i < c->deferred.n && sent; i++) {
+        const deferred_stmt *d = &c->deferred.items[i];
         sent = PQsendQueryPrepared(c->pg, d->st->name, d->nparams, (const char *const *)d->values,
                                    d->lengths, d->formats, 1) == 1;
     }
@@ -469,7 +486,7 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
     }
     if (sent) sent = PQpipelineSync(c->pg) == 1;
     /* the results, query by query (each query's results end with a NULL) */
-    size_t q = 0, first_defer = with_begin ? 1 : 0, main_q = first_defer + c->ndeferred;
+    size_t q = 0, first_defer = with_begin ? 1 : 0, main_q = first_defer + c->deferred.n;
     size_t commit_q = main_q + (st ? 1 : 0) + (sync ? 2 : 0);
     int err = DB_OK;
     bool synced = false;
@@ -481,11 +498,12 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
             continue;
         }
         ExecStatusType s = PQresultStatus(res);
-        const char *what = q >= first_defer && q < main_q ? c->deferred[q - first_defer].st->name
-                           : st && q == main_q            ? st->name
-                           : with_begin && q == 0         ? "BEGIN"
-                           : q == commit_q                ? "COMMIT"
-                                                          : "synchronous COMMIT";
+        const char *what = q >= first_defer && q < main_q
+                               ? c->deferred.items[q - first_defer].st->name
+                           : st && q == main_q    ? st->name
+                           : with_begin && q == 0 ? "BEGIN"
+                           : q == commit_q        ? "COMMIT"
+                                                  : "synchronous COMMIT";
         if (s == PGRES_PIPELINE_SYNC) {
             synced = true;
         } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
@@ -569,7 +587,148 @@ int db_exec_deferred(db_conn *c, const db_stmt *st, const db_param *params, int 
     if (rc) return rc;
     wire_params w;
     rc = to_wire(c, st, params, nparams, &w);
-    return rc ? rc : defer_add(c, st, &w, nparams);
+    return rc ? rc : queue_add(c, &c->deferred, st, &w, nparams);
+}
+
+/* ---- write-behind outside transactions (db_exec_later) ---- */
+
+static void later_failed(db_conn *c, const char *what, const char *msg)
+{
+    c->later_failures++;
+    snprintf(c->later_error, sizeof(c->later_error), "%s: %s", what, msg);
+    size_t n = strlen(c->later_error);
+    while (n > 0 && (c->later_error[n - 1] == '\n' || c->later_error[n - 1] == ' '))
+        c->later_error[--n] = '\0';
+}
+
+/* One round trip: each queued later write as its own implicit transaction (a sync after each,
+ * so a failing one touches no other), then st (may be NULL) and its sync. The writes' failures
+ * are counted (later_failures); the queue is empty afterwards. st's outcome as db_exec gives it:
+ * DB_OK (*out: its result when out is not NULL), its server error, or DB_ERR_CONN_LOST (*st_sent:
+ * whether it may have run). */
+static int later_pipeline(db_conn *c, const db_stmt *st, const wire_params *w, int nparams,
+                          PGresult **out, bool *st_sent)
+{
+    *st_sent = false;
+    if (out) *out = NULL;
+    size_t n = c->later.n;
+    int rc = ensure_conn(c);
+    for (size_t i = 0; i < n && rc == DB_OK; i++) {
+        deferred_stmt *d = &c->later.items[i];
+        int prc = ensure_prepared(c, d->st);
+        if (prc == DB_ERR_CONN_LOST) rc = prc;
+        if (prc != DB_OK && prc != DB_ERR_CONN_LOST) {
+            later_failed(c, d->st->name, c->err.message);
+            d->st = NULL; /* not sent */
+        }
+    }
+    if (rc == DB_OK && st) rc = ensure_prepared(c, st);
+    if (rc != DB_OK) {
+        for (size_t i = 0; i < n; i++)
+            if (c->later.items[i].st) later_failed(c, c->later.items[i].st->name, c->err.message);
+        queue_clear(&c->later);
+        return rc;
+    }
+    if (!PQenterPipelineMode(c->pg)) {
+        queue_clear(&c->later);
+        return set_error(c, DB_ERR_STATE, NULL, "later writes: cannot enter pipeline mode");
+    }
+    size_t segs = 0; /* syncs sent: one per write sent, and one for st */
+    const char **seg_name = malloc((n + 1) * sizeof(*seg_name));
+    bool sent = seg_name != NULL;
+    for (size_t i = 0; i < n && sent; i++) {
+        const deferred_stmt *d = &c->later.items[i];
+        if (!d->st) continue;
+        sent = PQsendQueryPrepared(c->pg, d->st->name, d->nparams, (const char *const *)d->values,
+                                   d->lengths, d->formats, 1) == 1 &&
+               PQpipelineSync(c->pg) == 1;
+        if (sent) seg_name[segs++] = d->st->name;
+    }
+    size_t st_seg = segs;
+    if (st && sent) {
+        sent = PQsendQueryPrepared(c->pg, st->name, nparams, w->values, w->lengths, w->formats,
+                                   1) == 1 &&
+               PQpipelineSync(c->pg) == 1;
+        *st_sent = sent;
+        if (sent) seg_name[segs++] = st->name;
+    }
+    size_t seg = 0;
+    int st_rc = DB_OK;
+    while (sent && seg < segs) {
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (conn_bad(c)) break;
+            continue; /* the end of a query's results */
+        }
+        ExecStatusType s = PQresultStatus(res);
+        if (s == PGRES_PIPELINE_SYNC) {
+            seg++;
+        } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+            if (seg == st_seg && st && out && !*out) {
+                *out = res;
+                continue;
+            }
+        } else if (!conn_bad(c)) {
+            if (seg == st_seg && st) {
+                st_rc = set_result_error(c, 0, res, st->name);
+            } else {
+                const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+                later_failed(c, seg_name[seg], msg ? msg : "failed");
+            }
+        }
+        PQclear(res);
+        if (conn_bad(c)) break;
+    }
+    queue_clear(&c->later);
+    if (!seg_name) return set_error(c, DB_ERR_NOMEM, NULL, "later writes: out of memory");
+    if (seg < segs || conn_bad(c)) {
+        for (size_t k = seg; k < st_seg; k++)
+            later_failed(c, seg_name[k], "connection lost; may or may not have run");
+        free(seg_name);
+        if (out && *out) {
+            PQclear(*out);
+            *out = NULL;
+        }
+        return set_error(c, DB_ERR_CONN_LOST, NULL, "%s: connection lost: %s",
+                         st ? st->name : "later writes", PQerrorMessage(c->pg));
+    }
+    free(seg_name);
+    PQexitPipelineMode(c->pg);
+    if (st_rc != DB_OK && out && *out) {
+        PQclear(*out);
+        *out = NULL;
+    }
+    if (st_rc == DB_OK) clear_error(c);
+    return st_rc;
+}
+
+int db_exec_later(db_conn *c, const db_stmt *st, const db_param *params, int nparams)
+{
+    if (!c || !st || nparams < 0 || nparams > DB_MAX_PARAMS || (nparams > 0 && !params))
+        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_later: bad arguments")
+                 : DB_ERR_INVALID;
+    if (c->in_tx) return db_exec_deferred(c, st, params, nparams);
+    if (c->opts.async_commit) c->unsynced = true;
+    wire_params w;
+    int rc = to_wire(c, st, params, nparams, &w);
+    return rc ? rc : queue_add(c, &c->later, st, &w, nparams);
+}
+
+int db_flush(db_conn *c)
+{
+    if (c->in_tx || !c->later.n) return DB_OK;
+    uint64_t before = c->later_failures;
+    bool st_sent;
+    int rc = later_pipeline(c, NULL, NULL, 0, NULL, &st_sent);
+    if (rc == DB_OK && c->later_failures != before)
+        rc = set_error(c, DB_ERR_SERVER, NULL, "%s", c->later_error);
+    return rc;
+}
+
+uint64_t db_later_failures(const db_conn *c, char *last, size_t cap)
+{
+    if (last && cap) snprintf(last, cap, "%s", c->later_error);
+    return c->later_failures;
 }
 
 int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, db_result **out)
@@ -584,11 +743,23 @@ int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, 
     wire_params w;
     rc = to_wire(c, st, params, nparams, &w);
     if (rc) return rc;
-    if (c->in_tx && (c->begin_pending || c->ndeferred)) {
+    if (c->in_tx && (c->begin_pending || c->deferred.n)) {
         PGresult *res = NULL;
         rc = run_pending(c, st, &w, nparams, false, out ? &res : NULL, NULL);
         if (out) *out = res;
         return rc;
+    }
+    if (!c->in_tx && c->later.n) { /* the queued later writes travel ahead of st */
+        PGresult *res = NULL;
+        bool st_sent = false;
+        rc = later_pipeline(c, st, &w, nparams, out ? &res : NULL, &st_sent);
+        if (rc == DB_OK && out) *out = res;
+        if (rc != DB_ERR_CONN_LOST) return rc;
+        if (st_sent && !(st->flags & DB_STMT_IDEMPOTENT)) {
+            c->err.code = DB_ERR_IN_DOUBT;
+            return DB_ERR_IN_DOUBT;
+        }
+        /* not run, or safe to run again: the usual path below reconnects */
     }
 
     for (int attempt = 0;; attempt++) {
@@ -714,7 +885,8 @@ int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch
     int rc = check_tx_usable(c, st->name);
     if (rc) return rc;
     if (n == 0) return DB_OK;
-    if (c->in_tx && (c->begin_pending || c->ndeferred)) {
+    db_flush(c);
+    if (c->in_tx && (c->begin_pending || c->deferred.n)) {
         rc = run_pending(c, NULL, NULL, 0, false, NULL, NULL);
         if (rc) return rc;
     }
@@ -866,6 +1038,7 @@ int db_begin(db_conn *c, int flags)
                                         : "BEGIN ISOLATION LEVEL REPEATABLE READ";
     else if (flags & DB_TX_READ_ONLY)
         sql = "BEGIN READ ONLY";
+    db_flush(c); /* later writes go first, outside it (their failures are counted) */
     /* sent with the first statement (see run_pending) */
     c->in_tx = true;
     c->begin_pending = true;
@@ -880,8 +1053,8 @@ int db_commit(db_conn *c)
 {
     if (!c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "COMMIT: no transaction is open");
     bool sync = c->opts.async_commit && c->sync_commits;
-    if (!c->tx_lost && !c->tx_failed && (c->begin_pending || c->ndeferred || sync)) {
-        if (c->begin_pending && !c->ndeferred) { /* nothing ran: nothing to commit */
+    if (!c->tx_lost && !c->tx_failed && (c->begin_pending || c->deferred.n || sync)) {
+        if (c->begin_pending && !c->deferred.n) { /* nothing ran: nothing to commit */
             c->in_tx = c->begin_pending = false;
             clear_error(c);
             return DB_OK;
@@ -988,7 +1161,8 @@ int db_exec_script(db_conn *c, const char *sql)
     if (c->opts.async_commit) c->unsynced = true;
     int rc = check_tx_usable(c, "script");
     if (rc) return rc;
-    if (c->in_tx && (c->begin_pending || c->ndeferred)) {
+    db_flush(c);
+    if (c->in_tx && (c->begin_pending || c->deferred.n)) {
         rc = run_pending(c, NULL, NULL, 0, false, NULL, NULL);
         if (rc) return rc;
     }
@@ -1013,6 +1187,7 @@ int db_sync(db_conn *c)
 {
     if (!c->opts.async_commit || !c->unsynced) return DB_OK;
     if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "db_sync: a transaction is open");
+    db_flush(c);
     if (!conn_alive(c))
         return set_error(c, DB_ERR_CONN_LOST, NULL,
                          "db_sync: the connection was lost; earlier commits may be lost");

@@ -211,6 +211,17 @@ int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch
  * is rolled back). Outside a transaction it runs at once, like db_exec. */
 int db_exec_deferred(db_conn *c, const db_stmt *st, const db_param *params, int nparams);
 
+/* Write-behind, for writes whose failure the caller would only log (a mapping row, the deletion
+ * of a handled inbox row): outside a transaction, st is queued (parameters copied) and sent in
+ * the same round trip as this connection's next statement, ahead of it and each as its own
+ * transaction (a failure touches nothing else), or by db_flush. Failures are counted
+ * (db_later_failures). A db_begin sends the queue first. Inside a transaction: db_exec_deferred. */
+int db_exec_later(db_conn *c, const db_stmt *st, const db_param *params, int nparams);
+/* Sends the queued later writes now (one round trip). DB_OK when all of them succeeded. */
+int db_flush(db_conn *c);
+/* How many later writes failed so far; last (may be NULL) receives the last failure. */
+uint64_t db_later_failures(const db_conn *c, char *last, size_t cap);
+
 /* Runs SQL text with no parameters (migrations, tests). Several statements may be separated by
  * semicolons. Never build this text from data. */
 int db_exec_script(db_conn *c, const char *sql);

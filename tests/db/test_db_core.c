@@ -409,6 +409,51 @@ static void test_deferred(db_conn *c)
     CHECK_INT(count_rows(c), 7);
 }
 
+/* Write-behind outside transactions: queued writes travel ahead of the next statement, each on
+ * its own; a failing one is counted and touches nothing else. */
+static void test_later(db_conn *c)
+{
+    reset_table(c);
+    char last[256];
+    uint64_t fails0 = db_later_failures(c, NULL, 0);
+    for (int64_t k = 1; k <= 3; k++) {
+        db_param p[3] = {db_p_int(k), db_p_text("later"), db_p_null()};
+        CHECK_INT(db_exec_later(c, &st_ins, p, 3), DB_OK);
+    }
+    CHECK_INT(count_rows(c), 3); /* sent with the read, ahead of it */
+    /* a duplicate among them: the others and the statement are not affected */
+    db_param d[3] = {db_p_int(2), db_p_text("dup"), db_p_null()};
+    CHECK_INT(db_exec_later(c, &st_ins, d, 3), DB_OK);
+    db_param e[3] = {db_p_int(4), db_p_text("later"), db_p_null()};
+    CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK);
+    CHECK_INT(count_rows(c), 4);
+    CHECK(db_later_failures(c, last, sizeof(last)) == fails0 + 1);
+    CHECK(strstr(last, "t_ins") != NULL && strstr(last, "duplicate") != NULL);
+    /* db_flush: sends them now, and says whether all went well */
+    e[0] = db_p_int(5);
+    CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK);
+    CHECK_INT(db_flush(c), DB_OK);
+    CHECK_INT(db_flush(c), DB_OK);                     /* nothing queued */
+    CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK); /* 5 again */
+    CHECK(db_flush(c) != DB_OK);
+    CHECK(db_later_failures(c, NULL, 0) == fails0 + 2);
+    /* a transaction sends them first, outside it: its rollback leaves them */
+    e[0] = db_p_int(6);
+    CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK);
+    CHECK_INT(db_begin(c, 0), DB_OK);
+    e[0] = db_p_int(7);
+    CHECK_INT(db_exec(c, &st_ins, e, 3, NULL), DB_OK);
+    CHECK_INT(db_rollback(c), DB_OK);
+    CHECK_INT(count_rows(c), 6);
+    /* a backend that died while writes were queued: they go out on the new connection */
+    e[0] = db_p_int(8);
+    CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK);
+    CHECK(pgtest_kill_backend(c));
+    usleep(100 * 1000);
+    CHECK_INT(count_rows(c), 7);
+    CHECK(db_later_failures(c, NULL, 0) == fails0 + 2);
+}
+
 /* ---- batches (pipeline mode) ---- */
 
 static const db_stmt st_slow_ins = {
@@ -614,6 +659,7 @@ int main(void)
     test_reconnect(c);
     test_interrupted_tx(c);
     test_deferred(c);
+    test_later(c);
     test_batches(c);
     test_pool();
     test_sync();
