@@ -125,6 +125,8 @@ typedef struct br_login {
     br_pending_send *pending;
     int n_pending;        /* entries in pending */
     bool typing_in_group; /* the user's last typing state sent to a group (portal workers) */
+    _Atomic int dp_state; /* double puppeting of mxid: 0 not checked yet, 1 works, -1 does not
+                             (no secret for its server, or whoami failed): the bot's way */
     struct br_login *next_dead;
     struct {
         uint32_t req_id; /* a group call from Matrix waiting for its answer (0: free) */
@@ -283,6 +285,24 @@ bool br_portal_ghost_of(br_pworker *pw, const char *jid, char *mxid, size_t cap,
 /* Finds or creates the DM portal of login l with chat (a user JID), with its room. */
 int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const char *name_hint,
                         db_portal *out);
+
+/* ---- puppet.c: double puppeting ---- */
+/* The content key marking what the bridge sent as a user (its value: the bot's localpart). */
+#define BR_PUPPET_KEY "fi.mau.double_puppet_source"
+/* The matrix/ client hook: the as_token of double_puppet.secrets for a real user's server. */
+mx_puppet_auth br_puppet_auth(br_bridge *b);
+/* Does double puppeting work for l's Matrix user? Checked once per login (whoami as the user,
+ * on pw's client), then cached in l->dp_state; a failure is logged. */
+bool br_puppet_ok(br_pworker *pw, br_login *l);
+/* The Matrix user of the login whose WhatsApp account is jid, when double puppeting works for
+ * it (mxid filled); false otherwise (then jid is shown by its ghost). */
+bool br_puppet_of_jid(br_pworker *pw, const char *jid, char *mxid, size_t cap);
+/* The puppeted user joins room (invited by the bot when needed); cached per worker. 0 or -1. */
+int br_puppet_join(br_pworker *pw, const char *room, const char *mxid);
+/* Adds BR_PUPPET_KEY to an event content sent as a user. */
+void br_puppet_mark(const br_bridge *b, cJSON *content);
+/* An event (its JSON) whose content carries our BR_PUPPET_KEY: our own echo. */
+bool br_puppet_is_echo(const br_bridge *b, const char *json, size_t len);
 
 /* ---- commands.c ---- */
 /* A message in a management room (or a prefixed command elsewhere). Returns true if handled. */
