@@ -457,6 +457,7 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     snprintf(b->owner, sizeof(b->owner), "%s:%d", host, (int)getpid());
     snprintf(b->bot_mxid, sizeof(b->bot_mxid), "@%s:%s", cfg->bot_username, cfg->hs_domain);
     pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->puppet_lock, NULL);
     pthread_mutex_init(&b->pump_lock, NULL);
     pthread_cond_init(&b->pump_cond, NULL);
 
@@ -657,9 +658,11 @@ void br_bridge_stop(br_bridge *b)
     if (b->db_http) db_conn_close(b->db_http);
     if (b->db_main) db_conn_close(b->db_main);
     free(b->rooms);
+    br_puppet_free(b);
     free(b->by_room);
     free(b->by_chat);
     pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->puppet_lock);
     pthread_mutex_destroy(&b->pump_lock);
     pthread_cond_destroy(&b->pump_cond);
     if (started) WB_INFO(MOD, "stopped");

@@ -176,6 +176,11 @@ struct br_bridge {
     size_t *by_room, *by_chat; /* its two hash indexes, cap_index slots each */
     size_t cap_index;
     int next_engine;
+    /* double puppeting with users' own access tokens (login-matrix), read by the matrix/
+       clients' hook on any portal worker: a cache of mx_user.double_puppet_token */
+    pthread_mutex_t puppet_lock; /* guards manual, n_manual */
+    struct br_manual_puppet *manual;
+    size_t n_manual;
     struct {
         _Atomic uint64_t mx_events, mx_bridged, wa_messages, wa_bridged, commands, failures;
     } stats;
@@ -299,6 +304,15 @@ bool br_puppet_ok(br_pworker *pw, br_login *l);
 bool br_puppet_of_jid(br_pworker *pw, const char *jid, char *mxid, size_t cap);
 /* The puppeted user joins room (invited by the bot when needed); cached per worker. 0 or -1. */
 int br_puppet_join(br_pworker *pw, const char *room, const char *mxid);
+/* login-matrix: token must be an access token of mxid (checked with whoami, with that token);
+ * then it is stored (mx_user.double_puppet_token) and the user's logins check again. 0, or -1
+ * with why (never quoting the token). */
+int br_puppet_login_manual(br_pworker *pw, const char *mxid, const char *token, char *why,
+                           size_t cap);
+/* logout-matrix: forgets the user's token (0, or -1 when there was none). */
+int br_puppet_logout_manual(br_pworker *pw, const char *mxid);
+/* Frees the token cache (at shutdown). */
+void br_puppet_free(br_bridge *b);
 /* Adds BR_PUPPET_KEY to an event content sent as a user. */
 void br_puppet_mark(const br_bridge *b, cJSON *content);
 /* An event (its JSON) whose content carries our BR_PUPPET_KEY: our own echo. */
@@ -307,12 +321,12 @@ bool br_puppet_is_echo(const br_bridge *b, const char *json, size_t len);
 /* ---- commands.c ---- */
 /* A message in a management room (or a prefixed command elsewhere). Returns true if handled. */
 bool br_command_handle(br_pworker *pw, const char *room, const char *sender, const char *body,
-                       bool mgmt_room);
+                       const char *event_id, bool mgmt_room);
 /* The bot was invited to a room by sender. */
 /* A message in a portal room: a command when it starts with the prefix (set-relay, unset-relay
  * and the general ones), answered there; false when it is a message to bridge. */
 bool br_command_in_portal(br_pworker *pw, const br_room_ref *ref, const char *sender,
-                          const char *body);
+                          const char *body, const char *event_id);
 void br_command_on_invite(br_pworker *pw, const char *room, const char *sender, bool is_direct);
 
 #endif

@@ -1291,10 +1291,6 @@ static int final_checks(parse_state *st)
                        "can be double puppeted: the bridge talks to no other homeserver",
                        q, c->hs_domain);
     }
-    if (c->dp_allow_manual)
-        return fail_at(st, st->src[find_opt("double_puppet.allow_manual")],
-                       "true is not supported yet (login-matrix is still to come); use "
-                       "double_puppet.secrets");
     /* the bot must not be one of the ghosts */
     const char *t = c->username_template, *ph = strstr(t, CFG_PLACEHOLDER);
     size_t pre = (size_t)(ph - t), suf = strlen(ph + strlen(CFG_PLACEHOLDER));

@@ -82,7 +82,8 @@ typedef struct br_config {
     size_t n_perms;            /* entries in perms */
     br_dp_secret *dp_secrets;  /* double_puppet.secrets: server -> as_token; default none */
     size_t n_dp_secrets;       /* entries in dp_secrets */
-    bool dp_allow_manual;      /* double_puppet.allow_manual: login-matrix <token>; default false */
+    bool dp_allow_manual;      /* double_puppet.allow_manual: users may give their own access token
+                                  (login-matrix TOKEN); default false */
     char *log_level;           /* logging.level: debug|info|warn|error; default "info" */
     bool log_json;             /* logging.json; default false */
 } br_config;

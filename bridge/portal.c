@@ -988,7 +988,7 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
     if (portal) {
         if (strcmp(type, "m.room.message") == 0) {
             const char *body = jstr(content, "body");
-            if (!body || !br_command_in_portal(pw, &ref, sender, body))
+            if (!body || !br_command_in_portal(pw, &ref, sender, body, event_id))
                 bridge_mx_message(pw, &ref, ev, sender, event_id);
         } else if (strcmp(type, "m.reaction") == 0)
             bridge_mx_reaction(pw, &ref, ev, sender, event_id);
@@ -1005,7 +1005,7 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
     char owner[DB_ID_MAX];
     bool mgmt = db_user_by_management_room(pw->db, room, owner, sizeof(owner)) == DB_OK &&
                 strcmp(owner, sender) == 0;
-    br_command_handle(pw, room, sender, body, mgmt);
+    br_command_handle(pw, room, sender, body, event_id, mgmt);
 done:
     if (!pw->deferred) db_inbox_delete(pw->db, job->inbox_id);
     pw->deferred = false;

@@ -771,8 +771,14 @@ static void test_double_puppet(void)
                "(homeserver.domain \"example.org\") can be double puppeted");
     EXPECT_ERR(cfg_text("", "double_puppet:\n  allow_manual: maybe\n"), NULL,
                "double_puppet.allow_manual: expected true or false, got \"maybe\" (line 10)");
-    EXPECT_ERR(cfg_text("", "double_puppet:\n  allow_manual: true\n"), NULL,
-               "double_puppet.allow_manual: true is not supported yet");
+    CHECK_INT(parse_ok(cfg_text("", "double_puppet:\n  allow_manual: true\n"), NULL, &c), 0);
+    CHECK(c.dp_allow_manual);
+    CHECK_INT(c.n_dp_secrets, 0);
+    br_config_free(&c);
+    char *manual_env[] = {"WABRIDGE_DOUBLE_PUPPET_ALLOW_MANUAL=yes", NULL};
+    CHECK_INT(parse_ok(MIN_YAML, manual_env, &c), 0);
+    CHECK(c.dp_allow_manual);
+    br_config_free(&c);
     EXPECT_ERR(cfg_text("", "double_puppet:\n  secret: {}\n"), NULL,
                "double_puppet.secret: unknown option; did you mean double_puppet.secrets?");
     char *bad_env[] = {"WABRIDGE_DOUBLE_PUPPET_SECRETS=example.org", NULL};

@@ -6,7 +6,10 @@
 // fi.mau.double_puppet_source marker, and never goes back to WhatsApp (the echo is dropped). Her
 // own ghost is in none of her rooms, also not in a group portal (Dave's) shared with Carol's login. Carol's
 // server has a secret too, but the namespace does not cover her: the check (whoami) fails and she
-// keeps the bot's way (her phone's messages as m.notice from the bot).
+// keeps the bot's way (her phone's messages as m.notice from the bot) until she gives the bridge
+// her own access token (`login-matrix`, double_puppet.allow_manual): then her phone's messages are
+// hers too; a token of someone else's or a bad one is refused, the message holding a token is
+// redacted, and `logout-matrix` brings the bot's way back.
 //   node e2e_double_puppet.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
@@ -26,6 +29,7 @@ const stack = await startStack({
   accounts: [{ phone: ALICE, lid: '900000000000071', name: 'Alice' }, { phone: BOB, lid: '900000000000072', name: 'Bob' },
     { phone: CAROL, lid: '900000000000073', name: 'Carol' }, { phone: DAVE, lid: '900000000000074', name: 'Dave' }],
   doublePuppet: { userRegex: `^@alice:${DOMAIN.replace(/\./g, '\\.')}$` },
+  env: { WABRIDGE_DOUBLE_PUPPET_ALLOW_MANUAL: 'true' }, // login-matrix, for Carol at the end
 });
 const { wa, hs } = stack;
 const ghostOf = (phone) => `@whatsapp_${phone}:${DOMAIN}`;
@@ -130,6 +134,41 @@ try {
     `Alice's own ghost is not in the shared group portal (${gmembers.join(' ')})`);
   const atDave = (await phoneMessages(wa, DAVE)).filter((m) => m.text === 'alice in the group, from her phone');
   check(atDave.length === 1, `Dave got Alice's group message once, not again from the bridge (${atDave.length})`);
+
+  // login-matrix: Carol gives her own access token
+  const cmd = async (room, text, re, what) => {
+    const since = carol.events.length;
+    const id = await carol.send(room, text);
+    const ev = await carol.waitEvent(what, (e) => carol.events.indexOf(e) >= since && e.room_id === room &&
+      e.sender === carol.botId && e.type === 'm.room.message' && re.test(e.content.body));
+    return { id, ev };
+  };
+  const redacted = (room, id) => waitFor('the redaction of the token message', () => carol.events.find((e) =>
+    e.room_id === room && e.type === 'm.room.redaction' && (e.redacts === id || e.content?.redacts === id)), 20000).catch(() => null);
+  const inPortal = await cmd(cp, `!wa login-matrix ${carol.token}`, /only in your management room/, 'login-matrix refused in a portal');
+  check(!!inPortal.ev, 'login-matrix in a portal room is refused (a token is a secret)');
+  check(!!(await redacted(cp, inPortal.id)), 'and the message holding the token is redacted there');
+  const other = await cmd(cm, `login-matrix ${alice.token}`, /not taken/, 'someone else\'s token refused');
+  check(/belongs to @alice:example\.org, not to you/.test(other.ev.content.body) && !other.ev.content.body.includes(alice.token),
+    `a token of another user is refused: ${other.ev.content.body}`);
+  const badTok = await cmd(cm, 'login-matrix not-a-token', /not taken/, 'a bad token refused');
+  check(/M_UNKNOWN_TOKEN/.test(badTok.ev.content.body), `a token the homeserver does not know is refused: ${badTok.ev.content.body}`);
+  const ok = await cmd(cm, `login-matrix ${carol.token}`, /Double puppeting on/, 'login-matrix accepted');
+  check(!!ok.ev, 'Carol\'s own token is taken: double puppeting on');
+  check(!!(await redacted(cm, ok.id)), 'the message holding her token is redacted');
+  await wa.admin('POST', '/admin/send', { phone: CAROL, to: `${BOB}@s.whatsapp.net`, text: 'carol again, as herself' });
+  const cown2 = await carol.waitEvent('Carol\'s phone message, puppeted', (e) => e.room_id === cp && e.content?.body === 'carol again, as herself', 30000);
+  check(cown2.sender === carol.userId && cown2.content.msgtype === 'm.text' && cown2.content[MARK] === 'whatsappbot',
+    `with her own token, her phone's message is hers (${cown2.sender})`);
+  await carol.send(cp, 'carol barrier from Matrix');
+  await waitFor('Carol\'s Matrix message at Bob', async () => (await phoneMessages(wa, BOB)).find((m) => m.text === 'carol barrier from Matrix'), 30000);
+  const c2 = (await phoneMessages(wa, BOB)).filter((m) => m.text === 'carol again, as herself').length;
+  check(c2 === 1, `and it does not go back to WhatsApp (${c2})`);
+  const out = await cmd(cm, 'logout-matrix', /Forgot your access token|had not given/, 'logout-matrix');
+  check(/Forgot your access token/.test(out.ev.content.body), 'logout-matrix forgets the token');
+  await wa.admin('POST', '/admin/send', { phone: CAROL, to: `${BOB}@s.whatsapp.net`, text: 'carol after logout-matrix' });
+  const cown3 = await carol.waitEvent('Carol\'s phone message after logout-matrix', (e) => e.room_id === cp && e.content?.body === 'carol after logout-matrix', 30000);
+  check(cown3.sender === carol.botId && cown3.content.msgtype === 'm.notice', `after logout-matrix the bot's way is back (${cown3.sender})`);
   alice.stop(); carol.stop();
 } catch (e) {
   console.log(`FAIL - ${e.stack}`);
