@@ -123,10 +123,12 @@ typedef struct br_login {
     pthread_mutex_t send_lock; /* guards pending */
     pthread_cond_t send_cond;
     br_pending_send *pending;
-    int n_pending;        /* entries in pending */
-    bool typing_in_group; /* the user's last typing state sent to a group (portal workers) */
-    _Atomic int dp_state; /* double puppeting of mxid: 0 not checked yet, 1 works, -1 does not
-                             (no secret for its server, or whoami failed): the bot's way */
+    int n_pending;            /* entries in pending */
+    bool typing_in_group;     /* the user's last typing state sent to a group (portal workers) */
+    _Atomic uint64_t dp_read; /* br_hash of the event last marked read as the user (a read-self
+                                 receipt): its m.receipt echo is not sent back to WhatsApp */
+    _Atomic int dp_state;     /* double puppeting of mxid: 0 not checked yet, 1 works, -1 does not
+                                 (no secret for its server, or whoami failed): the bot's way */
     struct br_login *next_dead;
     struct {
         uint32_t req_id; /* a group call from Matrix waiting for its answer (0: free) */
@@ -278,6 +280,7 @@ typedef struct br_wa_signal {
     int64_t login_id;
     bool typing_event; /* true: chat state; false: a read receipt */
     bool identity;     /* the contact's security code changed (a notice in the DM portal) */
+    bool self_read;    /* read receipt: the user read a contact's message on another device */
     char chat[DB_ID_MAX];
     char who[DB_ID_MAX]; /* the contact (user JID) */
     char id[DB_ID_MAX];  /* receipt: our message id */

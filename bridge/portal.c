@@ -551,6 +551,19 @@ void br_portal_job_wa_signal(br_pworker *pw, void *arg)
         return;
     }
     bool group = strstr(sg->chat, "@g.us") != NULL;
+    if (sg->self_read) { /* read on another device: the user's own m.read, double puppeting */
+        br_login *l = br_login_find(pw->b, sg->login_id);
+        db_message row;
+        if (l && br_puppet_ok(pw, l) &&
+            br_room_of_chat(pw->b, group ? 0 : sg->login_id, sg->chat, &ref) &&
+            db_message_by_wa(pw->db, ref.portal_id, sg->id, "", &row) == DB_OK &&
+            br_puppet_join(pw, ref.room, l->mxid) == 0) {
+            atomic_store(&l->dp_read, br_hash(row.mxid));
+            if (mx_client_read_receipt(pw->mx, l->mxid, ref.room, row.mxid, &err) != MX_OK)
+                WB_DEBUG(MOD, "read receipt of %s in %s failed: %s", l->mxid, ref.room, err.error);
+        }
+        goto out;
+    }
     if (group && strstr(sg->who, "@lid")) { /* LID-addressed groups: the phone number's ghost */
         char pn[DB_ID_MAX];
         if (db_lid_to_pn(pw->db, sg->login_id, sg->who, pn, sizeof(pn)) == DB_OK)
@@ -945,6 +958,8 @@ static void bridge_mx_ephemeral(br_pworker *pw, const br_room_ref *ref, const ch
         const cJSON *read = cJSON_GetObjectItemCaseSensitive(e, "m.read");
         for (size_t k = 0; k < n; k++) {
             if (!cJSON_GetObjectItemCaseSensitive(read, ls[k]->mxid)) continue;
+            /* the echo of a receipt we made as the user (read on their phone): already read */
+            if (e->string && atomic_load(&ls[k]->dp_read) == br_hash(e->string)) continue;
             db_message row;
             if (e->string && db_message_by_mxid(pw->db, e->string, &row) == DB_OK &&
                 row.sender_jid[0] != '\0')

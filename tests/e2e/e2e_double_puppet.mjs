@@ -1,8 +1,9 @@
 // tests/e2e/e2e_double_puppet.mjs - double puppeting: hs-sim carries a second registration (url
 // null, a non-exclusive namespace covering only @alice) and the bridge its secret
 // (double_puppet.secrets through WABRIDGE_DOUBLE_PUPPET_SECRETS), as an admin would set it up.
-// Alice logs in: her DM portal is joined for her; what she types on her phone (a message, an edit,
-// a reaction, a deletion) appears as sent by her own Matrix account, m.text, with the
+// Alice logs in: her DM portal is joined for her; what she reads on her phone becomes her m.read;
+// what she types there (a message, an edit, a reaction, a deletion) appears as sent by her own
+// Matrix account, m.text, with the
 // fi.mau.double_puppet_source marker, and never goes back to WhatsApp (the echo is dropped). Her
 // own ghost is in none of her rooms, also not in a group portal (Dave's) shared with Carol's login. Carol's
 // server has a secret too, but the namespace does not cover her: the check (whoami) fails and she
@@ -49,6 +50,14 @@ try {
   const aliceJoin = alice.events.find((e) => e.room_id === portal && e.type === 'm.room.member' && e.state_key === alice.userId && e.content?.membership === 'join');
   check(!!aliceJoin, 'the DM portal invite was accepted for Alice (her join, made by the bridge as her)');
   check(alice.room(portal)?.getMyMembership() === 'join', 'Alice\'s client sees herself joined to the portal');
+
+  // Alice reads Bob's message on her phone: her companion gets a read-self receipt, which becomes
+  // her own m.read in the portal (made as her)
+  const rd = await wa.admin('POST', '/admin/read', { phone: ALICE, chat: `${BOB}@s.whatsapp.net`, ids: [b1.json.id] });
+  check(rd.status === 200, 'Alice\'s phone read Bob\'s message');
+  const rr = await waitFor('Alice\'s read receipt in the portal', () => alice.ephemeral.find((e) => e.room_id === portal &&
+    e.type === 'm.receipt' && e.content?.[m1.event_id]?.['m.read']?.[alice.userId]), 30000).catch(() => null);
+  check(!!rr, 'reading on her phone marks Bob\'s message read by Alice herself (m.read as her)');
 
   // Alice types on her phone: the message is hers in Matrix, not the bot's
   const p1 = await wa.admin('POST', '/admin/send', { phone: ALICE, to: `${BOB}@s.whatsapp.net`, text: 'typed on my phone' });
