@@ -483,6 +483,21 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         }
         rc = mx_client_send(pw->mx, as_user, portal.mxid, "m.room.message", c, txn, m->ts_ms,
                             &event_id, &err);
+        if (rc != MX_OK && own && puppet[0] && err.http_status >= 400 && err.http_status < 500) {
+            /* the homeserver refused it from the user (power levels, a changed registration):
+               the bot's way, as without double puppeting, rather than losing it */
+            WB_WARN(MOD, "sending %s as %s failed (%s): through the bot", m->id, puppet, err.error);
+            cJSON_DeleteItemFromObjectCaseSensitive(c, BR_PUPPET_KEY);
+            cJSON_ReplaceItemInObjectCaseSensitive(c, "msgtype", cJSON_CreateString("m.notice"));
+            cJSON *o = cJSON_AddObjectToObject(c, "fi.mau.whatsapp.own_device");
+            cJSON_AddBoolToObject(o, "from_own_device", true);
+            char btxn[DB_ID_MAX + 80];
+            snprintf(btxn, sizeof(btxn), "%s-bot", txn);
+            as_user = NULL;
+            puppet[0] = '\0';
+            rc = mx_client_send(pw->mx, NULL, portal.mxid, "m.room.message", c, btxn, m->ts_ms,
+                                &event_id, &err);
+        }
         cJSON_Delete(c);
     }
     if (rc != MX_OK) {

@@ -106,6 +106,16 @@ try {
   check(members.includes(alice.userId) && members.includes(ghostOf(BOB)) && !members.includes(ghostOf(ALICE)),
     `Alice is in her portal in person, her own ghost is not (${members.join(' ')})`);
 
+  // the homeserver refuses the message from Alice (a fault: 403 once): it comes through the bot
+  // instead of being lost
+  const f = await fetch(`${hs.url}/_hssim/fault`, { method: 'POST', body: JSON.stringify({
+    match: '/send/m.room.message/wa-1-', count: 1, status: 403, errcode: 'M_FORBIDDEN' }) });
+  check(f.status === 200, 'hs-sim will refuse the next message the bridge sends for Alice\'s login');
+  await wa.admin('POST', '/admin/send', { phone: ALICE, to: `${BOB}@s.whatsapp.net`, text: 'refused as me' });
+  const fb = await alice.waitEvent('the refused message', (e) => e.room_id === portal && e.content?.body === 'refused as me', 30000);
+  check(fb.sender === alice.botId && fb.content.msgtype === 'm.notice' && fb.content[MARK] === undefined,
+    `refused as Alice, her phone's message comes through the bot rather than being lost (${fb.sender})`);
+
   // Carol: a secret for her server, but the registration does not cover her: the bot's way
   const carol = await MxUser.register(hs.url, 'carol');
   const cm = await openManagementRoom(carol, DOMAIN);
