@@ -13,7 +13,8 @@
  * mx_user.double_puppet_token, cached in memory for the clients' hook); it wins over the secret.
  *
  * Each login checks its user once (GET /account/whoami as the user) on the first portal job that
- * needs it; a failure is logged and the login keeps the bot's way. The user's own ghost
+ * needs it; a refusal is logged and the login keeps the bot's way (a homeserver that did not
+ * answer is asked again next time). The user's own ghost
  * (@whatsapp_<their number>) is left out of rooms where the user is present in person.
  */
 #define _GNU_SOURCE /* memmem */
@@ -135,7 +136,10 @@ bool br_puppet_ok(br_pworker *pw, br_login *l)
                 (long long)l->id, l->mxid, rc == MX_OK ? "another user " : err.errcode,
                 rc == MX_OK ? (who ? who : "") : " ", rc == MX_OK ? "" : err.error);
     free(who);
-    atomic_store(&l->dp_state, ok ? 1 : -1);
+    /* the homeserver was unreachable or failing: not an answer, ask again next time */
+    bool transient = !ok && rc != MX_OK &&
+                     (err.http_status == 0 || err.http_status >= 500 || err.http_status == 429);
+    if (!transient) atomic_store(&l->dp_state, ok ? 1 : -1);
     return ok;
 }
 
