@@ -298,11 +298,13 @@ static void on_events(void *ctx, const char *txn_id, const mx_event_batch *batch
     pthread_mutex_unlock(&b->pump_lock);
 }
 
-/* What we sent ourselves comes back in every transaction (the bot's and the ghosts' events):
- * never bridged, so never stored. Ephemeral events (no event id) always are. */
+/* What we sent ourselves comes back in every transaction (the bot's and the ghosts' events, and
+ * what we sent as double-puppeted users, marked BR_PUPPET_KEY): never bridged, so never stored.
+ * Ephemeral events (no event id) always are. */
 static bool skip_echo(void *arg, const mx_event *e)
 {
-    return e->kind == MX_EVENT_TIMELINE && e->event_id && e->sender && br_is_ours(arg, e->sender);
+    if (e->kind != MX_EVENT_TIMELINE || !e->event_id || !e->sender) return false;
+    return br_is_ours(arg, e->sender) || br_puppet_is_echo(arg, e->json, e->json_len);
 }
 
 static bool query_user(void *ctx, const char *user_id)
@@ -420,6 +422,7 @@ static mx_client *new_mx(br_bridge *b)
         .as_token = b->cfg->as_token,
         .server_name = b->cfg->hs_domain,
         .bot_localpart = b->cfg->bot_username,
+        .puppets = br_puppet_auth(b),
     };
     return mx_client_new(&mc);
 }
@@ -462,6 +465,7 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     snprintf(b->owner, sizeof(b->owner), "%s:%d", host, (int)getpid());
     snprintf(b->bot_mxid, sizeof(b->bot_mxid), "@%s:%s", cfg->bot_username, cfg->hs_domain);
     pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->puppet_lock, NULL);
     pthread_mutex_init(&b->pump_lock, NULL);
     pthread_cond_init(&b->pump_cond, NULL);
 
@@ -546,7 +550,8 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
                                .as_token = cfg->as_token,
                                .server_name = cfg->hs_domain,
                                .bot_localpart = cfg->bot_username,
-                               .ghosts = br_mx_ghost_store_pg(pw->db)};
+                               .ghosts = br_mx_ghost_store_pg(pw->db),
+                               .puppets = br_puppet_auth(b)};
         pw->mx = mx_client_new(&mc);
         if (!pw->mx) goto nomem;
         if (pthread_create(&pw->thread, NULL, pworker_main, pw) != 0) goto nomem;
@@ -662,9 +667,11 @@ void br_bridge_stop(br_bridge *b)
     if (b->db_http) db_conn_close(b->db_http);
     if (b->db_main) db_conn_close(b->db_main);
     free(b->rooms);
+    br_puppet_free(b);
     free(b->by_room);
     free(b->by_chat);
     pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->puppet_lock);
     pthread_mutex_destroy(&b->pump_lock);
     pthread_cond_destroy(&b->pump_cond);
     if (started) WB_INFO(MOD, "stopped");

@@ -123,8 +123,12 @@ typedef struct br_login {
     pthread_mutex_t send_lock; /* guards pending */
     pthread_cond_t send_cond;
     br_pending_send *pending;
-    int n_pending;        /* entries in pending */
-    bool typing_in_group; /* the user's last typing state sent to a group (portal workers) */
+    int n_pending;            /* entries in pending */
+    bool typing_in_group;     /* the user's last typing state sent to a group (portal workers) */
+    _Atomic uint64_t dp_read; /* br_hash of the event last marked read as the user (a read-self
+                                 receipt): its m.receipt echo is not sent back to WhatsApp */
+    _Atomic int dp_state;     /* double puppeting of mxid: 0 not checked yet, 1 works, -1 does not
+                                 (no secret for its server, or whoami failed): the bot's way */
     struct br_login *next_dead;
     struct {
         uint32_t req_id; /* a group call from Matrix waiting for its answer (0: free) */
@@ -175,6 +179,11 @@ struct br_bridge {
     size_t *by_room, *by_chat; /* its two hash indexes, cap_index slots each */
     size_t cap_index;
     int next_engine;
+    /* double puppeting with users' own access tokens (login-matrix), read by the matrix/
+       clients' hook on any portal worker: a cache of mx_user.double_puppet_token */
+    pthread_mutex_t puppet_lock; /* guards manual, n_manual */
+    struct br_manual_puppet *manual;
+    size_t n_manual;
     struct {
         _Atomic uint64_t mx_events, mx_bridged, wa_messages, wa_bridged, commands, failures;
     } stats;
@@ -277,6 +286,7 @@ typedef struct br_wa_signal {
     int64_t login_id;
     bool typing_event; /* true: chat state; false: a read receipt */
     bool identity;     /* the contact's security code changed (a notice in the DM portal) */
+    bool self_read;    /* read receipt: the user read a contact's message on another device */
     char chat[DB_ID_MAX];
     char who[DB_ID_MAX]; /* the contact (user JID) */
     char id[DB_ID_MAX];  /* receipt: our message id */
@@ -290,15 +300,42 @@ bool br_portal_ghost_of(br_pworker *pw, const char *jid, char *mxid, size_t cap,
 int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const char *name_hint,
                         db_portal *out);
 
+/* ---- puppet.c: double puppeting ---- */
+/* The content key marking what the bridge sent as a user (its value: the bot's localpart). */
+#define BR_PUPPET_KEY "fi.mau.double_puppet_source"
+/* The matrix/ client hook: the as_token of double_puppet.secrets for a real user's server. */
+mx_puppet_auth br_puppet_auth(br_bridge *b);
+/* Does double puppeting work for l's Matrix user? Checked once per login (whoami as the user,
+ * on pw's client), then cached in l->dp_state; a failure is logged. */
+bool br_puppet_ok(br_pworker *pw, br_login *l);
+/* The Matrix user of the login whose WhatsApp account is jid, when double puppeting works for
+ * it (mxid filled); false otherwise (then jid is shown by its ghost). */
+bool br_puppet_of_jid(br_pworker *pw, const char *jid, char *mxid, size_t cap);
+/* The puppeted user joins room (invited by the bot when needed); cached per worker. 0 or -1. */
+int br_puppet_join(br_pworker *pw, const char *room, const char *mxid);
+/* login-matrix: token must be an access token of mxid (checked with whoami, with that token);
+ * then it is stored (mx_user.double_puppet_token) and the user's logins check again. 0, or -1
+ * with why (never quoting the token). */
+int br_puppet_login_manual(br_pworker *pw, const char *mxid, const char *token, char *why,
+                           size_t cap);
+/* logout-matrix: forgets the user's token (0, or -1 when there was none). */
+int br_puppet_logout_manual(br_pworker *pw, const char *mxid);
+/* Frees the token cache (at shutdown). */
+void br_puppet_free(br_bridge *b);
+/* Adds BR_PUPPET_KEY to an event content sent as a user. */
+void br_puppet_mark(const br_bridge *b, cJSON *content);
+/* An event (its JSON) whose content carries our BR_PUPPET_KEY: our own echo. */
+bool br_puppet_is_echo(const br_bridge *b, const char *json, size_t len);
+
 /* ---- commands.c ---- */
 /* A message in a management room (or a prefixed command elsewhere). Returns true if handled. */
 bool br_command_handle(br_pworker *pw, const char *room, const char *sender, const char *body,
-                       bool mgmt_room);
+                       const char *event_id, bool mgmt_room);
 /* The bot was invited to a room by sender. */
 /* A message in a portal room: a command when it starts with the prefix (set-relay, unset-relay
  * and the general ones), answered there; false when it is a message to bridge. */
 bool br_command_in_portal(br_pworker *pw, const br_room_ref *ref, const char *sender,
-                          const char *body);
+                          const char *body, const char *event_id);
 void br_command_on_invite(br_pworker *pw, const char *room, const char *sender, bool is_direct);
 
 #endif

@@ -25,6 +25,9 @@ static const char *const help_text =
     "  sync                          bring your WhatsApp groups over as portal rooms\n"
     "  start-chat NUMBER             open a portal room with a WhatsApp user\n"
     "  create-group NAME NUMBER...   create a WhatsApp group (and its portal room)\n"
+    "  login-matrix TOKEN            double puppeting with your own Matrix access token (where "
+    "allowed)\n"
+    "  logout-matrix                 forget that token\n"
     "In a portal room (with the prefix):\n"
     "  set-relay [NUMBER]            relay mode: send the messages of users without their own "
     "login through your WhatsApp account\n"
@@ -252,8 +255,57 @@ static void cmd_create_group(br_pworker *pw, const char *room, const char *sende
         br_notice(pw, room, "Creating the WhatsApp group \"%s\" with %zu member(s)...", name, n);
 }
 
+/* login-matrix TOKEN / logout-matrix (double_puppet.allow_manual). The message holding a token
+ * is redacted (a secret in the room's history), and only the management room takes one. */
+static void cmd_matrix_token(br_pworker *pw, const char *room, const char *sender, int argc,
+                             char **argv, const char *event_id, bool mgmt_room)
+{
+    bool login = strcmp(argv[0], "login-matrix") == 0;
+    mx_error err;
+    if (login && argc >= 2 && event_id &&
+        mx_client_redact(pw->mx, NULL, room, event_id, "holds an access token", NULL, NULL, &err) !=
+            MX_OK)
+        br_notice(pw, room,
+                  "⚠ I could not remove your message holding the token: delete it yourself.");
+    if (!pw->b->cfg->dp_allow_manual) {
+        br_notice(pw, room,
+                  "Double puppeting with your own access token is not enabled on this bridge "
+                  "(double_puppet.allow_manual).");
+        return;
+    }
+    if (login && !mgmt_room) {
+        br_notice(pw, room,
+                  "Send `login-matrix` only in your management room: an access token is a "
+                  "secret. Log that token out (it was shown here).");
+        return;
+    }
+    if (!login) {
+        if (br_puppet_logout_manual(pw, sender) == 0)
+            br_notice(pw, room,
+                      "Forgot your access token: what you write on your other WhatsApp devices "
+                      "shows through the bot again (or through the bridge's own double "
+                      "puppeting, where configured). Log the token out if you no longer use it.");
+        else
+            br_notice(pw, room, "You had not given me an access token.");
+        return;
+    }
+    if (argc != 2) {
+        br_notice(pw, room,
+                  "Usage: `login-matrix TOKEN` (an access token of your Matrix account).");
+        return;
+    }
+    char why[512];
+    if (br_puppet_login_manual(pw, sender, argv[1], why, sizeof(why)) != 0) {
+        br_notice(pw, room, "That token was not taken: %s.", why);
+        return;
+    }
+    br_notice(pw, room,
+              "Double puppeting on: what you write on your other WhatsApp devices now shows as "
+              "sent by you. `logout-matrix` takes it back.");
+}
+
 bool br_command_handle(br_pworker *pw, const char *room, const char *sender, const char *body,
-                       bool mgmt_room)
+                       const char *event_id, bool mgmt_room)
 {
     br_bridge *b = pw->b;
     const char *prefix = b->cfg->command_prefix;
@@ -297,7 +349,8 @@ bool br_command_handle(br_pworker *pw, const char *room, const char *sender, con
     }
     bool known = strcmp(cmd, "login") == 0 || strcmp(cmd, "logout") == 0 ||
                  strcmp(cmd, "sync") == 0 || strcmp(cmd, "start-chat") == 0 ||
-                 strcmp(cmd, "create-group") == 0;
+                 strcmp(cmd, "create-group") == 0 || strcmp(cmd, "login-matrix") == 0 ||
+                 strcmp(cmd, "logout-matrix") == 0;
     if (!known) {
         br_notice(pw, room, "Unknown command `%s`. Send `help` for the list.", cmd);
         return true;
@@ -309,7 +362,9 @@ bool br_command_handle(br_pworker *pw, const char *room, const char *sender, con
                   br_perm_name(perm));
         return true;
     }
-    if (strcmp(cmd, "login") == 0) {
+    if (strcmp(cmd, "login-matrix") == 0 || strcmp(cmd, "logout-matrix") == 0) {
+        cmd_matrix_token(pw, room, sender, argc, argv, event_id, mgmt_room);
+    } else if (strcmp(cmd, "login") == 0) {
         cmd_login(pw, room, sender, argc, argv);
     } else if (strcmp(cmd, "logout") == 0) {
         if (argc > 2) {
@@ -426,7 +481,7 @@ static void cmd_relay(br_pworker *pw, const br_room_ref *ref, const char *sender
 }
 
 bool br_command_in_portal(br_pworker *pw, const br_room_ref *ref, const char *sender,
-                          const char *body)
+                          const char *body, const char *event_id)
 {
     const char *prefix = pw->b->cfg->command_prefix;
     size_t plen = strlen(prefix);
@@ -454,5 +509,5 @@ bool br_command_in_portal(br_pworker *pw, const br_room_ref *ref, const char *se
             return true;
         }
     }
-    return br_command_handle(pw, ref->room, sender, body, false);
+    return br_command_handle(pw, ref->room, sender, body, event_id, false);
 }

@@ -565,6 +565,7 @@ typedef enum opt_kind {
     OPT_BOOL,       /* bool */
     OPT_TRUST_ROOT, /* the 32 bytes and wa_trust_root_set */
     OPT_PERMS,      /* perms / n_perms */
+    OPT_DP_SECRETS, /* dp_secrets / n_dp_secrets */
 } opt_kind;
 
 #define OPT_REQUIRED    1u /* no default: must be given */
@@ -619,6 +620,8 @@ static const opt_def opts[] = {
     {"bridge.relay.enabled", OPT_BOOL, F(relay_enabled), NULL, 0, 0, 0, 0, NULL},
     {"bridge.login_timeout_s", OPT_INT64, F(qr_timeout_s), NULL, 180, 10, 3600, 0, NULL},
     {"bridge.permissions", OPT_PERMS, F(perms), NULL, 0, 0, 0, 0, NULL},
+    {"double_puppet.secrets", OPT_DP_SECRETS, F(dp_secrets), NULL, 0, 0, 0, OPT_SECRET, NULL},
+    {"double_puppet.allow_manual", OPT_BOOL, F(dp_allow_manual), NULL, 0, 0, 0, 0, NULL},
     {"logging.level", OPT_STR, F(log_level), "info", 0, 0, 0, 0, check_log_level},
     {"logging.json", OPT_BOOL, F(log_json), NULL, 0, 0, 0, 0, NULL},
 };
@@ -680,6 +683,17 @@ static void perms_free(br_config *c)
     free(c->perms);
     c->perms = NULL;
     c->n_perms = 0;
+}
+
+static void dp_secrets_free(br_config *c)
+{
+    for (size_t i = 0; i < c->n_dp_secrets; i++) {
+        free(c->dp_secrets[i].server);
+        free_secret(c->dp_secrets[i].as_token);
+    }
+    free(c->dp_secrets);
+    c->dp_secrets = NULL;
+    c->n_dp_secrets = 0;
 }
 
 /* ---- setting values ---- */
@@ -823,6 +837,74 @@ static int set_perms_list(parse_state *st, val_src src, const char *v)
     return 0;
 }
 
+/* double_puppet.secrets: one server name -> "as_token:<token>". The value is never quoted. */
+static int add_dp_secret(parse_state *st, val_src src, const char *server, size_t server_len,
+                         const char *value)
+{
+    br_config *c = st->c;
+    char q[256];
+    quote_value(q, sizeof q, server, server_len);
+    if (strlen(server) != server_len || !valid_hostport(server, server_len, false))
+        return fail_at(st, src, "entry %s: expected a homeserver's server name (example.org)", q);
+    static const char prefix[] = "as_token:";
+    const char *tok = value + sizeof prefix - 1;
+    char why[256];
+    if (strncmp(value, prefix, sizeof prefix - 1) != 0 || !check_token(tok, why, sizeof why) ||
+        strcmp(tok, CFG_GENERATE) == 0)
+        return fail_at(st, src,
+                       "entry %s: expected \"as_token:<token>\" (the as_token of a second "
+                       "appservice registration whose user namespace covers the real users), got "
+                       "a value (not shown: it is secret)",
+                       q);
+    for (size_t i = 0; i < c->n_dp_secrets; i++)
+        if (strcasecmp(c->dp_secrets[i].server, server) == 0)
+            return fail_at(st, src, "entry %s appears twice", q);
+    if (c->n_dp_secrets == CFG_MAX_PERMS)
+        return fail_at(st, src, "more than %d entries", CFG_MAX_PERMS);
+    br_dp_secret *r = realloc(c->dp_secrets, (c->n_dp_secrets + 1) * sizeof *r);
+    if (!r) return fail(st, "out of memory");
+    c->dp_secrets = r;
+    r[c->n_dp_secrets].server = strdup(server);
+    r[c->n_dp_secrets].as_token = strdup(tok);
+    c->n_dp_secrets++;
+    if (!r[c->n_dp_secrets - 1].server || !r[c->n_dp_secrets - 1].as_token)
+        return fail(st, "out of memory");
+    return 0;
+}
+
+/* "server=as_token:TOKEN,server=as_token:TOKEN" (the environment's form). */
+static int set_dp_list(parse_state *st, val_src src, const char *v)
+{
+    dp_secrets_free(st->c);
+    const char *p = v;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        char *entry = strndup(p, n);
+        if (!entry) return fail(st, "out of memory");
+        char *s = entry, *e = entry + n;
+        while (*s == ' ')
+            s++;
+        while (e > s && e[-1] == ' ')
+            *--e = '\0';
+        int rc = 0;
+        if (*s) {
+            char *eq = strchr(s, '=');
+            if (!eq) {
+                rc = fail_at(st, src, "expected server=as_token:TOKEN entries, comma-separated");
+            } else {
+                *eq = '\0';
+                rc = add_dp_secret(st, src, s, strlen(s), eq + 1);
+            }
+        }
+        memset(entry, 0, n);
+        free(entry);
+        if (rc) return rc;
+        p += n;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
 /* Checks v (len bytes; from the YAML or the environment) for option i and stores it. */
 static int set_value(parse_state *st, size_t i, const char *v, size_t len, val_src src)
 {
@@ -891,6 +973,9 @@ static int set_value(parse_state *st, size_t i, const char *v, size_t len, val_s
     case OPT_PERMS:
         if (set_perms_list(st, src, v)) return -1;
         break;
+    case OPT_DP_SECRETS:
+        if (set_dp_list(st, src, v)) return -1;
+        break;
     }
     st->src[i] = src;
     return 0;
@@ -911,7 +996,8 @@ static int set_defaults(parse_state *st)
         case OPT_INT64: *(int64_t *)f = o->idef; break;
         case OPT_BOOL: *(bool *)f = o->idef != 0; break;
         case OPT_TRUST_ROOT:
-        case OPT_PERMS: break;
+        case OPT_PERMS:
+        case OPT_DP_SECRETS: break;
         }
     }
     return 0;
@@ -1018,10 +1104,43 @@ static int walk_perms(parse_state *st, size_t i, const cfg_node *map)
     return 0;
 }
 
+static int walk_dp_secrets(parse_state *st, size_t i, const cfg_node *map)
+{
+    val_src src = {opts[i].path, map->line};
+    char got[256];
+    if (map->kind != NODE_MAP) {
+        node_describe(map, got, sizeof got);
+        return fail_at(st, src, "expected a mapping of server name: \"as_token:<token>\", got %s",
+                       got);
+    }
+    dp_secrets_free(st->c);
+    for (size_t k = 0; k + 1 < map->n; k += 2) {
+        const cfg_node *server = map->items[k], *v = map->items[k + 1];
+        src.line = server->line;
+        if (server->kind != NODE_SCALAR)
+            return fail_at(st, src, "keys must be server names, got a %s",
+                           server->kind == NODE_MAP ? "mapping" : "list");
+        if (v->kind != NODE_SCALAR || node_is_null(v))
+            return fail_at(st, src, "expected \"as_token:<token>\" as the value");
+        if (strlen(v->text) != v->len) return fail_at(st, src, "contains a NUL character");
+        if (add_dp_secret(st, src, server->text, server->len, v->text)) return -1;
+    }
+    st->src[i] = (val_src){opts[i].path, map->line};
+    return 0;
+}
+
 static int apply_yaml(parse_state *st, size_t i, const cfg_node *v)
 {
     const opt_def *o = &opts[i];
     val_src src = {o->path, v->line};
+    if (o->kind == OPT_DP_SECRETS) {
+        if (node_is_null(v)) {
+            dp_secrets_free(st->c);
+            st->src[i] = src;
+            return 0;
+        }
+        return walk_dp_secrets(st, i, v);
+    }
     if (o->kind == OPT_PERMS) {
         if (node_is_null(v)) {
             perms_free(st->c);
@@ -1162,6 +1281,16 @@ static int final_checks(parse_state *st)
                        "registration file");
     if (!gen_as && strcmp(c->as_token, c->hs_token) == 0)
         return fail_at(st, st->src[OPT_HS_TOKEN], "must differ from appservice.as_token");
+    /* double puppeting: the bridge talks to one homeserver, so only its users can be puppeted */
+    for (size_t i = 0; i < c->n_dp_secrets; i++) {
+        if (strcasecmp(c->dp_secrets[i].server, c->hs_domain) == 0) continue;
+        char q[256];
+        quote_value(q, sizeof q, c->dp_secrets[i].server, strlen(c->dp_secrets[i].server));
+        return fail_at(st, st->src[find_opt("double_puppet.secrets")],
+                       "entry %s: only the bridge's own homeserver (homeserver.domain \"%s\") "
+                       "can be double puppeted: the bridge talks to no other homeserver",
+                       q, c->hs_domain);
+    }
     /* the bot must not be one of the ghosts */
     const char *t = c->username_template, *ph = strstr(t, CFG_PLACEHOLDER);
     size_t pre = (size_t)(ph - t), suf = strlen(ph + strlen(CFG_PLACEHOLDER));
@@ -1332,7 +1461,19 @@ void br_config_free(br_config *c)
             free(*slot);
     }
     perms_free(c);
+    dp_secrets_free(c);
     memset(c, 0, sizeof *c);
+}
+
+/* ---- double puppeting ---- */
+
+const char *br_config_dp_as_token(const br_config *c, const char *mxid)
+{
+    const char *colon = mxid && mxid[0] == '@' ? strchr(mxid + 1, ':') : NULL;
+    if (!c || !colon || colon == mxid + 1 || colon[1] == '\0') return NULL;
+    for (size_t i = 0; i < c->n_dp_secrets; i++)
+        if (strcasecmp(c->dp_secrets[i].server, colon + 1) == 0) return c->dp_secrets[i].as_token;
+    return NULL;
 }
 
 /* ---- permissions ---- */

@@ -36,6 +36,14 @@ typedef struct br_perm_rule {
     br_perm level;
 } br_perm_rule;
 
+/* double_puppet.secrets: the bridge acts as the real users of server through a second
+ * appservice registration (url null, a non-exclusive user namespace covering them): its
+ * as_token plus ?user_id=. */
+typedef struct br_dp_secret {
+    char *server;   /* a server name, e.g. "example.org" (only homeserver.domain for now) */
+    char *as_token; /* secret: the "<token>" of "as_token:<token>"; wiped when freed */
+} br_dp_secret;
+
 /* Every string is malloc'd, never NULL after a successful parse, owned by the struct
  * (br_config_free). Secrets (as_token, hs_token, db_uri) are wiped when freed; never log them. */
 typedef struct br_config {
@@ -72,6 +80,10 @@ typedef struct br_config {
                                   default 180; 10..3600 */
     br_perm_rule *perms;       /* bridge.permissions: who -> level; default none (nobody) */
     size_t n_perms;            /* entries in perms */
+    br_dp_secret *dp_secrets;  /* double_puppet.secrets: server -> as_token; default none */
+    size_t n_dp_secrets;       /* entries in dp_secrets */
+    bool dp_allow_manual;      /* double_puppet.allow_manual: users may give their own access token
+                                  (login-matrix TOKEN); default false */
     char *log_level;           /* logging.level: debug|info|warn|error; default "info" */
     bool log_json;             /* logging.json; default false */
 } br_config;
@@ -97,6 +109,8 @@ void br_config_free(br_config *c);
 /* The level for mxid: the most specific rule wins (exact MXID > its domain > "*"); none, or an
  * mxid that is not "@localpart:domain", gives BR_PERM_NONE. Domains compare case-insensitively. */
 br_perm br_config_perm(const br_config *c, const char *mxid);
+/* The double puppeting as_token for mxid's server (double_puppet.secrets), NULL when none. */
+const char *br_config_dp_as_token(const br_config *c, const char *mxid);
 /* "none", "relay", "commands", "user", "admin"; never NULL. */
 const char *br_perm_name(br_perm p);
 

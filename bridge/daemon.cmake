@@ -5,6 +5,7 @@ target_sources(wb_bridge PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/portal.c
   ${CMAKE_CURRENT_SOURCE_DIR}/commands.c
   ${CMAKE_CURRENT_SOURCE_DIR}/group.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/puppet.c
   ${CMAKE_CURRENT_SOURCE_DIR}/qr.c)
 
 if(NOT WABRIDGE_FUZZ)

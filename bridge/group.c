@@ -203,6 +203,16 @@ int br_group_ghost_join(br_pworker *pw, const char *room, const char *ghost_mxid
     return 0;
 }
 
+/* A member shows in the room as their own Matrix user when they are a double-puppeted login
+ * (their ghost stays out), else as their ghost; joined either way. mxid receives who. */
+static int member_join(br_pworker *pw, const char *room, const char *jid, char *mxid, size_t cap)
+{
+    if (br_puppet_of_jid(pw, jid, mxid, cap)) return br_puppet_join(pw, room, mxid);
+    char name[DB_ID_MAX];
+    if (!br_portal_ghost_of(pw, jid, mxid, cap, name, sizeof(name))) return -1;
+    return br_group_ghost_join(pw, room, mxid);
+}
+
 static void ghost_leave(br_pworker *pw, const char *room, const char *jid, bool kicked)
 {
     char mxid[DB_ID_MAX], name[DB_ID_MAX];
@@ -362,14 +372,14 @@ static void apply_info(br_pworker *pw, br_login *l, const br_group_data *g)
         mx_client_set_room_topic(pw->mx, NULL, p.mxid, g->topic, &err);
         db_portal_set_name(pw->db, p.id, g->subject[0] ? g->subject : p.name, g->topic);
     }
-    mx_client_invite(pw->mx, NULL, p.mxid, l->mxid, &err); /* fails harmlessly when in */
+    mx_client_invite(pw->mx, NULL, p.mxid, l->mxid, &err);        /* fails harmlessly when in */
+    if (br_puppet_ok(pw, l)) br_puppet_join(pw, p.mxid, l->mxid); /* accepted for the user */
     char own[DB_ID_MAX];
     snprintf(own, sizeof(own), "%s@s.whatsapp.net", l->phone);
     for (size_t i = 0; i < g->nmembers; i++) {
         if (strcmp(g->members[i].jid, own) == 0) continue; /* the user, not a ghost */
-        char mxid[DB_ID_MAX], name[DB_ID_MAX];
-        if (br_portal_ghost_of(pw, g->members[i].jid, mxid, sizeof(mxid), name, sizeof(name)))
-            br_group_ghost_join(pw, p.mxid, mxid);
+        char mxid[DB_ID_MAX];
+        member_join(pw, p.mxid, g->members[i].jid, mxid, sizeof(mxid));
     }
     set_admin_levels(pw, l, p.id, p.mxid, g->members, g->nmembers);
 }
@@ -417,11 +427,9 @@ void br_group_job_change(br_pworker *pw, void *arg)
         goto out;
     }
     if (!br_room_of_chat(pw->b, 0, g->group, &ref)) goto out; /* no portal yet: nothing to show */
-    char author[DB_ID_MAX] = "", name[DB_ID_MAX];
+    char author[DB_ID_MAX] = "";
     const char *as_user = NULL;
-    if (g->author[0] &&
-        br_portal_ghost_of(pw, g->author, author, sizeof(author), name, sizeof(name)) &&
-        br_group_ghost_join(pw, ref.room, author) == 0)
+    if (g->author[0] && member_join(pw, ref.room, g->author, author, sizeof(author)) == 0)
         as_user = author;
     mx_error err;
     switch (g->change) {
@@ -437,9 +445,8 @@ void br_group_job_change(br_pworker *pw, void *arg)
         break;
     case WA_GROUP_EV_ADD:
         for (size_t i = 0; i < g->nmembers; i++) {
-            char mxid[DB_ID_MAX], nm[DB_ID_MAX];
-            if (br_portal_ghost_of(pw, g->members[i].jid, mxid, sizeof(mxid), nm, sizeof(nm)))
-                br_group_ghost_join(pw, ref.room, mxid);
+            char mxid[DB_ID_MAX];
+            member_join(pw, ref.room, g->members[i].jid, mxid, sizeof(mxid));
         }
         break;
     case WA_GROUP_EV_PROMOTE:

@@ -657,8 +657,10 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
         if (!sg) break;
         sg->login_id = l->id;
         if (ev->type == WA_EV_RECEIPT) {
-            /* type "" (delivered) leaves the second word out: only read receipts are shown */
-            if (strcmp(t, "read") != 0 || !c3[0]) {
+            /* type "" (delivered) leaves the second word out: only read receipts are shown;
+               read-self: the user read a contact's message on another device */
+            sg->self_read = strcmp(t, "read-self") == 0;
+            if ((strcmp(t, "read") != 0 && !sg->self_read) || !c3[0]) {
                 free(sg);
                 break;
             }

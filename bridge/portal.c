@@ -162,6 +162,8 @@ int br_portal_ensure_dm(br_pworker *pw, br_login *l, const char *chat, const cha
     }
     if (mx_client_join(pw->mx, NULL, room, NULL, &err) != MX_OK)
         WB_WARN(MOD, "the bot could not join %s: %s", room, err.error);
+    /* double puppeting: the user's invite is accepted for them */
+    if (br_puppet_ok(pw, l)) br_puppet_join(pw, room, l->mxid);
     db_portal_set_mxid(pw->db, pid, room);
     db_portal_set_name(pw->db, pid, name, "");
     snprintf(out->mxid, sizeof(out->mxid), "%s", room);
@@ -356,10 +358,19 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
     db_message prev;
     if (db_message_by_wa(pw->db, portal.id, m->id, "", &prev) == DB_OK)
         goto done; /* bridged before (a redelivery or a restart) */
-    char ghost[DB_ID_MAX];
-    const char *as_user = NULL;          /* own messages come through the bot */
+    char ghost[DB_ID_MAX], puppet[DB_ID_MAX] = "";
+    const char *as_user = NULL;          /* own messages come through the bot... */
     const char *who = own ? "" : sender; /* "" = the login's own account */
-    if (!own) {
+    /* ...or, double puppeting, as the user: the login's own, or in a group another login's
+       (its ghost stays out of the room) */
+    if (own && br_puppet_ok(pw, l))
+        set_str(puppet, sizeof(puppet), l->mxid);
+    else if (!own && group && !br_puppet_of_jid(pw, sender, puppet, sizeof(puppet)))
+        puppet[0] = '\0';
+    if (puppet[0] && br_puppet_join(pw, portal.mxid, puppet) != 0) puppet[0] = '\0';
+    if (puppet[0]) {
+        as_user = puppet;
+    } else if (!own) {
         if (ghost_ensure(pw, sender, m->notify, ghost, sizeof(ghost)) ||
             (group && br_group_ghost_join(pw, portal.mxid, ghost) != 0)) {
             result = -1;
@@ -387,15 +398,22 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
     if (prc == WA_OK && msg.kind == WA_MSG_REVOKE) {
         /* the sender deletes its message: redact it (as the ghost when it is its own event) */
         bool theirs = strcmp(target.sender_jid, who) == 0 && as_user;
-        rc = mx_client_redact(pw->mx, theirs ? as_user : NULL, portal.mxid, target.mxid,
-                              "deleted on WhatsApp", txn, &event_id, &err);
+        cJSON *extra = NULL;
+        if (theirs && puppet[0]) br_puppet_mark(b, extra = cJSON_CreateObject());
+        rc = mx_client_redact_ex(pw->mx, theirs ? as_user : NULL, portal.mxid, target.mxid,
+                                 "deleted on WhatsApp", extra, txn, &event_id, &err);
+        cJSON_Delete(extra);
     } else if (prc == WA_OK && msg.kind == WA_MSG_REACTION) {
         db_reaction old;
         bool had = db_reaction_get(pw->db, portal.id, msg.target.id, who, &old) == DB_OK;
         if (had) { /* one reaction per sender: the new one replaces it, "" removes it */
             char rtxn[DB_ID_MAX + 80];
             snprintf(rtxn, sizeof(rtxn), "%s-undo", txn);
-            mx_client_redact(pw->mx, as_user, portal.mxid, old.mxid, NULL, rtxn, NULL, &err);
+            cJSON *extra = NULL;
+            if (puppet[0]) br_puppet_mark(b, extra = cJSON_CreateObject());
+            mx_client_redact_ex(pw->mx, as_user, portal.mxid, old.mxid, NULL, extra, rtxn, NULL,
+                                &err);
+            cJSON_Delete(extra);
             db_reaction_delete(pw->db, old.mxid);
         }
         if (msg.reaction[0]) {
@@ -404,6 +422,7 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
             cJSON_AddStringToObject(rel, "rel_type", "m.annotation");
             cJSON_AddStringToObject(rel, "event_id", target.mxid);
             cJSON_AddStringToObject(rel, "key", msg.reaction);
+            if (puppet[0]) br_puppet_mark(b, c);
             rc = mx_client_send(pw->mx, as_user, portal.mxid, "m.reaction", c, txn, m->ts_ms,
                                 &event_id, &err);
             cJSON_Delete(c);
@@ -431,8 +450,12 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
                          msg.unsupported);
             cJSON_AddStringToObject(c, "msgtype", "m.notice");
             cJSON_AddStringToObject(c, "body", note);
+            if (puppet[0]) { /* a notice of the bridge's, not words of the user: the bot's */
+                puppet[0] = '\0';
+                as_user = NULL;
+            }
         } else if (msg.kind == WA_MSG_EDIT) {
-            cJSON *nc = text_content(pw, &portal, &msg, own);
+            cJSON *nc = text_content(pw, &portal, &msg, own && !puppet[0]);
             cJSON_DeleteItemFromObject(nc, "m.relates_to");
             c = cJSON_Duplicate(nc, true);
             const char *nb = jstr(nc, "body");
@@ -450,14 +473,31 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
             cJSON_AddStringToObject(rel, "rel_type", "m.replace");
             cJSON_AddStringToObject(rel, "event_id", target.mxid);
         } else {
-            c = text_content(pw, &portal, &msg, own);
+            c = text_content(pw, &portal, &msg, own && !puppet[0]);
         }
-        if (own) {
+        if (puppet[0]) {
+            br_puppet_mark(b, c);
+        } else if (own) {
             cJSON *o = cJSON_AddObjectToObject(c, "fi.mau.whatsapp.own_device");
             cJSON_AddBoolToObject(o, "from_own_device", true);
         }
         rc = mx_client_send(pw->mx, as_user, portal.mxid, "m.room.message", c, txn, m->ts_ms,
                             &event_id, &err);
+        if (rc != MX_OK && own && puppet[0] && err.http_status >= 400 && err.http_status < 500) {
+            /* the homeserver refused it from the user (power levels, a changed registration):
+               the bot's way, as without double puppeting, rather than losing it */
+            WB_WARN(MOD, "sending %s as %s failed (%s): through the bot", m->id, puppet, err.error);
+            cJSON_DeleteItemFromObjectCaseSensitive(c, BR_PUPPET_KEY);
+            cJSON_ReplaceItemInObjectCaseSensitive(c, "msgtype", cJSON_CreateString("m.notice"));
+            cJSON *o = cJSON_AddObjectToObject(c, "fi.mau.whatsapp.own_device");
+            cJSON_AddBoolToObject(o, "from_own_device", true);
+            char btxn[DB_ID_MAX + 80];
+            snprintf(btxn, sizeof(btxn), "%s-bot", txn);
+            as_user = NULL;
+            puppet[0] = '\0';
+            rc = mx_client_send(pw->mx, NULL, portal.mxid, "m.room.message", c, btxn, m->ts_ms,
+                                &event_id, &err);
+        }
         cJSON_Delete(c);
     }
     if (rc != MX_OK) {
@@ -526,13 +566,30 @@ void br_portal_job_wa_signal(br_pworker *pw, void *arg)
         return;
     }
     bool group = strstr(sg->chat, "@g.us") != NULL;
+    if (sg->self_read) { /* read on another device: the user's own m.read, double puppeting */
+        br_login *l = br_login_find(pw->b, sg->login_id);
+        db_message row;
+        if (l && br_puppet_ok(pw, l) &&
+            br_room_of_chat(pw->b, group ? 0 : sg->login_id, sg->chat, &ref) &&
+            db_message_by_wa(pw->db, ref.portal_id, sg->id, "", &row) == DB_OK &&
+            br_puppet_join(pw, ref.room, l->mxid) == 0) {
+            atomic_store(&l->dp_read, br_hash(row.mxid));
+            if (mx_client_read_receipt(pw->mx, l->mxid, ref.room, row.mxid, &err) != MX_OK)
+                WB_DEBUG(MOD, "read receipt of %s in %s failed: %s", l->mxid, ref.room, err.error);
+        }
+        goto out;
+    }
     if (group && strstr(sg->who, "@lid")) { /* LID-addressed groups: the phone number's ghost */
         char pn[DB_ID_MAX];
         if (db_lid_to_pn(pw->db, sg->login_id, sg->who, pn, sizeof(pn)) == DB_OK)
             set_str(sg->who, sizeof(sg->who), pn);
     }
-    if (!br_room_of_chat(pw->b, group ? 0 : sg->login_id, sg->chat, &ref) ||
-        ghost_ensure(pw, sg->who, NULL, ghost, sizeof(ghost)) != 0 ||
+    if (!br_room_of_chat(pw->b, group ? 0 : sg->login_id, sg->chat, &ref)) goto out;
+    /* a double-puppeted login in a group: its ghost stays out, and its typing and receipts are
+       not shown as its user either: they carry no echo marker, so they would come back to
+       WhatsApp through that user's own login */
+    if (group && br_puppet_of_jid(pw, sg->who, ghost, sizeof(ghost))) goto out;
+    if (ghost_ensure(pw, sg->who, NULL, ghost, sizeof(ghost)) != 0 ||
         (group && br_group_ghost_join(pw, ref.room, ghost) != 0))
         goto out;
     if (sg->typing_event) {
@@ -1011,6 +1068,8 @@ static void bridge_mx_ephemeral(br_pworker *pw, const br_room_ref *ref, const ch
         const cJSON *read = cJSON_GetObjectItemCaseSensitive(e, "m.read");
         for (size_t k = 0; k < n; k++) {
             if (!cJSON_GetObjectItemCaseSensitive(read, ls[k]->mxid)) continue;
+            /* the echo of a receipt we made as the user (read on their phone): already read */
+            if (e->string && atomic_load(&ls[k]->dp_read) == br_hash(e->string)) continue;
             db_message row;
             if (e->string && db_message_by_mxid(pw->db, e->string, &row) == DB_OK &&
                 row.sender_jid[0] != '\0')
@@ -1054,7 +1113,7 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
     if (portal) {
         if (strcmp(type, "m.room.message") == 0) {
             const char *body = jstr(content, "body");
-            if (!body || !br_command_in_portal(pw, &ref, sender, body))
+            if (!body || !br_command_in_portal(pw, &ref, sender, body, event_id))
                 bridge_mx_message(pw, &ref, ev, sender, event_id);
         } else if (strcmp(type, "m.reaction") == 0)
             bridge_mx_reaction(pw, &ref, ev, sender, event_id);
@@ -1074,7 +1133,7 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
     char owner[DB_ID_MAX];
     bool mgmt = db_user_by_management_room(pw->db, room, owner, sizeof(owner)) == DB_OK &&
                 strcmp(owner, sender) == 0;
-    br_command_handle(pw, room, sender, body, mgmt);
+    br_command_handle(pw, room, sender, body, event_id, mgmt);
 done:
     if (!pw->deferred) db_inbox_delete(pw->db, job->inbox_id);
     pw->deferred = false;

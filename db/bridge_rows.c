@@ -16,6 +16,13 @@ static const db_stmt st_user_set_room = {
     "INSERT INTO mx_user (mxid, management_room, created_ms) VALUES ($1, $2, $3)"
     " ON CONFLICT (mxid) DO UPDATE SET management_room = EXCLUDED.management_room",
     I};
+static const db_stmt st_user_puppet = {
+    "rows_user_puppet", "SELECT coalesce(double_puppet_token, '') FROM mx_user WHERE mxid = $1", I};
+static const db_stmt st_user_set_puppet = {
+    "rows_user_set_puppet",
+    "INSERT INTO mx_user (mxid, double_puppet_token, created_ms) VALUES ($1, $2, $3)"
+    " ON CONFLICT (mxid) DO UPDATE SET double_puppet_token = EXCLUDED.double_puppet_token",
+    I};
 static const db_stmt st_user_by_room = {
     "rows_user_by_room", "SELECT mxid FROM mx_user WHERE management_room = $1 LIMIT 1", I};
 
@@ -166,6 +173,18 @@ int db_user_set_management_room(db_conn *c, const char *mxid, const char *room)
 int db_user_by_management_room(db_conn *c, const char *room, char *mxid, size_t cap)
 {
     return copy_one_text(c, &st_user_by_room, room, mxid, cap);
+}
+
+int db_user_puppet_token(db_conn *c, const char *mxid, char *token, size_t cap)
+{
+    return copy_one_text(c, &st_user_puppet, mxid, token, cap);
+}
+
+int db_user_set_puppet_token(db_conn *c, const char *mxid, const char *token)
+{
+    db_param p[3] = {db_p_text(mxid), token ? db_p_text(token) : db_p_null(),
+                     db_p_int(db_now_ms())};
+    return db_exec(c, &st_user_set_puppet, p, 3, NULL);
 }
 
 static void login_row(const db_result *r, int i, db_login *l)

@@ -19,6 +19,11 @@ int db_user_management_room(db_conn *c, const char *mxid, char *room, size_t cap
 int db_user_set_management_room(db_conn *c, const char *mxid, const char *room);
 /* Whose management room this is; DB_ERR_NOT_FOUND when nobody's. */
 int db_user_by_management_room(db_conn *c, const char *room, char *mxid, size_t cap);
+/* The user's own access token for double puppeting (login-matrix; a secret) into token, "" when
+ * none; DB_ERR_NOT_FOUND when the user is unknown. */
+int db_user_puppet_token(db_conn *c, const char *mxid, char *token, size_t cap);
+/* Creates the user if needed and records its token (NULL clears it). */
+int db_user_set_puppet_token(db_conn *c, const char *mxid, const char *token);
 
 /* ---- logins ---- */
 

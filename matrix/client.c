@@ -41,6 +41,7 @@ struct mx_client {
     long backoff_max_ms;     /* cap of the doubling delay */
     long deadline_ms;        /* total budget of one call, waits included */
     mx_ghost_store ghosts;   /* caller's persistence hook (fields may be NULL) */
+    mx_puppet_auth puppets;  /* caller's double puppeting tokens (fields may be NULL) */
     ghost_set known;         /* registered ghosts (MXIDs) */
     uint64_t rng;            /* xorshift state for jitter, never 0 */
     uint64_t txn_prefix;     /* random per client, makes txn ids unique across restarts */
@@ -202,6 +203,7 @@ mx_client *mx_client_new(const mx_client_config *cfg)
     c->backoff_max_ms = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : 10000;
     c->deadline_ms = cfg->deadline_ms > 0 ? cfg->deadline_ms : 120000;
     c->ghosts = cfg->ghosts;
+    c->puppets = cfg->puppets;
     uint64_t seed[2] = {0, 0};
     if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
         seed[0] = (uint64_t)now_ms() ^ (uint64_t)(uintptr_t)c;
@@ -319,10 +321,11 @@ typedef struct answer {
     char content_type[128];
 } answer;
 
-static char *build_url(mx_client *c, const req *r)
+/* masquerade false: no ?user_id= (a puppet's own access token). */
+static char *build_url(mx_client *c, const req *r, bool masquerade)
 {
     char *user = NULL;
-    if (r->as_user) {
+    if (r->as_user && masquerade) {
         user = mx_url_escape(r->as_user);
         if (!user) return NULL;
     }
@@ -358,8 +361,25 @@ static int call(mx_client *c, const req *r, answer *ans, mx_error *err)
     memset(err, 0, sizeof *err);
     memset(ans, 0, sizeof *ans);
     wb_buf_init(&ans->raw);
-    char *url = build_url(c, r);
-    if (!url) return set_err(err, MX_ERR_NOMEM, 0, NULL, NULL);
+    /* a double-puppeted user: that user's token instead of ours */
+    char *puppet_auth = NULL;
+    bool masquerade = true;
+    if (r->as_user && c->puppets.token_for) {
+        char tok[1024];
+        bool puppet =
+            c->puppets.token_for(c->puppets.ctx, r->as_user, tok, sizeof tok, &masquerade);
+        tok[sizeof tok - 1] = '\0';
+        if (puppet) puppet_auth = strf("Authorization: Bearer %s", tok);
+        memset(tok, 0, sizeof tok);
+        if (puppet && !puppet_auth) return set_err(err, MX_ERR_NOMEM, 0, NULL, NULL);
+    }
+    const char *auth = puppet_auth ? puppet_auth : c->auth_header;
+    char *url = build_url(c, r, masquerade);
+    if (!url) {
+        if (puppet_auth) memset(puppet_auth, 0, strlen(puppet_auth));
+        free(puppet_auth);
+        return set_err(err, MX_ERR_NOMEM, 0, NULL, NULL);
+    }
     unsigned max_attempts = r->max_attempts ? r->max_attempts : c->max_attempts;
     int64_t deadline = now_ms() + (r->deadline_ms ? r->deadline_ms : c->deadline_ms);
     long backoff = c->backoff_initial_ms;
@@ -376,11 +396,13 @@ static int call(mx_client *c, const req *r, answer *ans, mx_error *err)
         char ct[160];
         snprintf(ct, sizeof ct, "Content-Type: %s",
                  r->content_type ? r->content_type : "application/json");
-        if (!(h2 = curl_slist_append(hdr, c->auth_header)) || !(hdr = h2) ||
+        if (!(h2 = curl_slist_append(hdr, auth)) || !(hdr = h2) ||
             !(h2 = curl_slist_append(hdr, "Expect:")) || !(hdr = h2) ||
             (r->body && (!(h2 = curl_slist_append(hdr, ct)) || !(hdr = h2)))) {
             curl_slist_free_all(hdr);
             free(url);
+            if (puppet_auth) memset(puppet_auth, 0, strlen(puppet_auth));
+            free(puppet_auth);
             return set_err(err, MX_ERR_NOMEM, 0, NULL, NULL);
         }
         int64_t left = deadline - now_ms();
@@ -470,6 +492,8 @@ static int call(mx_client *c, const req *r, answer *ans, mx_error *err)
         sleep_ms(wait);
     }
     free(url);
+    if (puppet_auth) memset(puppet_auth, 0, strlen(puppet_auth));
+    free(puppet_auth);
     if (rc != MX_OK) err->code = rc;
     return rc;
 }
@@ -792,6 +816,14 @@ int mx_client_send(mx_client *c, const char *as_user, const char *room_id, const
 int mx_client_redact(mx_client *c, const char *as_user, const char *room_id, const char *event_id,
                      const char *reason, const char *txn_id, char **redaction_id, mx_error *err)
 {
+    return mx_client_redact_ex(c, as_user, room_id, event_id, reason, NULL, txn_id, redaction_id,
+                               err);
+}
+
+int mx_client_redact_ex(mx_client *c, const char *as_user, const char *room_id,
+                        const char *event_id, const char *reason, const cJSON *extra,
+                        const char *txn_id, char **redaction_id, mx_error *err)
+{
     char txn[64];
     if (!txn_id) {
         mx_client_new_txn_id(c, txn, sizeof txn);
@@ -799,8 +831,15 @@ int mx_client_redact(mx_client *c, const char *as_user, const char *room_id, con
     }
     char *p = cpath("/_matrix/client/v3/rooms/%s/redact/%s/%s", room_id, event_id, txn_id);
     if (!p) return NOMEM(err);
-    cJSON *b = cJSON_CreateObject();
-    if (reason) cJSON_AddStringToObject(b, "reason", reason);
+    cJSON *b = extra ? cJSON_Duplicate(extra, true) : cJSON_CreateObject();
+    if (!b) {
+        free(p);
+        return NOMEM(err);
+    }
+    if (reason) {
+        cJSON_DeleteItemFromObjectCaseSensitive(b, "reason");
+        cJSON_AddStringToObject(b, "reason", reason);
+    }
     int rc = request_string(c, "PUT", p, as_user, NULL, b, "event_id", redaction_id, err);
     cJSON_Delete(b);
     free(p);

@@ -3,7 +3,8 @@
  *
  * Blocking calls over one libcurl easy handle (keep-alive), one mx_client per thread (portal
  * workers each own one). Every request carries `Authorization: Bearer <as_token>`; a call made
- * "as" a ghost adds `?user_id=<mxid>` (appservice masquerading); as_user NULL means the bot.
+ * "as" a ghost adds `?user_id=<mxid>` (appservice masquerading); as_user NULL means the bot. A
+ * call "as" a double-puppeted real user carries the token mx_puppet_auth gives for that user.
  *
  * Retries: network errors, timeouts and 5xx are retried with exponential backoff (jittered);
  * 429 waits `retry_after_ms` (body) or Retry-After (header) when given. Each attempt has its own
@@ -48,6 +49,18 @@ typedef struct mx_ghost_store {
     void (*remember)(void *ctx, const char *user_id);
 } mx_ghost_store;
 
+/* Double puppeting: another token that acts for a real Matrix user (not the bot, not a ghost).
+ * token_for is asked on every call made "as" a user (as_user not NULL), on the calling thread; it
+ * returns true with token filled (NUL-terminated, at most cap bytes) when such a token exists:
+ * *masquerade true = an appservice's as_token (a second registration whose namespace covers the
+ * user): `?user_id=<as_user>` is added as usual; false = the user's own access token, sent bare.
+ * false = not a puppet: the bridge's own as_token with `?user_id=`. May be NULL. The token is
+ * wiped from memory after the call and never logged. */
+typedef struct mx_puppet_auth {
+    void *ctx;
+    bool (*token_for)(void *ctx, const char *user_id, char *token, size_t cap, bool *masquerade);
+} mx_puppet_auth;
+
 typedef struct mx_client_config {
     const char *hs_url;        /* e.g. "http://127.0.0.1:8008" (no trailing slash needed); copied */
     const char *as_token;      /* copied; never logged */
@@ -60,6 +73,7 @@ typedef struct mx_client_config {
     long backoff_max_ms;       /* cap of the delay; 0 = 10000 */
     long deadline_ms;          /* total budget of one call incl. waits; 0 = 120000 */
     mx_ghost_store ghosts;     /* optional persistence of the ghost cache */
+    mx_puppet_auth puppets;    /* optional: tokens of double-puppeted users */
 } mx_client_config;
 
 typedef struct mx_client mx_client;
@@ -145,6 +159,11 @@ int mx_client_send(mx_client *c, const char *as_user, const char *room_id, const
 /* PUT /rooms/{room}/redact/{event}/{txn_id}; reason may be NULL; txn_id as for send. */
 int mx_client_redact(mx_client *c, const char *as_user, const char *room_id, const char *event_id,
                      const char *reason, const char *txn_id, char **redaction_id, mx_error *err);
+/* The same with extra keys in the request body (borrowed object, may be NULL; the homeserver
+ * keeps them in the redaction's content, e.g. a double puppeting marker). */
+int mx_client_redact_ex(mx_client *c, const char *as_user, const char *room_id,
+                        const char *event_id, const char *reason, const cJSON *extra,
+                        const char *txn_id, char **redaction_id, mx_error *err);
 int mx_client_typing(mx_client *c, const char *as_user, const char *room_id, bool typing,
                      long timeout_ms, mx_error *err);
 /* POST /rooms/{room}/receipt/m.read/{event}. */

@@ -2130,6 +2130,10 @@ static void on_receipt(wa_client *c, const wa_node *n, wb_arena *a)
 {
     const char *id = wa_node_attr(n, "id"), *from = wa_node_attr(n, "from");
     const char *type = wa_node_attr(n, "type"), *participant = wa_node_attr(n, "participant");
+    /* another device of ours read a contact's messages: in a 1:1 chat the receipt comes from our
+       own JID with the chat as its recipient (a group's comes from the group) */
+    const char *chat = from, *recipient = wa_node_attr(n, "recipient");
+    if (type && strcmp(type, "read-self") == 0 && recipient && recipient[0]) chat = recipient;
     wa_node *ack = wa_node_new(a, "ack");
     wa_node_set_attr(a, ack, "id", id ? id : "");
     wa_node_set_attr(a, ack, "to", from ? from : WA_SERVER_PN);
@@ -2149,7 +2153,7 @@ static void on_receipt(wa_client *c, const wa_node *n, wb_arena *a)
             if (!mid || !mid[0]) continue;
         }
         emit(c, WA_EV_RECEIPT, 0, 0, "%s %s %s%s%s", mid ? mid : "", type ? type : "",
-             from ? from : "", participant ? " " : "", participant ? participant : "");
+             chat ? chat : "", participant ? " " : "", participant ? participant : "");
     }
 }
 

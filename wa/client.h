@@ -62,7 +62,9 @@ typedef enum wa_event_type {
     WA_EV_SEND_FAILED,  /* text: id of our message that could not be sent (reason in the log) */
     WA_EV_RECEIPT,      /* text: "id type chat[ participant]": a receipt for our message (type "" =
                            delivered, "read", "played", "retry", ...; participant: who, in a
-                           group); one event per message id (a receipt's <list> names more) */
+                           group); one event per message id (a receipt's <list> names more).
+                           "read-self": another device of this account read a contact's message
+                           id in chat (1:1: the receipt's recipient; a group: the group) */
     WA_EV_PRESENCE,     /* text: "jid available|unavailable"; ms: last seen (unix seconds), or 0
                            when unknown or hidden (after wa_client_subscribe_presence) */
     WA_EV_CHAT_STATE,   /* text: "chat sender composing|recording|paused" (sender = chat in 1:1) */

@@ -706,6 +706,89 @@ static void test_perms(void)
           BR_PERM_USER < BR_PERM_ADMIN);
 }
 
+static void test_double_puppet(void)
+{
+    br_config c;
+    /* none by default: nobody is puppeted */
+    CHECK_INT(parse_ok(MIN_YAML, NULL, &c), 0);
+    CHECK_INT(c.n_dp_secrets, 0);
+    CHECK(!c.dp_allow_manual);
+    CHECK(br_config_dp_as_token(&c, "@alice:example.org") == NULL);
+    br_config_free(&c);
+
+    CHECK_INT(parse_ok(cfg_text("", "double_puppet:\n  secrets:\n"
+                                    "    example.org: \"as_token:dp-secret\"\n"
+                                    "  allow_manual: false\n"),
+                       NULL, &c),
+              0);
+    CHECK_INT(c.n_dp_secrets, 1);
+    CHECK_STR(c.dp_secrets[0].server, "example.org");
+    CHECK_STR(c.dp_secrets[0].as_token, "dp-secret");
+    CHECK_STR(br_config_dp_as_token(&c, "@alice:example.org"), "dp-secret");
+    CHECK_STR(br_config_dp_as_token(&c, "@alice:EXAMPLE.org"), "dp-secret");
+    CHECK(br_config_dp_as_token(&c, "@alice:other.org") == NULL);
+    CHECK(br_config_dp_as_token(&c, "alice") == NULL);
+    CHECK(br_config_dp_as_token(&c, "@alice:") == NULL);
+    CHECK(br_config_dp_as_token(&c, NULL) == NULL);
+    br_config_free(&c);
+
+    /* from the environment, over the file's */
+    char *env[] = {"WABRIDGE_DOUBLE_PUPPET_SECRETS=example.org=as_token:from-env", NULL};
+    CHECK_INT(parse_ok(cfg_text("", "double_puppet:\n  secrets:\n"
+                                    "    example.org: \"as_token:from-file\"\n"),
+                       env, &c),
+              0);
+    CHECK_INT(c.n_dp_secrets, 1);
+    CHECK_STR(br_config_dp_as_token(&c, "@bob:example.org"), "from-env");
+    br_config_free(&c);
+
+    /* errors name the option and the entry, never the secret */
+    EXPECT_ERR_EXACT(cfg_text("", "double_puppet:\n  secrets:\n"
+                                  "    example.org: \"hunter2\"\n"),
+                     NULL,
+                     "double_puppet.secrets: entry \"example.org\": expected \"as_token:<token>\" "
+                     "(the as_token of a second appservice registration whose user namespace "
+                     "covers the real users), got a value (not shown: it is secret) (line 11)");
+    CHECK(strstr(errbuf, "hunter2") == NULL);
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secrets:\n    example.org: \"as_token:\"\n"), NULL,
+               "expected \"as_token:<token>\"");
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secrets:\n    example.org: \"as_token:a b\"\n"),
+               NULL, "expected \"as_token:<token>\"");
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secrets:\n    example.org: \"as_token:generate\"\n"),
+               NULL, "expected \"as_token:<token>\"");
+    CHECK(strstr(errbuf, "generate") == NULL);
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secrets:\n    example.org:\n"), NULL,
+               "double_puppet.secrets: expected \"as_token:<token>\" as the value (line 11)");
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secrets: as_token:x\n"), NULL,
+               "double_puppet.secrets: expected a mapping of server name: \"as_token:<token>\"");
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secrets:\n    'not a server': as_token:x\n"), NULL,
+               "entry \"not a server\": expected a homeserver's server name");
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secrets:\n    example.org: as_token:x\n"
+                            "    EXAMPLE.org: as_token:y\n"),
+               NULL, "entry \"EXAMPLE.org\" appears twice");
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secrets:\n    other.org: as_token:x\n"), NULL,
+               "double_puppet.secrets: entry \"other.org\": only the bridge's own homeserver "
+               "(homeserver.domain \"example.org\") can be double puppeted");
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  allow_manual: maybe\n"), NULL,
+               "double_puppet.allow_manual: expected true or false, got \"maybe\" (line 10)");
+    CHECK_INT(parse_ok(cfg_text("", "double_puppet:\n  allow_manual: true\n"), NULL, &c), 0);
+    CHECK(c.dp_allow_manual);
+    CHECK_INT(c.n_dp_secrets, 0);
+    br_config_free(&c);
+    char *manual_env[] = {"WABRIDGE_DOUBLE_PUPPET_ALLOW_MANUAL=yes", NULL};
+    CHECK_INT(parse_ok(MIN_YAML, manual_env, &c), 0);
+    CHECK(c.dp_allow_manual);
+    br_config_free(&c);
+    EXPECT_ERR(cfg_text("", "double_puppet:\n  secret: {}\n"), NULL,
+               "double_puppet.secret: unknown option; did you mean double_puppet.secrets?");
+    char *bad_env[] = {"WABRIDGE_DOUBLE_PUPPET_SECRETS=example.org", NULL};
+    EXPECT_ERR(MIN_YAML, bad_env,
+               "WABRIDGE_DOUBLE_PUPPET_SECRETS: expected server=as_token:TOKEN entries");
+    char *bad_env2[] = {"WABRIDGE_DOUBLE_PUPPET_SECRETS=example.org=shared:zzz", NULL};
+    EXPECT_ERR(MIN_YAML, bad_env2, "WABRIDGE_DOUBLE_PUPPET_SECRETS: entry \"example.org\"");
+    CHECK(strstr(errbuf, "zzz") == NULL);
+}
+
 static void test_ghosts(void)
 {
     br_config c;
@@ -983,6 +1066,7 @@ int main(void)
     test_errors();
     test_env();
     test_perms();
+    test_double_puppet();
     test_ghosts();
     test_displayname();
     test_write_example();

@@ -2,7 +2,7 @@
  * tests/db/test_db_bridge.c - the bridge's rows (db/bridge_db.h): appservice transactions into the
  * inbox exactly once, inbox order and deletion, portals, the message map, the key-value table and
  * login leases shared by several processes; group notifications kept until shown, and the
- * record of group admins.
+ * record of group admins; a user's double puppeting token (migration 0006).
  */
 #include "check.h"
 #include "db/bridge_db.h"
@@ -171,6 +171,32 @@ static void test_kv(db_conn *c)
     CHECK_INT(db_kv_get(c, "bot_sync", buf, sizeof(buf)), DB_ERR_NOT_FOUND);
 }
 
+static void test_puppet_token(db_conn *c)
+{
+    char tok[256], room[64];
+    CHECK_INT(db_user_puppet_token(c, "@dan:example.org", tok, sizeof(tok)), DB_ERR_NOT_FOUND);
+    /* a user with a login and no token: "" */
+    CHECK_INT(db_user_puppet_token(c, "@alice:example.org", tok, sizeof(tok)), DB_OK);
+    CHECK_STR(tok, "");
+    CHECK_INT(db_user_set_puppet_token(c, "@alice:example.org", "syt_YWxpY2U_secret"), DB_OK);
+    CHECK_INT(db_user_puppet_token(c, "@alice:example.org", tok, sizeof(tok)), DB_OK);
+    CHECK_STR(tok, "syt_YWxpY2U_secret");
+    CHECK_INT(db_user_puppet_token(c, "@alice:example.org", tok, 4), DB_ERR_INVALID);
+    /* the management room is another column: both stay */
+    CHECK_INT(db_user_set_management_room(c, "@alice:example.org", "!mgmt:example.org"), DB_OK);
+    CHECK_INT(db_user_puppet_token(c, "@alice:example.org", tok, sizeof(tok)), DB_OK);
+    CHECK_STR(tok, "syt_YWxpY2U_secret");
+    CHECK_INT(db_user_management_room(c, "@alice:example.org", room, sizeof(room)), DB_OK);
+    CHECK_STR(room, "!mgmt:example.org");
+    /* a new user is created with it; NULL clears */
+    CHECK_INT(db_user_set_puppet_token(c, "@dan:example.org", "t2"), DB_OK);
+    CHECK_INT(db_user_puppet_token(c, "@dan:example.org", tok, sizeof(tok)), DB_OK);
+    CHECK_STR(tok, "t2");
+    CHECK_INT(db_user_set_puppet_token(c, "@alice:example.org", NULL), DB_OK);
+    CHECK_INT(db_user_puppet_token(c, "@alice:example.org", tok, sizeof(tok)), DB_OK);
+    CHECK_STR(tok, "");
+}
+
 static void test_leases(db_conn *c, const char *conninfo)
 {
     int64_t ids[10];
@@ -292,6 +318,7 @@ int main(void)
     test_portals_messages(c, l1, l2);
     test_kv(c);
     test_group_events(c, l1, l2);
+    test_puppet_token(c);
     test_leases(c, ci);
     db_conn_close(c);
     return CHECK_DONE();

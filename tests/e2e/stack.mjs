@@ -8,6 +8,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as sdk from '../interop/node_modules/matrix-js-sdk/lib/index.js';
@@ -74,11 +75,12 @@ export async function startWaSim(bin, accounts) {
   return { proc, ready, admin, stop: () => proc.kill('SIGTERM') };
 }
 
-export async function startHsSim(bin, regPath) {
+// extraRegs: more registration files (like Synapse's app_service_config_files).
+export async function startHsSim(bin, regPath, extraRegs = []) {
   const args = process.env.WABRIDGE_E2E_HS_VERBOSE ? ['-v'] : []; // hs-sim logs each request
   // state events without unsigned.prev_content, which the spec makes optional
   if (process.env.WABRIDGE_E2E_HS_NO_PREV_CONTENT) args.push('--no-prev-content');
-  const proc = spawn(bin, [...args, '0', DOMAIN, regPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(bin, [...args, '0', DOMAIN, regPath, ...extraRegs], { stdio: ['ignore', 'pipe', 'inherit'] });
   endWithUs(proc);
   const port = await new Promise((resolve, reject) => {
     lines(proc, (l) => { const m = l.match(/^port (\d+)/); if (m) resolve(Number(m[1])); });
@@ -142,16 +144,41 @@ export async function startBridge(bin, configPath, env = {}) {
   };
 }
 
+// The double puppeting registration an admin installs next to the bridge's (mautrix's format):
+// no url (it receives nothing), a random as_token, a non-exclusive namespace over real users.
+// Returns { path, asToken }.
+export function writeDoublePuppetRegistration(dir, userRegex = `@.*:${DOMAIN.replace(/\./g, '\\.')}`) {
+  const hex = () => randomBytes(32).toString('hex');
+  const asToken = hex();
+  const path = join(dir, 'doublepuppet.yaml');
+  writeFileSync(path, `id: doublepuppet
+url: null
+as_token: "${asToken}"
+hs_token: "${hex()}"
+sender_localpart: "${hex().slice(0, 16)}"
+rate_limited: false
+namespaces:
+  users:
+  - regex: '${userRegex}'
+    exclusive: false
+`, { mode: 0o600 });
+  return { path, asToken };
+}
+
 // Everything: wa-sim with accounts, config + registration, hs-sim, wabridge.
-export async function startStack({ bins, pg, accounts, permissions, env: extraEnv = {} }) {
+// doublePuppet: { userRegex? } installs a double puppeting registration in hs-sim and gives the
+// bridge its secret (WABRIDGE_DOUBLE_PUPPET_SECRETS), as an admin would.
+export async function startStack({ bins, pg, accounts, permissions, env: extraEnv = {}, doublePuppet }) {
   const dir = mkdtempSync(join(tmpdir(), 'wabridge-e2e-'));
   const wa = await startWaSim(bins.waSim, accounts);
   const asPort = await freePort();
   const configPath = writeConfig(dir, { asPort, db: pg, waUrl: wa.ready.ws, root: wa.ready.root, permissions });
   const regPath = join(dir, 'registration.yaml');
   execFileSync(bins.wabridge, ['-g', '-c', configPath, '-r', regPath], { stdio: ['ignore', 'ignore', 'inherit'] });
-  const hs = await startHsSim(bins.hsSim, regPath);
+  const dp = doublePuppet ? writeDoublePuppetRegistration(dir, doublePuppet.userRegex) : null;
+  const hs = await startHsSim(bins.hsSim, regPath, dp ? [dp.path] : []);
   const env = { WABRIDGE_HOMESERVER_ADDRESS: hs.url, ...extraEnv };
+  if (dp) env.WABRIDGE_DOUBLE_PUPPET_SECRETS = `${DOMAIN}=as_token:${dp.asToken}`;
   const bridge = await startBridge(bins.wabridge, configPath, env);
   const stack = {
     dir, wa, hs, bridge, configPath, regPath, env,

@@ -9,6 +9,9 @@
  * 429 storms with retry_after_ms, slow answers beyond the client's timeout (the request took
  * effect: the retry must not duplicate it), dropped connections, the homeserver down mid-run, 4xx
  * not retried, the retry budget. After the runs every send is in the room exactly once.
+ * Double puppeting: hs-sim also loads a second registration (url null, a non-exclusive namespace
+ * covering @alice only): its as_token acts as alice and nobody else, and mx_puppet_auth makes the
+ * client use it (or a user's own access token) for calls "as" that user.
  *   test_mx_client <path to hs-sim>
  */
 #include "matrix/as_server.h"
@@ -120,8 +123,11 @@ static void test_calls(mx_client *c, const mx_registration *reg, ghost_db *g, ch
     CHECK_STR(e.errcode, "M_FORBIDDEN");
     CHECK(strstr(e.error, "not registered") != NULL);
     CHECK_INT(e.attempts, 1); /* 4xx is final */
+    /* a user outside our namespaces: no masquerading (Synapse: 403 M_FORBIDDEN) */
     CHECK_INT(mx_client_whoami(c, "@alice:" DOMAIN, &s, &e), MX_ERR_HTTP);
-    CHECK_STR(e.errcode, "M_EXCLUSIVE");
+    CHECK_INT(e.http_status, 403);
+    CHECK_STR(e.errcode, "M_FORBIDDEN");
+    CHECK(strstr(e.error, "cannot masquerade") != NULL);
 
     /* ghosts: registered once, then from the cache */
     mx_client_stats st0, st1;
@@ -373,6 +379,145 @@ static bool exactly_once(const char *room, const char *label, int n)
     return ok;
 }
 
+/* ---- double puppeting ---- */
+
+#define DP_TOKEN "dp-as-token-for-the-test"
+
+/* The second registration: no url, a non-exclusive namespace covering alice (and only her). */
+static bool write_dp_registration(char *path)
+{
+    int fd = mkstemp(path);
+    if (fd < 0) return false;
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        return false;
+    }
+    fprintf(f,
+            "id: doublepuppet\nurl: null\nas_token: %s\nhs_token: dp-hs-token-unused\n"
+            "sender_localpart: dp-sender\nrate_limited: false\nnamespaces:\n  users:\n"
+            "  - regex: '@alice:test\\.local'\n    exclusive: false\n",
+            DP_TOKEN);
+    return fclose(f) == 0;
+}
+
+typedef struct puppet_tokens {
+    const char *as_user;              /* puppeted with the dp as_token (masquerade) */
+    const char *own_user, *own_token; /* puppeted with an own access token */
+    int asked;
+} puppet_tokens;
+
+static bool token_for(void *ctx, const char *user_id, char *token, size_t cap, bool *masquerade)
+{
+    puppet_tokens *p = ctx;
+    p->asked++;
+    if (p->as_user && strcmp(user_id, p->as_user) == 0) {
+        snprintf(token, cap, "%s", DP_TOKEN);
+        *masquerade = true;
+        return true;
+    }
+    if (p->own_user && strcmp(user_id, p->own_user) == 0) {
+        snprintf(token, cap, "%s", p->own_token);
+        *masquerade = false;
+        return true;
+    }
+    return false;
+}
+
+/* Registers a user with a password; returns its access token (caller frees) or NULL. */
+static char *register_user(mx_client *c, const char *name)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "username", name);
+    cJSON_AddStringToObject(b, "password", "pw");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(b, "auth"), "type", "m.login.dummy");
+    cJSON *o = NULL;
+    mx_error e;
+    int rc = mx_client_request(c, "POST", "/_matrix/client/v3/register", NULL, NULL, b, &o, &e);
+    cJSON_Delete(b);
+    if (rc != MX_OK) fprintf(stderr, "register %s: %s %s\n", name, e.errcode, e.error);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "access_token");
+    char *tok = cJSON_IsString(t) ? strdup(t->valuestring) : NULL;
+    cJSON_Delete(o);
+    return tok;
+}
+
+static void test_double_puppet(const mx_registration *reg)
+{
+    mx_error e;
+    char *s = NULL;
+    mx_client *c = new_client(reg, 2000, 3, NULL);
+    /* the dp namespace is not exclusive: alice registers herself like anyone */
+    char *alice_tok = register_user(c, "alice");
+    char *bob_tok = register_user(c, "bob");
+    CHECK(alice_tok && bob_tok);
+    /* the bridge's own as_token still may not act as alice */
+    CHECK_INT(mx_client_whoami(c, "@alice:" DOMAIN, &s, &e), MX_ERR_HTTP);
+    CHECK_STR(e.errcode, "M_FORBIDDEN");
+
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", hs_port);
+    puppet_tokens pt = {
+        .as_user = "@alice:" DOMAIN, .own_user = "@bob:" DOMAIN, .own_token = bob_tok};
+    mx_client_config cc = {.hs_url = url,
+                           .as_token = reg->as_token,
+                           .server_name = DOMAIN,
+                           .bot_localpart = reg->sender_localpart,
+                           .max_attempts = 2,
+                           .puppets = {&pt, token_for}};
+    mx_client *p = mx_client_new(&cc);
+    /* the dp as_token + ?user_id=alice: whoami answers alice */
+    CHECK_INT(mx_client_whoami(p, "@alice:" DOMAIN, &s, &e), MX_OK);
+    CHECK_STR(s, "@alice:" DOMAIN);
+    free(s);
+    s = NULL;
+    /* bob's own access token, sent bare: bob */
+    CHECK_INT(mx_client_whoami(p, "@bob:" DOMAIN, &s, &e), MX_OK);
+    CHECK_STR(s, "@bob:" DOMAIN);
+    free(s);
+    s = NULL;
+    /* the bot and ghosts keep the bridge's token (the hook says no) */
+    CHECK_INT(mx_client_whoami(p, NULL, &s, &e), MX_OK);
+    CHECK_STR(s, "@whatsappbot:" DOMAIN);
+    free(s);
+    s = NULL;
+    CHECK(pt.asked == 2); /* as_user NULL: not asked */
+
+    /* the dp as_token outside its namespace (bob) is refused like Synapse does */
+    pt.own_user = NULL;
+    pt.as_user = "@bob:" DOMAIN;
+    CHECK_INT(mx_client_whoami(p, "@bob:" DOMAIN, &s, &e), MX_ERR_HTTP);
+    CHECK_INT(e.http_status, 403);
+    CHECK_STR(e.errcode, "M_FORBIDDEN");
+    CHECK(strstr(e.error, "cannot masquerade as this user (@bob:" DOMAIN ")") != NULL);
+    CHECK_INT(e.attempts, 1);
+    /* nor as one of the bridge's ghosts */
+    pt.as_user = "@whatsapp_111:" DOMAIN;
+    CHECK_INT(mx_client_whoami(p, "@whatsapp_111:" DOMAIN, &s, &e), MX_ERR_HTTP);
+    CHECK_STR(e.errcode, "M_FORBIDDEN");
+    /* its own sender (the registration's bot) is fine without ?user_id= */
+    mx_client_config dc = cc;
+    dc.as_token = DP_TOKEN;
+    dc.bot_localpart = "dp-sender";
+    dc.puppets = (mx_puppet_auth){0};
+    mx_client *d = mx_client_new(&dc);
+    CHECK_INT(mx_client_whoami(d, NULL, &s, &e), MX_OK);
+    CHECK_STR(s, "@dp-sender:" DOMAIN);
+    free(s);
+    s = NULL;
+    /* appservice registration outside its namespace fails */
+    CHECK_INT(mx_client_ensure_registered(d, "carol", &e), MX_ERR_HTTP);
+    CHECK_STR(e.errcode, "M_EXCLUSIVE");
+    /* no url: its ping is refused, no transaction ever goes anywhere */
+    CHECK_INT(mx_client_appservice_ping(d, "doublepuppet", NULL, &e), MX_ERR_HTTP);
+    CHECK_STR(e.errcode, "M_URL_NOT_SET");
+    mx_client_free(d);
+    mx_client_free(p);
+    mx_client_free(c);
+    free(alice_tok);
+    free(bob_tok);
+}
+
 static void test_faults(const mx_registration *reg, const char *room)
 {
     mx_error e;
@@ -499,7 +644,9 @@ int main(int argc, char **argv)
     CHECK(as != NULL);
     if (!as) return CHECK_DONE();
 
-    const char *argv_hs[] = {argv[1], "--push-backoff-ms", "20", "0", DOMAIN, path, NULL};
+    char dp_path[] = "/tmp/mxclient-dpregXXXXXX";
+    CHECK(write_dp_registration(dp_path));
+    const char *argv_hs[] = {argv[1], "--push-backoff-ms", "20", "0", DOMAIN, path, dp_path, NULL};
     t_proc hs;
     CHECK(t_spawn(argv_hs, true, &hs));
     hs_port = hs.port;
@@ -554,6 +701,7 @@ int main(int argc, char **argv)
 
     char *room = NULL;
     test_calls(c, &reg, &g, &room);
+    test_double_puppet(&reg);
     if (room) test_faults(&reg, room);
     free(room);
     mx_client_free(c);
@@ -562,6 +710,7 @@ int main(int argc, char **argv)
     mx_as_server_stop(as);
     mx_mem_store_free(ms);
     unlink(path);
+    unlink(dp_path);
     mx_registration_free(&reg);
     curl_global_cleanup();
     return CHECK_DONE();

@@ -10,8 +10,9 @@
  * <enc decrypt-fail="hide">) and B reads every kind at its next login; B reacts and revokes back;
  * B marks two messages read in one receipt (a <list>) and A gets one event per id, then "played";
  * presence subscription, available / unavailable with last seen, a connection that closes; chat
- * states both ways; B's phone sends A an edit, a reaction and a revoke; a send to a group we are
- * not in fails, invalid calls are refused.
+ * states both ways; B's phone sends A an edit, a reaction and a revoke; A's phone reads them (A's
+ * companions get read-self receipts naming the chat); a send to a group we are not in fails,
+ * invalid calls are refused.
  */
 #include "check.h"
 #include "sim_rig.h"
@@ -288,6 +289,21 @@ static void test_phone_kinds(sim_rig *r)
     m = (wa_msg){.kind = WA_MSG_EDIT};
     CHECK_INT(sim_admin_send_msg(&r->s, PHONE_B, JID_A, &m, xid, sizeof(xid), err, sizeof(err)),
               -1);
+
+    /* A's phone reads B's messages: A's companions learn it (read-self, from A's own JID with the
+     * chat as recipient), one event per id, named by the chat; B hears nothing */
+    const char *ids[] = {pid, xid};
+    int b_receipts = sim_rig_count(b, WA_EV_RECEIPT, NULL);
+    CHECK_INT(sim_admin_read_self(&r->s, PHONE_A, JID_B, ids, 2, err, sizeof(err)), 0);
+    sim_rig_advance(r, 100);
+    char want[160];
+    snprintf(want, sizeof(want), "%s read-self " JID_B, pid);
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, want), 1);
+    CHECK_INT(sim_rig_count(a2, WA_EV_RECEIPT, want), 1);
+    snprintf(want, sizeof(want), "%s read-self " JID_B, xid);
+    CHECK_INT(sim_rig_count(a, WA_EV_RECEIPT, want), 1);
+    CHECK_INT(sim_rig_count(b, WA_EV_RECEIPT, NULL), b_receipts);
+    CHECK_INT(sim_admin_read_self(&r->s, PHONE_A, JID_B, ids, 0, err, sizeof(err)), -1);
 }
 
 static void test_refusals(sim_rig *r)

@@ -1,11 +1,14 @@
 /*
  * tests/sim/homeserver/hs_as.c - appservice pushes of hs-sim, the way Synapse does them.
  *
- * Events enter a queue when the appservice is interested: the sender or the state_key is in its
- * user namespaces, or a namespaced user is joined to the room (so an invite of a ghost is pushed,
- * but a room's other events only once a ghost joined). One pusher thread sends one transaction
- * at a time (up to 100 events + 100 ephemeral), and retries the SAME txnId with exponential
- * backoff until the appservice answers 200; newer events wait meanwhile.
+ * Several appservices may be registered (one registration file each). Each one with a url has
+ * its own queue: an event enters it when that appservice is interested: the sender or the
+ * state_key is in its user namespaces, or one of its namespaced users is joined to the room (so
+ * an invite of a ghost is pushed, but a room's other events only once a ghost joined). A
+ * registration whose url is null (or empty) gets no transactions: it only lends its as_token
+ * (e.g. double puppeting). Per appservice, one pusher thread sends one transaction at a time (up
+ * to 100 events + 100 ephemeral), and retries the SAME txnId with exponential backoff until the
+ * appservice answers 200; newer events wait meanwhile.
  */
 #include <curl/curl.h>
 #include <stdio.h>
@@ -14,12 +17,44 @@
 
 #include "hs_state.h"
 
-bool hs_as_user_in_ns(const char *user_id)
+static bool in_namespace(const hs_appservice *as, const char *user_id, bool exclusive_only)
 {
-    if (!G.has_as || !user_id) return false;
-    for (size_t i = 0; i < G.n_user_re; i++)
-        if (regexec(&G.user_re[i], user_id, 0, NULL, 0) == 0) return true;
+    for (size_t i = 0; i < as->n_user_re; i++)
+        if ((!exclusive_only || as->user_exclusive[i]) &&
+            regexec(&as->user_re[i], user_id, 0, NULL, 0) == 0)
+            return true;
     return false;
+}
+
+bool hs_as_interested_user(const hs_appservice *as, const char *user_id)
+{
+    if (!as || !user_id) return false;
+    return strcmp(user_id, as->bot_id) == 0 || in_namespace(as, user_id, false);
+}
+
+bool hs_as_user_exclusive(const char *user_id)
+{
+    for (size_t i = 0; user_id && i < G.n_as; i++)
+        if (strcmp(user_id, G.as[i].bot_id) == 0 || in_namespace(&G.as[i], user_id, true))
+            return true;
+    return false;
+}
+
+hs_appservice *hs_as_by_token(const char *token)
+{
+    for (size_t i = 0; token && i < G.n_as; i++)
+        if (strcmp(token, G.as[i].reg.as_token) == 0) return &G.as[i];
+    return NULL;
+}
+
+size_t hs_as_queued(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < G.n_as; i++)
+        if (G.as[i].pushes)
+            n +=
+                (size_t)cJSON_GetArraySize(G.as[i].queue) + (size_t)cJSON_GetArraySize(G.as[i].eph);
+    return n;
 }
 
 static const char *str_of(const cJSON *o, const char *k)
@@ -28,13 +63,14 @@ static const char *str_of(const cJSON *o, const char *k)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* A namespaced user is joined to r (current state). */
-static bool room_has_ns_member(hs_room *r)
+/* A user in as's namespaces is joined to r (current state). */
+static bool room_has_ns_member(const hs_appservice *as, hs_room *r)
 {
     for (size_t i = 0; i < r->n_events; i++) {
         const cJSON *ev = r->events[i].ev;
         const char *t = str_of(ev, "type"), *sk = str_of(ev, "state_key");
-        if (!t || !sk || strcmp(t, "m.room.member") != 0 || !hs_as_user_in_ns(sk)) continue;
+        if (!t || !sk || strcmp(t, "m.room.member") != 0 || !hs_as_interested_user(as, sk))
+            continue;
         /* is this the latest member event of sk? */
         bool latest = true;
         for (size_t k = i + 1; k < r->n_events && latest; k++) {
@@ -51,20 +87,26 @@ static bool room_has_ns_member(hs_room *r)
 
 void hs_as_offer_event(hs_room *r, const cJSON *ev)
 {
-    if (!G.has_as || !G.reg.url) return;
-    bool want = hs_as_user_in_ns(str_of(ev, "sender")) ||
-                hs_as_user_in_ns(str_of(ev, "state_key")) || room_has_ns_member(r);
-    if (!want) return;
-    cJSON_AddItemToArray(G.as_queue, cJSON_Duplicate(ev, 1));
-    pthread_cond_broadcast(&G.cv);
+    for (size_t i = 0; i < G.n_as; i++) {
+        hs_appservice *as = &G.as[i];
+        if (!as->pushes) continue;
+        bool want = hs_as_interested_user(as, str_of(ev, "sender")) ||
+                    hs_as_interested_user(as, str_of(ev, "state_key")) || room_has_ns_member(as, r);
+        if (!want) continue;
+        cJSON_AddItemToArray(as->queue, cJSON_Duplicate(ev, 1));
+        pthread_cond_broadcast(&G.cv);
+    }
 }
 
 void hs_as_offer_ephemeral(hs_room *r, const cJSON *edu)
 {
-    if (!G.has_as || !G.reg.url || !G.reg.receive_ephemeral) return;
-    if (r && !room_has_ns_member(r)) return;
-    cJSON_AddItemToArray(G.as_eph, cJSON_Duplicate(edu, 1));
-    pthread_cond_broadcast(&G.cv);
+    for (size_t i = 0; i < G.n_as; i++) {
+        hs_appservice *as = &G.as[i];
+        if (!as->pushes || !as->reg.receive_ephemeral) continue;
+        if (r && !room_has_ns_member(as, r)) continue;
+        cJSON_AddItemToArray(as->eph, cJSON_Duplicate(edu, 1));
+        pthread_cond_broadcast(&G.cv);
+    }
 }
 
 static size_t sink(char *p, size_t s, size_t n, void *ud)
@@ -73,18 +115,19 @@ static size_t sink(char *p, size_t s, size_t n, void *ud)
 }
 
 /* One HTTP request to the appservice; returns the status, 0 on network failure. */
-static long as_http(const char *method, const char *path, const char *body, long timeout_ms)
+static long as_http(const hs_appservice *as, const char *method, const char *path, const char *body,
+                    long timeout_ms)
 {
     CURL *h = curl_easy_init();
     if (!h) return 0;
-    const char *base = G.reg.url;
+    const char *base = as->reg.url;
     size_t bl = strlen(base);
     while (bl && base[bl - 1] == '/')
         bl--;
     char *url = G.legacy_push
-                    ? hs_strf("%.*s%s?access_token=%s", (int)bl, base, path, G.reg.hs_token)
+                    ? hs_strf("%.*s%s?access_token=%s", (int)bl, base, path, as->reg.hs_token)
                     : hs_strf("%.*s/_matrix/app/v1%s", (int)bl, base, path);
-    char *auth = hs_strf("Authorization: Bearer %s", G.reg.hs_token);
+    char *auth = hs_strf("Authorization: Bearer %s", as->reg.hs_token);
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
     if (!G.legacy_push) hdr = curl_slist_append(hdr, auth);
     hdr = curl_slist_append(hdr, "Expect:");
@@ -104,15 +147,15 @@ static long as_http(const char *method, const char *path, const char *body, long
     return status;
 }
 
-long hs_as_ping(const char *txn_id, long *duration_ms)
+long hs_as_ping(const hs_appservice *as, const char *txn_id, long *duration_ms)
 {
-    if (!G.has_as || !G.reg.url) return 0;
+    if (!as->pushes) return 0;
     cJSON *b = cJSON_CreateObject();
     if (txn_id) cJSON_AddStringToObject(b, "transaction_id", txn_id);
     char *txt = cJSON_PrintUnformatted(b);
     cJSON_Delete(b);
     int64_t t0 = hs_mono_ms();
-    long st = as_http("POST", "/ping", txt, 5000);
+    long st = as_http(as, "POST", "/ping", txt, 5000);
     *duration_ms = (long)(hs_mono_ms() - t0);
     cJSON_free(txt);
     return st;
@@ -129,18 +172,19 @@ static cJSON *take_front(cJSON *src, int max)
 
 void *hs_as_pusher(void *arg)
 {
+    hs_appservice *as = arg;
     pthread_mutex_lock(&G.mu);
     while (!G.quit) {
-        if (cJSON_GetArraySize(G.as_queue) == 0 && cJSON_GetArraySize(G.as_eph) == 0) {
+        if (cJSON_GetArraySize(as->queue) == 0 && cJSON_GetArraySize(as->eph) == 0) {
             pthread_cond_wait(&G.cv, &G.mu);
             continue;
         }
         cJSON *body = cJSON_CreateObject();
-        cJSON *evs = take_front(G.as_queue, 100);
-        cJSON *eph = take_front(G.as_eph, 100);
+        cJSON *evs = take_front(as->queue, 100);
+        cJSON *eph = take_front(as->eph, 100);
         int n = cJSON_GetArraySize(evs);
         cJSON_AddItemToObject(body, "events", evs);
-        if (G.reg.receive_ephemeral) {
+        if (as->reg.receive_ephemeral) {
             cJSON_AddItemToObject(body, "de.sorunome.msc2409.ephemeral", cJSON_Duplicate(eph, 1));
             cJSON_AddItemToObject(body, "ephemeral", eph);
         } else {
@@ -151,17 +195,17 @@ void *hs_as_pusher(void *arg)
         cJSON *e;
         cJSON_ArrayForEach(e, evs) hs_event_pushed(e, t_us);
         cJSON_Delete(body);
-        uint64_t txn = ++G.as_txn;
+        uint64_t txn = ++as->txn;
         long backoff = G.push_backoff_ms;
         char path[64];
         snprintf(path, sizeof path, "/transactions/%llu", (unsigned long long)txn);
         while (!G.quit) {
             G.push_attempts++;
             pthread_mutex_unlock(&G.mu);
-            long st = as_http("PUT", path, txt, 10000);
+            long st = as_http(as, "PUT", path, txt, 10000);
             pthread_mutex_lock(&G.mu);
             if (G.verbose)
-                fprintf(stderr, "hs-sim: push txn %llu (%d events) -> %ld\n",
+                fprintf(stderr, "hs-sim: push to %s txn %llu (%d events) -> %ld\n", as->reg.id,
                         (unsigned long long)txn, n, st);
             if (st == 200) {
                 G.push_ok++;

@@ -11,10 +11,13 @@
  * Everything lives in memory behind one lock. Listens on 127.0.0.1 only.
  *
  *   hs-sim [-v] [--push-backoff-ms N] [--legacy-push] [--no-prev-content] <port|0> <server_name>
- *          [registration.yaml|-]
+ *          [registration.yaml|- [more-registration.yaml...]]
  *
  * --no-prev-content: state events do not carry unsigned.prev_content (the spec makes it optional),
  * for testing clients that must do without.
+ * Several registration files may be given, like Synapse's app_service_config_files: each as_token
+ * may act as its bot and masquerade (?user_id=) as the users its namespaces cover (403 M_FORBIDDEN
+ * for anyone else); a registration whose url is null gets no transactions (double puppeting).
  *
  * prints "port <n>" on stdout once it listens; SIGTERM / SIGINT stop it.
  */
@@ -114,10 +117,11 @@ typedef struct hreq {
     bool too_large; /* body passed HS_MAX_BODY */
     struct MHD_Connection *conn;
     const char *method;
-    const char *url; /* unescaped path */
-    char *user_id;   /* authenticated user (malloc'd), NULL before auth */
-    char *txn_key;   /* key for send txnId dedupe: the token, or "as|" + user */
-    bool is_as;      /* authenticated with the as_token */
+    const char *url;   /* unescaped path */
+    char *user_id;     /* authenticated user (malloc'd), NULL before auth */
+    char *txn_key;     /* key for send txnId dedupe: the token, or "as|" + user */
+    bool is_as;        /* authenticated with an appservice's as_token */
+    hs_appservice *as; /* that appservice (NULL for a user's token) */
 } hreq;
 
 typedef struct hres {
@@ -224,12 +228,15 @@ static bool authenticate(hreq *rq, hres *rs)
         reply_err(rs, 401, "M_MISSING_TOKEN", "Missing access token.");
         return false;
     }
-    if (G.has_as && strcmp(tok, G.reg.as_token) == 0) {
+    hs_appservice *as = hs_as_by_token(tok);
+    if (as) {
+        /* an appservice may act as its bot and as the users its namespaces cover, nobody else
+           (exclusive or not); Synapse answers 403 M_FORBIDDEN */
         const char *as_user = query(rq, "user_id");
-        const char *uid = as_user ? as_user : G.as_user_id;
-        if (as_user && strcmp(as_user, G.as_user_id) != 0 && !hs_as_user_in_ns(as_user)) {
-            char *m = hs_strf("Application service cannot masquerade as this user (%s).", as_user);
-            reply_err(rs, 403, "M_EXCLUSIVE", m);
+        const char *uid = as_user ? as_user : as->bot_id;
+        if (!hs_as_interested_user(as, uid)) {
+            char *m = hs_strf("Application service cannot masquerade as this user (%s).", uid);
+            reply_err(rs, 403, "M_FORBIDDEN", m);
             free(m);
             return false;
         }
@@ -242,6 +249,7 @@ static bool authenticate(hreq *rq, hres *rs)
         rq->user_id = xstrdup(uid);
         rq->txn_key = hs_strf("as|%s", uid);
         rq->is_as = true;
+        rq->as = as;
         return true;
     }
     for (size_t i = 0; i < G.n_tokens; i++) {
@@ -432,7 +440,7 @@ static void h_register(hreq *rq, hres *rs)
             goto out;
         }
         char *uid = hs_strf("@%s:%s", username, G.server_name);
-        if (!hs_as_user_in_ns(uid) && strcmp(uid, G.as_user_id) != 0) {
+        if (!hs_as_interested_user(rq->as, uid)) {
             reply_err(rs, 400, "M_EXCLUSIVE", "User ID not in the appservice's namespace");
         } else if (find_user(uid)) {
             reply_err(rs, 400, "M_USER_IN_USE", "User ID already taken.");
@@ -482,7 +490,7 @@ static void h_register(hreq *rq, hres *rs)
         goto out;
     }
     char *uid = hs_strf("@%s:%s", username, G.server_name);
-    if (hs_as_user_in_ns(uid)) {
+    if (hs_as_user_exclusive(uid)) {
         reply_err(rs, 400, "M_EXCLUSIVE", "User ID reserved by an application service");
     } else if (find_user(uid)) {
         reply_err(rs, 400, "M_USER_IN_USE", "User ID already taken.");
@@ -1414,8 +1422,7 @@ static void h_admin(hreq *rq, hres *rs, char **seg, int n)
         cJSON_AddNumberToObject(o, "push_attempts", (double)G.push_attempts);
         cJSON_AddNumberToObject(o, "push_ok", (double)G.push_ok);
         cJSON_AddNumberToObject(o, "push_events", (double)G.push_events);
-        cJSON_AddNumberToObject(o, "push_queued",
-                                cJSON_GetArraySize(G.as_queue) + cJSON_GetArraySize(G.as_eph));
+        cJSON_AddNumberToObject(o, "push_queued", (double)hs_as_queued());
         cJSON_AddNumberToObject(o, "rooms", (double)G.n_rooms);
         cJSON_AddNumberToObject(o, "users", (double)G.n_users);
         cJSON_AddNumberToObject(o, "media", (double)G.n_media);
@@ -1714,22 +1721,23 @@ static bool try_ping(hreq *rq, hres *rs, const char *path)
     if (!slash || strcmp(slash, "/ping") != 0) return false;
     pthread_mutex_lock(&G.mu);
     bool ok = authenticate(rq, rs);
-    bool right = ok && rq->is_as && G.has_as && strncmp(G.reg.id, id, (size_t)(slash - id)) == 0 &&
-                 G.reg.id[slash - id] == '\0';
+    const hs_appservice *as = ok ? rq->as : NULL;
+    bool right =
+        as && strncmp(as->reg.id, id, (size_t)(slash - id)) == 0 && as->reg.id[slash - id] == '\0';
     pthread_mutex_unlock(&G.mu);
     if (!ok) return true;
     if (!right) {
         reply_err(rs, 403, "M_FORBIDDEN", "Provided access token is not the appservice's");
         return true;
     }
-    if (!G.reg.url) {
+    if (!as->pushes) {
         reply_err(rs, 400, "M_URL_NOT_SET", "Application service has no URL");
         return true;
     }
     cJSON *b = body_json(rq, rs);
     if (!b) return true;
     long duration = 0;
-    long st = hs_as_ping(str_of(b, "transaction_id"), &duration);
+    long st = hs_as_ping(as, str_of(b, "transaction_id"), &duration);
     cJSON_Delete(b);
     if (st == 200) {
         cJSON *o = cJSON_CreateObject();
@@ -1855,32 +1863,52 @@ static void *signal_thread(void *arg)
 
 static int load_registration(const char *path)
 {
-    if (mx_registration_load(path, &G.reg) != 0) {
+    if (G.n_as == HS_MAX_AS) {
+        fprintf(stderr, "hs-sim: at most %d registrations\n", HS_MAX_AS);
+        return -1;
+    }
+    hs_appservice *as = &G.as[G.n_as];
+    memset(as, 0, sizeof *as);
+    if (mx_registration_load(path, &as->reg) != 0) {
         fprintf(stderr, "hs-sim: cannot read registration %s\n", path);
         return -1;
     }
-    G.has_as = true;
-    for (size_t i = 0; i < G.reg.n_users && G.n_user_re < HS_MAX_REGEX; i++) {
-        if (regcomp(&G.user_re[G.n_user_re], G.reg.users[i].regex, REG_EXTENDED | REG_NOSUB) != 0) {
-            fprintf(stderr, "hs-sim: bad namespace regex %s\n", G.reg.users[i].regex);
+    for (size_t i = 0; i < G.n_as; i++) {
+        if (strcmp(G.as[i].reg.id, as->reg.id) == 0 ||
+            strcmp(G.as[i].reg.as_token, as->reg.as_token) == 0) {
+            fprintf(stderr, "hs-sim: registration %s: id or as_token used twice\n", path);
             return -1;
         }
-        G.n_user_re++;
     }
-    G.as_user_id = hs_strf("@%s:%s", G.reg.sender_localpart, G.server_name);
-    add_user(G.as_user_id, NULL);
+    for (size_t i = 0; i < as->reg.n_users && as->n_user_re < HS_MAX_REGEX; i++) {
+        if (regcomp(&as->user_re[as->n_user_re], as->reg.users[i].regex,
+                    REG_EXTENDED | REG_NOSUB) != 0) {
+            fprintf(stderr, "hs-sim: bad namespace regex %s\n", as->reg.users[i].regex);
+            return -1;
+        }
+        as->user_exclusive[as->n_user_re] = as->reg.users[i].exclusive;
+        as->n_user_re++;
+    }
+    as->pushes = as->reg.url && as->reg.url[0];
+    as->bot_id = hs_strf("@%s:%s", as->reg.sender_localpart, G.server_name);
+    as->queue = cJSON_CreateArray();
+    as->eph = cJSON_CreateArray();
+    /* like Synapse's persisted counter: txnIds never repeat across hs-sim runs */
+    as->txn = (uint64_t)hs_now_ms() * 1000;
+    if (!find_user(as->bot_id)) add_user(as->bot_id, NULL);
+    G.n_as++;
     return 0;
 }
 
 static void usage(void)
 {
     fprintf(stderr, "usage: hs-sim [-v] [--push-backoff-ms N] [--legacy-push] [--no-prev-content] "
-                    "<port|0> <server_name> [registration.yaml|-]\n");
+                    "<port|0> <server_name> [registration.yaml|- [more-registration.yaml...]]\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *pos[3] = {NULL, NULL, NULL};
+    const char *pos[2 + HS_MAX_AS] = {NULL};
     int npos = 0;
     pthread_mutex_init(&G.mu, NULL);
     pthread_cond_init(&G.cv, NULL);
@@ -1897,7 +1925,7 @@ int main(int argc, char **argv)
         } else if (is(argv[i], "--push-backoff-ms") && i + 1 < argc) {
             G.push_backoff_ms = strtol(argv[++i], NULL, 10);
             if (G.push_backoff_ms <= 0) G.push_backoff_ms = 1;
-        } else if (npos < 3) {
+        } else if (npos < 2 + HS_MAX_AS) {
             pos[npos++] = argv[i];
         } else {
             usage();
@@ -1915,12 +1943,9 @@ int main(int argc, char **argv)
         return 2;
     }
     G.server_name = xstrdup(pos[1]);
-    G.as_queue = cJSON_CreateArray();
-    G.as_eph = cJSON_CreateArray();
-    /* like Synapse's persisted counter: txnIds never repeat across hs-sim runs */
-    G.as_txn = (uint64_t)hs_now_ms() * 1000;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (npos == 3 && !is(pos[2], "-") && load_registration(pos[2]) != 0) return 1;
+    for (int i = 2; i < npos; i++)
+        if (!is(pos[i], "-") && load_registration(pos[i]) != 0) return 1;
 
     sigset_t set;
     sigemptyset(&set);
@@ -1928,9 +1953,10 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    pthread_t sig_t, push_t;
+    pthread_t sig_t;
     pthread_create(&sig_t, NULL, signal_thread, &set);
-    pthread_create(&push_t, NULL, hs_as_pusher, NULL);
+    for (size_t i = 0; i < G.n_as; i++)
+        if (G.as[i].pushes) pthread_create(&G.as[i].pusher, NULL, hs_as_pusher, &G.as[i]);
 
     struct MHD_Daemon *d = start_daemon((uint16_t)port);
     if (!d) {
@@ -1971,7 +1997,8 @@ int main(int argc, char **argv)
     }
     pthread_mutex_unlock(&G.mu);
     MHD_stop_daemon(d);
-    pthread_join(push_t, NULL);
+    for (size_t i = 0; i < G.n_as; i++)
+        if (G.as[i].pushes) pthread_join(G.as[i].pusher, NULL);
     pthread_join(sig_t, NULL);
     curl_global_cleanup();
     return 0;

@@ -18,6 +18,7 @@
 #include "matrix/registration.h"
 
 #define HS_MAX_REGEX 8
+#define HS_MAX_AS    4 /* registration files */
 
 typedef struct hs_user {
     char *id;             /* "@local:server" */
@@ -96,6 +97,20 @@ typedef struct hs_fault {
     bool close;          /* drop the connection without an answer */
 } hs_fault;
 
+/* One registered appservice. */
+typedef struct hs_appservice {
+    mx_registration reg;               /* its file (tokens are secrets: never printed) */
+    regex_t user_re[HS_MAX_REGEX];     /* compiled user namespaces */
+    bool user_exclusive[HS_MAX_REGEX]; /* the namespace of the same index is exclusive */
+    size_t n_user_re;                  /* entries used in user_re */
+    char *bot_id;                      /* "@sender_localpart:server" */
+    bool pushes;                       /* it has a url (not null, not ""): transactions go there */
+    cJSON *queue;                      /* array of events waiting to be pushed */
+    cJSON *eph;                        /* array of ephemeral events waiting */
+    uint64_t txn;                      /* last txnId used */
+    pthread_t pusher;                  /* its pusher thread (when pushes) */
+} hs_appservice;
+
 typedef struct hs_state {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* broadcast on every change of pos, queue, quit, refuse */
@@ -126,18 +141,13 @@ typedef struct hs_state {
     hs_fault *faults; /* fault rules; the first matching one applies */
     size_t n_faults, cap_faults;
 
-    /* appservice */
-    bool has_as;                   /* a registration file was given */
-    mx_registration reg;           /* its contents (tokens are secrets: never printed) */
-    regex_t user_re[HS_MAX_REGEX]; /* compiled user namespaces */
-    size_t n_user_re;              /* entries used in user_re */
-    char *as_user_id;              /* the bot */
-    bool legacy_push;              /* push to {url}/transactions/{id}?access_token= */
-    long push_backoff_ms;          /* first retry delay of a failed push */
-    long push_backoff_max_ms;      /* cap of the doubling delay */
-    cJSON *as_queue;               /* array of events waiting to be pushed */
-    cJSON *as_eph;                 /* array of ephemeral events waiting */
-    uint64_t as_txn;               /* last txnId used */
+    /* appservices, in the order their registration files were given (like Synapse's
+       app_service_config_files) */
+    hs_appservice as[HS_MAX_AS];
+    size_t n_as;              /* entries used in as */
+    bool legacy_push;         /* push to {url}/transactions/{id}?access_token= */
+    long push_backoff_ms;     /* first retry delay of a failed push */
+    long push_backoff_max_ms; /* cap of the doubling delay */
 
     /* statistics */
     uint64_t requests, faults_applied, push_attempts, push_ok, push_events;
@@ -165,14 +175,22 @@ void hs_random_hex(char *out, size_t nbytes); /* 2*nbytes hex + NUL */
         }                                                                                          \
     } while (0)
 
-/* Appservice: true when user_id is in the registration's user namespaces. */
-bool hs_as_user_in_ns(const char *user_id);
-/* Queues ev (duplicated) for the appservice when the appservice is interested in room r. Lock held.
- */
+/* Appservices. An appservice is interested in a user when the user is its bot or matches one of
+ * its user namespaces (exclusive or not): then its as_token may masquerade as the user. */
+bool hs_as_interested_user(const hs_appservice *as, const char *user_id);
+/* Some appservice's exclusive namespace holds user_id (others may not register it). */
+bool hs_as_user_exclusive(const char *user_id);
+/* The appservice whose as_token is token, NULL if none. */
+hs_appservice *hs_as_by_token(const char *token);
+/* Queues ev (duplicated) for every appservice with a url interested in it (its sender or
+ * state_key is in its namespaces, or one of its namespaced users is joined to r). Lock held. */
 void hs_as_offer_event(hs_room *r, const cJSON *ev);
 void hs_as_offer_ephemeral(hs_room *r, const cJSON *edu); /* r NULL = presence (always offered) */
-void *hs_as_pusher(void *arg);
-/* POST {url}/_matrix/app/v1/ping; called without the lock. Returns HTTP status or 0 on failure. */
-long hs_as_ping(const char *txn_id, long *duration_ms);
+void *hs_as_pusher(void *arg);                            /* arg: the hs_appservice */
+/* Events waiting in every queue (lock held). */
+size_t hs_as_queued(void);
+/* POST {url}/_matrix/app/v1/ping of as; called without the lock. Returns HTTP status or 0 on
+ * failure. */
+long hs_as_ping(const hs_appservice *as, const char *txn_id, long *duration_ms);
 
 #endif

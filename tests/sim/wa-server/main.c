@@ -34,6 +34,8 @@
  *        edit: id                           edits the phone's own message id to `text`
  *        react: id, emoji ("" removes), from_me (bool: the phone's own message), participant
  *        revoke: id                         deletes the phone's own message id for everyone
+ *   POST /admin/read {phone,chat,ids[]}     the phone reads those messages of chat (user or group
+ *                                           JID): its companions get <receipt type="read-self">
  *   POST /admin/stream-error {phone,device?,code}  send <stream:error code> and close
  *   POST /admin/kick {phone,device?}        close the device's connection without a word
  *   POST /admin/corrupt-next {phone,count?} flip a ciphertext byte in the next messages to the
@@ -325,6 +327,18 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
             free(m.mentions);
             snprintf(err, sizeof(err), "phone, to and text (or edit/react/revoke) are required");
         }
+    } else if (strcmp(url, "/admin/read") == 0) {
+        const char *phone = json_str(body, "phone"), *chat = json_str(body, "chat");
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(body, "ids");
+        const char *idv[64];
+        size_t n = 0;
+        for (int i = 0; cJSON_IsArray(ids) && i < cJSON_GetArraySize(ids) && n < 64; i++) {
+            const cJSON *it = cJSON_GetArrayItem(ids, i);
+            if (cJSON_IsString(it)) idv[n++] = it->valuestring;
+        }
+        rc = phone && chat && n ? sim_admin_read_self(&g_sim, phone, chat, idv, n, err, sizeof(err))
+                                : -1;
+        if (!phone || !chat || !n) snprintf(err, sizeof(err), "phone, chat and ids[] are required");
     } else if (strcmp(url, "/admin/corrupt-next") == 0) {
         const char *phone = json_str(body, "phone");
         rc = phone ? sim_admin_corrupt_next(&g_sim, phone, json_int(body, "count", 1), err,

@@ -2126,6 +2126,53 @@ static int send_pair_success(sim *s, sim_conn *c, sim_account *acct, const uint8
     return 0;
 }
 
+int sim_admin_read_self(sim *s, const char *phone, const char *chat, const char *const *ids,
+                        size_t n, char *err, size_t errlen)
+{
+    sim_account *me = sim_account_find(s, phone);
+    if (!me) return set_err(err, errlen, "no such account");
+    if (!chat || !chat[0] || n == 0) return set_err(err, errlen, "chat and ids are required");
+    for (size_t i = 0; i < n; i++)
+        if (!valid_id(ids[i])) return set_err(err, errlen, "bad message id");
+    bool group = sim_group_is_jid(chat);
+    char self[64], t[24];
+    device_jid(me, 0, false, self, sizeof(self));
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)sim_now(s));
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    /* what WhatsApp tells the account's other devices: 1:1 from us with the chat as recipient;
+       a group from the group, with us as the participant (the reader) */
+    wa_node *r = wa_node_new(&a, "receipt");
+    wa_node_set_attr(&a, r, "from", group ? chat : self);
+    if (group)
+        wa_node_set_attr(&a, r, "participant", self);
+    else
+        wa_node_set_attr(&a, r, "recipient", chat);
+    wa_node_set_attr(&a, r, "id", ids[0]);
+    wa_node_set_attr(&a, r, "type", "read-self");
+    wa_node_set_attr(&a, r, "t", t);
+    if (n > 1) {
+        wa_node *list = wa_node_new(&a, "list");
+        for (size_t i = 1; i < n; i++) {
+            wa_node *item = wa_node_new(&a, "item");
+            wa_node_set_attr(&a, item, "id", ids[i]);
+            wa_node_add_child(&a, list, item);
+        }
+        wa_node_add_child(&a, r, list);
+    }
+    int sent = 0;
+    for (int i = 0; i < me->ndevices; i++) {
+        sim_device *dev = &me->devices[i];
+        if (!dev->present || dev->id == 0) continue;
+        deliver(s, me, dev, r, true, ids[0]);
+        sent++;
+    }
+    wb_arena_free(&a);
+    logf_(s, "phone %s read %zu message(s) in %s: read-self to %d companion(s)\n", phone, n, chat,
+          sent);
+    return 0;
+}
+
 int sim_admin_corrupt_next(sim *s, const char *phone, int count, char *err, size_t errlen)
 {
     if (!sim_account_find(s, phone)) return set_err(err, errlen, "no such account");

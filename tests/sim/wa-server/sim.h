@@ -263,6 +263,11 @@ int sim_admin_add_device(sim *s, const char *phone, const uint8_t noise_pub[32],
 /* Fault injection: the next `count` messages delivered to companions of `phone` carry a flipped
  * ciphertext byte (so their Signal MAC fails and the device must ask again). */
 int sim_admin_corrupt_next(sim *s, const char *phone, int count, char *err, size_t errlen);
+/* The phone of `phone` reads messages ids[0..n) of chat (a user or group JID): its companions get
+ * <receipt type="read-self"> (1:1: from the account, recipient = chat; a group: from the group,
+ * participant = the account), queued for offline ones. The senders get no read receipt. */
+int sim_admin_read_self(sim *s, const char *phone, const char *chat, const char *const *ids,
+                        size_t n, char *err, size_t errlen);
 /* JSON of the accounts and their devices; caller frees. */
 char *sim_admin_state_json(sim *s);
 /* The messages the phone of `phone` received (NULL and *n = 0 when none); valid until the next call
