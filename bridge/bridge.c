@@ -76,6 +76,19 @@ void br_enqueue(br_bridge *b, const char *key, br_job_fn fn, void *arg)
     pthread_mutex_unlock(&pw->lock);
 }
 
+/* Sends the worker's write-behind (mapping rows, handled inbox rows' deletions) and logs what
+ * failed of it since the last time. */
+static void pworker_flush(br_pworker *pw)
+{
+    db_flush(pw->db);
+    char last[256];
+    uint64_t failures = db_later_failures(pw->db, last, sizeof(last));
+    if (failures != pw->later_failures)
+        WB_WARN(MOD, "portal worker %d: %llu bookkeeping write(s) failed, the last: %s", pw->index,
+                (unsigned long long)(failures - pw->later_failures), last);
+    pw->later_failures = failures;
+}
+
 static void *pworker_main(void *arg)
 {
     br_pworker *pw = arg;
@@ -83,6 +96,11 @@ static void *pworker_main(void *arg)
     for (;;) {
         br_job *j = pw->head;
         if (!j) {
+            /* idle: what the jobs left behind goes out now */
+            pthread_mutex_unlock(&pw->lock);
+            pworker_flush(pw);
+            pthread_mutex_lock(&pw->lock);
+            if (pw->head) continue;
             if (atomic_load(&pw->b->workers_exit)) break; /* drained */
             pthread_cond_wait(&pw->cond, &pw->lock);
             continue;

@@ -66,7 +66,8 @@ struct br_pworker {
         char jid[96];   /* a ghost this worker checked... */
         char push[128]; /* ...with this push name: nothing to change while it stays the same */
     } ghost_seen[256];
-    bool deferred; /* its deletion waits for an asynchronous send's completion */
+    bool deferred;           /* its deletion waits for an asynchronous send's completion */
+    uint64_t later_failures; /* write-behind failures of db seen so far (logged when they grow) */
 };
 
 typedef struct br_engine {

@@ -294,7 +294,7 @@ static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login
     snprintf(row.sender_jid, sizeof(row.sender_jid), "%s", sender);
     snprintf(row.mxid, sizeof(row.mxid), "%s", event_id);
     snprintf(row.mx_room, sizeof(row.mx_room), "%s", portal->mxid);
-    int rc = db_message_insert(pw->db, &row);
+    int rc = db_message_insert_later(pw->db, &row); /* goes with the worker's next statement */
     if (rc != DB_OK && rc != DB_ERR_UNIQUE)
         WB_WARN(MOD, "storing the mapping of %s failed: %s", wa_id, db_conn_error(pw->db)->message);
 }
@@ -508,7 +508,9 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         goto out;
     }
     {
-        /* the mapping and the buffer row's deletion in one statement (one round trip) */
+        /* the mapping and the buffer row's deletion in one statement, sent behind the worker's
+         * next statement (write-behind: the worker flushes when idle; a crash before leaves the
+         * buffer row, and the message is found bridged or sent again with the same txn id) */
         db_message row = {.portal_id = portal.id, .login_id = l->id, .timestamp_ms = m->ts_ms};
         set_str(row.wa_id, sizeof(row.wa_id), m->id);
         set_str(row.sender_jid, sizeof(row.sender_jid), who);
@@ -516,7 +518,7 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         set_str(row.mx_room, sizeof(row.mx_room), portal.mxid);
         free(event_id);
         atomic_fetch_add(&b->stats.wa_bridged, 1);
-        int mrc = db_message_insert_done(pw->db, &row, l->id, m->chat, m->id);
+        int mrc = db_message_insert_done_later(pw->db, &row, l->id, m->chat, m->id);
         if (mrc == DB_OK) goto out;
         if (mrc != DB_ERR_UNIQUE)
             WB_WARN(MOD, "storing the mapping of %s failed: %s", m->id,
@@ -713,7 +715,7 @@ static void job_send_done(br_pworker *pw, void *arg)
                   d->err);
         atomic_fetch_add(&pw->b->stats.failures, 1);
     }
-    db_inbox_delete(pw->db, c->inbox_id);
+    db_inbox_delete_later(pw->db, c->inbox_id);
     free(c);
     free(d);
 }
@@ -1135,7 +1137,7 @@ void br_portal_job_mx_event(br_pworker *pw, void *arg)
                 strcmp(owner, sender) == 0;
     br_command_handle(pw, room, sender, body, event_id, mgmt);
 done:
-    if (!pw->deferred) db_inbox_delete(pw->db, job->inbox_id);
+    if (!pw->deferred) db_inbox_delete_later(pw->db, job->inbox_id);
     pw->deferred = false;
     cJSON_Delete(job->ev);
     free(job);

@@ -149,15 +149,31 @@ static void message_params(const db_message *m, db_param *p)
     p[9] = db_p_text(m->relay_sender);
 }
 
-int db_message_insert(db_conn *c, const db_message *m)
+/* A write now, or (later) behind the connection's next statement (db_exec_later). */
+static int write_now_or_later(db_conn *c, const db_stmt *st, const db_param *p, int n, bool later)
+{
+    return later ? db_exec_later(c, st, p, n) : db_exec(c, st, p, n, NULL);
+}
+
+static int message_insert(db_conn *c, const db_message *m, bool later)
 {
     db_param p[10];
     message_params(m, p);
-    return db_exec(c, &st_message_insert, p, 10, NULL);
+    return write_now_or_later(c, &st_message_insert, p, 10, later);
 }
 
-int db_message_insert_done(db_conn *c, const db_message *m, int64_t login_id, const char *chat,
-                           const char *id)
+int db_message_insert(db_conn *c, const db_message *m)
+{
+    return message_insert(c, m, false);
+}
+
+int db_message_insert_later(db_conn *c, const db_message *m)
+{
+    return message_insert(c, m, true);
+}
+
+static int message_insert_done(db_conn *c, const db_message *m, int64_t login_id, const char *chat,
+                               const char *id, bool later)
 {
     if (!chat || !id) return db_set_error(c, DB_ERR_INVALID, NULL, "db_message_insert_done: no id");
     db_param p[13];
@@ -165,7 +181,19 @@ int db_message_insert_done(db_conn *c, const db_message *m, int64_t login_id, co
     p[10] = db_p_int(login_id);
     p[11] = db_p_text(chat);
     p[12] = db_p_text(id);
-    return db_exec(c, &st_message_insert_done, p, 13, NULL);
+    return write_now_or_later(c, &st_message_insert_done, p, 13, later);
+}
+
+int db_message_insert_done(db_conn *c, const db_message *m, int64_t login_id, const char *chat,
+                           const char *id)
+{
+    return message_insert_done(c, m, login_id, chat, id, false);
+}
+
+int db_message_insert_done_later(db_conn *c, const db_message *m, int64_t login_id,
+                                 const char *chat, const char *id)
+{
+    return message_insert_done(c, m, login_id, chat, id, true);
 }
 
 static void message_fill(void *arg, size_t i, db_param *p)
@@ -318,6 +346,12 @@ int db_inbox_delete(db_conn *c, int64_t id)
 {
     db_param p[1] = {db_p_int(id)};
     return db_exec(c, &st_inbox_delete, p, 1, NULL);
+}
+
+int db_inbox_delete_later(db_conn *c, int64_t id)
+{
+    db_param p[1] = {db_p_int(id)};
+    return db_exec_later(c, &st_inbox_delete, p, 1);
 }
 
 int db_inbox_delete_many(db_conn *c, const int64_t *ids, size_t n)

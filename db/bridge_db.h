@@ -53,6 +53,11 @@ int db_message_insert(db_conn *c, const db_message *m);
  * bridged, in one statement: both or neither (DB_ERR_UNIQUE when m is a duplicate). */
 int db_message_insert_done(db_conn *c, const db_message *m, int64_t login_id, const char *chat,
                            const char *id);
+/* Both behind the connection's next statement (db_exec_later: write-behind; a failure, such as
+ * a duplicate, is counted by db_later_failures; the caller flushes with db_flush when idle). */
+int db_message_insert_later(db_conn *c, const db_message *m);
+int db_message_insert_done_later(db_conn *c, const db_message *m, int64_t login_id,
+                                 const char *chat, const char *id);
 /* Inserts n parts in one round trip and one transaction (or the open one): all or nothing. */
 int db_message_insert_many(db_conn *c, const db_message *m, size_t n);
 int db_message_by_wa(db_conn *c, int64_t portal_id, const char *wa_id, const char *part_id,
@@ -89,6 +94,9 @@ int db_inbox_peek(db_conn *c, db_inbox_row *rows, size_t max, size_t *n);
 void db_inbox_rows_free(db_inbox_row *rows, size_t n);
 /* Removes bridged events. */
 int db_inbox_delete(db_conn *c, int64_t id);
+/* The same behind the connection's next statement (db_exec_later: write-behind; failures are
+ * counted by db_later_failures, and the caller flushes with db_flush when idle). */
+int db_inbox_delete_later(db_conn *c, int64_t id);
 int db_inbox_delete_many(db_conn *c, const int64_t *ids, size_t n);
 
 /* The key-value table. db_kv_get copies into buf (cap bytes); DB_ERR_NOT_FOUND when unset. */
