@@ -595,7 +595,7 @@ int db_exec_deferred(db_conn *c, const db_stmt *st, const db_param *params, int 
 static void later_failed(db_conn *c, const char *what, const char *msg)
 {
     c->later_failures++;
-    snprintf(c->later_error, sizeof(c->later_error), "%s: %s", what, msg);
+    snprintf(c->later_error, sizeof(c->later_error), "%.64s: %.180s", what, msg);
     size_t n = strlen(c->later_error);
     while (n > 0 && (c->later_error[n - 1] == '\n' || c->later_error[n - 1] == ' '))
         c->later_error[--n] = '\0';
