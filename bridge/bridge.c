@@ -307,9 +307,17 @@ bool br_is_ours(br_bridge *b, const char *mxid)
 
 /* ---- the appservice endpoint ---- */
 
+static bool skip_echo(void *arg, const mx_event *e);
+
 static void on_events(void *ctx, const char *txn_id, const mx_event_batch *batch)
 {
     br_bridge *b = ctx;
+    (void)txn_id;
+    /* only our own echoes: nothing was stored, nothing for the pump to read */
+    bool stored = false;
+    for (size_t i = 0; i < batch->count && !stored; i++)
+        stored = !skip_echo(b, &batch->events[i]);
+    if (!stored) return;
     pthread_mutex_lock(&b->pump_lock);
     b->pump_wake = true;
     pthread_cond_signal(&b->pump_cond);

@@ -39,11 +39,28 @@ typedef struct pg_cache {
     uint64_t tick;
 } pg_cache;
 
+/* Which ciphertexts may be in the event buffer, so that the check every received message makes
+ * ("was this one decrypted before?", only true for a redelivery) needs no round trip when the
+ * answer is no. The same lease as the cache: only this store adds rows of its login. Rows present
+ * at first use are loaded once; the ones this store saves since are remembered in a ring. A hash in
+ * neither is not buffered... unless saved more than EVBUF_RECENT messages ago and still there (not
+ * bridged yet): then a redelivery of it is decrypted again and fails, which loses nothing - the
+ * row is bridged from the buffer. A fingerprint seen here only means "ask the database". */
+#define EVBUF_RECENT 1024
+
+typedef struct evbuf_filter {
+    uint64_t *present; /* fingerprints of the rows present at first use, sorted */
+    size_t npresent;
+    uint64_t recent[EVBUF_RECENT]; /* saved since (a ring) */
+    size_t nrecent, next;
+} evbuf_filter;
+
 typedef struct pg_store {
-    db_conn *conn;    /* borrowed; used by one thread at a time */
-    int64_t login_id; /* wa_login.id of every row we touch */
-    pg_cache *cache;  /* allocated on first use (idle logins stay small) */
-    char err[640];    /* last error, "" after success */
+    db_conn *conn;       /* borrowed; used by one thread at a time */
+    int64_t login_id;    /* wa_login.id of every row we touch */
+    pg_cache *cache;     /* allocated on first use (idle logins stay small) */
+    evbuf_filter *evbuf; /* allocated on first use */
+    char err[640];       /* last error, "" after success */
 } pg_store;
 
 /* ---- statements ---- */
@@ -262,6 +279,8 @@ static const db_stmt st_evbuf_load = {"store_evbuf_load",
                                       "SELECT plaintext, server_ts_ms FROM wa_event_buffer"
                                       " WHERE login_id = $1 AND ciphertext_hash = $2",
                                       I};
+static const db_stmt st_evbuf_hashes = {
+    "store_evbuf_hashes", "SELECT ciphertext_hash FROM wa_event_buffer WHERE login_id = $1", I};
 static const db_stmt st_evbuf_delete = {
     "store_evbuf_delete",
     "DELETE FROM wa_event_buffer WHERE login_id = $1 AND ciphertext_hash = $2", I};
@@ -526,9 +545,18 @@ static int cache_write_dirty(pg_store *s)
 
 /* ---- lifecycle and transactions ---- */
 
+static void evbuf_filter_free(pg_store *s)
+{
+    if (!s->evbuf) return;
+    free(s->evbuf->present);
+    free(s->evbuf);
+    s->evbuf = NULL;
+}
+
 static void pg_destroy(void *ctx)
 {
     cache_free(ctx);
+    evbuf_filter_free(ctx);
     free(ctx);
 }
 
@@ -582,6 +610,7 @@ static int wipe_fn(pg_store *s, const void *arg)
 static int pg_wipe(void *ctx)
 {
     cache_free(ctx);
+    evbuf_filter_free(ctx);
     return atomically(ctx, wipe_fn, NULL);
 }
 
@@ -1264,12 +1293,66 @@ static int pg_secret_delete(void *ctx, const char *chat, const char *sender, con
 
 /* ---- event buffer ---- */
 
+static uint64_t evbuf_fingerprint(const uint8_t hash[WA_KEY_LEN])
+{
+    uint64_t f;
+    memcpy(&f, hash, sizeof(f)); /* a SHA-256: any 8 bytes are as good as a hash of them */
+    return f;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The filter, loaded on first use (NULL when that failed: then every check asks the database). */
+static evbuf_filter *evbuf_filter_get(pg_store *s)
+{
+    if (s->evbuf) return s->evbuf;
+    db_param p[1] = {LOGIN};
+    db_result *r;
+    if (db_exec(s->conn, &st_evbuf_hashes, p, 1, &r) != DB_OK) return NULL;
+    evbuf_filter *f = calloc(1, sizeof(*f));
+    int rows = db_result_rows(r);
+    if (f && rows > 0) f->present = malloc((size_t)rows * sizeof(*f->present));
+    if (!f || (rows > 0 && !f->present)) {
+        free(f);
+        db_result_free(r);
+        return NULL;
+    }
+    for (int i = 0; i < rows; i++) {
+        size_t len;
+        const uint8_t *h = db_result_bytes(r, i, 0, &len);
+        if (len == WA_KEY_LEN) f->present[f->npresent++] = evbuf_fingerprint(h);
+    }
+    db_result_free(r);
+    qsort(f->present, f->npresent, sizeof(*f->present), cmp_u64);
+    s->evbuf = f;
+    return f;
+}
+
+static bool evbuf_maybe_present(const evbuf_filter *f, const uint8_t hash[WA_KEY_LEN])
+{
+    uint64_t fp = evbuf_fingerprint(hash);
+    if (bsearch(&fp, f->present, f->npresent, sizeof(fp), cmp_u64)) return true;
+    for (size_t i = 0; i < f->nrecent; i++)
+        if (f->recent[i] == fp) return true;
+    return false;
+}
+
 static int pg_evbuf_save(void *ctx, const wa_buffered_event *ev)
 {
     pg_store *s = ctx;
     if (!ev->chat_jid || !ev->sender_jid || !ev->message_id ||
         (!ev->plaintext && ev->plaintext_len))
         return invalid(s, "event");
+    evbuf_filter *f = evbuf_filter_get(s);
+    if (f) { /* remembered before the write: a rollback leaves a harmless "ask the database" */
+        f->recent[f->next] = evbuf_fingerprint(ev->ciphertext_hash);
+        f->next = (f->next + 1) % EVBUF_RECENT;
+        if (f->nrecent < EVBUF_RECENT) f->nrecent++;
+    }
     db_param p[8] = {LOGIN,
                      db_p_bytes(ev->ciphertext_hash, WA_KEY_LEN),
                      db_p_text(ev->chat_jid),
@@ -1286,6 +1369,8 @@ static int pg_evbuf_load(void *ctx, const uint8_t hash[WA_KEY_LEN], wb_buf *plai
                          int64_t *server_ts_ms)
 {
     pg_store *s = ctx;
+    const evbuf_filter *f = evbuf_filter_get(s);
+    if (f && !evbuf_maybe_present(f, hash)) return done(s, DB_ERR_NOT_FOUND); /* no round trip */
     db_param p[2] = {LOGIN, db_p_bytes(hash, WA_KEY_LEN)};
     db_result *r;
     int rc = db_exec_row(s->conn, &st_evbuf_load, p, 2, &r);

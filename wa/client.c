@@ -180,7 +180,8 @@ struct wa_client {
     sent_fanout fanouts[WA_MAX_FANOUTS]; /* sent, ack awaited (a ring) */
     int next_fanout;                     /* next slot to reuse */
     wa_received *inbox;                  /* received messages not yet taken */
-    size_t ninbox, inbox_cap;
+    size_t ninbox, inbox_cap;            /* entries [inbox_head, ninbox) are waiting to be taken */
+    size_t inbox_head;
     uint8_t root[WA_KEY_LEN]; /* trust root of the server's certificate chain */
     wa_device dev;            /* this device, as stored */
     wa_client_state state;
@@ -762,7 +763,7 @@ void wa_client_free(wa_client *c)
     for (size_t i = 0; i < c->ngupdates; i++)
         wa_group_update_free(&c->gupdates[i].u);
     free(c->gupdates);
-    for (size_t i = 0; i < c->ninbox; i++)
+    for (size_t i = c->inbox_head; i < c->ninbox; i++)
         wa_received_free(&c->inbox[i]);
     free(c->inbox);
     free(c->idchanges);
@@ -2028,6 +2029,12 @@ static void on_retry_keys(wa_client *c, const wa_node *n, uint32_t slot, bool ok
 
 static void inbox_push(wa_client *c, wa_received *r)
 {
+    if (c->ninbox == c->inbox_cap && c->inbox_head > 0) { /* taken ones make room */
+        memmove(c->inbox, c->inbox + c->inbox_head,
+                (c->ninbox - c->inbox_head) * sizeof(*c->inbox));
+        c->ninbox -= c->inbox_head;
+        c->inbox_head = 0;
+    }
     if (c->ninbox == c->inbox_cap) {
         size_t cap = c->inbox_cap ? c->inbox_cap * 2 : 8;
         wa_received *grown = realloc(c->inbox, cap * sizeof(*grown));
@@ -2043,10 +2050,9 @@ static void inbox_push(wa_client *c, wa_received *r)
 
 bool wa_client_next_message(wa_client *c, wa_received *out)
 {
-    if (c->ninbox == 0) return false;
-    *out = c->inbox[0];
-    memmove(c->inbox, c->inbox + 1, (c->ninbox - 1) * sizeof(*c->inbox));
-    c->ninbox--;
+    if (c->inbox_head == c->ninbox) return false;
+    *out = c->inbox[c->inbox_head++]; /* no shifting: a backlog is taken in linear time */
+    if (c->inbox_head == c->ninbox) c->inbox_head = c->ninbox = 0;
     return true;
 }
 

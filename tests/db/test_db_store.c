@@ -79,6 +79,60 @@ static void test_reconnect(db_conn *c, int64_t login)
  * second store on another connection reads it), also when it saved more sessions than the cache
  * holds; a rollback leaves the database and the cache as before; an unchanged identity is not
  * written again (the row keeps what another writer put there meanwhile, which only a test does). */
+/* The event buffer's "decrypted before?" check: rows present when the store first looks and rows
+ * it saved since are asked of the database; any other hash is answered "no" without a round trip
+ * (seen here: with the backend killed, the answer comes and nothing reconnects). */
+static void test_evbuf_filter(db_conn *c)
+{
+    int64_t login = 0;
+    CHECK_INT(db_login_create(c, "@carol:example.org", &login), DB_OK);
+    wa_buffered_event ev = {.chat_jid = "1555:0@s.whatsapp.net",
+                            .sender_jid = "1555:0@s.whatsapp.net",
+                            .message_id = "FILTER1",
+                            .plaintext = (const uint8_t *)"old",
+                            .plaintext_len = 3,
+                            .server_ts_ms = 1};
+    memset(ev.ciphertext_hash, 0xa1, WA_KEY_LEN);
+    wa_store a, st;
+    CHECK_INT(db_store_new(c, login, &a), WA_STORE_OK);
+    CHECK_INT(a.event_buffer_save(a.ctx, &ev), WA_STORE_OK); /* before st looks */
+    a.destroy(a.ctx);
+    CHECK_INT(db_store_new(c, login, &st), WA_STORE_OK);
+    wb_buf b;
+    wb_buf_init(&b);
+    CHECK_INT(st.event_buffer_load(st.ctx, ev.ciphertext_hash, &b, NULL), WA_STORE_OK);
+    CHECK(b.len == 3 && memcmp(b.data, "old", 3) == 0);
+    /* saved by this store, in a transaction: found */
+    wa_buffered_event ev2 = ev;
+    ev2.message_id = "FILTER2";
+    ev2.plaintext = (const uint8_t *)"new";
+    memset(ev2.ciphertext_hash, 0xa2, WA_KEY_LEN);
+    CHECK_INT(st.begin(st.ctx), WA_STORE_OK);
+    CHECK_INT(st.event_buffer_save(st.ctx, &ev2), WA_STORE_OK);
+    CHECK_INT(st.commit(st.ctx), WA_STORE_OK);
+    b.len = 0;
+    CHECK_INT(st.event_buffer_load(st.ctx, ev2.ciphertext_hash, &b, NULL), WA_STORE_OK);
+    CHECK(b.len == 3 && memcmp(b.data, "new", 3) == 0);
+    /* deleted: the database says so */
+    CHECK_INT(st.event_buffer_delete(st.ctx, ev2.ciphertext_hash), WA_STORE_OK);
+    CHECK_INT(st.event_buffer_load(st.ctx, ev2.ciphertext_hash, &b, NULL), WA_STORE_NOT_FOUND);
+    /* never buffered: answered without the database */
+    uint64_t reconnects = db_conn_reconnects(c);
+    CHECK(pgtest_kill_backend(c));
+    usleep(100 * 1000);
+    uint8_t fresh[WA_KEY_LEN];
+    memset(fresh, 0xa3, sizeof(fresh));
+    CHECK_INT(st.event_buffer_load(st.ctx, fresh, &b, NULL), WA_STORE_NOT_FOUND);
+    CHECK(db_conn_reconnects(c) == reconnects);
+    /* a known one is asked of the database (which reconnects) */
+    b.len = 0;
+    CHECK_INT(st.event_buffer_load(st.ctx, ev.ciphertext_hash, &b, NULL), WA_STORE_OK);
+    CHECK(db_conn_reconnects(c) == reconnects + 1);
+    CHECK_INT(st.event_buffer_delete(st.ctx, ev.ciphertext_hash), WA_STORE_OK);
+    wb_buf_free(&b);
+    st.destroy(st.ctx);
+}
+
 static void test_cache(db_conn *c, const char *conninfo, int64_t login)
 {
     db_conn *c2 = pgtest_connect(conninfo);
@@ -165,6 +219,7 @@ int main(void)
     test_logins_apart(c, login2, login3);
     test_reconnect(c, login);
     test_cache(c, conninfo, login2);
+    test_evbuf_filter(c);
     db_conn_close(c);
     return CHECK_DONE();
 }
