@@ -69,10 +69,14 @@ try {
   }));
   const base1 = await sql('SELECT count(*) FROM message');
   await stack.restartBridge();
-  let cpu0 = cpuOf(stack.bridge.proc.pid), pg0 = pgCpu();
+  // the simulators' share, to tell what the machine spends on the bridge from what it spends on
+  // playing WhatsApp and the homeserver
+  const simsCpu = () => [cpuOf(hs.proc.pid), cpuOf(wa.proc.pid)];
+  let cpu0 = cpuOf(stack.bridge.proc.pid), pg0 = pgCpu(), sims0 = simsCpu();
   const count1 = () => sql('SELECT count(*) FROM message');
   const d1 = await drain('WhatsApp -> Matrix', count1, base1, N);
   const cpu1 = cpuOf(stack.bridge.proc.pid) - cpu0, pg1 = pgCpu() - pg0;
+  const sims1 = simsCpu().map((v, i) => v - sims0[i]);
 
   // Matrix -> WhatsApp: hs-sim holds the transactions while the bridge is down
   await fetch(`${hs.url}/_hssim/config`, { method: 'POST', body: JSON.stringify({ push_backoff_ms: 20 }) });
@@ -86,6 +90,7 @@ try {
   await stack.restartBridge();
   cpu0 = cpuOf(stack.bridge.proc.pid);
   pg0 = pgCpu();
+  sims0 = simsCpu();
   // every event is first written to the inbox, then deleted when acked
   const accepted = () => sql('SELECT count(*) FROM mx_inbox');
   await waitFor('the first transaction accepted', async () => (await accepted()) > 0, 60000, 5);
@@ -95,6 +100,7 @@ try {
   600000, 10);
   const s2 = (Date.now() - t0) / 1000;
   const cpu2 = cpuOf(stack.bridge.proc.pid) - cpu0, pg2 = pgCpu() - pg0;
+  const sims2 = simsCpu().map((v, i) => v - sims0[i]);
   console.log(JSON.stringify({
     n: N, contacts: C,
     wa_to_mx_drain_per_s: Math.round(N / d1.s), wa_to_mx_drain_s: d1.s,
@@ -102,6 +108,9 @@ try {
     // CPU per message: the bridge alone, and the PostgreSQL server (all of its processes)
     wa_to_mx_bridge_cpu_us: Math.round(cpu1 * 1e6 / N), wa_to_mx_pg_cpu_us: Math.round(pg1 * 1e6 / N),
     mx_to_wa_bridge_cpu_us: Math.round(cpu2 * 1e6 / N), mx_to_wa_pg_cpu_us: Math.round(pg2 * 1e6 / N),
+    // and the simulators'
+    wa_to_mx_hs_sim_cpu_us: Math.round(sims1[0] * 1e6 / N), wa_to_mx_wa_sim_cpu_us: Math.round(sims1[1] * 1e6 / N),
+    mx_to_wa_hs_sim_cpu_us: Math.round(sims2[0] * 1e6 / N), mx_to_wa_wa_sim_cpu_us: Math.round(sims2[1] * 1e6 / N),
   }));
   alice.stop();
 } finally {

@@ -66,21 +66,12 @@ static const char *str_of(const cJSON *o, const char *k)
 /* A user in as's namespaces is joined to r (current state). */
 static bool room_has_ns_member(const hs_appservice *as, hs_room *r)
 {
-    for (size_t i = 0; i < r->n_events; i++) {
-        const cJSON *ev = r->events[i].ev;
-        const char *t = str_of(ev, "type"), *sk = str_of(ev, "state_key");
-        if (!t || !sk || strcmp(t, "m.room.member") != 0 || !hs_as_interested_user(as, sk))
-            continue;
-        /* is this the latest member event of sk? */
-        bool latest = true;
-        for (size_t k = i + 1; k < r->n_events && latest; k++) {
-            const char *t2 = str_of(r->events[k].ev, "type"),
-                       *sk2 = str_of(r->events[k].ev, "state_key");
-            if (t2 && sk2 && strcmp(t2, "m.room.member") == 0 && strcmp(sk2, sk) == 0)
-                latest = false;
-        }
+    for (size_t i = 0; i < r->n_state; i++) { /* the current members */
+        const hs_state_ent *s = &r->state[i];
+        if (strcmp(s->type, "m.room.member") != 0 || !hs_as_interested_user(as, s->key)) continue;
+        const cJSON *ev = r->events[s->idx].ev;
         const char *m = str_of(cJSON_GetObjectItemCaseSensitive(ev, "content"), "membership");
-        if (latest && m && strcmp(m, "join") == 0) return true;
+        if (m && strcmp(m, "join") == 0) return true;
     }
     return false;
 }

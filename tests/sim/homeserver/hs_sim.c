@@ -279,15 +279,39 @@ static const char *resolve_alias(const char *alias)
     return NULL;
 }
 
+const cJSON *hs_state_get(const hs_room *r, const char *type, const char *key, size_t *idx)
+{
+    for (size_t i = 0; i < r->n_state; i++) {
+        const hs_state_ent *s = &r->state[i];
+        if (strcmp(s->type, type) == 0 && strcmp(s->key, key) == 0) {
+            if (idx) *idx = s->idx;
+            return r->events[s->idx].ev;
+        }
+    }
+    return NULL;
+}
+
 /* Latest state event (type, key) in r, or NULL. */
 static const cJSON *state_get(hs_room *r, const char *type, const char *key)
 {
-    for (size_t i = r->n_events; i-- > 0;) {
-        const cJSON *ev = r->events[i].ev;
-        const char *t = str_of(ev, "type"), *sk = str_of(ev, "state_key");
-        if (t && sk && strcmp(t, type) == 0 && strcmp(sk, key) == 0) return ev;
+    return hs_state_get(r, type, key, NULL);
+}
+
+/* Keeps the state index and the member list up to date with event idx of r. */
+static void state_note(hs_room *r, size_t idx, const char *type, const char *key)
+{
+    if (strcmp(type, "m.room.member") == 0) {
+        HS_GROW(r->members, r->n_members, r->cap_members);
+        r->members[r->n_members++] = idx;
     }
-    return NULL;
+    for (size_t i = 0; i < r->n_state; i++) {
+        if (strcmp(r->state[i].type, type) == 0 && strcmp(r->state[i].key, key) == 0) {
+            r->state[i].idx = idx;
+            return;
+        }
+    }
+    HS_GROW(r->state, r->n_state, r->cap_state);
+    r->state[r->n_state++] = (hs_state_ent){xstrdup(type), xstrdup(key), idx};
 }
 
 /* Current membership of user in r ("join", "invite", "leave", "ban") or NULL. */
@@ -354,6 +378,7 @@ static hs_event *room_append_ex(hs_room *r, const char *sender, const char *type
     e->ev = ev;
     e->pos = ++G.pos;
     e->rx_us = hs_mono_us();
+    if (state_key) state_note(r, r->n_events - 1, type, state_key);
     hs_as_offer_event(r, ev);
     pthread_cond_broadcast(&G.cv);
     return e;
@@ -1082,16 +1107,15 @@ static cJSON *build_sync(const char *user, const char *txn_key, int64_t since, b
         const cJSON *mev = state_get(r, "m.room.member", user);
         if (!mev) continue;
         const char *m = str_of(cJSON_GetObjectItemCaseSensitive(mev, "content"), "membership");
-        int64_t mpos = 0;
-        for (size_t i = 0; i < r->n_events; i++)
-            if (r->events[i].ev == mev) mpos = r->events[i].pos;
+        size_t midx = 0;
+        hs_state_get(r, "m.room.member", user, &midx);
+        int64_t mpos = r->events[midx].pos;
         if (strcmp(m, "join") == 0) {
             /* fresh = not joined at `since`: send the room's history, otherwise what is new */
             const char *was = NULL;
-            for (size_t i = 0; i < r->n_events && r->events[i].pos <= since; i++) {
-                const cJSON *ev = r->events[i].ev;
-                const char *t = str_of(ev, "type"), *sk = str_of(ev, "state_key");
-                if (t && sk && strcmp(t, "m.room.member") == 0 && strcmp(sk, user) == 0)
+            for (size_t k = 0; k < r->n_members && r->events[r->members[k]].pos <= since; k++) {
+                const cJSON *ev = r->events[r->members[k]].ev;
+                if (strcmp(str_of(ev, "state_key"), user) == 0)
                     was = str_of(cJSON_GetObjectItemCaseSensitive(ev, "content"), "membership");
             }
             bool fresh = since == 0 || !was || strcmp(was, "join") != 0;
@@ -1109,9 +1133,16 @@ static cJSON *build_sync(const char *user, const char *txn_key, int64_t since, b
                     if (t && sk && state_get(r, t, sk) == ev)
                         cJSON_AddItemToArray(state, cJSON_Duplicate(ev, 1));
                 }
-            } else {
-                while (first < r->n_events && r->events[first].pos <= since)
-                    first++;
+            } else { /* the first event after since (positions increase: a binary search) */
+                size_t lo = 0, hi = r->n_events;
+                while (lo < hi) {
+                    size_t mid = lo + (hi - lo) / 2;
+                    if (r->events[mid].pos <= since)
+                        lo = mid + 1;
+                    else
+                        hi = mid;
+                }
+                first = lo;
             }
             for (size_t i = first; i < r->n_events; i++)
                 cJSON_AddItemToArray(tle, client_event(&r->events[i], txn_key));

@@ -58,10 +58,20 @@ typedef struct hs_receipt {
     int64_t ts; /* ms since epoch */
 } hs_receipt;
 
+/* A room's current state: the latest event of each (type, state key), as an index of events. */
+typedef struct hs_state_ent {
+    char *type, *key; /* owned copies */
+    size_t idx;       /* into the room's events */
+} hs_state_ent;
+
 typedef struct hs_room {
     char *id;                        /* "!hex:server" */
     hs_event *events;                /* in order; positions increase */
     size_t n_events, cap_events;     /* used / allocated */
+    hs_state_ent *state;             /* current state (a short list: looked up linearly) */
+    size_t n_state, cap_state;       /* used / allocated */
+    size_t *members;                 /* indexes of every m.room.member event, in order */
+    size_t n_members, cap_members;   /* used / allocated */
     hs_typing *typing;               /* who typed; expired entries stay with until_ms past */
     size_t n_typing, cap_typing;     /* used / allocated */
     int64_t typing_pos;              /* stream position of the last typing change */
@@ -185,6 +195,9 @@ hs_appservice *hs_as_by_token(const char *token);
 /* Queues ev (duplicated) for every appservice with a url interested in it (its sender or
  * state_key is in its namespaces, or one of its namespaced users is joined to r). Lock held. */
 void hs_as_offer_event(hs_room *r, const cJSON *ev);
+/* The latest state event (type, key) of r, or NULL; its index in r->events in *idx (may be NULL).
+ */
+const cJSON *hs_state_get(const hs_room *r, const char *type, const char *key, size_t *idx);
 void hs_as_offer_ephemeral(hs_room *r, const cJSON *edu); /* r NULL = presence (always offered) */
 void *hs_as_pusher(void *arg);                            /* arg: the hs_appservice */
 /* Events waiting in every queue (lock held). */
