@@ -583,6 +583,46 @@ static void test_dm_then_group(sim_rig *r)
     sim_rig_advance(r, 100);
     g = sim_rig_got(a, id);
     CHECK(g && g->nparts == 1 && g->skmsg[0] && g->m.text && strcmp(g->m.text, "second") == 0);
+
+    /* A loses Erin's sender key: it asks again, and Erin's phone sends the content pairwise with
+     * its key (the retry's answer); what follows is skmsg only again */
+    CHECK_INT(a->store.sender_key_delete(a->store.ctx, gjid, LID_E "_1:0"), WA_STORE_OK);
+    CHECK_INT(sim_admin_group_send(&r->s, PHONE_E, gjid, "after the loss", id, sizeof(id), err,
+                                   sizeof(err)),
+              0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->nparts == 1 && !g->skmsg[0] && !g->skdm_only[0] && g->m.text &&
+          strcmp(g->m.text, "after the loss") == 0);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL) - errors[0], 1); /* "asked again" */
+    CHECK_INT(
+        sim_admin_group_send(&r->s, PHONE_E, gjid, "and on", id, sizeof(id), err, sizeof(err)), 0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->nparts == 1 && g->skmsg[0] && g->m.text && strcmp(g->m.text, "and on") == 0);
+    /* A loses the session and the key: its retry carries keys, the phone starts a new session */
+    CHECK_INT(a->store.sender_key_delete(a->store.ctx, gjid, LID_E "_1:0"), WA_STORE_OK);
+    CHECK_INT(a->store.session_delete(a->store.ctx, LID_E "_1:0"), WA_STORE_OK);
+    CHECK_INT(
+        sim_admin_group_send(&r->s, PHONE_E, gjid, "new session", id, sizeof(id), err, sizeof(err)),
+        0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->nparts == 1 && !g->skmsg[0] && g->m.text &&
+          strcmp(g->m.text, "new session") == 0);
+    CHECK(sim_rig_got(a2, id) != NULL);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL) - errors[0], 2);
+    CHECK_INT(sim_rig_count(a2, WA_EV_ERROR, NULL) - errors[1], 0);
+    /* the same in a chat: A lost the session, Erin's phone answers the retry with a new one */
+    CHECK_INT(a->store.session_delete(a->store.ctx, LID_E "_1:0"), WA_STORE_OK);
+    CHECK_INT(sim_admin_send_text(&r->s, PHONE_E, JID_A, "lost and found", id, sizeof(id), err,
+                                  sizeof(err)),
+              0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->m.text && strcmp(g->m.text, "lost and found") == 0);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL) - errors[0], 3);
+    CHECK_INT(sim_rig_got_count(a, id), 1);
 }
 
 /* A call waiting when the connection closes is answered with WA_ERR_TIMEOUT; calls need a
