@@ -68,19 +68,36 @@ static bool lid_name(wa_signal *s, const char *name, size_t name_len, char *lid,
 
 /* "name:device", the store's address key. One device has one session whichever JID a stanza
  * names it by, as in WhatsApp's own clients since LIDs came: a phone-number address whose LID the
- * store's map knows is keyed by the LID ("123456789012345_1:0"), and its phone-number key goes
- * into pn_key (may be NULL; "" when the address was not moved). */
-static void address_key(wa_signal *s, const signal_protocol_address *a, char *out, size_t cap,
-                        char *pn_key, size_t pn_cap)
+ * store's map knows is keyed by the LID ("123456789012345_1:0"). */
+static void address_key(wa_signal *s, const signal_protocol_address *a, char *out, size_t cap)
 {
     char lid[LID_NAME_MAX];
-    if (pn_key) pn_key[0] = '\0';
-    if (!lid_name(s, a->name, a->name_len, lid, sizeof(lid))) {
+    if (lid_name(s, a->name, a->name_len, lid, sizeof(lid)))
+        snprintf(out, cap, "%s:%d", lid, (int)a->device_id);
+    else
+        snprintf(out, cap, "%.*s:%d", (int)a->name_len, a->name, (int)a->device_id);
+}
+
+/* The phone-number key under which this device's session may still be kept from before its LID
+ * was known (or from before sessions were kept by LID) into out: a's own key when a is a
+ * phone-number address the map resolves, "PN:device" when a is a LID address whose phone number
+ * the map knows; "" when none. Asked only when the LID key has no session. */
+static void pn_key_of(wa_signal *s, const signal_protocol_address *a, char *out, size_t cap)
+{
+    char lid[WA_ADDRESS_MAX], pn[WA_ADDRESS_MAX];
+    out[0] = '\0';
+    if (lid_name(s, a->name, a->name_len, lid, sizeof(lid))) {
         snprintf(out, cap, "%.*s:%d", (int)a->name_len, a->name, (int)a->device_id);
         return;
     }
-    snprintf(out, cap, "%s:%d", lid, (int)a->device_id);
-    if (pn_key) snprintf(pn_key, pn_cap, "%.*s:%d", (int)a->name_len, a->name, (int)a->device_id);
+    size_t user = a->name_len;
+    if (user < 3 || user >= LID_NAME_MAX || memcmp(a->name + user - 2, "_1", 2) != 0) return;
+    snprintf(lid, sizeof(lid), "%.*s@%s", (int)(user - 2), a->name, WA_SERVER_LID);
+    wa_store *st = s->store;
+    if (!st->pn_for_lid || st->pn_for_lid(st->ctx, lid, pn) != WA_STORE_OK) return;
+    const char *end = strpbrk(pn, ":@");
+    if (!end || strcmp(strchr(end, '@'), "@" WA_SERVER_PN) != 0) return;
+    snprintf(out, cap, "%.*s:%d", (int)(end - pn), pn, (int)a->device_id);
 }
 
 /* A session (and identity) kept under the phone-number key before the LID was known moves to the
@@ -125,11 +142,12 @@ static int load_session(signal_buffer **record, signal_buffer **user_record,
 {
     wa_signal *s = user_data;
     char key[WA_ADDRESS_MAX], pn_key[WA_ADDRESS_MAX];
-    address_key(s, address, key, sizeof(key), pn_key, sizeof(pn_key));
+    address_key(s, address, key, sizeof(key));
     wb_buf b;
     wb_buf_init(&b);
     int rc = s->store->session_load(s->store->ctx, key, &b);
     if (rc == WA_STORE_NOT_FOUND) {
+        pn_key_of(s, address, pn_key, sizeof(pn_key));
         int moved = migrate_to_lid(s, pn_key, key);
         if (moved < 0) rc = WA_STORE_ERR_IO;
         if (moved == 1) rc = s->store->session_load(s->store->ctx, key, &b);
@@ -160,7 +178,7 @@ static int store_session(const signal_protocol_address *address, uint8_t *record
 {
     wa_signal *s = user_data;
     char key[WA_ADDRESS_MAX];
-    address_key(s, address, key, sizeof(key), NULL, 0);
+    address_key(s, address, key, sizeof(key));
     return s->store->session_save(s->store->ctx, key, record, len) == WA_STORE_OK ? 0
                                                                                   : SG_ERR_UNKNOWN;
 }
@@ -178,7 +196,7 @@ static int delete_session(const signal_protocol_address *address, void *user_dat
 {
     wa_signal *s = user_data;
     char key[WA_ADDRESS_MAX];
-    address_key(s, address, key, sizeof(key), NULL, 0);
+    address_key(s, address, key, sizeof(key));
     int rc = s->store->session_delete(s->store->ctx, key);
     return rc == WA_STORE_OK ? 1 : rc == WA_STORE_NOT_FOUND ? 0 : SG_ERR_UNKNOWN;
 }
@@ -330,7 +348,7 @@ static int save_identity(const signal_protocol_address *address, uint8_t *key, s
 {
     wa_signal *s = user_data;
     char akey[WA_ADDRESS_MAX];
-    address_key(s, address, akey, sizeof(akey), NULL, 0);
+    address_key(s, address, akey, sizeof(akey));
     if (!key) return s->store->identity_delete(s->store->ctx, akey) >= 0 ? 0 : SG_ERR_UNKNOWN;
     if (len != 33 || key[0] != 0x05) return SG_ERR_INVALID_KEY;
     return s->store->identity_save(s->store->ctx, akey, key + 1) == WA_STORE_OK ? 0
@@ -484,9 +502,9 @@ int wa_signal_process_bundle(wa_signal *s, const char *name, uint32_t device,
     ec_public_key *prekey = NULL, *spk = NULL, *identity = NULL;
     session_pre_key_bundle *bundle = NULL;
     session_builder *builder = NULL;
-    char akey[WA_ADDRESS_MAX], pn_key[WA_ADDRESS_MAX];
-    address_key(s, &addr, akey, sizeof(akey), pn_key, sizeof(pn_key));
-    if (pn_key[0]) contains_session(&addr, s); /* a phone-number session moves to the LID first */
+    char akey[WA_ADDRESS_MAX];
+    address_key(s, &addr, akey, sizeof(akey));
+    contains_session(&addr, s); /* a session kept by phone number moves to the LID key first */
     identity_swap sw;
     if (identity_swap_begin(s, akey, b->identity, &sw) != WA_OK) {
         identity_swap_end(s, akey, &sw, false);
@@ -595,9 +613,9 @@ int wa_signal_decrypt(wa_signal *s, const char *name, uint32_t device, wa_signal
         pre_key_signal_message *m = NULL;
         parsed = pre_key_signal_message_deserialize(&m, ciphertext, len, s->ctx) == 0;
         /* a new identity key: the old session goes first (it is back if this one fails) */
-        char akey[WA_ADDRESS_MAX], pn_key[WA_ADDRESS_MAX];
-        address_key(s, &addr, akey, sizeof(akey), pn_key, sizeof(pn_key));
-        if (pn_key[0]) contains_session(&addr, s); /* as in wa_signal_process_bundle */
+        char akey[WA_ADDRESS_MAX];
+        address_key(s, &addr, akey, sizeof(akey));
+        contains_session(&addr, s); /* as in wa_signal_process_bundle */
         identity_swap sw = {.changed = false};
         wb_buf_init(&sw.record);
         signal_buffer *ik = NULL;
