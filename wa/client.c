@@ -2057,7 +2057,8 @@ bool wa_client_next_message(wa_client *c, wa_received *out)
 }
 
 /* A stanza that names its sender on both servers (sender_lid / sender_pn, participant_pn /
- * participant_lid) teaches the LID <-> phone number map, written once per connection. */
+ * participant_lid) teaches the LID <-> phone number map, written once per connection. Learnt
+ * before the stanza is decrypted: the sender's sessions are kept by LID (wa/signal.h). */
 static void learn_lid(wa_client *c, const wa_node *n, const char *sender)
 {
     static const char *const twins[] = {"sender_lid", "sender_pn", "participant_lid",
@@ -2075,8 +2076,10 @@ static void learn_lid(wa_client *c, const wa_node *n, const char *sender)
         if (smap_has(&c->lids_seen, lid)) return;
         wa_store *st = c->cfg.store;
         char known[WA_ADDRESS_MAX];
-        if (!(st->pn_for_lid(st->ctx, lid, known) == WA_STORE_OK && strcmp(known, pn) == 0))
+        if (!(st->pn_for_lid(st->ctx, lid, known) == WA_STORE_OK && strcmp(known, pn) == 0)) {
             st->lid_map_save(st->ctx, lid, pn);
+            wa_signal_lids_changed(c->sig);
+        }
         if (c->lids_seen.n >= MAX_DEVICE_USERS) smap_clear(&c->lids_seen);
         smap_put(&c->lids_seen, lid, NULL, 0);
         return;
@@ -2086,6 +2089,8 @@ static void learn_lid(wa_client *c, const wa_node *n, const char *sender)
 static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
 {
     wa_received r;
+    const char *sender = wa_node_attr(n, "participant");
+    learn_lid(c, n, sender ? sender : wa_node_attr(n, "from"));
     int rc = wa_recv_decrypt_sk(c->sig, c->sk, c->cfg.store, n, now, &r);
     if (rc != WA_OK)
         wa_signal_take_identity_change(c->sig); /* rolled back: nothing was kept */
@@ -2101,7 +2106,6 @@ static void on_message(wa_client *c, const wa_node *n, wb_arena *a, int64_t now)
         wa_client_send_node(c, wa_recv_ack(a, n)); /* unusable: drop it at the server */
         return;
     }
-    learn_lid(c, n, r.sender);
     /* content: a part to show; handled: a sender key taken, or a part read before (a duplicate
      * whose buffer row the bridge already deleted); failed: a part to ask for again */
     bool content = false, handled = false, failed = false;

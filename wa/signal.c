@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define LID_NAME_MAX 64 /* bytes of a LID Signal name ("123456789012345_1") incl. NUL */
+
 struct wa_signal {
     wa_crypto *crypto;                 /* borrowed */
     wa_store *store;                   /* borrowed */
@@ -25,12 +27,112 @@ struct wa_signal {
     wa_device dev;                     /* this device: identity, registration id, signed prekey */
     bool identity_changed;             /* a pkmsg or bundle came with a peer identity key other
                                           than the stored one (wa_signal_take_identity_change) */
+    struct {
+        char pn[WA_ADDRESS_MAX]; /* a phone-number Signal name ("15551234567"), "" if free */
+        char lid[LID_NAME_MAX];  /* its LID name ("123456789012345_1"), "" if none is known */
+    } lids[WA_SIGNAL_LID_CACHE]; /* the store's LID map as address_key used it; emptied by
+                                    wa_signal_lids_changed */
+    size_t lids_next;            /* the slot the next new name takes */
 };
 
-/* "name:device", the store's address key. */
-static void address_key(const signal_protocol_address *a, char *out, size_t cap)
+/* The LID Signal name of a phone-number name (digits only: agent 0, WhatsApp's domain) when the
+ * store's map knows it, into lid; else false. Cached, the misses too. */
+static bool lid_name(wa_signal *s, const char *name, size_t name_len, char *lid, size_t cap)
 {
-    snprintf(out, cap, "%.*s:%d", (int)a->name_len, a->name, (int)a->device_id);
+    if (name_len == 0 || name_len >= WA_ADDRESS_MAX) return false;
+    for (size_t i = 0; i < name_len; i++)
+        if (name[i] < '0' || name[i] > '9') return false;
+    for (size_t i = 0; i < WA_SIGNAL_LID_CACHE; i++)
+        if (strlen(s->lids[i].pn) == name_len && memcmp(s->lids[i].pn, name, name_len) == 0) {
+            snprintf(lid, cap, "%s", s->lids[i].lid);
+            return lid[0] != '\0';
+        }
+    char pn[WA_ADDRESS_MAX], found[WA_ADDRESS_MAX];
+    snprintf(pn, sizeof(pn), "%.*s@%s", (int)name_len, name, WA_SERVER_PN);
+    wa_store *st = s->store;
+    size_t user = 0;
+    if (st->lid_for_pn && st->lid_for_pn(st->ctx, pn, found) == WA_STORE_OK) {
+        const char *end = strpbrk(found, ":@");
+        if (end && strcmp(strchr(end, '@'), "@" WA_SERVER_LID) == 0 &&
+            (size_t)(end - found) < LID_NAME_MAX - 2)
+            user = (size_t)(end - found);
+    }
+    size_t slot = s->lids_next;
+    s->lids_next = (s->lids_next + 1) % WA_SIGNAL_LID_CACHE;
+    snprintf(s->lids[slot].pn, sizeof(s->lids[slot].pn), "%.*s", (int)name_len, name);
+    s->lids[slot].lid[0] = '\0';
+    if (user) snprintf(s->lids[slot].lid, sizeof(s->lids[slot].lid), "%.*s_1", (int)user, found);
+    snprintf(lid, cap, "%s", s->lids[slot].lid);
+    return lid[0] != '\0';
+}
+
+/* "name:device", the store's address key. One device has one session whichever JID a stanza
+ * names it by, as in WhatsApp's own clients since LIDs came: a phone-number address whose LID the
+ * store's map knows is keyed by the LID ("123456789012345_1:0"). */
+static void address_key(wa_signal *s, const signal_protocol_address *a, char *out, size_t cap)
+{
+    char lid[LID_NAME_MAX];
+    if (lid_name(s, a->name, a->name_len, lid, sizeof(lid)))
+        snprintf(out, cap, "%s:%d", lid, (int)a->device_id);
+    else
+        snprintf(out, cap, "%.*s:%d", (int)a->name_len, a->name, (int)a->device_id);
+}
+
+/* The phone-number key under which this device's session may still be kept from before its LID
+ * was known (or from before sessions were kept by LID) into out: a's own key when a is a
+ * phone-number address the map resolves, "PN:device" when a is a LID address whose phone number
+ * the map knows; "" when none. Asked only when the LID key has no session. */
+static void pn_key_of(wa_signal *s, const signal_protocol_address *a, char *out, size_t cap)
+{
+    char lid[WA_ADDRESS_MAX], pn[WA_ADDRESS_MAX];
+    out[0] = '\0';
+    if (lid_name(s, a->name, a->name_len, lid, sizeof(lid))) {
+        snprintf(out, cap, "%.*s:%d", (int)a->name_len, a->name, (int)a->device_id);
+        return;
+    }
+    size_t user = a->name_len;
+    if (user < 3 || user >= LID_NAME_MAX || memcmp(a->name + user - 2, "_1", 2) != 0) return;
+    snprintf(lid, sizeof(lid), "%.*s@%s", (int)(user - 2), a->name, WA_SERVER_LID);
+    wa_store *st = s->store;
+    if (!st->pn_for_lid || st->pn_for_lid(st->ctx, lid, pn) != WA_STORE_OK) return;
+    const char *end = strpbrk(pn, ":@");
+    if (!end || strcmp(strchr(end, '@'), "@" WA_SERVER_PN) != 0) return;
+    snprintf(out, cap, "%.*s:%d", (int)(end - pn), pn, (int)a->device_id);
+}
+
+/* A session (and identity) kept under the phone-number key before the LID was known moves to the
+ * LID key, unless the LID key has a session of its own. Called when the LID key has none. 1 when
+ * it moved, 0 when there was nothing to move, SG_ERR_UNKNOWN when the store failed. */
+static int migrate_to_lid(wa_signal *s, const char *pn_key, const char *lid_key)
+{
+    if (!pn_key[0]) return 0;
+    wa_store *st = s->store;
+    wb_buf b;
+    wb_buf_init(&b);
+    uint8_t ik[WA_KEY_LEN];
+    int rc = st->session_load(st->ctx, pn_key, &b);
+    int moved = rc == WA_STORE_OK ? 1 : rc == WA_STORE_NOT_FOUND ? 0 : SG_ERR_UNKNOWN;
+    if (moved == 1 && (st->session_save(st->ctx, lid_key, b.data, b.len) != WA_STORE_OK ||
+                       st->session_delete(st->ctx, pn_key) < 0))
+        moved = SG_ERR_UNKNOWN;
+    if (moved == 1) {
+        rc = st->identity_load(st->ctx, pn_key, ik);
+        if (rc == WA_STORE_OK && (st->identity_save(st->ctx, lid_key, ik) != WA_STORE_OK ||
+                                  st->identity_delete(st->ctx, pn_key) < 0))
+            moved = SG_ERR_UNKNOWN;
+        else if (rc != WA_STORE_OK && rc != WA_STORE_NOT_FOUND)
+            moved = SG_ERR_UNKNOWN;
+    }
+    if (b.data) wa_wipe(b.data, b.len);
+    wb_buf_free(&b);
+    wa_wipe(ik, sizeof(ik));
+    return moved;
+}
+
+void wa_signal_lids_changed(wa_signal *s)
+{
+    memset(s->lids, 0, sizeof(s->lids));
+    s->lids_next = 0;
 }
 
 /* --- sessions --- */
@@ -39,11 +141,17 @@ static int load_session(signal_buffer **record, signal_buffer **user_record,
                         const signal_protocol_address *address, void *user_data)
 {
     wa_signal *s = user_data;
-    char key[WA_ADDRESS_MAX];
-    address_key(address, key, sizeof(key));
+    char key[WA_ADDRESS_MAX], pn_key[WA_ADDRESS_MAX];
+    address_key(s, address, key, sizeof(key));
     wb_buf b;
     wb_buf_init(&b);
     int rc = s->store->session_load(s->store->ctx, key, &b);
+    if (rc == WA_STORE_NOT_FOUND) {
+        pn_key_of(s, address, pn_key, sizeof(pn_key));
+        int moved = migrate_to_lid(s, pn_key, key);
+        if (moved < 0) rc = WA_STORE_ERR_IO;
+        if (moved == 1) rc = s->store->session_load(s->store->ctx, key, &b);
+    }
     if (rc == WA_STORE_NOT_FOUND) {
         wb_buf_free(&b);
         return 0;
@@ -70,28 +178,25 @@ static int store_session(const signal_protocol_address *address, uint8_t *record
 {
     wa_signal *s = user_data;
     char key[WA_ADDRESS_MAX];
-    address_key(address, key, sizeof(key));
+    address_key(s, address, key, sizeof(key));
     return s->store->session_save(s->store->ctx, key, record, len) == WA_STORE_OK ? 0
                                                                                   : SG_ERR_UNKNOWN;
 }
 
 static int contains_session(const signal_protocol_address *address, void *user_data)
 {
-    wa_signal *s = user_data;
-    char key[WA_ADDRESS_MAX];
-    address_key(address, key, sizeof(key));
-    wb_buf b;
-    wb_buf_init(&b);
-    int rc = s->store->session_load(s->store->ctx, key, &b);
-    wb_buf_free(&b);
-    return rc == WA_STORE_OK ? 1 : 0;
+    signal_buffer *record = NULL, *user_record = NULL;
+    int rc = load_session(&record, &user_record, address, user_data);
+    signal_buffer_bzero_free(record);
+    signal_buffer_free(user_record);
+    return rc == 1 ? 1 : 0;
 }
 
 static int delete_session(const signal_protocol_address *address, void *user_data)
 {
     wa_signal *s = user_data;
     char key[WA_ADDRESS_MAX];
-    address_key(address, key, sizeof(key));
+    address_key(s, address, key, sizeof(key));
     int rc = s->store->session_delete(s->store->ctx, key);
     return rc == WA_STORE_OK ? 1 : rc == WA_STORE_NOT_FOUND ? 0 : SG_ERR_UNKNOWN;
 }
@@ -99,11 +204,16 @@ static int delete_session(const signal_protocol_address *address, void *user_dat
 static int delete_all_sessions(const char *name, size_t name_len, void *user_data)
 {
     wa_signal *s = user_data;
-    char prefix[WA_ADDRESS_MAX];
+    char prefix[WA_ADDRESS_MAX], lid[LID_NAME_MAX];
+    size_t n = 0, m = 0;
+    if (lid_name(s, name, name_len, lid, sizeof(lid))) { /* and the phone number's leftovers */
+        snprintf(prefix, sizeof(prefix), "%s:", lid);
+        if (s->store->session_delete_prefix(s->store->ctx, prefix, &m) != WA_STORE_OK)
+            return SG_ERR_UNKNOWN;
+    }
     snprintf(prefix, sizeof(prefix), "%.*s:", (int)name_len, name);
-    size_t n = 0;
     return s->store->session_delete_prefix(s->store->ctx, prefix, &n) == WA_STORE_OK
-               ? (int)n
+               ? (int)(n + m)
                : SG_ERR_UNKNOWN;
 }
 
@@ -238,7 +348,7 @@ static int save_identity(const signal_protocol_address *address, uint8_t *key, s
 {
     wa_signal *s = user_data;
     char akey[WA_ADDRESS_MAX];
-    address_key(address, akey, sizeof(akey));
+    address_key(s, address, akey, sizeof(akey));
     if (!key) return s->store->identity_delete(s->store->ctx, akey) >= 0 ? 0 : SG_ERR_UNKNOWN;
     if (len != 33 || key[0] != 0x05) return SG_ERR_INVALID_KEY;
     return s->store->identity_save(s->store->ctx, akey, key + 1) == WA_STORE_OK ? 0
@@ -310,13 +420,18 @@ bool wa_signal_take_identity_change(wa_signal *s)
 
 int wa_signal_forget_user(wa_signal *s, const char *name)
 {
-    char prefix[WA_ADDRESS_MAX];
+    char prefix[WA_ADDRESS_MAX], lid[LID_NAME_MAX];
     int n = snprintf(prefix, sizeof(prefix), "%s:", name);
     if (!name[0] || n < 0 || (size_t)n >= sizeof(prefix)) return WA_ERR_INVALID;
+    /* the name's keys, and those of its LID when the map knows it (where address_key put them) */
+    const char *names[2] = {name, lid_name(s, name, strlen(name), lid, sizeof(lid)) ? lid : NULL};
     wa_store *st = s->store;
-    if (st->session_delete_prefix(st->ctx, prefix, NULL) != WA_STORE_OK ||
-        st->identity_delete_prefix(st->ctx, prefix, NULL) != WA_STORE_OK)
-        return WA_ERR_STATE;
+    for (int i = 0; i < 2 && names[i]; i++) {
+        snprintf(prefix, sizeof(prefix), "%s:", names[i]);
+        if (st->session_delete_prefix(st->ctx, prefix, NULL) != WA_STORE_OK ||
+            st->identity_delete_prefix(st->ctx, prefix, NULL) != WA_STORE_OK)
+            return WA_ERR_STATE;
+    }
     return WA_OK;
 }
 
@@ -388,7 +503,8 @@ int wa_signal_process_bundle(wa_signal *s, const char *name, uint32_t device,
     session_pre_key_bundle *bundle = NULL;
     session_builder *builder = NULL;
     char akey[WA_ADDRESS_MAX];
-    address_key(&addr, akey, sizeof(akey));
+    address_key(s, &addr, akey, sizeof(akey));
+    contains_session(&addr, s); /* a session kept by phone number moves to the LID key first */
     identity_swap sw;
     if (identity_swap_begin(s, akey, b->identity, &sw) != WA_OK) {
         identity_swap_end(s, akey, &sw, false);
@@ -498,7 +614,8 @@ int wa_signal_decrypt(wa_signal *s, const char *name, uint32_t device, wa_signal
         parsed = pre_key_signal_message_deserialize(&m, ciphertext, len, s->ctx) == 0;
         /* a new identity key: the old session goes first (it is back if this one fails) */
         char akey[WA_ADDRESS_MAX];
-        address_key(&addr, akey, sizeof(akey));
+        address_key(s, &addr, akey, sizeof(akey));
+        contains_session(&addr, s); /* as in wa_signal_process_bundle */
         identity_swap sw = {.changed = false};
         wb_buf_init(&sw.record);
         signal_buffer *ik = NULL;

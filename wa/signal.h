@@ -9,6 +9,11 @@
  * decryption (neither library does it). Addresses are (name, device): name is the JID's user with
  * its agent ("15551234567", "123456789012345_1" for a LID), device its device number.
  *
+ * A device has one session whichever JID a stanza names it by (WhatsApp's clients keep sessions
+ * and identities by LID since LIDs came): a phone-number address whose LID the store's map knows
+ * (lid_for_pn) is stored under its LID address, and a session kept under the phone number before
+ * the map knew it moves to the LID address the first time it is used. Callers may pass either.
+ *
  * One wa_signal per login and per thread (the library's objects are not thread-safe).
  */
 #ifndef WA_SIGNAL_H
@@ -23,6 +28,9 @@
 #include <stdint.h>
 
 typedef struct wa_signal wa_signal;
+
+/* phone-number names whose LID (or its absence) a wa_signal keeps */
+#define WA_SIGNAL_LID_CACHE 64
 
 typedef enum wa_signal_type {
     WA_SIGNAL_MSG = 0,   /* <enc type="msg">: a message on an established session */
@@ -66,6 +74,9 @@ int wa_signal_decrypt(wa_signal *s, const char *name, uint32_t device, wa_signal
  * wa_signal_process_bundle or wa_signal_decrypt that did so (the caller raises "security code
  * changed"); calling it also clears the mark (do so after a rolled-back transaction). */
 bool wa_signal_take_identity_change(wa_signal *s);
+/* The store's LID <-> phone number map changed (lid_map_save, lid_map_delete): what the wa_signal
+ * remembered of it is dropped. */
+void wa_signal_lids_changed(wa_signal *s);
 /* Forgets every session and stored identity of a user's devices (name as in wa_signal_address):
  * the server said its identity changed, so the next message starts over from fresh keys. */
 int wa_signal_forget_user(wa_signal *s, const char *name);

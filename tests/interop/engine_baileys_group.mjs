@@ -1,5 +1,8 @@
 // Live group: our engine (engine_tool) and TWO unmodified Baileys 7.0.0-rc14 clients (A and B),
-// each on its own account of wa-sim, in one LID group. Checked: the engine creates the group with
+// each on its own account of wa-sim, in one LID group. Checked: B first writes to the engine's phone
+// number, then makes a group with the engine and writes first: its sender key comes on the DM's
+// session (Baileys keeps it by LID), addressed by LID, and the engine reads it without a retry
+// (each engine error fails the test); the engine creates the group with
 // A and B (group_create; both learn it from the create notification); texts go all ways among the
 // three (the engine's SKDM pairwise then its skmsg; Baileys' keys reach the engine); the engine
 // removes B: its sender key rotates, so its next text reaches A and not B, and B - which still
@@ -99,6 +102,17 @@ async function device(name, phone) {
 const a = await device('a', A);
 const b = await device('b', B);
 expect(a.sock && b.sock, 'A and B (Baileys) paired and open');
+
+// 0. B writes to the engine's phone number before any group
+const dmB = await b.sock.sendMessage(pnJid(ENGINE), { text: 'B writes to the engine first' });
+expect(await engineMsg((e) => e.id === dmB.key.id && e.text === 'B writes to the engine first'),
+  'the engine decrypts B\'s text to its phone number');
+const g0 = await b.sock.groupCreate('B first', [pnJid(ENGINE)]);
+expect(g0?.id?.endsWith('@g.us'), `B creates a group with the engine (${g0?.id})`);
+const fromB0 = await b.sock.sendMessage(g0.id, { text: 'B writes first' });
+const eB0 = await engineMsg((e) => e.id === fromB0.key.id);
+expect(eB0 && eB0.chat === g0.id && eB0.text === 'B writes first' && eB0.parts.length === 2 &&
+  eB0.parts[0].skdm_only && eB0.parts[1].skmsg, 'the engine reads B\'s key on the DM\'s session (by LID now) and the text');
 
 // 1. the engine creates the group
 const created = await cmd({ op: 'group_create', subject: 'Engine and friends', participants: [pnJid(A), pnJid(B)] });

@@ -15,7 +15,8 @@
  * the content pairwise with the key; a redelivered stanza whose buffer rows are gone is receipted
  * without a message or a retry; removals and a leave rotate our key (the removed cannot decrypt
  * what follows, the others can), a leave and a removal of ourselves forget the group (sends then
- * fail); every queue drains.
+ * fail); every queue drains; a phone that first wrote to Alice's phone number sends its SKDM on
+ * that same session in a LID group, and Alice's engines read it without a retry.
  */
 #include "check.h"
 #include "sim_group.h"
@@ -29,10 +30,12 @@
 #define PHONE_B "15550000052"
 #define PHONE_C "15550000053"
 #define PHONE_D "15550000054"
+#define PHONE_E "15550000055"
 #define LID_A   "100000000000051"
 #define LID_B   "100000000000052"
 #define LID_C   "100000000000053"
 #define LID_D   "100000000000054"
+#define LID_E   "100000000000055"
 #define JID_A   PHONE_A "@s.whatsapp.net"
 #define JID_B   PHONE_B "@s.whatsapp.net"
 #define JID_C   PHONE_C "@s.whatsapp.net"
@@ -531,6 +534,97 @@ static void test_rotation(sim_rig *r)
     CHECK(res && res->code == 403);
 }
 
+/* Erin's phone (no history with Alice) first writes to Alice's phone number: A and A2 start a
+ * session from the pkmsg (from = PN, sender_lid = LID). Then Erin makes a LID group with Alice and
+ * writes there: her phone sends the SKDM on that same session (a msg, addressed by LID now), as a
+ * real phone does. A and A2 must read it at once, without a retry. */
+static void test_dm_then_group(sim_rig *r)
+{
+    sim_rig_peer *a = r->peers[0], *a2 = r->peers[1];
+    int errors[2] = {sim_rig_count(a, WA_EV_ERROR, NULL), sim_rig_count(a2, WA_EV_ERROR, NULL)};
+    char id[WA_MESSAGE_ID_MAX], err[128], gjid[WA_JID_STR_MAX];
+    CHECK_INT(
+        sim_admin_send_text(&r->s, PHONE_E, JID_A, "hi Alice", id, sizeof(id), err, sizeof(err)),
+        0);
+    sim_rig_advance(r, 100);
+    const sim_rig_msg *g = sim_rig_got(a, id);
+    CHECK(g && g->m.text && strcmp(g->m.text, "hi Alice") == 0);
+    CHECK(sim_rig_got(a2, id) != NULL);
+    const char *members[] = {JID_A};
+    CHECK_INT(sim_admin_group_create(&r->s, PHONE_E, "Erin's", members, 1, gjid, sizeof(gjid), err,
+                                     sizeof(err)),
+              0);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_admin_group_send(&r->s, PHONE_E, gjid, "hello Erin's group", id, sizeof(id), err,
+                                   sizeof(err)),
+              0);
+    sim_rig_advance(r, 100);
+    for (int i = 0; i < 2; i++) {
+        sim_rig_peer *p = i ? a2 : a;
+        g = sim_rig_got(p, id);
+        CHECK(g && strcmp(g->chat, gjid) == 0 && strcmp(g->sender, LID_E "@lid") == 0 &&
+              g->m.text && strcmp(g->m.text, "hello Erin's group") == 0);
+        CHECK(g && g->nparts == 2 && !g->skmsg[0] && g->skdm_only[0] && g->skmsg[1]);
+        CHECK_INT(sim_rig_count(p, WA_EV_ERROR, NULL) - errors[i], 0); /* no retry needed */
+    }
+    /* Erin's phone writes to the phone number again: the same (now LID) session reads it */
+    CHECK_INT(
+        sim_admin_send_text(&r->s, PHONE_E, JID_A, "still me", id, sizeof(id), err, sizeof(err)),
+        0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->m.text && strcmp(g->m.text, "still me") == 0);
+    /* and A answers on the phone number: Erin's phone reads it */
+    CHECK_INT(sim_rig_send_text(r, a, PHONE_E "@s.whatsapp.net", "hi Erin", id), WA_OK);
+    const sim_phone_msg *pm = sim_rig_phone_got(r, PHONE_E, id);
+    CHECK(pm && !pm->failed && strcmp(pm->text, "hi Erin") == 0);
+    CHECK_INT(
+        sim_admin_group_send(&r->s, PHONE_E, gjid, "second", id, sizeof(id), err, sizeof(err)), 0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->nparts == 1 && g->skmsg[0] && g->m.text && strcmp(g->m.text, "second") == 0);
+
+    /* A loses Erin's sender key: it asks again, and Erin's phone sends the content pairwise with
+     * its key (the retry's answer); what follows is skmsg only again */
+    CHECK_INT(a->store.sender_key_delete(a->store.ctx, gjid, LID_E "_1:0"), WA_STORE_OK);
+    CHECK_INT(sim_admin_group_send(&r->s, PHONE_E, gjid, "after the loss", id, sizeof(id), err,
+                                   sizeof(err)),
+              0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->nparts == 1 && !g->skmsg[0] && !g->skdm_only[0] && g->m.text &&
+          strcmp(g->m.text, "after the loss") == 0);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL) - errors[0], 1); /* "asked again" */
+    CHECK_INT(
+        sim_admin_group_send(&r->s, PHONE_E, gjid, "and on", id, sizeof(id), err, sizeof(err)), 0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->nparts == 1 && g->skmsg[0] && g->m.text && strcmp(g->m.text, "and on") == 0);
+    /* A loses the session and the key: its retry carries keys, the phone starts a new session */
+    CHECK_INT(a->store.sender_key_delete(a->store.ctx, gjid, LID_E "_1:0"), WA_STORE_OK);
+    CHECK_INT(a->store.session_delete(a->store.ctx, LID_E "_1:0"), WA_STORE_OK);
+    CHECK_INT(
+        sim_admin_group_send(&r->s, PHONE_E, gjid, "new session", id, sizeof(id), err, sizeof(err)),
+        0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->nparts == 1 && !g->skmsg[0] && g->m.text &&
+          strcmp(g->m.text, "new session") == 0);
+    CHECK(sim_rig_got(a2, id) != NULL);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL) - errors[0], 2);
+    CHECK_INT(sim_rig_count(a2, WA_EV_ERROR, NULL) - errors[1], 0);
+    /* the same in a chat: A lost the session, Erin's phone answers the retry with a new one */
+    CHECK_INT(a->store.session_delete(a->store.ctx, LID_E "_1:0"), WA_STORE_OK);
+    CHECK_INT(sim_admin_send_text(&r->s, PHONE_E, JID_A, "lost and found", id, sizeof(id), err,
+                                  sizeof(err)),
+              0);
+    sim_rig_advance(r, 100);
+    g = sim_rig_got(a, id);
+    CHECK(g && g->m.text && strcmp(g->m.text, "lost and found") == 0);
+    CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL) - errors[0], 3);
+    CHECK_INT(sim_rig_got_count(a, id), 1);
+}
+
 /* A call waiting when the connection closes is answered with WA_ERR_TIMEOUT; calls need a
  * connection. */
 static void test_offline(sim_rig *r)
@@ -557,6 +651,7 @@ int main(void)
     CHECK(sim_account_add(&r->s, PHONE_B, LID_B, "Bob Phone") != NULL);
     CHECK(sim_account_add(&r->s, PHONE_C, LID_C, "Carol Phone") != NULL);
     CHECK(sim_account_add(&r->s, PHONE_D, LID_D, "Dave Phone") != NULL);
+    CHECK(sim_account_add(&r->s, PHONE_E, LID_E, "Erin Phone") != NULL);
     sim_rig_pair(r, PHONE_A, "Alice");
     sim_rig_pair(r, PHONE_A, "Alice");
     sim_rig_pair(r, PHONE_B, "Bob");
@@ -576,6 +671,7 @@ int main(void)
         for (int i = 0; i < r->s.naccounts; i++)
             for (int d = 0; d < r->s.accounts[i].ndevices; d++)
                 CHECK_INT(r->s.accounts[i].devices[d].queued, 0);
+        test_dm_then_group(r);
         test_offline(r);
     }
     sim_rig_free(r);

@@ -2,7 +2,8 @@
  * tests/unit/test_signal.c - wa/signal between two of our own devices over in-memory stores:
  * a session from a bundle (with and without a one-time prekey), pkmsg then msg both ways,
  * out-of-order and duplicate messages, a forged signed prekey, tampered ciphertexts, padding, the
- * one-time prekey consumed, and the session surviving a new wa_signal on the same store.
+ * one-time prekey consumed, and the session surviving a new wa_signal on the same store; sessions
+ * kept by LID when the LID <-> phone number map knows it (one kept by phone number moves).
  * The interop with libsignal from npm is tests/interop/signal_interop.mjs.
  */
 #include "check.h"
@@ -101,6 +102,64 @@ static void test_conversation(bool with_prekey)
     peer_free(&bob);
 }
 
+/* One session per device whichever JID names it: a session made by phone number before the LID
+ * was known moves to the LID key when the map learns it (asked by LID or by phone number); with
+ * the map known, a new session is kept by LID at once; forgetting the user clears both. */
+static void test_lid_keys(void)
+{
+    peer alice, bob, carol;
+    peer_init(&alice, 1111);
+    peer_init(&bob, 2222);
+    peer_init(&carol, 3333);
+    wa_store *st = &alice.store;
+    wa_prekey_bundle b = bundle_of(&bob, true);
+    CHECK_INT(wa_signal_process_bundle(alice.sig, "15550000002", 1, &b), WA_OK);
+    CHECK_INT(send_text(&alice, "alice", &bob, "15550000002", "by phone number"), WA_SIGNAL_PKMSG);
+    CHECK_INT(send_text(&bob, "15550000002", &alice, "alice", "answer"), WA_SIGNAL_MSG);
+    CHECK(!wa_signal_has_session(alice.sig, "100000000000002_1", 1)); /* the map is empty */
+    wb_buf rec;
+    wb_buf_init(&rec);
+    uint8_t ik[WA_KEY_LEN];
+    CHECK_INT(st->session_load(st->ctx, "15550000002:1", &rec), WA_STORE_OK);
+    /* the map learns Bob's LID: asked by LID, the session moves and goes on */
+    CHECK_INT(st->lid_map_save(st->ctx, "100000000000002@lid", "15550000002@s.whatsapp.net"),
+              WA_STORE_OK);
+    wa_signal_lids_changed(alice.sig);
+    CHECK_INT(send_text(&bob, "100000000000002_1", &alice, "alice", "by LID now"), WA_SIGNAL_MSG);
+    CHECK_INT(st->session_load(st->ctx, "15550000002:1", &rec), WA_STORE_NOT_FOUND);
+    CHECK_INT(st->identity_load(st->ctx, "15550000002:1", ik), WA_STORE_NOT_FOUND);
+    CHECK_INT(st->session_load(st->ctx, "100000000000002_1:1", &rec), WA_STORE_OK);
+    CHECK_INT(st->identity_load(st->ctx, "100000000000002_1:1", ik), WA_STORE_OK);
+    CHECK(memcmp(ik, bob.dev.identity.pub, WA_KEY_LEN) == 0);
+    /* by phone number it is the same session, both ways */
+    CHECK(wa_signal_has_session(alice.sig, "15550000002", 1));
+    CHECK_INT(send_text(&alice, "alice", &bob, "15550000002", "same session"), WA_SIGNAL_MSG);
+    CHECK_INT(send_text(&bob, "15550000002", &alice, "alice", "indeed"), WA_SIGNAL_MSG);
+    CHECK_INT(st->session_load(st->ctx, "15550000002:1", &rec), WA_STORE_NOT_FOUND);
+
+    /* the map known first: a session by phone number is kept by LID at once; the old way
+     * (asked by phone number) moves a session kept under the phone number too */
+    CHECK_INT(st->lid_map_save(st->ctx, "100000000000003@lid", "15550000003@s.whatsapp.net"),
+              WA_STORE_OK);
+    wa_signal_lids_changed(alice.sig);
+    b = bundle_of(&carol, true);
+    CHECK_INT(wa_signal_process_bundle(alice.sig, "15550000003", 1, &b), WA_OK);
+    CHECK_INT(st->session_load(st->ctx, "15550000003:1", &rec), WA_STORE_NOT_FOUND);
+    CHECK_INT(st->session_load(st->ctx, "100000000000003_1:1", &rec), WA_STORE_OK);
+    CHECK_INT(send_text(&alice, "alice", &carol, "15550000003", "hello Carol"), WA_SIGNAL_PKMSG);
+    CHECK_INT(send_text(&carol, "100000000000003_1", &alice, "alice", "hi"), WA_SIGNAL_MSG);
+
+    /* forgetting Bob by phone number clears his LID keys */
+    CHECK_INT(wa_signal_forget_user(alice.sig, "15550000002"), WA_OK);
+    CHECK(!wa_signal_has_session(alice.sig, "100000000000002_1", 1));
+    CHECK_INT(st->identity_load(st->ctx, "100000000000002_1:1", ik), WA_STORE_NOT_FOUND);
+    CHECK(wa_signal_has_session(alice.sig, "100000000000003_1", 1));
+    wb_buf_free(&rec);
+    peer_free(&alice);
+    peer_free(&bob);
+    peer_free(&carol);
+}
+
 static void test_forged_bundle(void)
 {
     peer alice, bob;
@@ -146,6 +205,7 @@ int main(void)
     test_conversation(false);
     test_forged_bundle();
     test_padding();
+    test_lid_keys();
     wa_crypto_free(crypto);
     return CHECK_DONE();
 }

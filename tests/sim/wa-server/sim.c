@@ -72,6 +72,8 @@ void sim_free(sim *s)
         phone_free(s->accounts[i].primary);
         s->accounts[i].primary = NULL;
     }
+    for (size_t i = 0; s->sent && i < SIM_SENT_RING; i++)
+        free(s->sent[i].plain);
     free(s->sent);
     sim_groups_free(s);
     wb_buf_free(&s->cert_chain);
@@ -1159,6 +1161,9 @@ static void sent_note(sim *s, sim_account *from, uint16_t from_dev, sim_account 
     e->from = from;
     e->from_device = from_dev;
     e->to = to;
+    free(e->plain);
+    e->plain = NULL;
+    e->plain_len = 0;
 }
 
 /* The newest record of message id sent to `to`, or NULL. */
@@ -1381,6 +1386,44 @@ static void on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
 /* A client's <receipt id to [type]>[<list><item id/>...]: acks those messages for this device and
  * goes on to the devices that sent them (delivered, read, played, retry): one receipt per sending
  * device, its first id as the receipt's id and the others in its <list>. */
+static int phone_retry_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev,
+                               const wa_node *r, const wb_buf *plain, wb_buf *out,
+                               wa_signal_type *type);
+
+/* The phone that sent m answers the retry receipt r of device dev of acct, as WhatsApp's phones
+ * do: the same content encrypted again (a new session from the receipt's keys when it has them),
+ * in a <message> like the first with <enc count> for that device only. */
+static void phone_resend(sim *s, wb_arena *a, const sim_sent *m, sim_account *acct, sim_device *dev,
+                         bool lid, const wa_node *r)
+{
+    sim_phone *p = phone_of(s, m->from);
+    const wa_node *retry = wa_node_child(r, "retry");
+    const char *count = retry ? wa_node_attr(retry, "count") : NULL;
+    wb_buf plain, ct;
+    wb_buf_init(&plain);
+    wb_buf_init(&ct);
+    wb_buf_append(&plain, m->plain, m->plain_len);
+    wa_signal_type t;
+    int rc = p ? phone_retry_encrypt(s, p, acct, dev->id, r, &plain, &ct, &t) : -1;
+    if (rc == 0) {
+        wa_node *n = message_node(s, a, m->from, 0, lid, m->id, m->type, NULL);
+        if (m->edit[0]) wa_node_set_attr(a, n, "edit", m->edit);
+        wa_node *enc = wa_node_new(a, "enc");
+        wa_node_set_attr(a, enc, "v", "2");
+        wa_node_set_attr(a, enc, "type", t == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
+        wa_node_set_attr(a, enc, "count", count ? count : "1");
+        if (m->hide_fail) wa_node_set_attr(a, enc, "decrypt-fail", "hide");
+        wa_node_set_bytes(a, enc, ct.data, ct.len);
+        wa_node_add_child(a, n, enc);
+        deliver(s, acct, dev, n, false, m->id);
+    }
+    logf_(s, "phone %s %s %s again for %s:%u (retry %s)\n", m->from->phone,
+          rc == 0 ? "sent" : "cannot send", m->id, acct->phone, dev->id, count ? count : "?");
+    if (plain.data) wa_wipe(plain.data, plain.len);
+    wb_buf_free(&plain);
+    wb_buf_free(&ct);
+}
+
 static void on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
 {
     const char *id = wa_node_attr(r, "id"), *to = wa_node_attr(r, "to");
@@ -1419,6 +1462,10 @@ static void on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
     size_t nout = 0;
     for (size_t k = 0; k < nids; k++) {
         const sim_sent *orig = sent_find(s, me, ids[k]);
+        if (retry && k == 0 && orig && orig->from_device == 0 && orig->plain && orig->from != me) {
+            phone_resend(s, a, orig, me, my, lid, r);
+            return;
+        }
         sim_account *sender = orig ? orig->from : ta;
         uint16_t dev = orig ? orig->from_device : (ta ? tj.device : 0);
         if (!sender || sender == me || dev == 0 || !companion(sender, dev))
@@ -1718,6 +1765,50 @@ static int phone_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev, 
                : -1;
 }
 
+static uint32_t get_be(const uint8_t *p, size_t n)
+{
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A retry receipt r from device dev of acct for a message phone p sent: encrypts plain again for
+ * that device, as WhatsApp's phones answer retries. The receipt's <keys> (with <registration>)
+ * start a new session first: the device lost the old one; without them the session is kept (one
+ * from a bundle when there is none). 0 or -1. */
+static int phone_retry_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev,
+                               const wa_node *r, const wb_buf *plain, wb_buf *out,
+                               wa_signal_type *type)
+{
+    const wa_node *keys = wa_node_child(r, "keys");
+    if (keys) {
+        const wa_node *reg = child_bytes(r, "registration", 4);
+        const wa_node *ident = child_bytes(keys, "identity", 32);
+        const wa_node *skey = wa_node_child(keys, "skey"), *key = wa_node_child(keys, "key");
+        const wa_node *sid = skey ? child_bytes(skey, "id", 3) : NULL;
+        const wa_node *sval = skey ? child_bytes(skey, "value", 32) : NULL;
+        const wa_node *ssig = skey ? child_bytes(skey, "signature", 64) : NULL;
+        const wa_node *kid = key ? child_bytes(key, "id", 3) : NULL;
+        const wa_node *kval = key ? child_bytes(key, "value", 32) : NULL;
+        if (!reg || !ident || !sid || !sval || !ssig) return -1;
+        wa_prekey_bundle b = {.registration_id = get_be(reg->data, 4),
+                              .signed_prekey_id = get_be(sid->data, 3)};
+        memcpy(b.identity, ident->data, 32);
+        memcpy(b.signed_prekey, sval->data, 32);
+        memcpy(b.signature, ssig->data, 64);
+        if (kid && kval) {
+            b.has_prekey = true;
+            b.prekey_id = get_be(kid->data, 3);
+            memcpy(b.prekey, kval->data, 32);
+        }
+        char name[40];
+        signal_name(acct, name, sizeof(name));
+        if (wa_signal_process_bundle(p->signal, name, dev, &b) != WA_OK) return -1;
+    }
+    return phone_encrypt(s, p, acct, dev, plain, out, type);
+}
+
 static wa_node *enc_node(wb_arena *a, const wb_buf *ct, wa_signal_type type)
 {
     wa_node *enc = wa_node_new(a, "enc");
@@ -1750,6 +1841,15 @@ static int phone_fanout(sim *s, sim_account *me, sim_account *ta, bool lid,
     wb_arena_init(&a, 0);
     wb_buf ct;
     sent_note(s, me, 0, ta, id);
+    sim_sent *note = s->sent ? &s->sent[(s->sent_next + SIM_SENT_RING - 1) % SIM_SENT_RING] : NULL;
+    if (note && strcmp(note->id, id) == 0 && peer_plain->len &&
+        (note->plain = malloc(peer_plain->len))) { /* kept for the retries of its devices */
+        memcpy(note->plain, peer_plain->data, peer_plain->len);
+        note->plain_len = peer_plain->len;
+        snprintf(note->type, sizeof(note->type), "%s", attrs->type);
+        snprintf(note->edit, sizeof(note->edit), "%s", attrs->edit ? attrs->edit : "");
+        note->hide_fail = attrs->hide_fail;
+    }
     for (int side = 0; side < 2 && !peer_plain->failed && !own_plain->failed; side++) {
         sim_account *acct = side == 0 ? ta : me;
         for (int d = side == 0 ? -1 : 0; d < acct->ndevices; d++) {
@@ -2361,6 +2461,12 @@ int sim_phone_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev, con
                       wb_buf *out, wa_signal_type *type)
 {
     return phone_encrypt(s, p, acct, dev, plain, out, type);
+}
+
+int sim_phone_retry_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev, const wa_node *r,
+                            const wb_buf *plain, wb_buf *out, wa_signal_type *type)
+{
+    return phone_retry_encrypt(s, p, acct, dev, r, plain, out, type);
 }
 
 void sim_deliver(sim *s, sim_account *acct, sim_device *dev, const wa_node *n, bool is_receipt,

@@ -73,6 +73,12 @@ typedef struct sim_sent {
     struct sim_account *from; /* sending account */
     uint16_t from_device;     /* sending device (0: the phone) */
     struct sim_account *to;   /* receiving account */
+    uint8_t *plain;           /* a phone's message to `to` (Message bytes), for its retries;
+                                 malloc'd, NULL for a companion's */
+    size_t plain_len;         /* bytes in plain */
+    char type[12];            /* the phone's stanza type ("text", "reaction") */
+    char edit[4];             /* its edit attribute, "" when none */
+    bool hide_fail;           /* its <enc decrypt-fail="hide"> */
 } sim_sent;
 
 typedef struct sim_prekey {

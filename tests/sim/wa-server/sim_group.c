@@ -58,12 +58,14 @@ typedef struct group {
     size_t last_len;                 /* bytes in last_skmsg */
 } group;
 
-/* A group message: who sent it, for routing receipts. */
+/* A group message: who sent it, for routing receipts; a phone's content for its retries. */
 typedef struct group_msg {
     char id[SIM_ID_MAX + 1]; /* "" for a free slot */
     group *g;
     sim_account *from;
     uint16_t from_dev;
+    uint8_t *plain;   /* a phone's message (Message bytes), malloc'd; NULL for a companion's */
+    size_t plain_len; /* bytes in plain */
 } group_msg;
 
 struct sim_groups {
@@ -117,6 +119,8 @@ void sim_groups_free(sim *s)
     for (size_t i = 0; i < s->groups->n; i++)
         group_free(s->groups->v[i]);
     free(s->groups->v);
+    for (size_t i = 0; i < GROUP_RING; i++)
+        free(s->groups->ring[i].plain);
     free(s->groups->ring);
     free(s->groups);
     s->groups = NULL;
@@ -741,7 +745,9 @@ void sim_group_on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
 
 /* --- messages --- */
 
-static void ring_note(sim *s, group *g, sim_account *from, uint16_t dev, const char *id)
+/* Remembers who sent message id to g; a phone's content (plain, may be NULL) too. */
+static void ring_note(sim *s, group *g, sim_account *from, uint16_t dev, const char *id,
+                      const wb_buf *plain)
 {
     struct sim_groups *gs = groups_of(s);
     if (!gs) return;
@@ -751,6 +757,10 @@ static void ring_note(sim *s, group *g, sim_account *from, uint16_t dev, const c
     e->g = g;
     e->from = from;
     e->from_dev = dev;
+    free(e->plain);
+    e->plain = plain && plain->len ? malloc(plain->len) : NULL;
+    e->plain_len = e->plain ? plain->len : 0;
+    if (e->plain) memcpy(e->plain, plain->data, plain->len);
 }
 
 static const group_msg *ring_find(sim *s, const group *g, const char *id)
@@ -940,7 +950,7 @@ void sim_group_on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
     char sender[64];
     lid_jid(me, my, sender, sizeof(sender));
     if (skmsg) remember_last(g, id, sender, skmsg);
-    ring_note(s, g, me, my, id);
+    ring_note(s, g, me, my, id, NULL);
     wa_node *di = wa_node_child(msg, "device-identity");
     const char *type = wa_node_attr(msg, "type");
     size_t reached = 0;
@@ -988,6 +998,48 @@ void sim_group_on_message(sim *s, sim_conn *c, wb_arena *a, wa_node *msg)
     ack(s, c, a, id, to, 0, only_acct ? NULL : g);
 }
 
+/* The phone that sent m answers the retry receipt r of device dev of acct, as WhatsApp's phones
+ * do: the content again, pairwise, with its sender key (SKDM) added so that the device reads what
+ * follows, in <message from=group participant=phone><enc count/></message> to that device only. */
+static void phone_resend(sim *s, wb_arena *a, group *g, const group_msg *m, sim_account *acct,
+                         sim_device *dev, const wa_node *r)
+{
+    sim_phone *p = sim_phone_of(s, m->from);
+    wa_senderkey *sk = p ? wa_senderkey_new(s->crypto, &p->store, NULL) : NULL;
+    const wa_node *retry = wa_node_child(r, "retry");
+    const char *count = retry ? wa_node_attr(retry, "count") : NULL;
+    char name[40];
+    sim_signal_name(m->from, name, sizeof(name));
+    wb_buf skdm, body, ct;
+    wb_buf_init(&skdm);
+    wb_buf_init(&body);
+    wb_buf_init(&ct);
+    wb_buf_append(&body, m->plain, m->plain_len);
+    wa_signal_type t;
+    int rc = sk ? wa_senderkey_create(sk, g->jid, name, 0, &skdm) : WA_ERR_STATE;
+    if (rc == WA_OK) rc = wa_senderkey_message(g->jid, skdm.data, skdm.len, &body);
+    if (rc == WA_OK && sim_phone_retry_encrypt(s, p, acct, dev->id, r, &body, &ct, &t) != 0)
+        rc = WA_ERR_STATE;
+    if (rc == WA_OK) {
+        wa_node *enc = wa_node_new(a, "enc");
+        wa_node_set_attr(a, enc, "v", "2");
+        wa_node_set_attr(a, enc, "type", t == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
+        wa_node_set_attr(a, enc, "count", count ? count : "1");
+        wa_node_set_bytes(a, enc, ct.data, ct.len);
+        wa_node *out = group_message_node(s, a, g, m->from, 0, m->id, "text");
+        wa_node_add_child(a, out, enc);
+        sim_deliver(s, acct, dev, out, false, m->id);
+        note(g, m->from, acct, dev->id);
+    }
+    glog(s, "phone %s %s %s again for %s:%u (retry %s)\n", m->from->phone,
+         rc == WA_OK ? "sent" : "cannot send", m->id, acct->phone, dev->id, count ? count : "?");
+    wa_senderkey_free(sk);
+    wb_buf_free(&skdm);
+    if (body.data) wa_wipe(body.data, body.len);
+    wb_buf_free(&body);
+    wb_buf_free(&ct);
+}
+
 void sim_group_on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
 {
     const char *id = wa_node_attr(r, "id"), *to = wa_node_attr(r, "to");
@@ -1008,8 +1060,12 @@ void sim_group_on_receipt(sim *s, sim_conn *c, wb_arena *a, wa_node *r)
         sender = sim_account_of_jid(s, &pj, NULL);
         dev = pj.device;
     }
+    if (retry && orig && orig->plain && sender != me && dev == 0) {
+        phone_resend(s, a, g, orig, me, &me->devices[c->device_index], r);
+        return;
+    }
     sim_device *td = sender && sender != me && dev ? sim_companion(sender, dev) : NULL;
-    if (!td) return; /* the phones need no receipts; our own devices neither */
+    if (!td) return; /* the phones need no other receipts; our own devices neither */
     char jid[64];
     lid_jid(me, retry ? me->devices[c->device_index].id : 0, jid, sizeof(jid));
     wa_node *out = wa_node_new(a, "receipt");
@@ -1118,7 +1174,7 @@ int sim_admin_group_send(sim *s, const char *phone, const char *group_jid, const
         wa_node_set_attr(&a, skmsg, "type", "skmsg");
         wa_node_set_bytes(&a, skmsg, sk_ct.data, sk_ct.len);
         remember_last(g, id, sender, skmsg);
-        ring_note(s, g, me, 0, id);
+        ring_note(s, g, me, 0, id, &plain);
         for (size_t k = 0; k < g->nmembers; k++) {
             sim_account *acct = g->members[k].acct;
             for (int d = acct == me ? 0 : -1; d < acct->ndevices; d++) {

@@ -91,6 +91,10 @@ sim_phone *sim_phone_of(sim *s, sim_account *acct);
  * bundle when there is none. 0 or -1. */
 int sim_phone_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev, const wb_buf *plain,
                       wb_buf *out, wa_signal_type *type);
+/* Encrypts plain again from phone p for device dev of acct, answering its retry receipt r: a new
+ * session from the receipt's <keys> when it has them. 0 or -1. */
+int sim_phone_retry_encrypt(sim *s, sim_phone *p, sim_account *acct, uint16_t dev, const wa_node *r,
+                            const wb_buf *plain, wb_buf *out, wa_signal_type *type);
 /* Queues n for a companion (and sends it now when online). */
 void sim_deliver(sim *s, sim_account *acct, sim_device *dev, const wa_node *n, bool is_receipt,
                  const char *id);
