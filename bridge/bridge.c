@@ -466,14 +466,6 @@ static int engine_barrier(void *arg)
     return rc;
 }
 
-/* Before each engine step: when nothing else is queued, its commits are made synchronous, so
- * the barrier right after it has nothing left to flush (one round trip less per lone message). */
-static void engine_hint(void *arg, bool last)
-{
-    br_engine *e = arg;
-    db_sync_commits(e->db, last);
-}
-
 static int cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -606,7 +598,6 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         e->w = wa_worker_new(b->net, br_login_on_engine_event, e);
         if (!e->w) goto nomem;
         wa_worker_set_barrier(e->w, engine_barrier, e);
-        wa_worker_set_hint(e->w, engine_hint, e);
     }
 
     /* the logins we hold, then the pump (inbox events need their logins listed) */

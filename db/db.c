@@ -58,7 +58,6 @@ struct db_conn {
      * (or its COMMIT) in one pipeline. While begin_pending, nothing of the transaction reached
      * the server, so a lost connection loses nothing and may simply be re-established. */
     bool begin_pending;
-    bool sync_commits;     /* async_commit: commits are synchronous for now (db_sync_commits) */
     const char *begin_sql; /* "BEGIN ..." for the flags given to db_begin */
     stmt_queue deferred;   /* db_exec_deferred's queue, sent in the next round trip */
     stmt_queue later;      /* db_exec_later's queue (outside transactions) */
@@ -473,13 +472,6 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
     if (st && sent)
         sent = PQsendQueryPrepared(c->pg, st->name, nparams, w->values, w->lengths, w->formats,
                                    1) == 1;
-    /* a synchronous commit (sync_commits) of a transaction with an xid: its WAL flush then
-     * covers every earlier commit of the server too */
-    bool sync = with_commit && c->opts.async_commit && c->sync_commits;
-    if (sync && sent)
-        sent = PQsendQueryParams(c->pg, "SET LOCAL synchronous_commit = on", 0, NULL, NULL, NULL,
-                                 NULL, 0) == 1 &&
-               PQsendQueryParams(c->pg, "SELECT txid_current()", 0, NULL, NULL, NULL, NULL, 0) == 1;
     if (with_commit && sent) {
         sent = PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
         *commit_sent = sent;
@@ -487,7 +479,7 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
     if (sent) sent = PQpipelineSync(c->pg) == 1;
     /* the results, query by query (each query's results end with a NULL) */
     size_t q = 0, first_defer = with_begin ? 1 : 0, main_q = first_defer + c->deferred.n;
-    size_t commit_q = main_q + (st ? 1 : 0) + (sync ? 2 : 0);
+    size_t commit_q = main_q + (st ? 1 : 0);
     int err = DB_OK;
     bool synced = false;
     while (sent && !synced) {
@@ -502,12 +494,11 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
                                ? c->deferred.items[q - first_defer].st->name
                            : st && q == main_q    ? st->name
                            : with_begin && q == 0 ? "BEGIN"
-                           : q == commit_q        ? "COMMIT"
-                                                  : "synchronous COMMIT";
+                                                  : "COMMIT";
         if (s == PGRES_PIPELINE_SYNC) {
             synced = true;
         } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
-            bool tx_cmd = (with_begin && q == 0) || (with_commit && q >= commit_q - (sync ? 2 : 0));
+            bool tx_cmd = (with_begin && q == 0) || (with_commit && q == commit_q);
             if (tx_cmd && strcmp(PQcmdStatus(res), "ROLLBACK") == 0 && err == DB_OK)
                 err = set_error(c, DB_ERR_TX_ABORTED, "25P02", "COMMIT: the server rolled back");
             if (!tx_cmd && affected) *affected += db_result_affected(res);
@@ -535,7 +526,6 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
         PQclear(*out);
         *out = NULL;
     }
-    if (sync && err == DB_OK) c->unsynced = false; /* everything before is on disk */
     return err;
 }
 
@@ -1052,8 +1042,7 @@ int db_begin(db_conn *c, int flags)
 int db_commit(db_conn *c)
 {
     if (!c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "COMMIT: no transaction is open");
-    bool sync = c->opts.async_commit && c->sync_commits;
-    if (!c->tx_lost && !c->tx_failed && (c->begin_pending || c->deferred.n || sync)) {
+    if (!c->tx_lost && !c->tx_failed && (c->begin_pending || c->deferred.n)) {
         if (c->begin_pending && !c->deferred.n) { /* nothing ran: nothing to commit */
             c->in_tx = c->begin_pending = false;
             clear_error(c);
@@ -1176,11 +1165,6 @@ int db_exec_script(db_conn *c, const char *sql)
             c->tx_failed = true;
     }
     return rc;
-}
-
-void db_sync_commits(db_conn *c, bool on)
-{
-    c->sync_commits = on;
 }
 
 int db_sync(db_conn *c)

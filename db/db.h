@@ -84,10 +84,6 @@ bool db_conn_in_tx(const db_conn *c);
  * sync, or without async_commit. Not inside a transaction. A failure (the connection lost) means
  * earlier commits may not be durable: the caller must not act as if they were. */
 int db_sync(db_conn *c);
-/* With async_commit: while on, this connection's commits are synchronous, in the same round trip
- * (a worker that knows no more work is queued turns it on, so the commit before its db_sync
- * makes that sync free: a synchronous commit makes every earlier one durable too). */
-void db_sync_commits(db_conn *c, bool on);
 
 /* A statement: a static value, prepared on a connection the first time it runs there. */
 typedef struct db_stmt {

@@ -60,8 +60,6 @@ struct wa_worker {
     int nslots;
     wa_worker_barrier_fn barrier; /* made durable what the clients committed (or NULL) */
     void *barrier_arg;
-    wa_worker_hint_fn hint; /* told before each step whether the barrier follows it (or NULL) */
-    void *hint_arg;
     _Atomic uint64_t flushes, barrier_failures;
 };
 
@@ -248,12 +246,9 @@ static void *worker_main(void *arg)
         if (it) {
             w->head = it->next;
             if (!w->head) w->tail = NULL;
-            bool next_queued = w->head != NULL;
             pthread_mutex_unlock(&w->lock);
             /* runs and removals see (and may act on) everything before them sent */
             bool fence = it->kind == ITEM_RUN || it->kind == ITEM_REMOVE;
-            if (w->hint)
-                w->hint(w->hint_arg, fence || it->done || !next_queued || batch + 1 >= MAX_BATCH);
             if (fence) flush(w);
             run_item(w, it);
             pthread_mutex_lock(&w->lock);
@@ -276,7 +271,6 @@ static void *worker_main(void *arg)
         int64_t now = now_ms(), next = INT64_MAX;
         int n = w->nslots;
         pthread_mutex_unlock(&w->lock);
-        if (w->hint) w->hint(w->hint_arg, true);
         for (int i = 0; i < n; i++) {
             slot *s = w->slots[i];
             if (!s) continue;
@@ -435,12 +429,6 @@ int wa_worker_remove(wa_worker *w, int login)
         pthread_cond_wait(&w->cond, &w->lock);
     pthread_mutex_unlock(&w->lock);
     return 0;
-}
-
-void wa_worker_set_hint(wa_worker *w, wa_worker_hint_fn fn, void *arg)
-{
-    w->hint = fn;
-    w->hint_arg = arg;
 }
 
 void wa_worker_set_barrier(wa_worker *w, wa_worker_barrier_fn fn, void *arg)

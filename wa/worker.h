@@ -50,12 +50,6 @@ int wa_worker_remove(wa_worker *w, int login);
  * barrier, output goes out at the end of each batch as it is. Set it before adding logins. */
 typedef int (*wa_worker_barrier_fn)(void *arg);
 void wa_worker_set_barrier(wa_worker *w, wa_worker_barrier_fn fn, void *arg);
-/* fn(arg, last) runs before each step of the worker's clients; last = nothing else is queued, so
- * (unless more arrives meanwhile) the barrier follows this step: its owner may then make the
- * step's commits durable at once, leaving the barrier nothing to do. Set it before adding logins.
- */
-typedef void (*wa_worker_hint_fn)(void *arg, bool last);
-void wa_worker_set_hint(wa_worker *w, wa_worker_hint_fn fn, void *arg);
 /* Batches flushed so far, and how many of them had their barrier fail. */
 void wa_worker_flush_stats(wa_worker *w, uint64_t *flushes, uint64_t *failures);
 

@@ -627,22 +627,6 @@ static void test_sync(void)
     CHECK_INT(db_exec(a, &st_ins, q, 3, NULL), DB_OK);
     CHECK_INT(db_sync(a), DB_OK);
 
-    /* db_sync_commits: a commit is synchronous (on disk when it returns, however many async ones
-     * came before), so the following db_sync has nothing to vouch for, even with the backend
-     * gone; turned off, commits are asynchronous again */
-    for (int on = 1; on >= 0; on--) {
-        db_param w[3] = {db_p_int(900200 + on * 10), db_p_text("async"), db_p_null()};
-        CHECK_INT(db_exec(a, &st_ins, w, 3, NULL), DB_OK); /* asynchronous, unflushed */
-        db_sync_commits(a, on);
-        CHECK_INT(db_begin(a, 0), DB_OK);
-        w[0] = db_p_int(900201 + on * 10);
-        CHECK_INT(db_exec_deferred(a, &st_ins, w, 3), DB_OK);
-        CHECK_INT(db_commit(a), DB_OK);
-        CHECK(pgtest_kill_backend(a));
-        usleep(200 * 1000);
-        CHECK_INT(db_sync(a) == DB_OK, on); /* nothing to do / cannot vouch */
-    }
-    db_sync_commits(a, false);
     db_conn_close(a);
 }
 

@@ -4,8 +4,7 @@
  *   - the barrier runs before output leaves: every message event is preceded by a barrier that
  *     began after the message's data arrived (checked through the order of calls);
  *   - a burst of messages arriving while a barrier is slow shares barriers (fewer than half as
- *     many flushes as messages); the hint before each step says "more is queued" during the
- *     burst, and a barrier never follows a step hinted so;
+ *     many flushes as messages);
  *   - while the barrier fails, nothing the engine would send leaves: the phone's message stays
  *     unacknowledged at the server (wa-sim keeps it queued) and the connection is reopened; once
  *     the barrier works again the message is redelivered and acked, the server's queue empties.
@@ -30,20 +29,10 @@ static sim_proc simp;
 
 static atomic_int barrier_calls, barrier_fail, barrier_delay_ms, ready, messages, disconnects;
 static atomic_int calls_at_last_message;
-/* the hint before each step: a barrier only ever follows a step hinted "last" */
-static atomic_int last_hint, hints_not_last, barrier_after_not_last;
-
-static void hint(void *arg, bool last)
-{
-    (void)arg;
-    atomic_store(&last_hint, last);
-    if (!last) atomic_fetch_add(&hints_not_last, 1);
-}
 
 static int barrier(void *arg)
 {
     (void)arg;
-    if (!atomic_load(&last_hint)) atomic_fetch_add(&barrier_after_not_last, 1);
     atomic_fetch_add(&barrier_calls, 1);
     int delay = atomic_load(&barrier_delay_ms); /* a slow disk: work queues up meanwhile */
     if (delay) usleep((useconds_t)delay * 1000);
@@ -131,7 +120,6 @@ int main(int argc, char **argv)
     wa_net *net = wa_net_new(NULL);
     wa_worker *w = wa_worker_new(net, on_event, NULL);
     wa_worker_set_barrier(w, barrier, NULL);
-    wa_worker_set_hint(w, hint, NULL);
     wa_store store;
     wa_store_mem_new(&store);
     wa_client_config cfg = {.store = &store, .crypto = crypto, .trust_root = simp.root};
@@ -166,9 +154,6 @@ int main(int argc, char **argv)
     atomic_store(&barrier_delay_ms, 0);
     fprintf(stderr, "40 messages in %llu flushes\n", (unsigned long long)(f2 - f1));
     CHECK(f2 - f1 > 0 && f2 - f1 < 20);
-    /* the burst queued up: steps with more behind them were told so, and no barrier followed one */
-    CHECK(atomic_load(&hints_not_last) > 0);
-    CHECK_INT(atomic_load(&barrier_after_not_last), 0);
     wa_worker_call(w, 0, do_drain, &taken, true);
     CHECK_INT(taken, 41);
 
