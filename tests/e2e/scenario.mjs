@@ -67,7 +67,7 @@ export async function joinNextInvite(user, known = new Set()) {
 }
 
 // Messages a simulated phone received (wa-sim /admin/messages).
-export async function phoneMessages(wa, phone) {
-  const r = await wa.admin('GET', `/admin/messages?phone=${phone}`);
+export async function phoneMessages(wa, phone, from = 0) {
+  const r = await wa.admin('GET', `/admin/messages?phone=${phone}&from=${from}`);
   return r.json.messages ?? [];
 }

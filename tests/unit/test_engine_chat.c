@@ -140,6 +140,12 @@ int main(int argc, char **argv)
     wb_buf_init(&out);
     CHECK_INT(sim_proc_admin(&simp, "/admin/messages?phone=15550000012", NULL, &out), 200);
     CHECK(out.data && strstr((const char *)out.data, "hello Bob, from engine A") != NULL);
+    /* from=K: only the messages after the first K (what a poller has not seen yet) */
+    out.len = 0;
+    CHECK_INT(sim_proc_admin(&simp, "/admin/messages?phone=15550000012&from=1000", NULL, &out), 200);
+    CHECK(out.data && strstr((const char *)out.data, "\"messages\":[]") != NULL);
+    out.len = 0;
+    CHECK_INT(sim_proc_admin(&simp, "/admin/messages?phone=15550000012&from=x", NULL, &out), 400);
 
     /* B -> A, on the session B now has */
     send_req s2 = {"15550000011@s.whatsapp.net", "hi A, B here", -1};

@@ -15,7 +15,8 @@
  *
  * Admin API (JSON bodies):
  *   GET  /admin/state                       accounts, devices (online, prekeys, queued), the root
- *   GET  /admin/messages?phone=P            what the phone of P received: {"messages":[{sender,
+ *   GET  /admin/messages?phone=P[&from=K]   what the phone of P received (from its K-th message
+ *                                           on, 0 = the first): {"messages":[{sender,
  *                                           chat, id, text, t, own, failed, kind, target,
  *                                           rx_us}]} (kind:
  *                                           text, edit, reaction, revoke, unsupported, none;
@@ -381,7 +382,7 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
 }
 
 /* GET /admin/messages?phone=P: what the simulated phone of P received. */
-static enum MHD_Result admin_messages(struct MHD_Connection *conn, const char *phone)
+static enum MHD_Result admin_messages(struct MHD_Connection *conn, const char *phone, size_t from)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *list = cJSON_AddArrayToObject(o, "messages");
@@ -389,7 +390,7 @@ static enum MHD_Result admin_messages(struct MHD_Connection *conn, const char *p
     bool known = sim_account_find(&g_sim, phone) != NULL;
     size_t n = 0;
     const sim_phone_msg *m = sim_admin_phone_messages(&g_sim, phone, &n);
-    for (size_t i = 0; i < n && list; i++) {
+    for (size_t i = from; i < n && list; i++) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "sender", m[i].sender);
         cJSON_AddStringToObject(e, "chat", m[i].chat);
@@ -430,7 +431,12 @@ static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *conn, con
     if (strcmp(method, "GET") == 0 && strcmp(url, "/admin/messages") == 0) {
         const char *phone = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "phone");
         if (!phone) return reply_error(conn, MHD_HTTP_BAD_REQUEST, "phone is required");
-        return admin_messages(conn, phone);
+        const char *from = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from");
+        char *end = NULL;
+        unsigned long long k = from ? strtoull(from, &end, 10) : 0;
+        if (from && (!*from || *end || from[0] == '-'))
+            return reply_error(conn, MHD_HTTP_BAD_REQUEST, "from must be a message index");
+        return admin_messages(conn, phone, (size_t)k);
     }
     if (strcmp(method, "GET") == 0) {
         if (strcmp(url, "/admin/state") != 0)
