@@ -142,7 +142,8 @@ int main(int argc, char **argv)
     CHECK(out.data && strstr((const char *)out.data, "hello Bob, from engine A") != NULL);
     /* from=K: only the messages after the first K (what a poller has not seen yet) */
     out.len = 0;
-    CHECK_INT(sim_proc_admin(&simp, "/admin/messages?phone=15550000012&from=1000", NULL, &out), 200);
+    CHECK_INT(sim_proc_admin(&simp, "/admin/messages?phone=15550000012&from=1000", NULL, &out),
+              200);
     CHECK(out.data && strstr((const char *)out.data, "\"messages\":[]") != NULL);
     out.len = 0;
     CHECK_INT(sim_proc_admin(&simp, "/admin/messages?phone=15550000012&from=x", NULL, &out), 400);
