@@ -797,10 +797,17 @@ static int add_perm(parse_state *st, val_src src, const char *who, size_t who_le
     return 0;
 }
 
-/* "who=level,who=level" (an MXID may hold '=', so the last '=' splits). */
-static int set_perms_list(parse_state *st, val_src src, const char *v)
+/* What one key=value entry of an environment list adds (perms, double puppet secrets). */
+typedef int (*pair_fn)(parse_state *st, val_src src, const char *key, size_t key_len,
+                       const char *value);
+
+/* The environment's "key=value,key=value" form: add() for each non-empty entry, spaces around it
+ * and around the '=' trimmed. last_eq: the last '=' splits (an MXID may hold one), else the first
+ * (a token may). An entry without '=' fails with "entry <it>: <expected>", or with just
+ * <expected> when secret (the entry is not shown; and it is wiped after use). */
+static int set_pairs(parse_state *st, val_src src, const char *v, bool last_eq, bool secret,
+                     const char *expected, pair_fn add)
 {
-    perms_free(st->c);
     const char *p = v;
     while (*p) {
         size_t n = strcspn(p, ",");
@@ -813,11 +820,13 @@ static int set_perms_list(parse_state *st, val_src src, const char *v)
             *--e = '\0';
         int rc = 0;
         if (*s) {
-            char *eq = strrchr(s, '=');
-            if (!eq) {
+            char *eq = last_eq ? strrchr(s, '=') : strchr(s, '=');
+            if (!eq && secret) {
+                rc = fail_at(st, src, "%s", expected);
+            } else if (!eq) {
                 char q[256];
                 quote_value(q, sizeof q, s, strlen(s));
-                rc = fail_at(st, src, "entry %s: expected who=level (e.g. example.org=user)", q);
+                rc = fail_at(st, src, "entry %s: %s", q, expected);
             } else {
                 char *we = eq;
                 while (we > s && we[-1] == ' ')
@@ -826,15 +835,24 @@ static int set_perms_list(parse_state *st, val_src src, const char *v)
                 while (*lv == ' ')
                     lv++;
                 *we = '\0';
-                rc = add_perm(st, src, s, (size_t)(we - s), lv);
+                rc = add(st, src, s, (size_t)(we - s), lv);
             }
         }
+        if (secret) memset(entry, 0, n);
         free(entry);
         if (rc) return rc;
         p += n;
         if (*p == ',') p++;
     }
     return 0;
+}
+
+/* "who=level,who=level" */
+static int set_perms_list(parse_state *st, val_src src, const char *v)
+{
+    perms_free(st->c);
+    return set_pairs(st, src, v, true, false, "expected who=level (e.g. example.org=user)",
+                     add_perm);
 }
 
 /* double_puppet.secrets: one server name -> "as_token:<token>". The value is never quoted. */
@@ -876,33 +894,8 @@ static int add_dp_secret(parse_state *st, val_src src, const char *server, size_
 static int set_dp_list(parse_state *st, val_src src, const char *v)
 {
     dp_secrets_free(st->c);
-    const char *p = v;
-    while (*p) {
-        size_t n = strcspn(p, ",");
-        char *entry = strndup(p, n);
-        if (!entry) return fail(st, "out of memory");
-        char *s = entry, *e = entry + n;
-        while (*s == ' ')
-            s++;
-        while (e > s && e[-1] == ' ')
-            *--e = '\0';
-        int rc = 0;
-        if (*s) {
-            char *eq = strchr(s, '=');
-            if (!eq) {
-                rc = fail_at(st, src, "expected server=as_token:TOKEN entries, comma-separated");
-            } else {
-                *eq = '\0';
-                rc = add_dp_secret(st, src, s, strlen(s), eq + 1);
-            }
-        }
-        memset(entry, 0, n);
-        free(entry);
-        if (rc) return rc;
-        p += n;
-        if (*p == ',') p++;
-    }
-    return 0;
+    return set_pairs(st, src, v, false, true,
+                     "expected server=as_token:TOKEN entries, comma-separated", add_dp_secret);
 }
 
 /* Checks v (len bytes; from the YAML or the environment) for option i and stores it. */
