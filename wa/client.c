@@ -2424,15 +2424,7 @@ int wa_client_mark_read(wa_client *c, const char *chat, const char *sender, cons
     if (sender) wa_node_set_attr(&a, r, "participant", sender);
     wa_node_set_attr(&a, r, "type", played ? "played" : "read");
     wa_node_set_attr(&a, r, "t", t);
-    if (n > 1) {
-        wa_node *list = wa_node_new(&a, "list");
-        for (size_t i = 1; i < n; i++) {
-            wa_node *item = wa_node_new(&a, "item");
-            wa_node_set_attr(&a, item, "id", ids[i]);
-            wa_node_add_child(&a, list, item);
-        }
-        wa_node_add_child(&a, r, list);
-    }
+    wa_receipt_add_ids(&a, r, ids, n);
     int rc = wa_client_send_node(c, r);
     wb_arena_free(&a);
     return rc;

@@ -167,6 +167,18 @@ wa_node *wa_recv_receipt(wb_arena *a, const wa_node *msg)
     return answer(a, "receipt", msg);
 }
 
+void wa_receipt_add_ids(wb_arena *a, wa_node *receipt, const char *const *ids, size_t n)
+{
+    if (n < 2) return;
+    wa_node *list = wa_node_new(a, "list");
+    for (size_t i = 1; i < n; i++) {
+        wa_node *item = wa_node_new(a, "item");
+        wa_node_set_attr(a, item, "id", ids[i]);
+        wa_node_add_child(a, list, item);
+    }
+    wa_node_add_child(a, receipt, list);
+}
+
 wa_node *wa_recv_ack(wb_arena *a, const wa_node *msg)
 {
     wa_node *n = answer(a, "ack", msg);

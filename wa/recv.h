@@ -69,6 +69,9 @@ void wa_received_free(wa_received *r);
 
 /* <receipt id to [participant]> (delivery) for a message we read. */
 wa_node *wa_recv_receipt(wb_arena *a, const wa_node *msg);
+/* A receipt for several messages: ids[0] is the receipt's own id attribute (set by the caller),
+ * the others go into its <list><item id/>...</list> (nothing when n < 2). */
+void wa_receipt_add_ids(wb_arena *a, wa_node *receipt, const char *const *ids, size_t n);
 /* <ack class="message" id to [participant]> is implied by the receipt on WhatsApp; kept for
  * stanzas we cannot read at all. */
 wa_node *wa_recv_ack(wb_arena *a, const wa_node *msg);

@@ -7,6 +7,7 @@
 
 #include "util/base64.h"
 #include "wa/proto/wa.pb.h"
+#include "wa/recv.h"
 #include "wa/store_mem.h"
 
 #include <pb_decode.h>
@@ -2251,15 +2252,7 @@ int sim_admin_read_self(sim *s, const char *phone, const char *chat, const char 
     wa_node_set_attr(&a, r, "id", ids[0]);
     wa_node_set_attr(&a, r, "type", "read-self");
     wa_node_set_attr(&a, r, "t", t);
-    if (n > 1) {
-        wa_node *list = wa_node_new(&a, "list");
-        for (size_t i = 1; i < n; i++) {
-            wa_node *item = wa_node_new(&a, "item");
-            wa_node_set_attr(&a, item, "id", ids[i]);
-            wa_node_add_child(&a, list, item);
-        }
-        wa_node_add_child(&a, r, list);
-    }
+    wa_receipt_add_ids(&a, r, ids, n);
     int sent = 0;
     for (int i = 0; i < me->ndevices; i++) {
         sim_device *dev = &me->devices[i];
