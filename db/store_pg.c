@@ -1327,7 +1327,7 @@ static evbuf_filter *evbuf_filter_get(pg_store *s)
         if (len == WA_KEY_LEN) f->present[f->npresent++] = evbuf_fingerprint(h);
     }
     db_result_free(r);
-    qsort(f->present, f->npresent, sizeof(*f->present), cmp_u64);
+    if (f->npresent) qsort(f->present, f->npresent, sizeof(*f->present), cmp_u64);
     s->evbuf = f;
     return f;
 }
@@ -1335,7 +1335,7 @@ static evbuf_filter *evbuf_filter_get(pg_store *s)
 static bool evbuf_maybe_present(const evbuf_filter *f, const uint8_t hash[WA_KEY_LEN])
 {
     uint64_t fp = evbuf_fingerprint(hash);
-    if (bsearch(&fp, f->present, f->npresent, sizeof(fp), cmp_u64)) return true;
+    if (f->npresent && bsearch(&fp, f->present, f->npresent, sizeof(fp), cmp_u64)) return true;
     for (size_t i = 0; i < f->nrecent; i++)
         if (f->recent[i] == fp) return true;
     return false;
