@@ -56,10 +56,13 @@ static const db_stmt st_message_delete = {"bridge_message_delete",
 static const db_stmt st_txn_insert = {
     "bridge_txn_insert",
     "INSERT INTO mx_txn (txn_id, received_ms) VALUES ($1, $2) ON CONFLICT (txn_id) DO NOTHING", 0};
+/* an event of a transaction not seen before (before its txn row goes in, same SQL transaction) */
 static const db_stmt st_inbox_insert = {
     "bridge_inbox_insert",
     "INSERT INTO mx_inbox (txn_id, event_id, room_id, event_json, received_ms)"
-    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+    " SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint"
+    " WHERE NOT EXISTS (SELECT 1 FROM mx_txn WHERE txn_id = $1::text)"
+    " ON CONFLICT (event_id) DO NOTHING",
     0};
 static const db_stmt st_txn_prune = {"bridge_txn_prune",
                                      "DELETE FROM mx_txn WHERE received_ms < $1", I};
@@ -251,7 +254,7 @@ typedef struct txn_accept {
     const db_inbox_event *events; /* its events */
     size_t n;                     /* how many */
     int64_t received_ms;          /* arrival time */
-    bool duplicate;               /* out: the txn id was known */
+    int64_t txn_rows;             /* the txn row's insertion: 1 new, 0 known (set at commit) */
 } txn_accept;
 
 static void inbox_fill(void *arg, size_t i, db_param *p)
@@ -265,23 +268,20 @@ static void inbox_fill(void *arg, size_t i, db_param *p)
     p[4] = db_p_int(t->received_ms);
 }
 
+/* One round trip with BEGIN and COMMIT: the events (each only if the txn id is new), then the
+ * txn row, whose insertion tells whether it was new. */
 static int txn_accept_body(db_conn *c, void *arg)
 {
     txn_accept *t = arg;
-    db_param p[5] = {db_p_text(t->txn_id), db_p_int(t->received_ms)};
-    db_result *r;
-    int rc = db_exec(c, &st_txn_insert, p, 2, &r);
-    if (rc) return rc;
-    t->duplicate = db_result_affected(r) == 0;
-    db_result_free(r);
-    if (t->duplicate) return DB_OK;
-    /* the events travel with the COMMIT: one round trip for all of them */
+    db_param p[5];
     for (size_t i = 0; i < t->n; i++) {
         inbox_fill(t, i, p);
-        rc = db_exec_deferred(c, &st_inbox_insert, p, 5);
+        int rc = db_exec_deferred(c, &st_inbox_insert, p, 5);
         if (rc) return rc;
     }
-    return DB_OK;
+    p[0] = db_p_text(t->txn_id);
+    p[1] = db_p_int(t->received_ms);
+    return db_exec_deferred_count(c, &st_txn_insert, p, 2, &t->txn_rows);
 }
 
 int db_mx_txn_accept(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
@@ -290,10 +290,10 @@ int db_mx_txn_accept(db_conn *c, const char *txn_id, const db_inbox_event *event
     if (duplicate) *duplicate = false;
     if (!txn_id || (!events && n))
         return db_set_error(c, DB_ERR_INVALID, NULL, "db_mx_txn_accept: bad arguments");
-    txn_accept t = {txn_id, events, n, received_ms, false};
+    txn_accept t = {txn_id, events, n, received_ms, -1};
     /* idempotent as a whole: a repeat after an unknown commit finds the txn id and adds nothing */
     int rc = db_tx(c, DB_TX_IDEMPOTENT, txn_accept_body, &t);
-    if (rc == DB_OK && duplicate) *duplicate = t.duplicate;
+    if (rc == DB_OK && duplicate) *duplicate = t.txn_rows == 0;
     return rc;
 }
 

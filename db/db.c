@@ -31,7 +31,8 @@ typedef struct deferred_stmt {
     char *values[DB_MAX_PARAMS]; /* copies (NULL: SQL NULL), in one block starting at values[..] */
     int lengths[DB_MAX_PARAMS];
     int formats[DB_MAX_PARAMS];
-    char *block; /* the copies' storage */
+    char *block;       /* the copies' storage */
+    int64_t *affected; /* receives the rows it changed once it ran (NULL: not wanted) */
 } deferred_stmt;
 
 /* Statements queued with their parameters: db_exec_deferred's (inside a transaction) and
@@ -421,6 +422,7 @@ static int queue_add(db_conn *c, stmt_queue *q, const db_stmt *st, const wire_pa
         total += len[i];
     }
     deferred_stmt *d = &q->items[q->n];
+    d->affected = NULL;
     d->block = malloc(total ? total : 1);
     if (!d->block) return set_error(c, DB_ERR_NOMEM, NULL, "%s: out of memory", st->name);
     d->st = st;
@@ -502,6 +504,8 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
             if (tx_cmd && strcmp(PQcmdStatus(res), "ROLLBACK") == 0 && err == DB_OK)
                 err = set_error(c, DB_ERR_TX_ABORTED, "25P02", "COMMIT: the server rolled back");
             if (!tx_cmd && affected) *affected += db_result_affected(res);
+            if (q >= first_defer && q < main_q && c->deferred.items[q - first_defer].affected)
+                *c->deferred.items[q - first_defer].affected = db_result_affected(res);
             if (st && q == main_q && out && err == DB_OK) {
                 *out = res; /* kept for the caller */
                 continue;
@@ -563,6 +567,18 @@ static int run_pending(db_conn *c, const db_stmt *st, const wire_params *w, int 
         c->tx_lost = true;
     else
         c->tx_failed = true; /* the server aborted the transaction at the error */
+    return rc;
+}
+
+int db_exec_deferred_count(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
+                           int64_t *affected)
+{
+    if (!c || !c->in_tx || !affected)
+        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_deferred_count: no transaction")
+                 : DB_ERR_INVALID;
+    *affected = -1;
+    int rc = db_exec_deferred(c, st, params, nparams);
+    if (rc == DB_OK) c->deferred.items[c->deferred.n - 1].affected = affected;
     return rc;
 }
 

@@ -206,6 +206,10 @@ int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch
  * its COMMIT; an error then shows there (that statement or db_commit fails, and the transaction
  * is rolled back). Outside a transaction it runs at once, like db_exec. */
 int db_exec_deferred(db_conn *c, const db_stmt *st, const db_param *params, int nparams);
+/* The same inside a transaction, and *affected (which must stay valid until then) receives the
+ * rows it changed when it has run: after the next statement or the COMMIT succeeded (-1 before). */
+int db_exec_deferred_count(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
+                           int64_t *affected);
 
 /* Write-behind, for writes whose failure the caller would only log (a mapping row, the deletion
  * of a handled inbox row): outside a transaction, st is queued (parameters copied) and sent in

@@ -65,6 +65,10 @@ static void test_inbox(db_conn *c)
     if (n == 1) CHECK_STR(rows[0].event_id, "$e2");
     db_inbox_rows_free(rows, n);
     CHECK_INT(db_inbox_delete_many(c, NULL, 0), DB_OK);
+    /* a transaction repeated after its events were bridged (and deleted) adds none of them back */
+    CHECK_INT(db_mx_txn_accept(c, "txn1", ev, 3, 1700000001200, &dup), DB_OK);
+    CHECK(dup);
+    CHECK_INT(inbox_count(c), 1);
     /* old transaction ids are forgotten; a forgotten id would be accepted again */
     int64_t pruned = 0;
     CHECK_INT(db_mx_txn_prune(c, 1700000001500, &pruned), DB_OK);
