@@ -1070,57 +1070,56 @@ static bool suggest(const parse_state *st, const char *name, bool env, char *out
     return false;
 }
 
-static int walk_perms(parse_state *st, size_t i, const cfg_node *map)
+/* How a YAML mapping option reads (bridge.permissions, double_puppet.secrets). */
+typedef struct map_opt {
+    const char *want_map;   /* what the mapping should look like, for "expected %s, got ..." */
+    const char *want_key;   /* what a key must be, for "keys must be %s, got a ..." */
+    const char *want_value; /* what a value must be */
+    bool secret;            /* values are not quoted back */
+    void (*reset)(br_config *c);
+    pair_fn add;
+} map_opt;
+
+/* A mapping of key: value, each pair checked and added (the option's earlier entries dropped). */
+static int walk_map(parse_state *st, size_t i, const cfg_node *map, const map_opt *m)
 {
     val_src src = {opts[i].path, map->line};
     char got[256];
     if (map->kind != NODE_MAP) {
         node_describe(map, got, sizeof got);
-        return fail_at(st, src, "expected a mapping of who: level (\"example.org\": user), got %s",
-                       got);
+        return fail_at(st, src, "expected %s, got %s", m->want_map, got);
     }
-    perms_free(st->c);
+    m->reset(st->c);
     for (size_t k = 0; k + 1 < map->n; k += 2) {
-        const cfg_node *who = map->items[k], *lv = map->items[k + 1];
-        src.line = who->line;
-        if (who->kind != NODE_SCALAR)
-            return fail_at(st, src, "keys must be \"*\", a domain or an MXID, got a %s",
-                           who->kind == NODE_MAP ? "mapping" : "list");
-        if (lv->kind != NODE_SCALAR || node_is_null(lv)) {
-            node_describe(lv, got, sizeof got);
-            return fail_at(st, src, "expected relay, commands, user, admin or none, got %s", got);
+        const cfg_node *key = map->items[k], *v = map->items[k + 1];
+        src.line = key->line;
+        if (key->kind != NODE_SCALAR)
+            return fail_at(st, src, "keys must be %s, got a %s", m->want_key,
+                           key->kind == NODE_MAP ? "mapping" : "list");
+        if (v->kind != NODE_SCALAR || node_is_null(v)) {
+            if (m->secret) return fail_at(st, src, "expected %s as the value", m->want_value);
+            node_describe(v, got, sizeof got);
+            return fail_at(st, src, "expected %s, got %s", m->want_value, got);
         }
-        if (strlen(lv->text) != lv->len) return fail_at(st, src, "contains a NUL character");
-        if (add_perm(st, src, who->text, who->len, lv->text)) return -1;
+        if (strlen(v->text) != v->len) return fail_at(st, src, "contains a NUL character");
+        if (m->add(st, src, key->text, key->len, v->text)) return -1;
     }
     st->src[i] = (val_src){opts[i].path, map->line};
     return 0;
 }
 
-static int walk_dp_secrets(parse_state *st, size_t i, const cfg_node *map)
-{
-    val_src src = {opts[i].path, map->line};
-    char got[256];
-    if (map->kind != NODE_MAP) {
-        node_describe(map, got, sizeof got);
-        return fail_at(st, src, "expected a mapping of server name: \"as_token:<token>\", got %s",
-                       got);
-    }
-    dp_secrets_free(st->c);
-    for (size_t k = 0; k + 1 < map->n; k += 2) {
-        const cfg_node *server = map->items[k], *v = map->items[k + 1];
-        src.line = server->line;
-        if (server->kind != NODE_SCALAR)
-            return fail_at(st, src, "keys must be server names, got a %s",
-                           server->kind == NODE_MAP ? "mapping" : "list");
-        if (v->kind != NODE_SCALAR || node_is_null(v))
-            return fail_at(st, src, "expected \"as_token:<token>\" as the value");
-        if (strlen(v->text) != v->len) return fail_at(st, src, "contains a NUL character");
-        if (add_dp_secret(st, src, server->text, server->len, v->text)) return -1;
-    }
-    st->src[i] = (val_src){opts[i].path, map->line};
-    return 0;
-}
+static const map_opt perms_map = {"a mapping of who: level (\"example.org\": user)",
+                                  "\"*\", a domain or an MXID",
+                                  "relay, commands, user, admin or none",
+                                  false,
+                                  perms_free,
+                                  add_perm};
+static const map_opt dp_secrets_map = {"a mapping of server name: \"as_token:<token>\"",
+                                       "server names",
+                                       "\"as_token:<token>\"",
+                                       true,
+                                       dp_secrets_free,
+                                       add_dp_secret};
 
 static int apply_yaml(parse_state *st, size_t i, const cfg_node *v)
 {
@@ -1132,7 +1131,7 @@ static int apply_yaml(parse_state *st, size_t i, const cfg_node *v)
             st->src[i] = src;
             return 0;
         }
-        return walk_dp_secrets(st, i, v);
+        return walk_map(st, i, v, &dp_secrets_map);
     }
     if (o->kind == OPT_PERMS) {
         if (node_is_null(v)) {
@@ -1140,7 +1139,7 @@ static int apply_yaml(parse_state *st, size_t i, const cfg_node *v)
             st->src[i] = src;
             return 0;
         }
-        return walk_perms(st, i, v);
+        return walk_map(st, i, v, &perms_map);
     }
     if (node_is_null(v)) {
         st->src[i] = src; /* "no value": the default stays (required: reported later) */
