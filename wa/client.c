@@ -1534,6 +1534,8 @@ static void schedule_ping(wa_client *c, int64_t now)
     c->next_ping = now + WA_PING_MIN_MS + random_u32(c) % (WA_PING_MAX_MS - WA_PING_MIN_MS + 1);
 }
 
+static void remember_lid_pair(wa_client *c, const char *lid, const char *pn);
+
 static void on_success(wa_client *c, const wa_node *n, int64_t now)
 {
     const char *lid = wa_node_attr(n, "lid");
@@ -1541,6 +1543,11 @@ static void on_success(wa_client *c, const wa_node *n, int64_t now)
         snprintf(c->dev.lid, sizeof(c->dev.lid), "%s", lid);
         c->cfg.store->device_save(c->cfg.store->ctx, &c->dev);
     }
+    /* our own pair: our sessions with our other devices are kept by LID like anyone's */
+    char lid_user[WA_JID_STR_MAX], pn_user[WA_JID_STR_MAX];
+    if (user_of(c->dev.lid, lid_user, sizeof(lid_user)) &&
+        user_of(c->dev.pn, pn_user, sizeof(pn_user)))
+        remember_lid_pair(c, lid_user, pn_user);
     c->state = WA_CLIENT_CONNECTED;
     c->handshake_deadline = 0;
     c->connected_since = now;
@@ -2056,6 +2063,20 @@ bool wa_client_next_message(wa_client *c, wa_received *out)
     return true;
 }
 
+/* Stores lid <-> pn (user JIDs) unless the map has it already; once per connection. */
+static void remember_lid_pair(wa_client *c, const char *lid, const char *pn)
+{
+    if (smap_has(&c->lids_seen, lid)) return;
+    wa_store *st = c->cfg.store;
+    char known[WA_ADDRESS_MAX];
+    if (!(st->pn_for_lid(st->ctx, lid, known) == WA_STORE_OK && strcmp(known, pn) == 0)) {
+        st->lid_map_save(st->ctx, lid, pn);
+        wa_signal_lids_changed(c->sig);
+    }
+    if (c->lids_seen.n >= MAX_DEVICE_USERS) smap_clear(&c->lids_seen);
+    smap_put(&c->lids_seen, lid, NULL, 0);
+}
+
 /* A stanza that names its sender on both servers (sender_lid / sender_pn, participant_pn /
  * participant_lid) teaches the LID <-> phone number map, written once per connection. Learnt
  * before the stanza is decrypted: the sender's sessions are kept by LID (wa/signal.h). */
@@ -2072,16 +2093,7 @@ static void learn_lid(wa_client *c, const wa_node *n, const char *sender)
         bool lid_first = wa_jid_kind_of(&u) == WA_JID_LID && wa_jid_kind_of(&t) == WA_JID_PN;
         bool pn_first = wa_jid_kind_of(&u) == WA_JID_PN && wa_jid_kind_of(&t) == WA_JID_LID;
         if (!lid_first && !pn_first) continue;
-        const char *lid = lid_first ? user : twin, *pn = lid_first ? twin : user;
-        if (smap_has(&c->lids_seen, lid)) return;
-        wa_store *st = c->cfg.store;
-        char known[WA_ADDRESS_MAX];
-        if (!(st->pn_for_lid(st->ctx, lid, known) == WA_STORE_OK && strcmp(known, pn) == 0)) {
-            st->lid_map_save(st->ctx, lid, pn);
-            wa_signal_lids_changed(c->sig);
-        }
-        if (c->lids_seen.n >= MAX_DEVICE_USERS) smap_clear(&c->lids_seen);
-        smap_put(&c->lids_seen, lid, NULL, 0);
+        remember_lid_pair(c, lid_first ? user : twin, lid_first ? twin : user);
         return;
     }
 }

@@ -402,6 +402,10 @@ int main(void)
     CHECK(sim_account_add(&r->s, PHONE_C, LID_C, "Carol Phone") != NULL);
     sim_rig_peer *a = sim_rig_pair(r, PHONE_A, "Peer");
     sim_rig_peer *b = sim_rig_pair(r, PHONE_B, "Peer");
+    /* our own number and LID are in the map from the login on, before any stanza names them */
+    char own[WA_ADDRESS_MAX] = "";
+    CHECK_INT(a->store.pn_for_lid(a->store.ctx, LID_A "@lid", own), WA_STORE_OK);
+    CHECK_STR(own, JID_A);
     test_identity_change(r, a, b);
     test_phash(r, a);
     test_retry_without_keys(r, a, r->peers[2]);
