@@ -423,14 +423,18 @@ static int fail(char *err, size_t cap, const char *fmt, ...)
     return -1;
 }
 
-/* async: the portal workers' connections. What they write (message rows, deleting bridged inbox
- * and buffer rows) is replayed idempotently after a crash, so those commits need not wait for the
- * WAL flush; the rows that must survive (inbox, event buffer, Signal state) are written by the
- * endpoint's and the engines' connections, which commit synchronously. */
-static int open_db_opts(const br_config *cfg, db_conn **out, bool async, char *err, size_t cap)
+/* async: the portal workers' and the engines' connections. What the portal workers write
+ * (message rows, deleting bridged inbox and buffer rows) is replayed idempotently after a crash,
+ * so those commits need not wait for the WAL flush. The engines' rows must survive (event buffer,
+ * Signal state): their worker's barrier (db_sync) makes them durable before any output or event
+ * acts on them, and hold: their transactions of writes travel with that sync (db.h
+ * hold_commits). The endpoint's connection (the inbox) too, with a db_sync before each answer. */
+static int open_db_opts(const br_config *cfg, db_conn **out, bool async, bool hold, char *err,
+                        size_t cap)
 {
     db_error e;
-    db_conn_opts opts = {.reconnect_timeout_ms = 30000, .async_commit = async};
+    db_conn_opts opts = {
+        .reconnect_timeout_ms = 30000, .async_commit = async, .hold_commits = hold};
     if (db_conn_open(cfg->db_uri, &opts, out, &e) != DB_OK)
         return fail(err, cap, "database: cannot connect (database.uri): %s", e.message);
     return 0;
@@ -438,7 +442,7 @@ static int open_db_opts(const br_config *cfg, db_conn **out, bool async, char *e
 
 static int open_db(const br_config *cfg, db_conn **out, char *err, size_t cap)
 {
-    return open_db_opts(cfg, out, false, err, cap);
+    return open_db_opts(cfg, out, false, false, err, cap);
 }
 
 static mx_client *new_mx(br_bridge *b)
@@ -488,7 +492,10 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     pthread_cond_init(&b->pump_cond, NULL);
 
     /* database: connect and migrate */
-    if (open_db(cfg, &b->db_main, err, cap) || open_db(cfg, &b->db_http, err, cap) ||
+    /* db_http: the endpoint's; each transaction is made durable by db_sync before its 200
+     * (bridge/mx_txn_pg.c) */
+    if (open_db(cfg, &b->db_main, err, cap) ||
+        open_db_opts(cfg, &b->db_http, true, false, err, cap) ||
         open_db(cfg, &b->db_pump, err, cap))
         goto fail;
     db_migrate_report rep;
@@ -563,7 +570,7 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         pw->index = i;
         pthread_mutex_init(&pw->lock, NULL);
         pthread_cond_init(&pw->cond, NULL);
-        if (open_db_opts(cfg, &pw->db, true, err, cap)) goto fail;
+        if (open_db_opts(cfg, &pw->db, true, false, err, cap)) goto fail;
         mx_client_config mc = {.hs_url = cfg->hs_address,
                                .as_token = cfg->as_token,
                                .server_name = cfg->hs_domain,
@@ -592,7 +599,8 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         /* group commit: the stores' commits return before the WAL flush; the worker's barrier
          * (one synchronous commit per batch) makes them durable before any ack or message of
          * the batch leaves (wa/worker.h) */
-        if (open_db_opts(cfg, &e->db, true, err, cap)) goto fail;
+        /* held commits: a message's session and buffer rows travel with the batch's sync */
+        if (open_db_opts(cfg, &e->db, true, true, err, cap)) goto fail;
         e->crypto = wa_crypto_new(NULL, 0);
         if (!e->crypto) goto nomem;
         e->w = wa_worker_new(b->net, br_login_on_engine_event, e);

@@ -48,7 +48,11 @@ static int commit_some(db_conn *conn, const br_mx_txn_pg *f, const char *txn_id,
         free(rows);
         return MX_TXN_STORED;
     }
-    if (rc == MX_OK && db_mx_txn_accept(conn, txn_id, rows, n, now_ms(), &duplicate) != DB_OK) {
+    /* on a connection with asynchronous commits, durable before the homeserver hears so: the
+     * commit returns before its WAL flush, which the sync then waits for (db_sync; this costs
+     * less than a synchronous commit of the rows here, which flushes them itself) */
+    if (rc == MX_OK && (db_mx_txn_accept(conn, txn_id, rows, n, now_ms(), &duplicate) != DB_OK ||
+                        db_sync(conn) != DB_OK)) {
         fprintf(stderr, "wabridge: cannot store transaction %s: %s\n", txn_id,
                 db_conn_error(conn)->message);
         rc = MX_ERR_STORE;

@@ -62,6 +62,12 @@ struct db_conn {
     const char *begin_sql; /* "BEGIN ..." for the flags given to db_begin */
     stmt_queue deferred;   /* db_exec_deferred's queue, sent in the next round trip */
     stmt_queue later;      /* db_exec_later's queue (outside transactions) */
+    /* hold_commits: the writes of transactions committed without a round trip, in commit order;
+     * sent as one transaction ahead of the next round trip, or by db_sync with its WAL flush */
+    stmt_queue held;
+    uint64_t held_losses; /* held batches that failed (db_held_losses) */
+    bool held_unreported; /* one failed since the last db_sync, which must say so */
+    char held_error[256]; /* why the last one failed */
     uint64_t later_failures;
     char later_error[256]; /* the last failure of a later write */
     uint64_t reconnects;   /* successful reconnects after a loss */
@@ -275,15 +281,25 @@ int db_conn_open(const char *conninfo, const db_conn_opts *opts, db_conn **out, 
     return DB_OK;
 }
 
+static int held_send(db_conn *c);
+static void held_first(db_conn *c);
+static int exec_simple(db_conn *c, const char *sql, const char *what, int lost_code);
+
 void db_conn_close(db_conn *c)
 {
     if (!c) return;
+    if (c->held.n && !conn_bad(c)) { /* what was committed, made durable */
+        held_send(c);
+        db_sync(c);
+    }
     PQfinish(c->pg);
     free(c->prepared);
     queue_clear(&c->deferred);
     free(c->deferred.items);
     queue_clear(&c->later);
     free(c->later.items);
+    queue_clear(&c->held);
+    free(c->held.items);
     free(c);
 }
 
@@ -542,6 +558,7 @@ static int run_pending(db_conn *c, const db_stmt *st, const wire_params *w, int 
                        bool with_commit, PGresult **out, int64_t *affected)
 {
     int rc;
+    if (c->begin_pending) held_first(c); /* (while held, no transaction is open on the server) */
     for (int attempt = 0;; attempt++) {
         bool fresh = c->begin_pending;
         rc = ensure_conn(c);
@@ -568,6 +585,62 @@ static int run_pending(db_conn *c, const db_stmt *st, const wire_params *w, int 
     else
         c->tx_failed = true; /* the server aborted the transaction at the error */
     return rc;
+}
+
+/* ---- held commits (db_conn_opts.hold_commits) ---- */
+
+/* Sends the held writes as one transaction (committed asynchronously, like any other of the
+ * connection: db_sync makes it durable) in one round trip; nothing else may be pending. A
+ * connection lost before the COMMIT left loses nothing: it is re-established and the batch sent
+ * again. A failure loses the batch: counted, and reported by the next db_sync. (Committing the
+ * batch synchronously instead, to save db_sync's round trip, measured slower here: a commit that
+ * flushes its own data waits longer than one whose data the WAL writer has begun to flush.) */
+static int held_send(db_conn *c)
+{
+    if (!c->held.n) return DB_OK;
+    stmt_queue mine = c->deferred; /* the caller's own transaction's, if it has begun */
+    const char *begin_sql = c->begin_sql;
+    c->deferred = c->held;
+    c->held = (stmt_queue){0};
+    c->begin_sql = "BEGIN";
+    int rc = DB_OK;
+    for (int attempt = 0;; attempt++) {
+        rc = ensure_conn(c);
+        if (rc == DB_OK) rc = prepare_pending(c, NULL);
+        if (rc == DB_ERR_CONN_LOST && attempt < 3) continue; /* nothing ran */
+        if (rc != DB_OK) break;
+        bool commit_sent = false;
+        rc = pipeline_once(c, true, NULL, NULL, 0, true, NULL, NULL, &commit_sent);
+        if (rc == DB_ERR_CONN_LOST && !commit_sent && attempt < 3) continue;
+        if (rc == DB_ERR_CONN_LOST && commit_sent) c->err.code = rc = DB_ERR_IN_DOUBT;
+        break;
+    }
+    if (rc != DB_OK && !conn_bad(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        exec_simple(c, "ROLLBACK", "ROLLBACK", DB_ERR_CONN_LOST);
+    c->held = c->deferred; /* emptied, its storage kept for the next batch */
+    queue_clear(&c->held);
+    c->deferred = mine;
+    c->begin_sql = begin_sql;
+    if (rc == DB_OK) {
+        c->unsynced = true;
+        return DB_OK;
+    }
+    c->held_losses++;
+    c->held_unreported = true;
+    snprintf(c->held_error, sizeof(c->held_error), "%.255s", c->err.message);
+    return rc;
+}
+
+/* Held writes go ahead of whatever reaches the server next (read-your-writes, commit order). A
+ * failure is kept for db_sync; the caller's statement runs all the same. */
+static void held_first(db_conn *c)
+{
+    if (c->held.n) held_send(c);
+}
+
+uint64_t db_held_losses(const db_conn *c)
+{
+    return c->held_losses;
 }
 
 int db_exec_deferred_count(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
@@ -617,6 +690,7 @@ static int later_pipeline(db_conn *c, const db_stmt *st, const wire_params *w, i
 {
     *st_sent = false;
     if (out) *out = NULL;
+    held_first(c);
     size_t n = c->later.n;
     int rc = ensure_conn(c);
     for (size_t i = 0; i < n && rc == DB_OK; i++) {
@@ -755,6 +829,7 @@ int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, 
         if (out) *out = res;
         return rc;
     }
+    if (!c->in_tx) held_first(c);
     if (!c->in_tx && c->later.n) { /* the queued later writes travel ahead of st */
         PGresult *res = NULL;
         bool st_sent = false;
@@ -1031,6 +1106,35 @@ static int exec_simple(db_conn *c, const char *sql, const char *what, int lost_c
     return rc;
 }
 
+/* A transaction that may be held: the option is on, it began plainly, and no caller waits for a
+ * count of rows its writes changed. */
+static bool holdable(const db_conn *c)
+{
+    if (!c->opts.hold_commits || !c->opts.async_commit || strcmp(c->begin_sql, "BEGIN") != 0)
+        return false;
+    for (size_t i = 0; i < c->deferred.n; i++)
+        if (c->deferred.items[i].affected) return false;
+    return true;
+}
+
+/* Appends from's statements to to (their storage moves too); from is left empty. */
+static int queue_move(db_conn *c, stmt_queue *to, stmt_queue *from)
+{
+    if (to->n + from->n > to->cap) {
+        size_t cap = to->cap ? to->cap : 8;
+        while (cap < to->n + from->n)
+            cap *= 2;
+        deferred_stmt *d = realloc(to->items, cap * sizeof(*d));
+        if (!d) return set_error(c, DB_ERR_NOMEM, NULL, "COMMIT: out of memory");
+        to->items = d;
+        to->cap = cap;
+    }
+    memcpy(to->items + to->n, from->items, from->n * sizeof(*from->items));
+    to->n += from->n;
+    from->n = 0;
+    return DB_OK;
+}
+
 int db_begin(db_conn *c, int flags)
 {
     if (c->opts.async_commit) c->unsynced = true;
@@ -1063,6 +1167,15 @@ int db_commit(db_conn *c)
             c->in_tx = c->begin_pending = false;
             clear_error(c);
             return DB_OK;
+        }
+        if (c->begin_pending && holdable(c)) { /* only writes, none of them counted: held */
+            int rc = queue_move(c, &c->held, &c->deferred);
+            if (rc == DB_OK) {
+                c->in_tx = c->begin_pending = false;
+                c->unsynced = true;
+                clear_error(c);
+                return DB_OK;
+            }
         }
         int rc = run_pending(c, NULL, NULL, 0, true, NULL, NULL);
         if (rc == DB_OK || rc == DB_ERR_IN_DOUBT || rc == DB_ERR_CONN_LOST) {
@@ -1166,6 +1279,7 @@ int db_exec_script(db_conn *c, const char *sql)
     if (c->opts.async_commit) c->unsynced = true;
     int rc = check_tx_usable(c, "script");
     if (rc) return rc;
+    if (!c->in_tx || c->begin_pending) held_first(c);
     db_flush(c);
     if (c->in_tx && (c->begin_pending || c->deferred.n)) {
         rc = run_pending(c, NULL, NULL, 0, false, NULL, NULL);
@@ -1185,9 +1299,22 @@ int db_exec_script(db_conn *c, const char *sql)
 
 int db_sync(db_conn *c)
 {
-    if (!c->opts.async_commit || !c->unsynced) return DB_OK;
+    if (!c->opts.async_commit || (!c->unsynced && !c->held_unreported)) return DB_OK;
     if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "db_sync: a transaction is open");
-    db_flush(c);
+    /* commits that reached a session now gone cannot be vouched for (a held batch had not: it is
+     * sent on a new session below) */
+    bool lost = c->unsynced && !conn_alive(c);
+    held_first(c);
+    if (c->later.n) db_flush(c);
+    if (c->held_unreported) {
+        c->held_unreported = false;
+        return set_error(c, DB_ERR_CONN_LOST, NULL,
+                         "db_sync: commits held for this sync were lost: %s", c->held_error);
+    }
+    if (lost)
+        return set_error(c, DB_ERR_CONN_LOST, NULL,
+                         "db_sync: the connection was lost; earlier commits may be lost");
+    if (!c->unsynced) return DB_OK;
     if (!conn_alive(c))
         return set_error(c, DB_ERR_CONN_LOST, NULL,
                          "db_sync: the connection was lost; earlier commits may be lost");

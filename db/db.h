@@ -63,6 +63,15 @@ typedef struct db_conn_opts {
     bool async_commit;        /* SET synchronous_commit = off on this session: commits return
                                  before the WAL is flushed (a crash may lose the last few hundred
                                  ms of them). Only for writes that are replayed idempotently. */
+    bool hold_commits;        /* with async_commit: a transaction that sent nothing before its
+                                 COMMIT (only db_exec_deferred writes, none counted) commits with
+                                 no round trip: its writes are held, in commit order, and sent as
+                                 one transaction ahead of the next statement to reach the server,
+                                 at the latest by db_sync (ahead of its WAL flush). Until then
+                                 other connections do not see them and a crash loses them; a held
+                                 batch that fails is lost whole (db_held_losses), and the next
+                                 db_sync fails. For a connection whose commits are vouched for by
+                                 db_sync before anything acts on them (the engine's). */
 } db_conn_opts;
 
 typedef struct db_conn db_conn;
@@ -84,6 +93,9 @@ bool db_conn_in_tx(const db_conn *c);
  * sync, or without async_commit. Not inside a transaction. A failure (the connection lost) means
  * earlier commits may not be durable: the caller must not act as if they were. */
 int db_sync(db_conn *c);
+/* hold_commits: how many held batches failed to commit so far (their transactions are lost:
+ * whatever was cached as committed by them must be read again). */
+uint64_t db_held_losses(const db_conn *c);
 
 /* A statement: a static value, prepared on a connection the first time it runs there. */
 typedef struct db_stmt {

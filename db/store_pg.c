@@ -60,6 +60,7 @@ typedef struct pg_store {
     int64_t login_id;    /* wa_login.id of every row we touch */
     pg_cache *cache;     /* allocated on first use (idle logins stay small) */
     evbuf_filter *evbuf; /* allocated on first use */
+    uint64_t held_seen;  /* db_held_losses of conn when the cache was last known good */
     char err[640];       /* last error, "" after success */
 } pg_store;
 
@@ -529,6 +530,19 @@ static void cache_free(pg_store *s)
     s->cache = NULL;
 }
 
+/* The store, its cache emptied if a held batch of its connection was lost since (db.h
+ * hold_commits): the cache took that batch's writes as committed. */
+static pg_store *checked(void *ctx)
+{
+    pg_store *s = ctx;
+    uint64_t losses = db_held_losses(s->conn);
+    if (losses != s->held_seen) {
+        cache_free(s);
+        s->held_seen = losses;
+    }
+    return s;
+}
+
 /* The sessions saved in the open transaction: queued to travel with the COMMIT (one round trip). */
 static int cache_write_dirty(pg_store *s)
 {
@@ -568,7 +582,7 @@ static const char *pg_last_error(void *ctx)
 
 static int pg_begin(void *ctx)
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     return done(s, db_begin(s->conn, 0));
 }
 
@@ -741,7 +755,7 @@ static int load_buf(pg_store *s, const db_stmt *st, const db_param *p, int n, wb
 
 static int pg_identity_load(void *ctx, const char *address, uint8_t key[WA_KEY_LEN])
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     if (!address) return invalid(s, "address");
     cache_ent *e = cache_find(s, s->cache ? s->cache->identities : NULL, address);
     if (e && e->absent) return WA_STORE_NOT_FOUND;
@@ -761,7 +775,7 @@ static int pg_identity_load(void *ctx, const char *address, uint8_t key[WA_KEY_L
 
 static int pg_identity_save(void *ctx, const char *address, const uint8_t key[WA_KEY_LEN])
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     if (!address) return invalid(s, "address");
     cache_ent *e = cache_find(s, s->cache ? s->cache->identities : NULL, address);
     if (e && !e->absent && e->len == WA_KEY_LEN && memcmp(e->rec, key, WA_KEY_LEN) == 0)
@@ -779,7 +793,7 @@ static int pg_identity_save(void *ctx, const char *address, const uint8_t key[WA
 
 static int pg_identity_delete(void *ctx, const char *address)
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     if (!address) return invalid(s, "address");
     cache_ent *e = cache_find(s, s->cache ? s->cache->identities : NULL, address);
     if (e) ent_clear(e);
@@ -789,7 +803,7 @@ static int pg_identity_delete(void *ctx, const char *address)
 
 static int pg_identity_delete_prefix(void *ctx, const char *prefix, size_t *deleted)
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     if (!prefix || !*prefix) return invalid(s, "prefix");
     if (s->cache) cache_forget_prefix(s, s->cache->identities, prefix);
     db_param p[2] = {LOGIN, db_p_text(prefix)};
@@ -800,7 +814,7 @@ static int pg_identity_delete_prefix(void *ctx, const char *prefix, size_t *dele
 
 static int pg_session_load(void *ctx, const char *address, wb_buf *record)
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     if (!address) return invalid(s, "address");
     cache_ent *e = cache_find(s, s->cache ? s->cache->sessions : NULL, address);
     if (e && e->absent) return WA_STORE_NOT_FOUND;
@@ -826,7 +840,7 @@ static int pg_session_load(void *ctx, const char *address, wb_buf *record)
 
 static int pg_session_save(void *ctx, const char *address, const uint8_t *rec, size_t len)
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     if (!address || (!rec && len)) return invalid(s, "address/record");
     if (db_conn_in_tx(s->conn)) { /* written at commit, with the transaction's other sessions */
         cache_ent *c = cache_slot(s, cache_table(s, false), address);
@@ -844,7 +858,7 @@ static int pg_session_save(void *ctx, const char *address, const uint8_t *rec, s
 
 static int pg_session_delete(void *ctx, const char *address)
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     if (!address) return invalid(s, "address");
     cache_ent *e = cache_find(s, s->cache ? s->cache->sessions : NULL, address);
     if (e) ent_clear(e);
@@ -854,7 +868,7 @@ static int pg_session_delete(void *ctx, const char *address)
 
 static int pg_session_delete_prefix(void *ctx, const char *prefix, size_t *deleted)
 {
-    pg_store *s = ctx;
+    pg_store *s = checked(ctx);
     if (!prefix || !*prefix) return invalid(s, "prefix");
     if (s->cache) cache_forget_prefix(s, s->cache->sessions, prefix);
     db_param p[2] = {LOGIN, db_p_text(prefix)};
@@ -1462,6 +1476,7 @@ int db_store_new(db_conn *conn, int64_t login_id, wa_store *out)
     pg_store *s = calloc(1, sizeof(*s));
     if (!s) return WA_STORE_ERR_NOMEM;
     s->conn = conn;
+    s->held_seen = db_held_losses(conn);
     s->login_id = login_id;
     *out = (wa_store){
         .ctx = s,

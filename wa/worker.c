@@ -151,15 +151,18 @@ static void service_client(wa_worker *w, slot *s)
  * goes out and their events are raised. If the barrier fails, none of their output may leave (an
  * ack or a message could stand for a commit that is lost): it is dropped and their connections
  * closed, so the server redelivers and the clients reconnect. Their events are still raised. */
-static void flush_once(wa_worker *w);
+static bool flush_once(wa_worker *w);
 
 static void flush(wa_worker *w)
 {
     for (int round = 0; round < 4; round++) /* again for what event handlers wrote */
-        flush_once(w);
+        if (!flush_once(w)) break;
+    /* what event handlers and runs committed without output, made durable too (a store may
+     * hold commits until the barrier: db.h hold_commits) */
+    if (w->barrier && w->barrier(w->barrier_arg) != 0) w->barrier_failures++;
 }
 
-static void flush_once(wa_worker *w)
+static bool flush_once(wa_worker *w)
 {
     pthread_mutex_lock(&w->lock);
     int n = w->nslots;
@@ -167,7 +170,7 @@ static void flush_once(wa_worker *w)
     bool any = false;
     for (int i = 0; i < n && !any; i++)
         any = w->slots[i] && w->slots[i]->dirty;
-    if (!any) return;
+    if (!any) return false;
     bool durable = !w->barrier || w->barrier(w->barrier_arg) == 0;
     w->flushes++;
     if (!durable) w->barrier_failures++;
@@ -185,6 +188,7 @@ static void flush_once(wa_worker *w)
         }
         service_client(w, s);
     }
+    return true;
 }
 
 static void remove_slot(wa_worker *w, int login)

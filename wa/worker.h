@@ -47,7 +47,10 @@ int wa_worker_remove(wa_worker *w, int login);
  * output is dropped and those clients' connections closed (the server redelivers what was not
  * acked; the clients reconnect). The batch's events are raised all the same, so a message may
  * then be raised twice (again when redelivered): the app takes it once by its id. Without a
- * barrier, output goes out at the end of each batch as it is. Set it before adding logins. */
+ * barrier, output goes out at the end of each batch as it is. fn is called once more after each
+ * batch's output has gone, and after runs (wa_worker_run), for what event handlers and runs
+ * committed without output: it should return at once when nothing needs it. Set it before adding
+ * logins. */
 typedef int (*wa_worker_barrier_fn)(void *arg);
 void wa_worker_set_barrier(wa_worker *w, wa_worker_barrier_fn fn, void *arg);
 /* Batches flushed so far, and how many of them had their barrier fail. */

@@ -630,6 +630,95 @@ static void test_sync(void)
     db_conn_close(a);
 }
 
+/* hold_commits: a transaction of deferred writes only commits with no round trip; its writes
+ * reach the server ahead of the next statement or with db_sync (the other connections see them
+ * only then); a held batch that fails is lost whole and the next db_sync says so. */
+static void held_insert(db_conn *a, int64_t k)
+{
+    db_param p[3] = {db_p_int(k), db_p_text("held"), db_p_null()};
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    CHECK_INT(db_exec_deferred(a, &st_ins, p, 3), DB_OK);
+    CHECK_INT(db_commit(a), DB_OK);
+}
+
+static bool has_row(db_conn *c, int64_t k)
+{
+    db_param p[1] = {db_p_int(k)};
+    db_result *r;
+    if (db_exec(c, &st_get, p, 1, &r) != DB_OK) return false;
+    bool found = db_result_rows(r) == 1;
+    db_result_free(r);
+    return found;
+}
+
+static void test_hold(db_conn *c)
+{
+    reset_table(c);
+    db_conn_opts o = {.async_commit = true, .hold_commits = true};
+    db_conn *a;
+    db_error e;
+    CHECK_INT(db_conn_open(conninfo, &o, &a, &e), DB_OK);
+    if (!a) return;
+    held_insert(a, 1);
+    held_insert(a, 2);
+    CHECK_INT(count_rows(c), 0); /* held: nothing sent */
+    CHECK_INT(db_sync(a), DB_OK);
+    CHECK_INT(count_rows(c), 2);
+    CHECK_INT(db_sync(a), DB_OK); /* nothing to do */
+    /* the next statement to reach the server takes them ahead of it */
+    held_insert(a, 3);
+    CHECK_INT(count_rows(a), 3);
+    CHECK_INT(count_rows(c), 3);
+    /* a transaction that read something is committed in its own round trip, as usual */
+    held_insert(a, 4);
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    CHECK(has_row(a, 4));
+    db_param p5[3] = {db_p_int(5), db_p_text("read first"), db_p_null()};
+    CHECK_INT(db_exec_deferred(a, &st_ins, p5, 3), DB_OK);
+    CHECK_INT(db_commit(a), DB_OK);
+    CHECK_INT(count_rows(c), 5);
+    /* and one whose caller wants a count of changed rows */
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    db_param p6[3] = {db_p_int(6), db_p_text("counted"), db_p_null()};
+    int64_t changed = -1;
+    CHECK_INT(db_exec_deferred_count(a, &st_ins, p6, 3, &changed), DB_OK);
+    CHECK_INT(db_commit(a), DB_OK);
+    CHECK_INT(changed, 1);
+    CHECK(has_row(c, 6));
+    /* a rolled back transaction leaves nothing held */
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    db_param p7[3] = {db_p_int(7), db_p_text("rolled back"), db_p_null()};
+    CHECK_INT(db_exec_deferred(a, &st_ins, p7, 3), DB_OK);
+    CHECK_INT(db_rollback(a), DB_OK);
+    held_insert(a, 8);
+    CHECK_INT(db_sync(a), DB_OK);
+    CHECK(!has_row(c, 7));
+    CHECK(has_row(c, 8));
+    /* a held batch that fails (k 1 exists) is lost whole, k 9 with it; db_sync says so once */
+    held_insert(a, 9);
+    held_insert(a, 1);
+    CHECK_INT(db_held_losses(a), 0);
+    CHECK(db_sync(a) != DB_OK);
+    CHECK(strstr(db_conn_error(a)->message, "held") != NULL);
+    CHECK_INT(db_held_losses(a), 1);
+    CHECK(!has_row(c, 9));
+    CHECK_INT(db_sync(a), DB_OK);
+    CHECK_INT(count_rows(a), 7); /* the connection works on */
+    /* the backend dies while writes are held: nothing of them had left, so they are sent on a
+     * new session; the sync still reports the loss of the session (it cannot vouch for it) */
+    held_insert(a, 10);
+    CHECK(pgtest_kill_backend(a));
+    usleep(200 * 1000);
+    CHECK(db_sync(a) != DB_OK);
+    CHECK(has_row(c, 10));
+    CHECK_INT(db_held_losses(a), 1);
+    CHECK_INT(db_sync(a), DB_OK);
+    /* closing sends what is held */
+    held_insert(a, 11);
+    db_conn_close(a);
+    CHECK(has_row(c, 11));
+}
+
 int main(void)
 {
     pgtest_require();
@@ -647,6 +736,7 @@ int main(void)
     test_batches(c);
     test_pool();
     test_sync();
+    test_hold(c);
     db_conn_close(c);
     return CHECK_DONE();
 }

@@ -198,6 +198,66 @@ static void test_cache(db_conn *c, const char *conninfo, int64_t login)
     db_conn_close(c2);
 }
 
+/* On a connection that holds commits (the engine's): the store's cases hold as they do
+ * elsewhere, and when a held batch is lost the cache forgets what it took as committed. */
+static const db_stmt st_fail = {"t_store_fail", "SELECT 1 / 0", 0};
+
+static void test_held(const char *conninfo, db_conn *c, int64_t login, int64_t login_b)
+{
+    db_conn_opts o = {.async_commit = true, .hold_commits = true};
+    db_conn *h;
+    db_error e;
+    CHECK_INT(db_conn_open(conninfo, &o, &h, &e), DB_OK);
+    if (!h) return;
+    wa_store st, other;
+    CHECK_INT(db_store_new(h, login, &st), WA_STORE_OK);
+    store_hooks hooks = {break_pg, h};
+    store_cases_run(&st, &hooks, &check_passed, &check_failed);
+    st.destroy(st.ctx);
+
+    CHECK_INT(db_store_new(h, login_b, &st), WA_STORE_OK);
+    CHECK_INT(db_store_new(c, login_b, &other), WA_STORE_OK);
+    uint8_t rec[32];
+    wb_buf b;
+    wb_buf_init(&b);
+    memset(rec, 1, sizeof(rec));
+    CHECK_INT(st.begin(st.ctx), WA_STORE_OK);
+    CHECK_INT(st.session_save(st.ctx, "1888:0", rec, 10), WA_STORE_OK);
+    CHECK_INT(st.commit(st.ctx), WA_STORE_OK);
+    CHECK_INT(other.session_load(other.ctx, "1888:0", &b), WA_STORE_NOT_FOUND); /* held */
+    CHECK_INT(db_sync(h), DB_OK);
+    other.destroy(other.ctx); /* (it remembers the session as missing) */
+    CHECK_INT(db_store_new(c, login_b, &other), WA_STORE_OK);
+    CHECK_INT(other.session_load(other.ctx, "1888:0", &b), WA_STORE_OK);
+    CHECK_INT(b.len, 10);
+    /* the next batch fails on the server: its session write is lost, and so is the cached copy */
+    memset(rec, 2, sizeof(rec));
+    CHECK_INT(st.begin(st.ctx), WA_STORE_OK);
+    CHECK_INT(st.session_save(st.ctx, "1888:0", rec, 20), WA_STORE_OK);
+    CHECK_INT(st.commit(st.ctx), WA_STORE_OK);
+    CHECK_INT(db_begin(h, 0), DB_OK);
+    CHECK_INT(db_exec_deferred(h, &st_fail, NULL, 0), DB_OK);
+    CHECK_INT(db_commit(h), DB_OK);
+    CHECK(db_sync(h) != DB_OK);
+    b.len = 0;
+    CHECK_INT(st.session_load(st.ctx, "1888:0", &b), WA_STORE_OK);
+    CHECK(b.len == 10 && b.data[0] == 1);
+    /* and it works on */
+    CHECK_INT(st.begin(st.ctx), WA_STORE_OK);
+    CHECK_INT(st.session_save(st.ctx, "1888:0", rec, 30), WA_STORE_OK);
+    CHECK_INT(st.commit(st.ctx), WA_STORE_OK);
+    CHECK_INT(db_sync(h), DB_OK);
+    b.len = 0;
+    other.destroy(other.ctx);
+    CHECK_INT(db_store_new(c, login_b, &other), WA_STORE_OK);
+    CHECK_INT(other.session_load(other.ctx, "1888:0", &b), WA_STORE_OK);
+    CHECK(b.len == 30 && b.data[0] == 2);
+    wb_buf_free(&b);
+    st.destroy(st.ctx);
+    other.destroy(other.ctx);
+    db_conn_close(h);
+}
+
 int main(void)
 {
     pgtest_require();
@@ -220,6 +280,10 @@ int main(void)
     test_reconnect(c, login);
     test_cache(c, conninfo, login2);
     test_evbuf_filter(c);
+    int64_t login4 = 0, login5 = 0;
+    CHECK_INT(db_login_create(c, "@carol:example.org", &login4), DB_OK);
+    CHECK_INT(db_login_create(c, "@carol:example.org", &login5), DB_OK);
+    test_held(conninfo, c, login4, login5);
     db_conn_close(c);
     return CHECK_DONE();
 }
