@@ -25,6 +25,7 @@ typedef struct br_bridge br_bridge;
 /* Counters (since start), for tests and the log. */
 typedef struct br_stats {
     uint64_t mx_events;   /* Matrix events taken from the inbox */
+    uint64_t mx_direct;   /* of them, handed on by the endpoint without the pump's read */
     uint64_t mx_bridged;  /* Matrix messages sent to WhatsApp */
     uint64_t wa_messages; /* WhatsApp messages received */
     uint64_t wa_bridged;  /* WhatsApp messages sent to Matrix */

@@ -168,6 +168,12 @@ struct br_bridge {
     pthread_mutex_t pump_lock;
     pthread_cond_t pump_cond;
     bool pump_wake;
+    /* Routing inbox rows to the portal queues, in id order, by the pump or (the usual case, one
+     * thread hand-off and one read less) by the endpoint right after its commit: route_lock
+     * guards both. routed_upto: every inbox row up to it has been routed; stored_upto: the last
+     * row id the endpoint stored (-1: none known yet, as after a start). */
+    pthread_mutex_t route_lock;
+    int64_t routed_upto, stored_upto;
     _Atomic bool stopping;
     _Atomic bool workers_exit; /* portal workers stop once their queue is empty */
     bool started;              /* br_bridge_start completed */
@@ -186,7 +192,8 @@ struct br_bridge {
     struct br_manual_puppet *manual;
     size_t n_manual;
     struct {
-        _Atomic uint64_t mx_events, mx_bridged, wa_messages, wa_bridged, commands, failures;
+        _Atomic uint64_t mx_events, mx_direct, mx_bridged, wa_messages, wa_bridged, commands,
+            failures;
     } stats;
 };
 

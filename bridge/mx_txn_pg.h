@@ -26,7 +26,13 @@ typedef struct br_mx_txn_pg {
     db_conn *conn;
     br_mx_skip_fn skip;
     void *skip_arg;
+    /* after a commit that stored events (until the next commit, under the endpoint's commit lock,
+     * e.g. in its on_events): ids[i] is the inbox row id of the batch's event i, or -1 (skipped,
+     * or not inserted); nids == the batch's count. Freed with br_mx_txn_pg_free. */
+    int64_t *ids;
+    size_t nids, ids_cap;
 } br_mx_txn_pg;
 mx_txn_store br_mx_txn_store_pg_filtered(br_mx_txn_pg *cfg);
+void br_mx_txn_pg_free(br_mx_txn_pg *cfg);
 
 #endif

@@ -62,7 +62,7 @@ static const db_stmt st_inbox_insert = {
     "INSERT INTO mx_inbox (txn_id, event_id, room_id, event_json, received_ms)"
     " SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint"
     " WHERE NOT EXISTS (SELECT 1 FROM mx_txn WHERE txn_id = $1::text)"
-    " ON CONFLICT (event_id) DO NOTHING",
+    " ON CONFLICT (event_id) DO NOTHING RETURNING id",
     0};
 static const db_stmt st_txn_prune = {"bridge_txn_prune",
                                      "DELETE FROM mx_txn WHERE received_ms < $1", I};
@@ -255,6 +255,7 @@ typedef struct txn_accept {
     size_t n;                     /* how many */
     int64_t received_ms;          /* arrival time */
     int64_t txn_rows;             /* the txn row's insertion: 1 new, 0 known (set at commit) */
+    int64_t *ids;                 /* n: each event's inbox row id, -1 when not inserted */
 } txn_accept;
 
 static void inbox_fill(void *arg, size_t i, db_param *p)
@@ -276,7 +277,8 @@ static int txn_accept_body(db_conn *c, void *arg)
     db_param p[5];
     for (size_t i = 0; i < t->n; i++) {
         inbox_fill(t, i, p);
-        int rc = db_exec_deferred(c, &st_inbox_insert, p, 5);
+        int rc = t->ids ? db_exec_deferred_first(c, &st_inbox_insert, p, 5, &t->ids[i])
+                        : db_exec_deferred(c, &st_inbox_insert, p, 5);
         if (rc) return rc;
     }
     p[0] = db_p_text(t->txn_id);
@@ -287,10 +289,18 @@ static int txn_accept_body(db_conn *c, void *arg)
 int db_mx_txn_accept(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
                      int64_t received_ms, bool *duplicate)
 {
+    return db_mx_txn_accept_ids(c, txn_id, events, n, received_ms, duplicate, NULL);
+}
+
+int db_mx_txn_accept_ids(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
+                         int64_t received_ms, bool *duplicate, int64_t *ids)
+{
     if (duplicate) *duplicate = false;
+    for (size_t i = 0; ids && i < n; i++)
+        ids[i] = -1;
     if (!txn_id || (!events && n))
         return db_set_error(c, DB_ERR_INVALID, NULL, "db_mx_txn_accept: bad arguments");
-    txn_accept t = {txn_id, events, n, received_ms, -1};
+    txn_accept t = {txn_id, events, n, received_ms, -1, ids};
     /* idempotent as a whole: a repeat after an unknown commit finds the txn id and adds nothing */
     int rc = db_tx(c, DB_TX_IDEMPOTENT, txn_accept_body, &t);
     if (rc == DB_OK && duplicate) *duplicate = t.txn_rows == 0;

@@ -33,6 +33,8 @@ typedef struct deferred_stmt {
     int formats[DB_MAX_PARAMS];
     char *block;       /* the copies' storage */
     int64_t *affected; /* receives the rows it changed once it ran (NULL: not wanted) */
+    int64_t *first;    /* receives its first row's first column (an id it RETURNING), -1 when
+                          it returned no row (NULL: not wanted) */
 } deferred_stmt;
 
 /* Statements queued with their parameters: db_exec_deferred's (inside a transaction) and
@@ -439,6 +441,7 @@ static int queue_add(db_conn *c, stmt_queue *q, const db_stmt *st, const wire_pa
     }
     deferred_stmt *d = &q->items[q->n];
     d->affected = NULL;
+    d->first = NULL;
     d->block = malloc(total ? total : 1);
     if (!d->block) return set_error(c, DB_ERR_NOMEM, NULL, "%s: out of memory", st->name);
     d->st = st;
@@ -522,6 +525,9 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
             if (!tx_cmd && affected) *affected += db_result_affected(res);
             if (q >= first_defer && q < main_q && c->deferred.items[q - first_defer].affected)
                 *c->deferred.items[q - first_defer].affected = db_result_affected(res);
+            if (q >= first_defer && q < main_q && c->deferred.items[q - first_defer].first)
+                *c->deferred.items[q - first_defer].first =
+                    PQntuples(res) > 0 && PQnfields(res) > 0 ? db_result_int(res, 0, 0) : -1;
             if (st && q == main_q && out && err == DB_OK) {
                 *out = res; /* kept for the caller */
                 continue;
@@ -652,6 +658,18 @@ int db_exec_deferred_count(db_conn *c, const db_stmt *st, const db_param *params
     *affected = -1;
     int rc = db_exec_deferred(c, st, params, nparams);
     if (rc == DB_OK) c->deferred.items[c->deferred.n - 1].affected = affected;
+    return rc;
+}
+
+int db_exec_deferred_first(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
+                           int64_t *first)
+{
+    if (!c || !c->in_tx || !first)
+        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_deferred_first: no transaction")
+                 : DB_ERR_INVALID;
+    *first = -1;
+    int rc = db_exec_deferred(c, st, params, nparams);
+    if (rc == DB_OK) c->deferred.items[c->deferred.n - 1].first = first;
     return rc;
 }
 
@@ -1113,7 +1131,7 @@ static bool holdable(const db_conn *c)
     if (!c->opts.hold_commits || !c->opts.async_commit || strcmp(c->begin_sql, "BEGIN") != 0)
         return false;
     for (size_t i = 0; i < c->deferred.n; i++)
-        if (c->deferred.items[i].affected) return false;
+        if (c->deferred.items[i].affected || c->deferred.items[i].first) return false;
     return true;
 }
 

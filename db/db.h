@@ -222,6 +222,10 @@ int db_exec_deferred(db_conn *c, const db_stmt *st, const db_param *params, int 
  * rows it changed when it has run: after the next statement or the COMMIT succeeded (-1 before). */
 int db_exec_deferred_count(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
                            int64_t *affected);
+/* The same, and *first (valid until then) receives the first column of its first row (st has
+ * RETURNING: the id of the row it inserted), or -1 when it returned no row. */
+int db_exec_deferred_first(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
+                           int64_t *first);
 
 /* Write-behind, for writes whose failure the caller would only log (a mapping row, the deletion
  * of a handled inbox row): outside a transaction, st is queued (parameters copied) and sent in

@@ -31,18 +31,24 @@ static void test_inbox(db_conn *c)
                             {"$e1", "!room:x", "{\"type\":\"m.reaction\"}"},
                             {"$e2", "!other:x", "{\"emoji\":\"👍🏽\"}"}};
     bool dup = true;
-    CHECK_INT(db_mx_txn_accept(c, "txn1", ev, 3, 1700000000000, &dup), DB_OK);
+    int64_t id1[3] = {0, 0, 0}, id2[2] = {0, 0};
+    CHECK_INT(db_mx_txn_accept_ids(c, "txn1", ev, 3, 1700000000000, &dup, id1), DB_OK);
     CHECK(!dup);
     CHECK_INT(inbox_count(c), 3);
+    CHECK(id1[0] > 0 && id1[0] < id1[1] && id1[1] < id1[2]); /* the rows' ids, in order */
     /* Synapse retries the transaction: 200 again, nothing added */
-    CHECK_INT(db_mx_txn_accept(c, "txn1", ev, 3, 1700000001000, &dup), DB_OK);
+    int64_t again[3] = {0, 0, 0};
+    CHECK_INT(db_mx_txn_accept_ids(c, "txn1", ev, 3, 1700000001000, &dup, again), DB_OK);
     CHECK(dup);
     CHECK_INT(inbox_count(c), 3);
+    CHECK(again[0] == -1 && again[1] == -1 && again[2] == -1);
     /* an event repeated in another transaction is kept once */
     db_inbox_event ev2[2] = {{"$e2", "!other:x", "{}"}, {"$e3", "!room:x", "{}"}};
-    CHECK_INT(db_mx_txn_accept(c, "txn2", ev2, 2, 1700000002000, &dup), DB_OK);
+    CHECK_INT(db_mx_txn_accept_ids(c, "txn2", ev2, 2, 1700000002000, &dup, id2), DB_OK);
     CHECK(!dup);
     CHECK_INT(inbox_count(c), 4);
+    CHECK_INT(id2[0], -1);
+    CHECK(id2[1] > id1[2]);
     CHECK_INT(db_mx_txn_accept(c, "txn-empty", NULL, 0, 1700000002000, &dup), DB_OK);
 
     db_inbox_row rows[10];
@@ -55,6 +61,7 @@ static void test_inbox(db_conn *c)
         CHECK_STR(rows[2].event_json, "{\"emoji\":\"👍🏽\"}");
         CHECK_STR(rows[3].event_id, "$e3");
         CHECK(rows[0].id < rows[1].id && rows[1].id < rows[2].id && rows[2].id < rows[3].id);
+        CHECK(rows[0].id == id1[0] && rows[2].id == id1[2] && rows[3].id == id2[1]);
         CHECK_INT(db_inbox_delete(c, rows[0].id), DB_OK);
         int64_t ids[2] = {rows[1].id, rows[3].id};
         CHECK_INT(db_inbox_delete_many(c, ids, 2), DB_OK);
