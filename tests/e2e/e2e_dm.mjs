@@ -158,6 +158,11 @@ try {
   const acc = devs.json.accounts?.find((a) => a.phone === ALICE);
   check(acc && (acc.devices ?? []).filter((d) => d.id !== 0).length === 0, 'the companion device is gone from the account');
   alice.stop(); eve.stop();
+  // the Matrix events went from the endpoint straight to the portals (the pump read only at start)
+  await stack.bridge.stop();
+  const counts = stack.bridge.log.map((l) => /stopped: (\d+) Matrix event\(s\) routed \((\d+) straight/.exec(l)).find(Boolean);
+  check(counts && Number(counts[2]) > 0 && Number(counts[2]) <= Number(counts[1]),
+    `Matrix events handed on by the endpoint: ${counts ? `${counts[2]} of ${counts[1]}` : 'no count logged'}`);
 } catch (e) {
   console.log(`FAIL - ${e.stack}`);
   failures++;

@@ -118,7 +118,7 @@ bridge:
   permissions:
 ${perms}
 logging:
-  level: ${process.env.WABRIDGE_E2E_LOG ?? 'warn'}
+  level: ${process.env.WABRIDGE_E2E_LOG ?? 'info'}
 ${extra}`;
   const path = join(dir, 'config.yaml');
   writeFileSync(path, yaml);
@@ -130,15 +130,22 @@ export async function startBridge(bin, configPath, env = {}) {
   const wrap = process.env.WABRIDGE_E2E_WRAP ? process.env.WABRIDGE_E2E_WRAP.split(' ') : [];
   const cmd = wrap.length ? wrap[0] : bin;
   const args = wrap.length ? [...wrap.slice(1), bin, '-c', configPath] : ['-c', configPath];
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   endWithUs(proc);
+  // its log (stderr) lines, kept for the test; passed on to ours from warnings up, or all of
+  // them when WABRIDGE_E2E_LOG names a level
+  const log = [];
+  createInterface({ input: proc.stderr }).on('line', (l) => {
+    log.push(l);
+    if (process.env.WABRIDGE_E2E_LOG || !/^\S+ INFO /.test(l)) process.stderr.write(`${l}\n`);
+  });
   const exited = new Promise((resolve) => proc.once('exit', (code, sig) => resolve({ code, sig })));
   await new Promise((resolve, reject) => {
     lines(proc, (l) => { if (/running/.test(l)) resolve(); });
     exited.then((e) => reject(new Error(`wabridge exited early: ${JSON.stringify(e)}`)));
   });
   return {
-    proc, exited,
+    proc, exited, log,
     stop: async () => { proc.kill('SIGTERM'); return exited; },
     kill: async () => { proc.kill('SIGKILL'); return exited; },
   };
