@@ -40,6 +40,9 @@
 typedef struct br_bridge br_bridge;
 typedef struct br_pworker br_pworker;
 
+#define BR_ABSENT_MAX   256 /* duplicate checks noted (portal.c bridged_before) */
+#define BR_ABSENT_QUERY 64  /* ids asked in one query */
+
 typedef void (*br_job_fn)(br_pworker *pw, void *arg);
 
 typedef struct br_job br_job;
@@ -66,6 +69,14 @@ struct br_pworker {
         char jid[96];   /* a ghost this worker checked... */
         char push[128]; /* ...with this push name: nothing to change while it stays the same */
     } ghost_seen[256];
+    /* WhatsApp message ids known to have no mapping row in their portal, from one query for a
+     * burst of a chat's queued messages (portal.c bridged_before): each answers one duplicate
+     * check. Oldest first. */
+    size_t nabsent;
+    struct {
+        int64_t portal_id;
+        char id[DB_ID_MAX];
+    } absent[BR_ABSENT_MAX];
     bool deferred;           /* its deletion waits for an asynchronous send's completion */
     uint64_t later_failures; /* write-behind failures of db seen so far (logged when they grow) */
 };

@@ -284,6 +284,70 @@ static cJSON *text_content(br_pworker *pw, const db_portal *portal, const wa_msg
     return c;
 }
 
+/* ---- duplicate checks of WhatsApp messages ---- */
+
+/* Takes (portal_id, id) off the worker's note of ids known absent; true when it was there. */
+static bool absent_take(br_pworker *pw, int64_t portal_id, const char *id)
+{
+    for (size_t i = 0; i < pw->nabsent; i++) {
+        if (pw->absent[i].portal_id != portal_id || strcmp(pw->absent[i].id, id) != 0) continue;
+        memmove(&pw->absent[i], &pw->absent[i + 1], (pw->nabsent - i - 1) * sizeof(pw->absent[0]));
+        pw->nabsent--;
+        return true;
+    }
+    return false;
+}
+
+static void absent_note(br_pworker *pw, int64_t portal_id, const char *id)
+{
+    if (strlen(id) >= DB_ID_MAX) return;
+    if (pw->nabsent == BR_ABSENT_MAX) { /* full: the oldest goes (its check asks again) */
+        memmove(&pw->absent[0], &pw->absent[1], (BR_ABSENT_MAX - 1) * sizeof(pw->absent[0]));
+        pw->nabsent--;
+    }
+    pw->absent[pw->nabsent].portal_id = portal_id;
+    memcpy(pw->absent[pw->nabsent].id, id, strlen(id) + 1);
+    pw->nabsent++;
+}
+
+/* Bridged before (a mapping row of its first part in the portal)? Answered from the note, else
+ * by one query for it and the messages of the same chat queued behind it on this worker, whose
+ * answers are noted (a mapping row this worker stores takes its id off the note: absent_take;
+ * the portal's rows are stored by this worker only). A failed query answers no, as the single
+ * check did: a message sent again keeps its transaction id, which the homeserver deduplicates. */
+static bool bridged_before(br_pworker *pw, int64_t portal_id, const br_wa_msg *m, bool group)
+{
+    if (absent_take(pw, portal_id, m->id)) return false;
+    const char *ids[BR_ABSENT_QUERY];
+    char *copies[BR_ABSENT_QUERY];
+    size_t n = 0;
+    ids[n] = copies[n] = strdup(m->id);
+    if (!copies[n]) return false;
+    n++;
+    pthread_mutex_lock(&pw->lock);
+    for (const br_job *j = pw->head; j && n < BR_ABSENT_QUERY; j = j->next) {
+        if (j->fn != br_portal_job_wa_message) continue;
+        const br_wa_msg *q = j->arg;
+        if (strcmp(q->chat, m->chat) != 0 || (!group && q->login_id != m->login_id)) continue;
+        if (!(copies[n] = strdup(q->id))) break;
+        ids[n] = copies[n];
+        n++;
+    }
+    pthread_mutex_unlock(&pw->lock);
+    bool present[BR_ABSENT_QUERY];
+    bool found = false;
+    if (db_message_present(pw->db, portal_id, ids, n, present) == DB_OK) {
+        found = present[0];
+        for (size_t i = 1; i < n; i++) {
+            absent_take(pw, portal_id, ids[i]); /* (noted once) */
+            if (!present[i]) absent_note(pw, portal_id, ids[i]);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(copies[i]);
+    return found;
+}
+
 static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login_id,
                           const char *wa_id, const char *sender, const char *event_id,
                           int64_t ts_ms, const char *relay_sender)
@@ -294,6 +358,7 @@ static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login
     snprintf(row.sender_jid, sizeof(row.sender_jid), "%s", sender);
     snprintf(row.mxid, sizeof(row.mxid), "%s", event_id);
     snprintf(row.mx_room, sizeof(row.mx_room), "%s", portal->mxid);
+    absent_take(pw, row.portal_id, row.wa_id);
     int rc = db_message_insert_later(pw->db, &row); /* goes with the worker's next statement */
     if (rc != DB_OK && rc != DB_ERR_UNIQUE)
         WB_WARN(MOD, "storing the mapping of %s failed: %s", wa_id, db_conn_error(pw->db)->message);
@@ -355,9 +420,7 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         result = -1;
         goto out;
     }
-    db_message prev;
-    if (db_message_by_wa(pw->db, portal.id, m->id, "", &prev) == DB_OK)
-        goto done; /* bridged before (a redelivery or a restart) */
+    if (bridged_before(pw, portal.id, m, group)) goto done; /* a redelivery or a restart */
     char ghost[DB_ID_MAX], puppet[DB_ID_MAX] = "";
     const char *as_user = NULL;          /* own messages come through the bot... */
     const char *who = own ? "" : sender; /* "" = the login's own account */
@@ -518,6 +581,7 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         set_str(row.mx_room, sizeof(row.mx_room), portal.mxid);
         free(event_id);
         atomic_fetch_add(&b->stats.wa_bridged, 1);
+        absent_take(pw, portal.id, m->id); /* (the same message queued twice: by two logins) */
         int mrc = db_message_insert_done_later(pw->db, &row, l->id, m->chat, m->id);
         if (mrc == DB_OK) goto out;
         if (mrc != DB_ERR_UNIQUE)

@@ -49,6 +49,11 @@ static const db_stmt st_message_insert_done = {
 static const db_stmt st_message_by_wa = {
     "bridge_message_by_wa",
     "SELECT " MESSAGE_COLS " FROM message WHERE portal_id = $1 AND wa_id = $2 AND part_id = $3", I};
+static const db_stmt st_message_present = {
+    "bridge_message_present",
+    "SELECT wa_id FROM message WHERE portal_id = $1 AND part_id = ''"
+    " AND wa_id = ANY ($2::text[])",
+    I};
 static const db_stmt st_message_by_mxid = {
     "bridge_message_by_mxid", "SELECT " MESSAGE_COLS " FROM message WHERE mxid = $1", I};
 static const db_stmt st_message_delete = {"bridge_message_delete",
@@ -235,6 +240,51 @@ int db_message_by_wa(db_conn *c, int64_t portal_id, const char *wa_id, const cha
 {
     db_param p[3] = {db_p_int(portal_id), db_p_text(wa_id), db_p_text(part_id ? part_id : "")};
     return read_message(c, &st_message_by_wa, p, 3, out);
+}
+
+/* text[] literal of ids: each element quoted, \ and " escaped; NULL when out of memory */
+static char *text_array(const char *const *v, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += 2 * strlen(v[i]) + 3;
+    char *out = malloc(cap), *at = out;
+    if (!out) return NULL;
+    *at++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) *at++ = ',';
+        *at++ = '"';
+        for (const char *p = v[i]; *p; p++) {
+            if (*p == '"' || *p == '\\') *at++ = '\\';
+            *at++ = *p;
+        }
+        *at++ = '"';
+    }
+    *at++ = '}';
+    *at = '\0';
+    return out;
+}
+
+int db_message_present(db_conn *c, int64_t portal_id, const char *const *wa_ids, size_t n,
+                       bool *present)
+{
+    for (size_t i = 0; i < n; i++)
+        present[i] = false;
+    if (n == 0) return DB_OK;
+    char *arr = text_array(wa_ids, n);
+    if (!arr) return db_set_error(c, DB_ERR_NOMEM, NULL, "db_message_present: out of memory");
+    db_param p[2] = {db_p_int(portal_id), db_p_text(arr)};
+    db_result *r;
+    int rc = db_exec(c, &st_message_present, p, 2, &r);
+    free(arr);
+    if (rc) return rc;
+    for (int row = 0; row < db_result_rows(r); row++) {
+        const char *id = db_result_text(r, row, 0);
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(wa_ids[i], id) == 0) present[i] = true;
+    }
+    db_result_free(r);
+    return DB_OK;
 }
 
 int db_message_by_mxid(db_conn *c, const char *mxid, db_message *out)

@@ -62,6 +62,10 @@ int db_message_insert_done_later(db_conn *c, const db_message *m, int64_t login_
 int db_message_insert_many(db_conn *c, const db_message *m, size_t n);
 int db_message_by_wa(db_conn *c, int64_t portal_id, const char *wa_id, const char *part_id,
                      db_message *out);
+/* Which of n WhatsApp message ids have a mapping row (their first part) in the portal, in one
+ * query: present[i] for wa_ids[i]. */
+int db_message_present(db_conn *c, int64_t portal_id, const char *const *wa_ids, size_t n,
+                       bool *present);
 int db_message_by_mxid(db_conn *c, const char *mxid, db_message *out);
 int db_message_delete(db_conn *c, const char *mxid);
 

@@ -136,6 +136,18 @@ static void test_portals_messages(db_conn *c, int64_t l1, int64_t l2)
     CHECK_INT(db_message_insert_many(c, many + 10, 10), DB_ERR_UNIQUE);
     CHECK_INT(db_message_by_wa(c, g1, "MANY10", "", &got), DB_ERR_NOT_FOUND);
     CHECK_INT(db_message_by_wa(c, g1, "MANY03", "", &got), DB_OK);
+    /* which of a burst are bridged, in one query: by portal, first parts only, ids verbatim */
+    snprintf(many[0].wa_id, sizeof(many[0].wa_id), "odd\"id\\,{x}");
+    snprintf(many[0].mxid, sizeof(many[0].mxid), "$odd");
+    CHECK_INT(db_message_insert(c, &many[0]), DB_OK);
+    const char *ask[6] = {"MANY09", "MANY10", "odd\"id\\,{x}", "odd", "3EB0C431C26A1916E0C1",
+                          "MANY00"};
+    bool present[6] = {false, true, false, true, true, false};
+    CHECK_INT(db_message_present(c, g1, ask, 6, present), DB_OK);
+    CHECK(present[0] && !present[1] && present[2] && !present[3] && !present[4] && present[5]);
+    CHECK_INT(db_message_present(c, d1, ask, 6, present), DB_OK); /* another portal */
+    CHECK(!present[0] && !present[2] && !present[5]);
+    CHECK_INT(db_message_present(c, g1, ask, 0, present), DB_OK);
 
     /* the mapping and the event buffer row's deletion together; a duplicate keeps the row */
     static const db_stmt buf_put = {

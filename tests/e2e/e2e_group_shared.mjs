@@ -44,6 +44,15 @@ try {
   check(alice.messagesIn(room).filter((e) => e.content?.body === 'Hello both, Bob here').length === 1,
     'Bob\'s message reached both logins and is in the room once');
 
+  // a burst, received by both logins: each message once, in order (the duplicate checks of a
+  // queued burst are answered by one query, and a copy from the other login finds it bridged)
+  const burst = Array.from({ length: 15 }, (_, i) => `burst ${i}`);
+  for (const t of burst) await bob.send(g.id, { text: t });
+  await alice.waitEvent('the burst\'s last message', (e) => e.room_id === room && e.content?.body === 'burst 14', 30000);
+  await new Promise((r) => setTimeout(r, 1500));
+  const seen = alice.messagesIn(room).map((e) => e.content?.body).filter((b) => burst.includes(b));
+  check(JSON.stringify(seen) === JSON.stringify(burst), `a burst of 15 from Bob is in the room once each, in order (${seen.length})`);
+
   await alice.send(room, 'Alice answers');
   await dave.send(room, 'Dave answers');
   const got = await waitFor('both answers at Bob', () => {

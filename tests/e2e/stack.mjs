@@ -137,7 +137,7 @@ export async function startBridge(bin, configPath, env = {}) {
   const log = [];
   createInterface({ input: proc.stderr }).on('line', (l) => {
     log.push(l);
-    if (process.env.WABRIDGE_E2E_LOG || !/^\S+ INFO /.test(l)) process.stderr.write(`${l}\n`);
+    if (process.env.WABRIDGE_E2E_LOG || !/^\S+ info /i.test(l)) process.stderr.write(`${l}\n`);
   });
   const exited = new Promise((resolve) => proc.once('exit', (code, sig) => resolve({ code, sig })));
   await new Promise((resolve, reject) => {
