@@ -35,6 +35,8 @@ typedef struct deferred_stmt {
     int64_t *affected; /* receives the rows it changed once it ran (NULL: not wanted) */
     int64_t *first;    /* receives its first row's first column (an id it RETURNING), -1 when
                           it returned no row (NULL: not wanted) */
+    int key_nparams;   /* > 0: a whole-row write of the row its first key_nparams parameters
+                          name; a later one of the same row replaces it among held commits */
 } deferred_stmt;
 
 /* Statements queued with their parameters: db_exec_deferred's (inside a transaction) and
@@ -442,6 +444,7 @@ static int queue_add(db_conn *c, stmt_queue *q, const db_stmt *st, const wire_pa
     deferred_stmt *d = &q->items[q->n];
     d->affected = NULL;
     d->first = NULL;
+    d->key_nparams = 0;
     d->block = malloc(total ? total : 1);
     if (!d->block) return set_error(c, DB_ERR_NOMEM, NULL, "%s: out of memory", st->name);
     d->st = st;
@@ -670,6 +673,17 @@ int db_exec_deferred_first(db_conn *c, const db_stmt *st, const db_param *params
     *first = -1;
     int rc = db_exec_deferred(c, st, params, nparams);
     if (rc == DB_OK) c->deferred.items[c->deferred.n - 1].first = first;
+    return rc;
+}
+
+int db_exec_deferred_row(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
+                         int key_nparams)
+{
+    if (key_nparams <= 0 || key_nparams > nparams)
+        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_deferred_row: bad key")
+                 : DB_ERR_INVALID;
+    int rc = db_exec_deferred(c, st, params, nparams);
+    if (rc == DB_OK && c->in_tx) c->deferred.items[c->deferred.n - 1].key_nparams = key_nparams;
     return rc;
 }
 
@@ -1135,9 +1149,36 @@ static bool holdable(const db_conn *c)
     return true;
 }
 
-/* Appends from's statements to to (their storage moves too); from is left empty. */
+/* Same statement, same key parameters (byte for byte). */
+static bool same_row(const deferred_stmt *a, const deferred_stmt *b)
+{
+    if (a->st != b->st || a->key_nparams != b->key_nparams) return false;
+    for (int i = 0; i < a->key_nparams; i++) {
+        if (!a->values[i] != !b->values[i] || a->formats[i] != b->formats[i]) return false;
+        if (!a->values[i]) continue;
+        size_t la = a->formats[i] ? (size_t)a->lengths[i] : strlen(a->values[i]);
+        size_t lb = b->formats[i] ? (size_t)b->lengths[i] : strlen(b->values[i]);
+        if (la != lb || memcmp(a->values[i], b->values[i], la) != 0) return false;
+    }
+    return true;
+}
+
+/* Appends from's statements to to (their storage moves too); from is left empty. A keyed write
+ * (db_exec_deferred_row) replaces an earlier one of the same row in to: only the last state of
+ * a row travels (a batch of messages to one contact writes its session once). */
 static int queue_move(db_conn *c, stmt_queue *to, stmt_queue *from)
 {
+    size_t kept = 0;
+    for (size_t i = 0; i < to->n; i++) {
+        bool superseded = false;
+        for (size_t j = 0; to->items[i].key_nparams > 0 && j < from->n && !superseded; j++)
+            superseded = same_row(&to->items[i], &from->items[j]);
+        if (superseded)
+            free(to->items[i].block);
+        else
+            to->items[kept++] = to->items[i];
+    }
+    to->n = kept;
     if (to->n + from->n > to->cap) {
         size_t cap = to->cap ? to->cap : 8;
         while (cap < to->n + from->n)

@@ -226,6 +226,11 @@ int db_exec_deferred_count(db_conn *c, const db_stmt *st, const db_param *params
  * RETURNING: the id of the row it inserted), or -1 when it returned no row. */
 int db_exec_deferred_first(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
                            int64_t *first);
+/* db_exec_deferred of a whole-row write (an upsert that sets every column) of the row its first
+ * key_nparams parameters name: among held commits (hold_commits) a later write of the same row
+ * replaces it, so a batch writes each row once. */
+int db_exec_deferred_row(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
+                         int key_nparams);
 
 /* Write-behind, for writes whose failure the caller would only log (a mapping row, the deletion
  * of a handled inbox row): outside a transaction, st is queued (parameters copied) and sent in

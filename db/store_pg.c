@@ -551,7 +551,7 @@ static int cache_write_dirty(pg_store *s)
         const cache_ent *e = &s->cache->sessions[i];
         if (!e->dirty) continue;
         db_param p[3] = {db_p_int(s->login_id), db_p_text(e->addr), db_p_bytes(e->rec, e->len)};
-        int rc = db_exec_deferred(s->conn, &st_session_save, p, 3);
+        int rc = db_exec_deferred_row(s->conn, &st_session_save, p, 3, 2); /* (login, address) */
         if (rc) return rc;
     }
     return DB_OK;
