@@ -149,6 +149,9 @@ int main(void)
                       "\"room_id\":\"!r:hs\",\"content\":{\"user_ids\":[\"@ghost_2:hs\"]}}]}"),
               200);
     CHECK_INT(inbox_count(conn), 7); /* $d1 and the typing notice */
+    /* the rows' ids, by the batch's events (the echo has none), for the bridge to route them */
+    CHECK_INT((int)f.nids, 3);
+    if (f.nids == 3) CHECK(f.ids[0] == -1 && f.ids[1] > 0 && f.ids[2] > f.ids[1]);
     db_inbox_row all[16];
     n = 0;
     db_inbox_peek(conn, all, 16, &n);
@@ -158,6 +161,7 @@ int main(void)
     CHECK(!echo);
     db_inbox_rows_free(all, n);
     mx_as_server_stop(s);
+    br_mx_txn_pg_free(&f);
     db_conn_close(conn);
     curl_global_cleanup();
     return CHECK_DONE();
