@@ -71,8 +71,8 @@ struct br_pworker {
     } ghost_seen[256];
     /* WhatsApp message ids known to have no mapping row in their portal, from one query for a
      * burst of a chat's queued messages (portal.c bridged_before): each answers one duplicate
-     * check. Oldest first. */
-    size_t nabsent;
+     * check. */
+    size_t nabsent, absent_evict;
     struct {
         int64_t portal_id;
         char id[DB_ID_MAX];

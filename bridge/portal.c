@@ -291,7 +291,7 @@ static bool absent_take(br_pworker *pw, int64_t portal_id, const char *id)
 {
     for (size_t i = 0; i < pw->nabsent; i++) {
         if (pw->absent[i].portal_id != portal_id || strcmp(pw->absent[i].id, id) != 0) continue;
-        memmove(&pw->absent[i], &pw->absent[i + 1], (pw->nabsent - i - 1) * sizeof(pw->absent[0]));
+        if (i != pw->nabsent - 1) pw->absent[i] = pw->absent[pw->nabsent - 1];
         pw->nabsent--;
         return true;
     }
@@ -301,10 +301,8 @@ static bool absent_take(br_pworker *pw, int64_t portal_id, const char *id)
 static void absent_note(br_pworker *pw, int64_t portal_id, const char *id)
 {
     if (strlen(id) >= DB_ID_MAX) return;
-    if (pw->nabsent == BR_ABSENT_MAX) { /* full: the oldest goes (its check asks again) */
-        memmove(&pw->absent[0], &pw->absent[1], (BR_ABSENT_MAX - 1) * sizeof(pw->absent[0]));
-        pw->nabsent--;
-    }
+    if (pw->nabsent == BR_ABSENT_MAX) /* full: one goes, in turn (its check asks again) */
+        pw->absent[pw->absent_evict++ % BR_ABSENT_MAX] = pw->absent[--pw->nabsent];
     pw->absent[pw->nabsent].portal_id = portal_id;
     memcpy(pw->absent[pw->nabsent].id, id, strlen(id) + 1);
     pw->nabsent++;

@@ -1168,17 +1168,23 @@ static bool same_row(const deferred_stmt *a, const deferred_stmt *b)
  * a row travels (a batch of messages to one contact writes its session once). */
 static int queue_move(db_conn *c, stmt_queue *to, stmt_queue *from)
 {
+    bool keyed = false;
+    for (size_t j = 0; j < from->n && !keyed; j++)
+        keyed = from->items[j].key_nparams > 0;
     size_t kept = 0;
-    for (size_t i = 0; i < to->n; i++) {
+    for (size_t i = 0; keyed && i < to->n; i++) {
         bool superseded = false;
         for (size_t j = 0; to->items[i].key_nparams > 0 && j < from->n && !superseded; j++)
             superseded = same_row(&to->items[i], &from->items[j]);
-        if (superseded)
+        if (superseded) {
             free(to->items[i].block);
-        else
-            to->items[kept++] = to->items[i];
+            continue;
+        }
+        if (kept != i)
+            to->items[kept] = to->items[i]; /* (an item is ~1 KB: copied only to close a gap) */
+        kept++;
     }
-    to->n = kept;
+    if (keyed) to->n = kept;
     if (to->n + from->n > to->cap) {
         size_t cap = to->cap ? to->cap : 8;
         while (cap < to->n + from->n)
