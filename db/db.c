@@ -652,27 +652,35 @@ uint64_t db_held_losses(const db_conn *c)
     return c->held_losses;
 }
 
+/* db_exec_deferred inside a transaction for a caller who wants a value once it has run (*out is
+ * -1 until then): *d is the queued statement, to be told where to put it (NULL on failure). */
+static int defer_with_out(db_conn *c, const char *what, const db_stmt *st, const db_param *params,
+                          int nparams, int64_t *out, deferred_stmt **d)
+{
+    *d = NULL;
+    if (!c || !c->in_tx || !out)
+        return c ? set_error(c, DB_ERR_INVALID, NULL, "%s: no transaction", what) : DB_ERR_INVALID;
+    *out = -1;
+    int rc = db_exec_deferred(c, st, params, nparams);
+    if (rc == DB_OK) *d = &c->deferred.items[c->deferred.n - 1];
+    return rc;
+}
+
 int db_exec_deferred_count(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
                            int64_t *affected)
 {
-    if (!c || !c->in_tx || !affected)
-        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_deferred_count: no transaction")
-                 : DB_ERR_INVALID;
-    *affected = -1;
-    int rc = db_exec_deferred(c, st, params, nparams);
-    if (rc == DB_OK) c->deferred.items[c->deferred.n - 1].affected = affected;
+    deferred_stmt *d;
+    int rc = defer_with_out(c, "db_exec_deferred_count", st, params, nparams, affected, &d);
+    if (d) d->affected = affected;
     return rc;
 }
 
 int db_exec_deferred_first(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
                            int64_t *first)
 {
-    if (!c || !c->in_tx || !first)
-        return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_deferred_first: no transaction")
-                 : DB_ERR_INVALID;
-    *first = -1;
-    int rc = db_exec_deferred(c, st, params, nparams);
-    if (rc == DB_OK) c->deferred.items[c->deferred.n - 1].first = first;
+    deferred_stmt *d;
+    int rc = defer_with_out(c, "db_exec_deferred_first", st, params, nparams, first, &d);
+    if (d) d->first = first;
     return rc;
 }
 
