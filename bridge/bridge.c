@@ -317,8 +317,9 @@ static void route_inbox_row(br_bridge *b, db_conn *db, db_inbox_row *row);
 static bool route_stored(br_bridge *b, const mx_event_batch *batch)
 {
     const br_mx_txn_pg *t = &b->txn_pg;
+    bool known = t->nids == batch->count; /* (not when the commit could not keep them) */
     int64_t last = -1;
-    for (size_t i = 0; t->nids == batch->count && i < t->nids; i++)
+    for (size_t i = 0; known && i < t->nids; i++)
         if (t->ids[i] > last) last = t->ids[i];
     pthread_mutex_lock(&b->route_lock);
     bool direct = last >= 0 && b->stored_upto >= 0 && b->routed_upto >= b->stored_upto;
@@ -338,7 +339,11 @@ static bool route_stored(br_bridge *b, const mx_event_batch *batch)
         b->routed_upto = row.id;
         atomic_fetch_add(&b->stats.mx_direct, 1);
     }
-    if (last >= 0) b->stored_upto = last;
+    /* rows of unknown ids: none is routed here until the pump has caught up past a known one */
+    if (!known)
+        b->stored_upto = -1;
+    else if (last >= 0)
+        b->stored_upto = last;
     pthread_mutex_unlock(&b->route_lock);
     return direct;
 }

@@ -1006,6 +1006,7 @@ int db_exec_batch(db_conn *c, const db_stmt *st, int nparams, size_t n, db_batch
     int rc = check_tx_usable(c, st->name);
     if (rc) return rc;
     if (n == 0) return DB_OK;
+    if (!c->in_tx) held_first(c);
     db_flush(c);
     if (c->in_tx && (c->begin_pending || c->deferred.n)) {
         rc = run_pending(c, NULL, NULL, 0, false, NULL, NULL);

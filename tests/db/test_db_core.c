@@ -682,6 +682,11 @@ static const char *txt_of(db_conn *c, int64_t k, char *buf, size_t cap)
     return buf;
 }
 
+static void del_fill(void *arg, size_t i, db_param *p)
+{
+    p[0] = db_p_int(((const int64_t *)arg)[i]);
+}
+
 static void test_hold(db_conn *c)
 {
     reset_table(c);
@@ -763,6 +768,12 @@ static void test_hold(db_conn *c)
     held_write(a, &st_append, 21, "e", 1); /* a row already written: an ordinary upsert */
     CHECK_INT(db_sync(a), DB_OK);
     CHECK_STR(txt_of(c, 21, buf, sizeof(buf)), "ce");
+    /* a batch of its own goes after what is held (k 30 is inserted, then deleted) */
+    held_insert(a, 30);
+    int64_t del = 30;
+    CHECK_INT(db_exec_batch(a, &st_del, 1, 1, del_fill, &del, NULL), DB_OK);
+    CHECK_INT(db_sync(a), DB_OK);
+    CHECK(!has_row(c, 30));
     /* closing sends what is held */
     held_insert(a, 11);
     db_conn_close(a);
