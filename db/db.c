@@ -567,7 +567,17 @@ static int run_pending(db_conn *c, const db_stmt *st, const wire_params *w, int 
                        bool with_commit, PGresult **out, int64_t *affected)
 {
     int rc;
-    if (c->begin_pending) held_first(c); /* (while held, no transaction is open on the server) */
+    /* held writes go first (while any are held, no transaction is open on the server). If they are
+     * lost, this transaction fails too: what it read from caches may stand on them */
+    if (c->begin_pending && c->held.n && held_send(c) != DB_OK) {
+        c->begin_pending = false;
+        defer_clear(c);
+        c->tx_lost = true;
+        return set_error(c, DB_ERR_CONN_LOST, NULL,
+                         "the writes held before this transaction were lost (%s); nothing of it "
+                         "was committed",
+                         c->held_error);
+    }
     for (int attempt = 0;; attempt++) {
         bool fresh = c->begin_pending;
         rc = ensure_conn(c);

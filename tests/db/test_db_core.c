@@ -740,6 +740,19 @@ static void test_hold(db_conn *c)
     CHECK(!has_row(c, 9));
     CHECK_INT(db_sync(a), DB_OK);
     CHECK_INT(count_rows(a), 7); /* the connection works on */
+    /* a transaction whose first round trip finds the held writes lost fails as well (it may
+     * have acted on them), and commits nothing */
+    held_insert(a, 1);
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    db_param p12[3] = {db_p_int(12), db_p_text("after a loss"), db_p_null()};
+    CHECK_INT(db_exec_deferred(a, &st_ins, p12, 3), DB_OK);
+    CHECK_INT(db_exec(a, &st_count, NULL, 0, NULL), DB_ERR_CONN_LOST);
+    CHECK(strstr(db_conn_error(a)->message, "held") != NULL);
+    CHECK_INT(db_commit(a), DB_ERR_CONN_LOST);
+    CHECK_INT(db_held_losses(a), 2);
+    CHECK(!has_row(c, 12));
+    CHECK(db_sync(a) != DB_OK); /* reported once */
+    CHECK_INT(db_sync(a), DB_OK);
     /* the backend dies while writes are held: nothing of them had left, so they are sent on a
      * new session; the sync still reports the loss of the session (it cannot vouch for it) */
     held_insert(a, 10);
@@ -747,7 +760,7 @@ static void test_hold(db_conn *c)
     usleep(200 * 1000);
     CHECK(db_sync(a) != DB_OK);
     CHECK(has_row(c, 10));
-    CHECK_INT(db_held_losses(a), 1);
+    CHECK_INT(db_held_losses(a), 2); /* (no new loss) */
     CHECK_INT(db_sync(a), DB_OK);
     /* keyed whole-row writes: among held commits only the last write of a row is sent */
     char buf[64];
