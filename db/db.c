@@ -69,9 +69,10 @@ struct db_conn {
     /* hold_commits: the writes of transactions committed without a round trip, in commit order;
      * sent as one transaction ahead of the next round trip, or by db_sync with its WAL flush */
     stmt_queue held;
-    uint64_t held_losses; /* held batches that failed (db_held_losses) */
-    bool held_unreported; /* one failed since the last db_sync, which must say so */
-    char held_error[256]; /* why the last one failed */
+    uint64_t held_losses;   /* held batches that failed (db_held_losses) */
+    uint64_t sync_failures; /* db_sync calls that failed (db_sync_failures) */
+    bool held_unreported;   /* one failed since the last db_sync, which must say so */
+    char held_error[256];   /* why the last one failed */
     uint64_t later_failures;
     char later_error[256]; /* the last failure of a later write */
     uint64_t reconnects;   /* successful reconnects after a loss */
@@ -1381,7 +1382,21 @@ int db_exec_script(db_conn *c, const char *sql)
     return rc;
 }
 
+static int sync_once(db_conn *c);
+
 int db_sync(db_conn *c)
+{
+    int rc = sync_once(c);
+    if (rc != DB_OK) c->sync_failures++;
+    return rc;
+}
+
+uint64_t db_sync_failures(const db_conn *c)
+{
+    return c->sync_failures;
+}
+
+static int sync_once(db_conn *c)
 {
     if (!c->opts.async_commit || (!c->unsynced && !c->held_unreported)) return DB_OK;
     if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "db_sync: a transaction is open");

@@ -96,6 +96,8 @@ int db_sync(db_conn *c);
 /* hold_commits: how many held batches failed to commit so far (their transactions are lost:
  * whatever was cached as committed by them must be read again). */
 uint64_t db_held_losses(const db_conn *c);
+/* How many db_sync calls failed so far (commits before them may not be durable). */
+uint64_t db_sync_failures(const db_conn *c);
 
 /* A statement: a static value, prepared on a connection the first time it runs there. */
 typedef struct db_stmt {

@@ -61,6 +61,7 @@ typedef struct pg_store {
     pg_cache *cache;     /* allocated on first use (idle logins stay small) */
     evbuf_filter *evbuf; /* allocated on first use */
     uint64_t held_seen;  /* db_held_losses of conn when the cache was last known good */
+    uint64_t undone;     /* rollbacks and failed commits (part of epoch()) */
     char err[640];       /* last error, "" after success */
 } pg_store;
 
@@ -593,20 +594,33 @@ static int pg_commit(void *ctx)
     if (rc != DB_OK) {
         db_rollback(s->conn);
         cache_forget_touched(s);
+        s->undone++;
         return done(s, rc);
     }
     rc = db_commit(s->conn);
-    if (rc != DB_OK)
+    if (rc != DB_OK) {
         cache_forget_touched(s); /* not committed, or in doubt */
-    else
+        s->undone++;
+    } else
         cache_settle(s);
     return done(s, rc);
+}
+
+/* Writes this store took as committed may be lost after: a transaction undone, a held batch lost,
+ * a sync that failed, a new database session (an asynchronous commit on the old one may not have
+ * reached the disk). */
+static uint64_t pg_epoch(void *ctx)
+{
+    const pg_store *s = ctx;
+    return s->undone + db_held_losses(s->conn) + db_sync_failures(s->conn) +
+           db_conn_reconnects(s->conn);
 }
 
 static int pg_rollback(void *ctx)
 {
     pg_store *s = ctx;
     cache_forget_touched(s);
+    if (db_conn_in_tx(s->conn)) s->undone++;
     return done(s, db_rollback(s->conn));
 }
 
@@ -1485,6 +1499,7 @@ int db_store_new(db_conn *conn, int64_t login_id, wa_store *out)
         .begin = pg_begin,
         .commit = pg_commit,
         .rollback = pg_rollback,
+        .epoch = pg_epoch,
         .wipe = pg_wipe,
         .device_load = pg_device_load,
         .device_save = pg_device_save,

@@ -9,15 +9,40 @@
 
 #include <signal/curve.h>
 #include <signal/protocol.h>
+#include <signal/ratchet.h>
 #include <signal/session_builder.h>
 #include <signal/session_cipher.h>
 #include <signal/session_pre_key.h>
+#include <signal/session_record.h>
+#include <signal/session_state.h>
 #include <signal/signal_protocol.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LID_NAME_MAX 64 /* bytes of a LID Signal name ("123456789012345_1") incl. NUL */
+
+/* Sending without a write per message. A session's stored record has its sending chain advanced
+ * WA_SIGNAL_RESERVE keys ahead of the record the ciphers use, which is kept here in memory: while
+ * the ciphers only step that chain within the reserve, the stored record stays what it is, and a
+ * message goes out without waiting for a write to become durable. After a crash the session goes
+ * on from the stored record, past every key that may have been used: never the same key twice.
+ * The receiver skips the unused keys (Signal receivers accept gaps of up to 2,000). Anything else
+ * that changes in the record (a received message, a new ratchet step) is written at once, again
+ * with the reserve. What is kept is only good while the store's epoch stays the one it was
+ * written in (a rollback, a lost commit: the stored record may be older); else the store is
+ * asked again. */
+#define WA_SIGNAL_RESERVE 64
+#define WA_SIGNAL_KEPT    32 /* sessions kept per login; the oldest goes when full */
+
+typedef struct kept_record {
+    char key[WA_ADDRESS_MAX]; /* the session's store key */
+    signal_buffer *current;   /* the record as the ciphers left it */
+    signal_buffer *stored;    /* the record as stored: its sending chain at `reserved` */
+    ratchet_chain_key *chain; /* that chain key (a reference) */
+    uint32_t reserved;        /* its index: every key below it may be used */
+    uint64_t epoch;           /* the store's epoch when it was written */
+} kept_record;
 
 struct wa_signal {
     wa_crypto *crypto;                 /* borrowed */
@@ -28,12 +53,76 @@ struct wa_signal {
     bool identity_changed;             /* a pkmsg or bundle came with a peer identity key other
                                           than the stored one (wa_signal_take_identity_change) */
     struct {
-        char pn[WA_ADDRESS_MAX]; /* a phone-number Signal name ("15551234567"), "" if free */
-        char lid[LID_NAME_MAX];  /* its LID name ("123456789012345_1"), "" if none is known */
-    } lids[WA_SIGNAL_LID_CACHE]; /* the store's LID map as address_key used it; emptied by
-                                    wa_signal_lids_changed */
-    size_t lids_next;            /* the slot the next new name takes */
+        char pn[WA_ADDRESS_MAX];       /* a phone-number Signal name ("15551234567"), "" if free */
+        char lid[LID_NAME_MAX];        /* its LID name ("123456789012345_1"), "" if none is known */
+    } lids[WA_SIGNAL_LID_CACHE];       /* the store's LID map as address_key used it; emptied by
+                                          wa_signal_lids_changed */
+    size_t lids_next;                  /* the slot the next new name takes */
+    kept_record *kept[WA_SIGNAL_KEPT]; /* sessions whose stored record is ahead (see below) */
+    size_t kept_next;                  /* the slot the next new one takes when all are used */
 };
+
+static void kept_free(kept_record *k)
+{
+    if (!k) return;
+    signal_buffer_bzero_free(k->current);
+    signal_buffer_bzero_free(k->stored);
+    if (k->chain) SIGNAL_UNREF(k->chain);
+    free(k);
+}
+
+static void kept_drop_prefix(wa_signal *s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (size_t i = 0; i < WA_SIGNAL_KEPT; i++)
+        if (s->kept[i] && strncmp(s->kept[i]->key, prefix, n) == 0) {
+            kept_free(s->kept[i]);
+            s->kept[i] = NULL;
+        }
+}
+
+static void kept_drop(wa_signal *s, const char *key)
+{
+    for (size_t i = 0; i < WA_SIGNAL_KEPT; i++)
+        if (s->kept[i] && strcmp(s->kept[i]->key, key) == 0) {
+            kept_free(s->kept[i]);
+            s->kept[i] = NULL;
+        }
+}
+
+static uint64_t store_epoch(const wa_signal *s)
+{
+    return s->store->epoch ? s->store->epoch(s->store->ctx) : 0;
+}
+
+/* The kept record of key while still good, else NULL (and a stale one is dropped). */
+static kept_record *kept_find(wa_signal *s, const char *key)
+{
+    for (size_t i = 0; i < WA_SIGNAL_KEPT; i++) {
+        kept_record *k = s->kept[i];
+        if (!k || strcmp(k->key, key) != 0) continue;
+        if (k->epoch == store_epoch(s)) return k;
+        kept_free(k);
+        s->kept[i] = NULL;
+        return NULL;
+    }
+    return NULL;
+}
+
+/* Keeps k for its key (replacing any, else in a free slot, else the oldest's). */
+static void kept_put(wa_signal *s, kept_record *k)
+{
+    kept_drop(s, k->key);
+    for (size_t i = 0; i < WA_SIGNAL_KEPT; i++)
+        if (!s->kept[i]) {
+            s->kept[i] = k;
+            return;
+        }
+    size_t i = s->kept_next;
+    s->kept_next = (s->kept_next + 1) % WA_SIGNAL_KEPT;
+    kept_free(s->kept[i]);
+    s->kept[i] = k;
+}
 
 /* The LID Signal name of a phone-number name (digits only: agent 0, WhatsApp's domain) when the
  * store's map knows it, into lid; else false. Cached, the misses too. */
@@ -112,6 +201,7 @@ static int migrate_to_lid(wa_signal *s, const char *pn_key, const char *lid_key)
     uint8_t ik[WA_KEY_LEN];
     int rc = st->session_load(st->ctx, pn_key, &b);
     int moved = rc == WA_STORE_OK ? 1 : rc == WA_STORE_NOT_FOUND ? 0 : SG_ERR_UNKNOWN;
+    if (moved == 1) kept_drop(s, pn_key); /* the stored record moves: it is ahead of the kept */
     if (moved == 1 && (st->session_save(st->ctx, lid_key, b.data, b.len) != WA_STORE_OK ||
                        st->session_delete(st->ctx, pn_key) < 0))
         moved = SG_ERR_UNKNOWN;
@@ -133,6 +223,7 @@ void wa_signal_lids_changed(wa_signal *s)
 {
     memset(s->lids, 0, sizeof(s->lids));
     s->lids_next = 0;
+    kept_drop_prefix(s, ""); /* their keys may name other rows now */
 }
 
 /* --- sessions --- */
@@ -143,6 +234,12 @@ static int load_session(signal_buffer **record, signal_buffer **user_record,
     wa_signal *s = user_data;
     char key[WA_ADDRESS_MAX], pn_key[WA_ADDRESS_MAX];
     address_key(s, address, key, sizeof(key));
+    const kept_record *k = kept_find(s, key);
+    if (k) {
+        *record = signal_buffer_copy(k->current);
+        *user_record = NULL;
+        return *record ? 1 : SG_ERR_NOMEM;
+    }
     wb_buf b;
     wb_buf_init(&b);
     int rc = s->store->session_load(s->store->ctx, key, &b);
@@ -173,14 +270,88 @@ static int sub_device_sessions(signal_int_list **sessions, const char *name, siz
     return *sessions ? 0 : SG_ERR_NOMEM;
 }
 
+/* The record with its state's sending chain key replaced by chain, serialized into *out. */
+static int with_chain(session_record *rec, ratchet_chain_key *chain, signal_buffer **out)
+{
+    session_state *st = session_record_get_state(rec);
+    if (session_state_set_sender_chain_key(st, chain) != 0) return SG_ERR_UNKNOWN;
+    return session_record_serialize(out, rec) == 0 && *out ? 0 : SG_ERR_NOMEM;
+}
+
+/* Saves what the ciphers left, with the sending chain reserved ahead (see WA_SIGNAL_RESERVE):
+ * nothing is written when the stored record already stands for it. */
 static int store_session(const signal_protocol_address *address, uint8_t *record, size_t len,
                          uint8_t *user_record, size_t user_len, void *user_data)
 {
     wa_signal *s = user_data;
     char key[WA_ADDRESS_MAX];
     address_key(s, address, key, sizeof(key));
-    return s->store->session_save(s->store->ctx, key, record, len) == WA_STORE_OK ? 0
-                                                                                  : SG_ERR_UNKNOWN;
+    session_record *rec = NULL;
+    session_state *st = NULL;
+    ratchet_chain_key *chain = NULL;
+    if (s->store->epoch && session_record_deserialize(&rec, record, len, s->ctx) == 0 && rec)
+        st = session_record_get_state(rec);
+    if (!st || !session_state_has_sender_chain(st) ||
+        !(chain = session_state_get_sender_chain_key(st))) {
+        /* nothing to reserve (or no epoch to keep it by): stored as it is */
+        if (rec) SIGNAL_UNREF(rec);
+        kept_drop(s, key);
+        return s->store->session_save(s->store->ctx, key, record, len) == WA_STORE_OK
+                   ? 0
+                   : SG_ERR_UNKNOWN;
+    }
+    SIGNAL_REF(chain); /* the record's own: with_chain replaces it */
+    uint32_t index = ratchet_chain_key_get_index(chain);
+    signal_buffer *current = signal_buffer_create(record, len), *stored = NULL;
+    int rc = current ? 0 : SG_ERR_NOMEM;
+    kept_record *k = rc == 0 ? kept_find(s, key) : NULL;
+    if (k && index <= k->reserved && with_chain(rec, k->chain, &stored) == 0 &&
+        signal_buffer_compare(stored, k->stored) == 0) {
+        /* the stored record stands for this one: only the chain moved, within the reserve */
+        signal_buffer_bzero_free(k->current);
+        k->current = current;
+        signal_buffer_bzero_free(stored);
+        SIGNAL_UNREF(chain);
+        SIGNAL_UNREF(rec);
+        return 0;
+    }
+    signal_buffer_bzero_free(stored);
+    stored = NULL;
+    /* write the record with its chain WA_SIGNAL_RESERVE keys on */
+    ratchet_chain_key *ahead = chain;
+    SIGNAL_REF(ahead);
+    for (int i = 0; rc == 0 && i < WA_SIGNAL_RESERVE; i++) {
+        ratchet_chain_key *next = NULL;
+        if (ratchet_chain_key_create_next(ahead, &next) != 0 || !next) {
+            rc = SG_ERR_NOMEM;
+            break;
+        }
+        SIGNAL_UNREF(ahead);
+        ahead = next;
+    }
+    if (rc == 0) rc = with_chain(rec, ahead, &stored);
+    if (rc == 0 && s->store->session_save(s->store->ctx, key, signal_buffer_data(stored),
+                                          signal_buffer_len(stored)) != WA_STORE_OK)
+        rc = SG_ERR_UNKNOWN;
+    kept_record *nk = rc == 0 ? calloc(1, sizeof(*nk)) : NULL;
+    if (nk) {
+        snprintf(nk->key, sizeof(nk->key), "%s", key);
+        nk->current = current;
+        nk->stored = stored;
+        nk->chain = ahead;
+        nk->reserved = index + WA_SIGNAL_RESERVE;
+        nk->epoch = store_epoch(s);
+        kept_put(s, nk);
+    } else {
+        /* not kept: the next load reads the stored record, whose chain is ahead (safe) */
+        kept_drop(s, key);
+        signal_buffer_bzero_free(current);
+        signal_buffer_bzero_free(stored);
+        if (ahead) SIGNAL_UNREF(ahead);
+    }
+    SIGNAL_UNREF(chain);
+    SIGNAL_UNREF(rec);
+    return rc;
 }
 
 static int contains_session(const signal_protocol_address *address, void *user_data)
@@ -197,6 +368,7 @@ static int delete_session(const signal_protocol_address *address, void *user_dat
     wa_signal *s = user_data;
     char key[WA_ADDRESS_MAX];
     address_key(s, address, key, sizeof(key));
+    kept_drop(s, key);
     int rc = s->store->session_delete(s->store->ctx, key);
     return rc == WA_STORE_OK ? 1 : rc == WA_STORE_NOT_FOUND ? 0 : SG_ERR_UNKNOWN;
 }
@@ -208,10 +380,12 @@ static int delete_all_sessions(const char *name, size_t name_len, void *user_dat
     size_t n = 0, m = 0;
     if (lid_name(s, name, name_len, lid, sizeof(lid))) { /* and the phone number's leftovers */
         snprintf(prefix, sizeof(prefix), "%s:", lid);
+        kept_drop_prefix(s, prefix);
         if (s->store->session_delete_prefix(s->store->ctx, prefix, &m) != WA_STORE_OK)
             return SG_ERR_UNKNOWN;
     }
     snprintf(prefix, sizeof(prefix), "%.*s:", (int)name_len, name);
+    kept_drop_prefix(s, prefix);
     return s->store->session_delete_prefix(s->store->ctx, prefix, &n) == WA_STORE_OK
                ? (int)(n + m)
                : SG_ERR_UNKNOWN;
@@ -387,7 +561,14 @@ static int identity_swap_begin(wa_signal *s, const char *akey, const uint8_t key
         return WA_OK; /* first use, or the same key */
     if (rc != WA_STORE_OK) return WA_ERR_STATE;
     sw->changed = true;
-    rc = st->session_load(st->ctx, akey, &sw->record);
+    const kept_record *k = kept_find(s, akey); /* the current record, when kept */
+    if (k) {
+        wb_buf_append(&sw->record, signal_buffer_data(k->current), signal_buffer_len(k->current));
+        rc = sw->record.failed ? WA_STORE_ERR_NOMEM : WA_STORE_OK;
+        kept_drop(s, akey);
+    } else {
+        rc = st->session_load(st->ctx, akey, &sw->record);
+    }
     if (rc != WA_STORE_OK && rc != WA_STORE_NOT_FOUND) return WA_ERR_STATE;
     sw->had_session = rc == WA_STORE_OK;
     if (sw->had_session && st->session_delete(st->ctx, akey) < 0) return WA_ERR_STATE;
@@ -428,6 +609,7 @@ int wa_signal_forget_user(wa_signal *s, const char *name)
     wa_store *st = s->store;
     for (int i = 0; i < 2 && names[i]; i++) {
         snprintf(prefix, sizeof(prefix), "%s:", names[i]);
+        kept_drop_prefix(s, prefix);
         if (st->session_delete_prefix(st->ctx, prefix, NULL) != WA_STORE_OK ||
             st->identity_delete_prefix(st->ctx, prefix, NULL) != WA_STORE_OK)
             return WA_ERR_STATE;
@@ -478,6 +660,7 @@ void wa_signal_free(wa_signal *s)
 {
     if (!s) return;
     if (s->sc) signal_protocol_store_context_destroy(s->sc);
+    kept_drop_prefix(s, "");
     wa_wipe(&s->dev, sizeof(s->dev));
     free(s);
 }

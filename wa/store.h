@@ -143,6 +143,11 @@ typedef struct wa_store {
     int (*begin)(void *ctx);
     int (*commit)(void *ctx);
     int (*rollback)(void *ctx);
+    /* A count that changes whenever writes the store accepted may be lost after all: a rollback,
+     * a failed commit, a commit the database could not make durable. What the engine keeps beside
+     * the store on the strength of a write (wa/signal.c: sessions' current records) is only good
+     * while it stays the same. May be NULL: then nothing is kept. */
+    uint64_t (*epoch)(void *ctx);
     int (*wipe)(void *ctx); /* logout: forget everything of this login */
 
     /* -- this device -- */

@@ -50,6 +50,7 @@ typedef struct mem_store {
     rec_list recs;     /* the data */
     rec_list snapshot; /* copy taken by begin */
     bool in_tx;        /* between begin and commit/rollback */
+    uint64_t epoch;    /* rollbacks and failed commits (epoch()) */
     bool tx_failed;    /* an injected failure hit the open transaction: commit must fail */
     uint64_t seq;      /* next insertion sequence number */
     int fail_after;    /* > 0: countdown to an injected failure */
@@ -303,6 +304,7 @@ static int m_commit(void *ctx)
     int rc = enter(s);
     if (rc) {
         /* a failed commit writes nothing, like a database that went away */
+        s->epoch++;
         list_free(&s->recs);
         s->recs = s->snapshot;
         memset(&s->snapshot, 0, sizeof(s->snapshot));
@@ -315,11 +317,17 @@ static int m_commit(void *ctx)
     return WA_STORE_OK;
 }
 
+static uint64_t m_epoch(void *ctx)
+{
+    return ((const mem_store *)ctx)->epoch;
+}
+
 static int m_rollback(void *ctx)
 {
     mem_store *s = ctx;
     s->err[0] = '\0';
     if (!s->in_tx) return WA_STORE_OK;
+    s->epoch++;
     list_free(&s->recs);
     s->recs = s->snapshot;
     memset(&s->snapshot, 0, sizeof(s->snapshot));
@@ -1134,6 +1142,7 @@ int wa_store_mem_new(wa_store *out)
         .begin = m_begin,
         .commit = m_commit,
         .rollback = m_rollback,
+        .epoch = m_epoch,
         .wipe = m_wipe,
         .device_load = m_device_load,
         .device_save = m_device_save,
@@ -1195,6 +1204,11 @@ int wa_store_mem_new(wa_store *out)
 void wa_store_mem_fail_after(wa_store *st, int n)
 {
     ((mem_store *)st->ctx)->fail_after = n > 0 ? n : 0;
+}
+
+void wa_store_mem_changed_behind(wa_store *st)
+{
+    ((mem_store *)st->ctx)->epoch++;
 }
 
 size_t wa_store_mem_count(const wa_store *st)

@@ -596,12 +596,18 @@ static void case_transactions(wa_store *st, const store_hooks *hooks)
     wb_buf b;
     wb_buf_init(&b);
 
-    /* rolled back: neither the event nor the new session */
+    /* rolled back: neither the event nor the new session; the epoch moves on (what was kept on
+     * the strength of the writes is not good) */
+    CHECK(st->epoch != NULL);
+    uint64_t epoch = st->epoch(x);
     CHECK_INT(st->begin(x), WA_STORE_OK);
     CHECK_INT(st->begin(x), WA_STORE_ERR_STATE);
     CHECK_INT(st->event_buffer_save(x, &ev), WA_STORE_OK);
     CHECK_INT(st->session_save(x, addr, sess_new, sizeof(sess_new)), WA_STORE_OK);
+    CHECK(st->epoch(x) == epoch);
     CHECK_INT(st->rollback(x), WA_STORE_OK);
+    CHECK(st->epoch(x) != epoch);
+    epoch = st->epoch(x);
     CHECK_INT(st->event_buffer_load(x, ev.ciphertext_hash, &b, NULL), WA_STORE_NOT_FOUND);
     CHECK_INT(st->session_load(x, addr, &b), WA_STORE_OK);
     CHECK(b.len == sizeof(sess_old) && memcmp(b.data, sess_old, b.len) == 0);
@@ -621,6 +627,7 @@ static void case_transactions(wa_store *st, const store_hooks *hooks)
         if (rc) CHECK(strlen(st->last_error(x)) > 0);
         CHECK(st->commit(x) < 0);
         CHECK(strlen(st->last_error(x)) > 0);
+        CHECK(st->epoch(x) != epoch);
         CHECK_INT(st->rollback(x), WA_STORE_OK);
         CHECK_INT(st->event_buffer_load(x, ev.ciphertext_hash, &b, NULL), WA_STORE_NOT_FOUND);
         b.len = 0;
@@ -637,7 +644,9 @@ static void case_transactions(wa_store *st, const store_hooks *hooks)
     wa_prekey pk = {4242, {{0}, {0}}, true};
     fill(&pk.key, sizeof(pk.key));
     CHECK_INT(st->prekeys_save(x, &pk, 1), WA_STORE_OK); /* a multi-statement call inside */
+    epoch = st->epoch(x);
     CHECK_INT(st->commit(x), WA_STORE_OK);
+    CHECK(st->epoch(x) == epoch); /* committed: nothing lost */
     b.len = 0;
     CHECK_INT(st->event_buffer_load(x, ev.ciphertext_hash, &b, NULL), WA_STORE_OK);
     CHECK(b.len == ev.plaintext_len && memcmp(b.data, pt, b.len) == 0);

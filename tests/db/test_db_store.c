@@ -230,15 +230,19 @@ static void test_held(const char *conninfo, db_conn *c, int64_t login, int64_t l
     CHECK_INT(db_store_new(c, login_b, &other), WA_STORE_OK);
     CHECK_INT(other.session_load(other.ctx, "1888:0", &b), WA_STORE_OK);
     CHECK_INT(b.len, 10);
-    /* the next batch fails on the server: its session write is lost, and so is the cached copy */
+    /* the next batch fails on the server: its session write is lost, and so is the cached copy;
+     * the epoch moves on when the loss shows */
     memset(rec, 2, sizeof(rec));
+    uint64_t epoch = st.epoch(st.ctx);
     CHECK_INT(st.begin(st.ctx), WA_STORE_OK);
     CHECK_INT(st.session_save(st.ctx, "1888:0", rec, 20), WA_STORE_OK);
     CHECK_INT(st.commit(st.ctx), WA_STORE_OK);
     CHECK_INT(db_begin(h, 0), DB_OK);
     CHECK_INT(db_exec_deferred(h, &st_fail, NULL, 0), DB_OK);
     CHECK_INT(db_commit(h), DB_OK);
+    CHECK(st.epoch(st.ctx) == epoch);
     CHECK(db_sync(h) != DB_OK);
+    CHECK(st.epoch(st.ctx) != epoch);
     b.len = 0;
     CHECK_INT(st.session_load(st.ctx, "1888:0", &b), WA_STORE_OK);
     CHECK(b.len == 10 && b.data[0] == 1);

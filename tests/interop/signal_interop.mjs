@@ -57,7 +57,7 @@ async function jsDecrypt(peer, type, ct) {
 async function cEncrypt(plain) {
   const r = await call({ op: 'encrypt', name: JS_NAME, device: 1, plaintext: plain.toString('hex') });
   if (r.error) throw new Error('C encrypt: ' + r.error);
-  return { type: r.type, ciphertext: Buffer.from(r.ciphertext, 'hex') };
+  return { type: r.type, ciphertext: Buffer.from(r.ciphertext, 'hex'), counter: r.counter };
 }
 async function cDecrypt(m) {
   const r = await call({ op: 'decrypt', name: JS_NAME, device: 1, type: m.type, ciphertext: m.ciphertext.toString('hex') });
@@ -96,6 +96,21 @@ const text = (s) => Buffer.from(s, 'utf8');
   expect((await cDecrypt(await jsEncrypt(js, big))).equals(big), '64 KiB libsignal -> C');
   const bc = await cEncrypt(big);
   expect((await jsDecrypt(js, bc.type, bc.ciphertext)).equals(big), '64 KiB C -> libsignal');
+  // C crashes after sending (what it kept in memory is gone): it goes on from its stored session,
+  // whose sending chain is ahead of the keys it used, so libsignal sees a gap (keys skipped, never
+  // one used twice) and reads on; an unread message from before the crash still decrypts
+  const beforeCrash = [];
+  for (let i = 0; i < 3; i++) beforeCrash.push(await cEncrypt(text(`pre${i}`)));
+  expect((await jsDecrypt(js, beforeCrash[0].type, beforeCrash[0].ciphertext)).equals(text('pre0')), 'libsignal decrypts C\'s message before the crash');
+  expect((await call({ op: 'restart' })).ok === true, 'C restarts');
+  const afterCrash = await cEncrypt(text('after the crash'));
+  expect(afterCrash.counter > beforeCrash[2].counter + 1, `C skipped keys after the crash (counter ${beforeCrash[2].counter} -> ${afterCrash.counter})`);
+  expect((await jsDecrypt(js, afterCrash.type, afterCrash.ciphertext)).equals(text('after the crash')), 'libsignal decrypts C\'s first message after the crash (past the gap)');
+  expect((await jsDecrypt(js, beforeCrash[2].type, beforeCrash[2].ciphertext)).equals(text('pre2')), 'libsignal decrypts a late message from before the crash');
+  const answer = await jsEncrypt(js, text('still here'));
+  expect((await cDecrypt(answer)).equals(text('still here')), 'C decrypts libsignal\'s answer after the crash');
+  const onward = await cEncrypt(text('onward'));
+  expect((await jsDecrypt(js, onward.type, onward.ciphertext)).equals(text('onward')), 'libsignal decrypts C\'s next message');
   // a replayed message is refused by C
   const replay = await call({ op: 'decrypt', name: JS_NAME, device: 1, type: sent[0].type, ciphertext: sent[0].ciphertext.toString('hex') });
   expect(!!replay.error, `C refuses a replayed message (${replay.error})`);

@@ -3,14 +3,20 @@
  * tests/interop/signal_interop.mjs through JSON lines on stdin/stdout (one request, one answer):
  *   {"op":"bundle"}                                   -> our keys with a fresh one-time prekey
  *   {"op":"process_bundle","name","device",bundle}    -> {"ok":true} or {"error":...}
- *   {"op":"encrypt","name","device","plaintext":hex}  -> {"type":"pkmsg"|"msg","ciphertext":hex}
+ *   {"op":"encrypt","name","device","plaintext":hex}  -> {"type":"pkmsg"|"msg","ciphertext":hex,
+ *                                                         "counter" (msg: the chain key's index)}
  *   {"op":"decrypt","name","device","type","ciphertext":hex} -> {"plaintext":hex} or {"error":...}
+ *   {"op":"restart"}                                  -> {"ok":true}: a new wa_signal on the same
+ *                                                        store, as after a crash (what it kept in
+ *                                                        memory is gone)
  * Plaintexts are unpadded: the tool pads and unpads as WhatsApp does.
  */
 #include "vector_json.h"
 #include "wa/signal.h"
 #include "wa/store_mem.h"
 
+#include <signal/protocol.h>
+#include <signal/signal_protocol.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +66,15 @@ static cJSON *handle(const cJSON *req)
         cJSON_AddStringToObject(ans, "error", "no op");
         return ans;
     }
+    if (strcmp(op->valuestring, "restart") == 0) {
+        wa_signal_free(sig);
+        sig = wa_signal_new(crypto, &store, NULL);
+        if (sig)
+            cJSON_AddBoolToObject(ans, "ok", true);
+        else
+            cJSON_AddStringToObject(ans, "error", "cannot start again");
+        return ans;
+    }
     if (strcmp(op->valuestring, "bundle") == 0) {
         wa_prekey pk = {.id = next_prekey++};
         wa_keypair_generate(crypto, &pk.key);
@@ -107,6 +122,13 @@ static cJSON *handle(const cJSON *req)
         if (rc == WA_OK) {
             cJSON_AddStringToObject(ans, "type", type == WA_SIGNAL_PKMSG ? "pkmsg" : "msg");
             add_hex(ans, "ciphertext", out.data, out.len);
+            signal_message *m = NULL;
+            if (type == WA_SIGNAL_MSG &&
+                signal_message_deserialize(&m, out.data, out.len, wa_crypto_signal(crypto)) == 0 &&
+                m) {
+                cJSON_AddNumberToObject(ans, "counter", signal_message_get_counter(m));
+                SIGNAL_UNREF(m);
+            }
         }
     } else if (strcmp(op->valuestring, "decrypt") == 0 && get_hex(req, "ciphertext", &in)) {
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(req, "type");

@@ -21,6 +21,7 @@
 #include "check.h"
 #include "sim_group.h"
 #include "sim_rig.h"
+#include "wa/store_mem.h"
 #include "wa/senderkey.h"
 
 #include <cJSON.h>
@@ -603,6 +604,7 @@ static void test_dm_then_group(sim_rig *r)
     /* A loses the session and the key: its retry carries keys, the phone starts a new session */
     CHECK_INT(a->store.sender_key_delete(a->store.ctx, gjid, LID_E "_1:0"), WA_STORE_OK);
     CHECK_INT(a->store.session_delete(a->store.ctx, LID_E "_1:0"), WA_STORE_OK);
+    wa_store_mem_changed_behind(&a->store);
     CHECK_INT(
         sim_admin_group_send(&r->s, PHONE_E, gjid, "new session", id, sizeof(id), err, sizeof(err)),
         0);
@@ -615,6 +617,7 @@ static void test_dm_then_group(sim_rig *r)
     CHECK_INT(sim_rig_count(a2, WA_EV_ERROR, NULL) - errors[1], 0);
     /* the same in a chat: A lost the session, Erin's phone answers the retry with a new one */
     CHECK_INT(a->store.session_delete(a->store.ctx, LID_E "_1:0"), WA_STORE_OK);
+    wa_store_mem_changed_behind(&a->store);
     CHECK_INT(sim_admin_send_text(&r->s, PHONE_E, JID_A, "lost and found", id, sizeof(id), err,
                                   sizeof(err)),
               0);

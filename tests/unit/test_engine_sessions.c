@@ -19,6 +19,7 @@
 #include "check.h"
 #include "sim_group.h"
 #include "sim_rig.h"
+#include "wa/store_mem.h"
 
 #include <stdlib.h>
 
@@ -183,6 +184,7 @@ static void test_retry_without_keys(sim_rig *r, sim_rig_peer *a, sim_rig_peer *c
     CHECK_INT(sim_rig_send_text(r, a, JID_C, "through the static", id), WA_OK);
     CHECK(phone_read(r, PHONE_C, id) != NULL);
     CHECK_INT(a->store.session_delete(a->store.ctx, PHONE_C ":1"), WA_STORE_OK);
+    wa_store_mem_changed_behind(&a->store);
     int errors = sim_rig_count(a, WA_EV_ERROR, NULL);
     CHECK_INT(wa_client_start(c1->client, r->now, r->wall), WA_OK);
     sim_rig_advance(r, 2000);

@@ -11,6 +11,11 @@
 #include "wa/signal.h"
 #include "wa/store_mem.h"
 
+#include <signal/protocol.h>
+#include <signal/ratchet.h>
+#include <signal/session_record.h>
+#include <signal/session_state.h>
+#include <signal/signal_protocol.h>
 #include <stdlib.h>
 
 /* from encrypts text for to; to decrypts; returns the type used. */
@@ -198,6 +203,124 @@ static void test_padding(void)
     CHECK_INT(wa_signal_unpadded_len((const uint8_t *)"ab\x01", 3), 2);
 }
 
+/* The sending chain's index in the record the store holds for addr, or -1. */
+static long stored_chain_index(peer *p, const char *addr)
+{
+    wb_buf b;
+    wb_buf_init(&b);
+    long idx = -1;
+    session_record *r = NULL;
+    if (p->store.session_load(p->store.ctx, addr, &b) == WA_STORE_OK &&
+        session_record_deserialize(&r, b.data, b.len, wa_crypto_signal(crypto)) == 0 && r) {
+        session_state *st = session_record_get_state(r);
+        if (st && session_state_has_sender_chain(st))
+            idx = (long)ratchet_chain_key_get_index(session_state_get_sender_chain_key(st));
+        SIGNAL_UNREF(r);
+    }
+    wb_buf_free(&b);
+    return idx;
+}
+
+/* The record the store holds for addr (caller frees). */
+static wb_buf stored_record(peer *p, const char *addr)
+{
+    wb_buf b;
+    wb_buf_init(&b);
+    p->store.session_load(p->store.ctx, addr, &b);
+    return b;
+}
+
+static bool same_buf(const wb_buf *a, const wb_buf *b)
+{
+    return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+/* alice encrypts text for bob (a msg), bob decrypts it; returns its counter (-1 on failure). */
+static long send_counted(peer *alice, peer *bob, const char *text)
+{
+    wb_buf ct, pt;
+    wb_buf_init(&ct);
+    wb_buf_init(&pt);
+    wa_signal_type type = WA_SIGNAL_PKMSG;
+    long counter = -1;
+    signal_message *m = NULL;
+    if (wa_signal_encrypt(alice->sig, "bob", 1, (const uint8_t *)text, strlen(text), &ct, &type) ==
+            WA_OK &&
+        type == WA_SIGNAL_MSG &&
+        signal_message_deserialize(&m, ct.data, ct.len, wa_crypto_signal(crypto)) == 0 && m) {
+        counter = (long)signal_message_get_counter(m);
+        SIGNAL_UNREF(m);
+    }
+    CHECK_INT(wa_signal_decrypt(bob->sig, "alice", 1, type, ct.data, ct.len, &pt), WA_OK);
+    CHECK(pt.len == strlen(text) && memcmp(pt.data, text, pt.len) == 0);
+    wb_buf_free(&ct);
+    wb_buf_free(&pt);
+    return counter;
+}
+
+/* Sending without a write per message: the stored record's sending chain is 64 keys ahead of the
+ * one in use, and stays as it is while sends stay within that; anything else that changes the
+ * record is written at once; after a restart, or once the store's epoch moved (a rollback), the
+ * session goes on from the stored record: keys are skipped, never used twice, and the receiver
+ * reads on. */
+static void test_reserve(void)
+{
+    peer alice, bob;
+    peer_init(&alice, 1111);
+    peer_init(&bob, 2222);
+    wa_prekey_bundle b = bundle_of(&bob, true);
+    CHECK_INT(wa_signal_process_bundle(alice.sig, "bob", 1, &b), WA_OK);
+    send_text(&alice, "alice", &bob, "bob", "hello");
+    send_text(&bob, "bob", &alice, "alice", "hi"); /* a ratchet step: a new chain, written */
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), 64);
+    wb_buf first = stored_record(&alice, "bob:1");
+    for (long i = 0; i < 64; i++) {
+        char t[16];
+        snprintf(t, sizeof(t), "m%ld", i);
+        CHECK_INT(send_counted(&alice, &bob, t), i); /* one after the other, no gap */
+    }
+    wb_buf now = stored_record(&alice, "bob:1");
+    CHECK(same_buf(&first, &now)); /* 64 messages, not one write */
+    wb_buf_free(&now);
+    /* the 65th key is past the reserve: written again, 64 ahead */
+    CHECK_INT(send_counted(&alice, &bob, "m64"), 64);
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), 65 + 64);
+    /* a restart: the kept record is gone, the stored one goes on past every key used */
+    wa_signal_free(alice.sig);
+    alice.sig = wa_signal_new(crypto, &alice.store, NULL);
+    long c1 = send_counted(&alice, &bob, "after a restart");
+    CHECK_INT(c1, 65 + 64);
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), c1 + 1 + 64);
+    /* a receive changes the record: written at once (a ratchet step: a new chain, 64 ahead) */
+    wb_buf before = stored_record(&alice, "bob:1");
+    send_text(&bob, "bob", &alice, "alice", "back");
+    now = stored_record(&alice, "bob:1");
+    CHECK(!same_buf(&before, &now));
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), 64);
+    wb_buf_free(&now);
+    wb_buf_free(&before);
+    /* a second message on bob's chain changes only alice's receiving chain: written too */
+    before = stored_record(&alice, "bob:1");
+    send_text(&bob, "bob", &alice, "alice", "and again");
+    now = stored_record(&alice, "bob:1");
+    CHECK(!same_buf(&before, &now));
+    wb_buf_free(&now);
+    wb_buf_free(&before);
+    /* a rollback moves the store's epoch: what was kept is let go, the stored record goes on */
+    CHECK_INT(send_counted(&alice, &bob, "n0"), 0);
+    CHECK_INT(send_counted(&alice, &bob, "n1"), 1);
+    CHECK_INT(alice.store.begin(alice.store.ctx), WA_STORE_OK);
+    CHECK_INT(alice.store.rollback(alice.store.ctx), WA_STORE_OK);
+    CHECK_INT(send_counted(&alice, &bob, "n after a rollback"), 64);
+    CHECK_INT(send_counted(&alice, &bob, "n next"), 65);
+    /* the session deleted: gone from memory too */
+    CHECK_INT(wa_signal_forget_user(alice.sig, "bob"), WA_OK);
+    CHECK(!wa_signal_has_session(alice.sig, "bob", 1));
+    wb_buf_free(&first);
+    peer_free(&alice);
+    peer_free(&bob);
+}
+
 int main(void)
 {
     crypto = wa_crypto_new(NULL, 0);
@@ -206,6 +329,7 @@ int main(void)
     test_forged_bundle();
     test_padding();
     test_lid_keys();
+    test_reserve();
     wa_crypto_free(crypto);
     return CHECK_DONE();
 }
