@@ -102,6 +102,8 @@ typedef struct sent_fanout {
     bool group;                /* a group: its members' device lists */
     bool lid;                  /* a group addressed by LID (our LID device sent) */
     char phash[16];            /* our participant hash of the devices it went to */
+    wb_buf plaintext;          /* kept for retries: stored when the server acks (sent_keep) */
+    int64_t sent_ms;           /* when it went (wall clock) */
 } sent_fanout;
 
 #define WA_MAX_FANOUTS     64 /* messages whose ack (phash) is awaited */
@@ -753,6 +755,8 @@ void wa_client_free(wa_client *c)
     }
     for (int i = 0; i < WA_MAX_GROUP_CALLS; i++)
         free(c->calls[i].desc);
+    for (int i = 0; i < WA_MAX_FANOUTS; i++)
+        wb_buf_free(&c->fanouts[i].plaintext);
     smap_clear(&c->devices);
     smap_clear(&c->lids_seen);
     smap_clear(&c->recreated);
@@ -972,8 +976,12 @@ static int64_t fail_backoff(wa_client *c, int64_t now)
 }
 
 /* Closes the socket. delay_ms >= 0 schedules a reconnect; -1 stays down. */
+static void sent_keep_all(wa_client *c);
+static bool sent_pending(const wa_client *c, const char *chat, const char *id, wb_buf *out);
+
 static void drop(wa_client *c, int64_t now, int code, int64_t delay_ms, const char *why)
 {
+    if (c->state != WA_CLIENT_LOGGED_OUT) sent_keep_all(c);
     c->connected_since = 0;
     reset_connection(c);
     c->io = WA_IO_CLOSE;
@@ -993,6 +1001,11 @@ static void logged_out(wa_client *c, int64_t now, int code, const char *why)
     c->state = WA_CLIENT_LOGGED_OUT;
     wa_store *st = c->cfg.store;
     st->wipe(st->ctx);
+    for (int i = 0; i < WA_MAX_FANOUTS; i++) { /* nothing to retry any more */
+        wa_wipe(c->fanouts[i].plaintext.data, c->fanouts[i].plaintext.len);
+        c->fanouts[i].plaintext.len = 0;
+        c->fanouts[i].id[0] = '\0';
+    }
     /* a new identity for a future pairing, and sessions over it */
     create_device(c);
     wa_signal_free(c->sig);
@@ -1891,7 +1904,8 @@ static void on_retry_receipt(wa_client *c, const wa_node *n, wb_arena *a, bool k
     wb_buf pt;
     wb_buf_init(&pt);
     wa_store *st = c->cfg.store;
-    if (st->sent_load(st->ctx, chat_s, id, &pt) != WA_STORE_OK) {
+    if (!sent_pending(c, chat_s, id, &pt) &&
+        st->sent_load(st->ctx, chat_s, id, &pt) != WA_STORE_OK) {
         emit(c, WA_EV_ERROR, 0, 0, "retry for %s from %s: message not kept", id, from);
         wb_buf_free(&pt);
         return;
@@ -2751,7 +2765,8 @@ static void on_keys_result(wa_client *c, const wa_node *n, send_job *j, wb_arena
 static void ack_expect(wa_client *c, const send_job *j, const wa_jid *me);
 
 /* 1:1: one <enc> per device (our other devices get a deviceSentMessage), the advanced sessions
- * and the plaintext kept for retries in one transaction. */
+ * in one transaction (mostly nothing to write: wa/signal.c reserves keys ahead). The plaintext is
+ * kept for retries from the server's ack on (ack_expect). */
 static void job_send_direct(wa_client *c, send_job *j, wb_arena *a)
 {
     wa_node *msg = message_stanza(a, j->id, j->to, &j->attrs);
@@ -2793,9 +2808,7 @@ static void job_send_direct(wa_client *c, send_job *j, wb_arena *a)
     const char *why = NULL;
     if (!sent)
         why = "no device of the recipient could be reached";
-    else if (st->sent_save(st->ctx, j->to, j->id, j->plaintext.data, j->plaintext.len,
-                           (int64_t)c->wall * 1000) != WA_STORE_OK ||
-             st->commit(st->ctx) != WA_STORE_OK)
+    else if (st->commit(st->ctx) != WA_STORE_OK)
         why = "cannot store the advanced sessions";
     if (why) {
         st->rollback(st->ctx);
@@ -2859,28 +2872,83 @@ static void participant_hash(const wa_jid *devs, size_t ndevs, const wa_jid *me,
     free(text);
 }
 
+/* A sent message's plaintext into the store for retries (a write the worker's barrier makes
+ * durable before the ack's WA_EV_SENT is raised, so before the app lets go of the message). Until
+ * the ack it is only in memory: a message that went before a crash and whose ack was not seen is
+ * sent again by the app, from its own copy. */
+static void sent_keep(wa_client *c, sent_fanout *f)
+{
+    if (!f->plaintext.len) return;
+    wa_store *st = c->cfg.store;
+    if (st->sent_save(st->ctx, f->chat, f->id, f->plaintext.data, f->plaintext.len, f->sent_ms) !=
+        WA_STORE_OK)
+        emit(c, WA_EV_ERROR, 0, 0, "message %s: cannot keep it for retries: %s", f->id,
+             st->last_error(st->ctx));
+    wa_wipe(f->plaintext.data, f->plaintext.len);
+    f->plaintext.len = 0;
+}
+
 /* The message's fan-out is out: its phash waits for the server's ack (which names the hash of
- * the devices the server knows when they differ from ours; the oldest entry goes when full). */
+ * the devices the server knows when they differ from ours; the oldest entry goes when full, its
+ * plaintext stored first), and its plaintext with it. */
 static void ack_expect(wa_client *c, const send_job *j, const wa_jid *me)
 {
     sent_fanout *f = &c->fanouts[c->next_fanout];
     c->next_fanout = (c->next_fanout + 1) % WA_MAX_FANOUTS;
+    if (f->id[0]) sent_keep(c, f);
     snprintf(f->id, sizeof(f->id), "%s", j->id);
     snprintf(f->chat, sizeof(f->chat), "%s", j->to);
     f->group = j->group;
     f->lid = j->lid;
     participant_hash(j->devices, j->ndevices, me, f->phash);
+    f->plaintext.len = 0;
+    wb_buf_append(&f->plaintext, j->plaintext.data, j->plaintext.len);
+    if (f->plaintext.failed) { /* (no room: stored now) */
+        wb_buf_free(&f->plaintext);
+        wa_store *st = c->cfg.store;
+        st->sent_save(st->ctx, j->to, j->id, j->plaintext.data, j->plaintext.len,
+                      (int64_t)c->wall * 1000);
+    }
+    f->sent_ms = (int64_t)c->wall * 1000;
+}
+
+/* The plaintext of a message sent and not acked yet, for a retry (false when not here). */
+static bool sent_pending(const wa_client *c, const char *chat, const char *id, wb_buf *out)
+{
+    for (int i = 0; i < WA_MAX_FANOUTS; i++) {
+        const sent_fanout *f = &c->fanouts[i];
+        if (f->id[0] && f->plaintext.len && strcmp(f->id, id) == 0 && strcmp(f->chat, chat) == 0) {
+            wb_buf_append(out, f->plaintext.data, f->plaintext.len);
+            return !out->failed;
+        }
+    }
+    return false;
+}
+
+/* Connection lost: acks of what went will not come; the plaintexts are stored (the messages may
+ * have reached the server, and retries for them come later). */
+static void sent_keep_all(wa_client *c)
+{
+    for (int i = 0; i < WA_MAX_FANOUTS; i++)
+        if (c->fanouts[i].id[0]) sent_keep(c, &c->fanouts[i]);
 }
 
 /* The server's ack of our message `id` names the participant hash of the devices it fanned out
  * to: when it differs from ours, some device of the chat is unknown to us (or gone), so the device
  * lists (and a group's members) are asked again at the next message (whatsmeow does the same and
  * does not send again: the new device gets the next message). */
-static void on_ack_phash(wa_client *c, const char *id, const char *phash)
+static void on_ack_phash(wa_client *c, const char *id, const char *phash, bool refused)
 {
     for (int i = 0; i < WA_MAX_FANOUTS; i++) {
         sent_fanout *f = &c->fanouts[i];
         if (!f->id[0] || strcmp(f->id, id) != 0) continue;
+        if (refused) { /* nobody got it: nothing to retry */
+            wa_wipe(f->plaintext.data, f->plaintext.len);
+            f->plaintext.len = 0;
+            f->id[0] = '\0';
+            return;
+        }
+        sent_keep(c, f);
         if (phash && strcmp(phash, f->phash) != 0) {
             if (f->group) {
                 group_entry *g = group_find(c, f->chat);
@@ -2956,9 +3024,6 @@ static void job_send_group(wa_client *c, send_job *j, wb_arena *a)
         }
         wb_buf_free(&ct);
     }
-    if (rc == WA_OK && st->sent_save(st->ctx, j->to, j->id, j->plaintext.data, j->plaintext.len,
-                                     (int64_t)c->wall * 1000) != WA_STORE_OK)
-        rc = WA_ERR_STATE;
     if (rc == WA_OK && st->commit(st->ctx) != WA_STORE_OK) rc = WA_ERR_STATE;
     if (rc != WA_OK && in_tx) st->rollback(st->ctx);
     if (rc == WA_OK) {
@@ -3601,11 +3666,12 @@ static void on_node(wa_client *c, wa_node *n, int64_t now)
         const char *cls = wa_node_attr(n, "class"), *id = wa_node_attr(n, "id");
         const char *error = wa_node_attr(n, "error");
         if (cls && strcmp(cls, "message") == 0 && id && error) {
+            on_ack_phash(c, id, NULL, true);
             emit(c, WA_EV_SEND_FAILED, atoi(error), 0, "%s", id);
             emit(c, WA_EV_ERROR, atoi(error), 0, "message %s refused by the server (error %s)", id,
                  error);
         } else if (cls && strcmp(cls, "message") == 0 && id) {
-            on_ack_phash(c, id, wa_node_attr(n, "phash"));
+            on_ack_phash(c, id, wa_node_attr(n, "phash"), false);
             emit(c, WA_EV_SENT, 0, 0, "%s", id);
         }
     } else if (strcmp(tag, "notification") == 0) {

@@ -14,7 +14,9 @@
  *  - group notifications acked only once taken (a peek neither takes nor acks): one left untaken
  *    comes again after a reconnect and is handed over once;
  *  - 1:1 messages to a LID: device lists and sessions by LID, both ways;
- *  - chat states in a group reach the other members with participant = the sender.
+ *  - chat states in a group reach the other members with participant = the sender;
+ *  - the plaintext kept for retries is stored when the server acks the message (or when the
+ *    connection goes before the ack), not when it is sent.
  */
 #include "check.h"
 #include "sim_group.h"
@@ -394,6 +396,44 @@ static void test_group_phash(sim_rig *r, sim_rig_peer *a, sim_rig_peer *b, const
     CHECK_INT(sim_rig_count(a, WA_EV_ERROR, NULL), 0);
 }
 
+static bool holds(const wb_buf *b, const char *text)
+{
+    size_t n = strlen(text);
+    for (size_t i = 0; i + n <= b->len; i++)
+        if (memcmp(b->data + i, text, n) == 0) return true;
+    return false;
+}
+
+/* 7. the plaintext kept for retries: stored at the ack, or when the connection goes */
+static void test_sent_kept(sim_rig *r, sim_rig_peer *a)
+{
+    char id[WA_MESSAGE_ID_MAX];
+    wb_buf pt;
+    wb_buf_init(&pt);
+    /* (C's devices known: the next sends are encrypted at once) */
+    CHECK_INT(sim_rig_send_text(r, a, JID_C, "warm", id), WA_OK);
+    CHECK_INT(wa_client_send_text(a->client, JID_C, "kept at the ack", id, r->now), WA_OK);
+    CHECK(wa_client_output(a->client)->len > 0); /* encrypted and written out already */
+    CHECK_INT(a->store.sent_load(a->store.ctx, JID_C, id, &pt), WA_STORE_NOT_FOUND);
+    sim_rig_advance(r, 100);
+    CHECK_INT(sim_rig_count(a, WA_EV_SENT, id), 1);
+    CHECK_INT(a->store.sent_load(a->store.ctx, JID_C, id, &pt), WA_STORE_OK);
+    CHECK(holds(&pt, "kept at the ack"));
+    /* the connection goes before the ack: stored then */
+    CHECK_INT(wa_client_send_text(a->client, JID_C, "cut off", id, r->now), WA_OK);
+    CHECK(wa_client_output(a->client)->len > 0);
+    wa_client_stop(a->client, r->now);
+    pt.len = 0;
+    CHECK_INT(a->store.sent_load(a->store.ctx, JID_C, id, &pt), WA_STORE_OK);
+    CHECK(holds(&pt, "cut off"));
+    CHECK_INT(sim_rig_count(a, WA_EV_SENT, id), 0);
+    sim_rig_advance(r, 100);
+    CHECK_INT(wa_client_start(a->client, r->now, r->wall), WA_OK);
+    sim_rig_advance(r, 2000);
+    CHECK_INT(wa_client_get_state(a->client), WA_CLIENT_CONNECTED);
+    wb_buf_free(&pt);
+}
+
 int main(void)
 {
     wa_crypto *crypto = wa_crypto_new(NULL, 0);
@@ -416,6 +456,7 @@ int main(void)
     test_lid_chat(r, a, r->peers[2]);
     test_group_chat_state(r, a, b, r->peers[2], r->peers[3], group);
     test_group_phash(r, a, b, group);
+    test_sent_kept(r, a);
     sim_rig_free(r);
     free(r);
     wa_crypto_free(crypto);
