@@ -1222,7 +1222,7 @@ static int queue_move(db_conn *c, stmt_queue *to, stmt_queue *from)
 
 int db_begin(db_conn *c, int flags)
 {
-    if (c->opts.async_commit) c->unsynced = true;
+    /* (not unsynced yet: a transaction in which nothing runs commits nothing) */
     if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "BEGIN: a transaction is already open");
     const char *sql = "BEGIN";
     if (flags & DB_TX_SERIALIZABLE)

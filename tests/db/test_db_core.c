@@ -626,6 +626,17 @@ static void test_sync(void)
     db_param q[3] = {db_p_int(900101), db_p_text("async"), db_p_null()};
     CHECK_INT(db_exec(a, &st_ins, q, 3, NULL), DB_OK);
     CHECK_INT(db_sync(a), DB_OK);
+    /* a transaction in which nothing ran committed nothing: the next sync has nothing to vouch
+     * for (not even a round trip: the backend's death goes unnoticed) */
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    CHECK_INT(db_commit(a), DB_OK);
+    CHECK(pgtest_kill_backend(a));
+    usleep(200 * 1000);
+    CHECK_INT(db_sync(a), DB_OK);
+    CHECK_INT(db_exec(a, &st_ins, (db_param[3]){db_p_int(900102), db_p_text("async"), db_p_null()},
+                      3, NULL),
+              DB_OK);
+    CHECK_INT(db_sync(a), DB_OK);
 
     db_conn_close(a);
 }
