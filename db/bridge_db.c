@@ -352,7 +352,7 @@ int db_mx_txn_accept_ids(db_conn *c, const char *txn_id, const db_inbox_event *e
         return db_set_error(c, DB_ERR_INVALID, NULL, "db_mx_txn_accept: bad arguments");
     txn_accept t = {txn_id, events, n, received_ms, -1, ids};
     /* idempotent as a whole: a repeat after an unknown commit finds the txn id and adds nothing */
-    int rc = db_tx(c, DB_TX_IDEMPOTENT, txn_accept_body, &t);
+    int rc = db_tx(c, DB_TX_IDEMPOTENT | DB_TX_DURABLE, txn_accept_body, &t);
     if (rc == DB_OK && duplicate) *duplicate = t.txn_rows == 0;
     return rc;
 }

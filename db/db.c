@@ -59,6 +59,10 @@ struct db_conn {
     bool tx_failed;           /* a statement of the open transaction failed on the server */
     bool tx_lost;             /* the connection broke inside the open transaction */
     bool unsynced;            /* async_commit: something may have committed since db_sync */
+    bool sent_unsynced;       /* async_commit: statements reached the server since db_sync */
+    bool sync_lost;           /* the session ended with sent_unsynced: the next db_sync fails */
+    bool commit_sync;         /* db_commit_sync: the COMMIT's round trip carries the sync */
+    bool commit_synced;       /* ... and it did */
     /* Lazy BEGIN: db_begin sends nothing; BEGIN travels with the transaction's first statement
      * (or its COMMIT) in one pipeline. While begin_pending, nothing of the transaction reached
      * the server, so a lost connection loses nothing and may simply be re-established. */
@@ -232,6 +236,9 @@ static int reconnect(db_conn *c)
             PQsetNoticeProcessor(c->pg, silent_notice, NULL);
             c->nprepared = 0;
             c->reconnects++;
+            /* commits of the old session not yet durable may be lost: the next sync says so */
+            if (c->sent_unsynced) c->sync_lost = true;
+            c->sent_unsynced = false;
             return DB_OK;
         }
         if (now_ms() >= deadline)
@@ -476,6 +483,13 @@ static int prepare_pending(db_conn *c, const db_stmt *st)
  * *out (may be NULL) receives st's result; *affected (may be NULL) the rows the writes and st
  * changed; *commit_sent whether a COMMIT may have reached the server. Returns DB_OK, the first
  * failing statement's error (the server skips the rest of the pipeline), or DB_ERR_CONN_LOST. */
+/* What makes a COMMIT durable: synchronous for this transaction, which writes a WAL record (a
+ * transaction that wrote none - an xid alone, an insert that did nothing - commits without
+ * flushing the WAL even when synchronous_commit is on). */
+static const char *const durable_sql[2] = {
+    "SET LOCAL synchronous_commit = on",
+    "SELECT pg_logical_emit_message(true, 'wabridge', 'sync')"};
+
 static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const wire_params *w,
                          int nparams, bool with_commit, PGresult **out, int64_t *affected,
                          bool *commit_sent)
@@ -487,6 +501,7 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
         return set_error(c, DB_ERR_STATE, NULL, "%s: cannot enter pipeline mode",
                          st ? st->name : "COMMIT");
     bool sent = true;
+    c->sent_unsynced |= c->opts.async_commit;
     if (with_begin)
         sent = PQsendQueryParams(c->pg, c->begin_sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
     for (size_t i = 0; i < c->deferred.n && sent; i++) {
@@ -497,6 +512,11 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
     if (st && sent)
         sent = PQsendQueryPrepared(c->pg, st->name, nparams, w->values, w->lengths, w->formats,
                                    1) == 1;
+    /* commit_sync (db_commit_sync, db_sync's held batch): this COMMIT is synchronous, and the
+     * transaction certainly writes WAL (a commit without any is never flushed) */
+    bool with_sync = with_commit && c->commit_sync;
+    for (size_t i = 0; with_sync && sent && i < 2; i++)
+        sent = PQsendQueryParams(c->pg, durable_sql[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
     if (with_commit && sent) {
         sent = PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
         *commit_sent = sent;
@@ -504,7 +524,7 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
     if (sent) sent = PQpipelineSync(c->pg) == 1;
     /* the results, query by query (each query's results end with a NULL) */
     size_t q = 0, first_defer = with_begin ? 1 : 0, main_q = first_defer + c->deferred.n;
-    size_t commit_q = main_q + (st ? 1 : 0);
+    size_t durable_q = main_q + (st ? 1 : 0), commit_q = durable_q + (with_sync ? 2 : 0);
     int err = DB_OK;
     bool synced = false;
     while (sent && !synced) {
@@ -515,11 +535,17 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
             continue;
         }
         ExecStatusType s = PQresultStatus(res);
-        const char *what = q >= first_defer && q < main_q
-                               ? c->deferred.items[q - first_defer].st->name
-                           : st && q == main_q    ? st->name
-                           : with_begin && q == 0 ? "BEGIN"
-                                                  : "COMMIT";
+        const char *what =
+            q >= first_defer && q < main_q ? c->deferred.items[q - first_defer].st->name
+            : st && q == main_q            ? st->name
+            : with_begin && q == 0         ? "BEGIN"
+            : with_sync && q >= durable_q && q < commit_q ? durable_sql[q - durable_q]
+                                                          : "COMMIT";
+        if (with_sync && q >= durable_q && q < commit_q &&
+            (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)) {
+            PQclear(res);
+            continue;
+        }
         if (s == PGRES_PIPELINE_SYNC) {
             synced = true;
         } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
@@ -552,6 +578,7 @@ static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const w
         return DB_ERR_CONN_LOST;
     }
     PQexitPipelineMode(c->pg);
+    if (with_sync && err == DB_OK) c->commit_synced = true;
     if (err && out && *out) {
         PQclear(*out);
         *out = NULL;
@@ -609,12 +636,10 @@ static int run_pending(db_conn *c, const db_stmt *st, const wire_params *w, int 
 
 /* ---- held commits (db_conn_opts.hold_commits) ---- */
 
-/* Sends the held writes as one transaction (committed asynchronously, like any other of the
- * connection: db_sync makes it durable) in one round trip; nothing else may be pending. A
- * connection lost before the COMMIT left loses nothing: it is re-established and the batch sent
- * again. A failure loses the batch: counted, and reported by the next db_sync. (Committing the
- * batch synchronously instead, to save db_sync's round trip, measured slower here: a commit that
- * flushes its own data waits longer than one whose data the WAL writer has begun to flush.) */
+/* Sends the held writes as one transaction in one round trip (committed asynchronously like any
+ * other of the connection, or durably when db_sync sends it: commit_sync); nothing else may be
+ * pending. A connection lost before the COMMIT left loses nothing: it is re-established and the
+ * batch sent again. A failure loses the batch: counted, and reported by the next db_sync. */
 static int held_send(db_conn *c)
 {
     if (!c->held.n) return DB_OK;
@@ -764,6 +789,7 @@ static int later_pipeline(db_conn *c, const db_stmt *st, const wire_params *w, i
         queue_clear(&c->later);
         return set_error(c, DB_ERR_STATE, NULL, "later writes: cannot enter pipeline mode");
     }
+    c->sent_unsynced |= c->opts.async_commit;
     size_t segs = 0; /* syncs sent: one per write sent, and one for st */
     const char **seg_name = malloc((n + 1) * sizeof(*seg_name));
     bool sent = seg_name != NULL;
@@ -900,6 +926,7 @@ int db_exec(db_conn *c, const db_stmt *st, const db_param *params, int nparams, 
         rc = ensure_prepared(c, st);
         if (rc == DB_ERR_CONN_LOST && !c->in_tx && attempt < 3) continue; /* nothing ran */
         if (rc) return rc;
+        c->sent_unsynced |= c->opts.async_commit;
         PGresult *res = PQexecPrepared(c->pg, st->name, nparams, w.values, w.lengths, w.formats, 1);
         ExecStatusType s = PQresultStatus(res);
         if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
@@ -948,6 +975,7 @@ static int batch_once(db_conn *c, const db_stmt *st, int nparams, size_t n, db_b
     if (!PQenterPipelineMode(c->pg))
         return set_error(c, DB_ERR_STATE, NULL, "%s: cannot enter pipeline mode", st->name);
     bool sent = true;
+    c->sent_unsynced |= c->opts.async_commit;
     if (own_tx) sent = PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
     db_param params[DB_MAX_PARAMS];
     wire_params w;
@@ -1146,6 +1174,7 @@ void db_result_free(db_result *r)
  * lost_code (CONN_LOST when nothing can have committed, IN_DOUBT otherwise). */
 static int exec_simple(db_conn *c, const char *sql, const char *what, int lost_code)
 {
+    c->sent_unsynced |= c->opts.async_commit;
     PGresult *res = PQexec(c->pg, sql);
     ExecStatusType s = PQresultStatus(res);
     if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
@@ -1298,6 +1327,7 @@ int db_commit(db_conn *c)
                          "COMMIT: the connection was lost before COMMIT; not committed");
     }
     c->in_tx = false;
+    c->sent_unsynced |= c->opts.async_commit;
     PGresult *res = PQexec(c->pg, "COMMIT");
     ExecStatusType s = PQresultStatus(res);
     if (s == PGRES_COMMAND_OK) {
@@ -1310,6 +1340,28 @@ int db_commit(db_conn *c)
     }
     int rc = set_result_error(c, conn_bad(c) ? DB_ERR_IN_DOUBT : 0, res, "COMMIT");
     PQclear(res);
+    return rc;
+}
+
+int db_commit_sync(db_conn *c)
+{
+    if (!c || !c->opts.async_commit) return db_commit(c); /* synchronous: durable already */
+    /* one round trip when the COMMIT travels in a pipeline with the transaction's queued
+     * statements and nothing earlier stands in the way (a lost session, a held batch) */
+    bool together = c->in_tx && !c->tx_lost && !c->tx_failed && c->deferred.n && !c->held.n &&
+                    !c->sync_lost && !c->held_unreported && !(c->sent_unsynced && !conn_alive(c));
+    c->commit_sync = together;
+    c->commit_synced = false;
+    int rc = db_commit(c);
+    c->commit_sync = false;
+    if (rc != DB_OK) return rc;
+    if (c->commit_synced) {
+        c->commit_synced = false;
+        c->unsynced = c->sent_unsynced = false;
+        return DB_OK;
+    }
+    rc = db_sync(c);
+    if (rc != DB_OK) c->err.code = rc = DB_ERR_IN_DOUBT; /* committed; durable? */
     return rc;
 }
 
@@ -1345,7 +1397,7 @@ int db_tx(db_conn *c, int flags, db_tx_fn fn, void *arg)
         if (rc) return rc;
         rc = fn(c, arg);
         if (rc == DB_OK) {
-            rc = db_commit(c);
+            rc = (flags & DB_TX_DURABLE) ? db_commit_sync(c) : db_commit(c);
             if (rc == DB_OK) return DB_OK;
             if (rc == DB_ERR_SERIALIZATION || rc == DB_ERR_CONN_LOST) continue;
             if (rc == DB_ERR_IN_DOUBT && (flags & DB_TX_IDEMPOTENT)) continue;
@@ -1398,11 +1450,22 @@ uint64_t db_sync_failures(const db_conn *c)
 
 static int sync_once(db_conn *c)
 {
-    if (!c->opts.async_commit || (!c->unsynced && !c->held_unreported)) return DB_OK;
+    if (!c->opts.async_commit || (!c->unsynced && !c->held_unreported && !c->sync_lost))
+        return DB_OK;
     if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "db_sync: a transaction is open");
     /* commits that reached a session now gone cannot be vouched for (a held batch had not: it is
      * sent on a new session below) */
     bool lost = c->unsynced && !conn_alive(c);
+    /* a held batch commits durably: its flush covers every earlier commit (one round trip) */
+    bool durable = false;
+    if (c->held.n && !lost && !c->later.n) {
+        c->commit_sync = true;
+        c->commit_synced = false;
+        held_send(c);
+        c->commit_sync = false;
+        durable = c->commit_synced;
+        c->commit_synced = false;
+    }
     held_first(c);
     if (c->later.n) db_flush(c);
     if (c->held_unreported) {
@@ -1410,20 +1473,27 @@ static int sync_once(db_conn *c)
         return set_error(c, DB_ERR_CONN_LOST, NULL,
                          "db_sync: commits held for this sync were lost: %s", c->held_error);
     }
-    if (lost)
+    if (lost || c->sync_lost) {
+        c->sync_lost = c->sent_unsynced = false; /* said once */
         return set_error(c, DB_ERR_CONN_LOST, NULL,
                          "db_sync: the connection was lost; earlier commits may be lost");
+    }
+    if (durable) {
+        c->unsynced = c->sent_unsynced = false;
+        return DB_OK;
+    }
     if (!c->unsynced) return DB_OK;
     if (!conn_alive(c))
         return set_error(c, DB_ERR_CONN_LOST, NULL,
                          "db_sync: the connection was lost; earlier commits may be lost");
-    /* a transaction with an xid commits with a WAL record; committing it synchronously flushes
-     * the WAL up to that record, so every earlier commit of the server is on disk too */
-    int rc =
-        exec_simple(c, "BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT",
-                    "db_sync", DB_ERR_CONN_LOST);
+    /* a transaction that writes a WAL record and commits synchronously flushes the WAL up to it,
+     * so every earlier commit of the server is on disk too (durable_sql) */
+    int rc = exec_simple(c,
+                         "BEGIN; SET LOCAL synchronous_commit = on; "
+                         "SELECT pg_logical_emit_message(true, 'wabridge', 'sync'); COMMIT",
+                         "db_sync", DB_ERR_CONN_LOST);
     if (rc == DB_OK)
-        c->unsynced = false;
+        c->unsynced = c->sent_unsynced = false;
     else if (!conn_bad(c)) /* an error stops the string: the transaction it began is still open */
         exec_simple(c, "ROLLBACK", "ROLLBACK", DB_ERR_CONN_LOST);
     return rc;

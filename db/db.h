@@ -93,6 +93,12 @@ bool db_conn_in_tx(const db_conn *c);
  * sync, or without async_commit. Not inside a transaction. A failure (the connection lost) means
  * earlier commits may not be durable: the caller must not act as if they were. */
 int db_sync(db_conn *c);
+/* db_commit, then db_sync, in one round trip when it can (the transaction's statements queued
+ * with db_exec_deferred and not sent yet: they, the COMMIT and the sync's transaction travel in
+ * one pipeline); else the two calls. DB_OK: committed and durable, with every earlier commit of
+ * the connection. When the commit went through and the sync failed: DB_ERR_IN_DOUBT (committed,
+ * maybe not durable). */
+int db_commit_sync(db_conn *c);
 /* hold_commits: how many held batches failed to commit so far (their transactions are lost:
  * whatever was cached as committed by them must be read again). */
 uint64_t db_held_losses(const db_conn *c);
@@ -184,7 +190,8 @@ void db_result_free(db_result *r);
 #define DB_TX_REPEATABLE_READ 1 /* isolation REPEATABLE READ (default READ COMMITTED) */
 #define DB_TX_SERIALIZABLE    2 /* isolation SERIALIZABLE */
 #define DB_TX_READ_ONLY       4
-#define DB_TX_IDEMPOTENT      8 /* db_tx may re-run the body even when a COMMIT was in doubt */
+#define DB_TX_IDEMPOTENT      8  /* db_tx may re-run the body even when a COMMIT was in doubt */
+#define DB_TX_DURABLE         16 /* db_tx commits with db_commit_sync */
 
 /* Opens a transaction. Nothing is sent yet: BEGIN travels with the transaction's first statement
  * (or its COMMIT) in the same round trip, so a lost or refused connection shows there; a

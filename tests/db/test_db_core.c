@@ -579,9 +579,9 @@ static void test_pool(void)
 static const db_stmt st_setting = {"t_setting", "SELECT current_setting('synchronous_commit')",
                                    DB_STMT_IDEMPOTENT};
 static const db_stmt st_insert_lsn = {
-    "t_insert_lsn", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn", DB_STMT_IDEMPOTENT};
+    "t_insert_lsn", "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint", DB_STMT_IDEMPOTENT};
 static const db_stmt st_flush_lsn = {
-    "t_flush_lsn", "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn", DB_STMT_IDEMPOTENT};
+    "t_flush_lsn", "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint", DB_STMT_IDEMPOTENT};
 
 static int64_t lsn_of(db_conn *c, const db_stmt *st)
 {
@@ -625,6 +625,46 @@ static void test_sync(void)
     /* later statements reconnect; a sync after them works again */
     db_param q[3] = {db_p_int(900101), db_p_text("async"), db_p_null()};
     CHECK_INT(db_exec(a, &st_ins, q, 3, NULL), DB_OK);
+    CHECK_INT(db_sync(a), DB_OK);
+    /* the backend dies after a write and a later statement reconnects before the sync: the sync
+     * still says the write may be lost (once) */
+    db_param q2[3] = {db_p_int(900103), db_p_text("async"), db_p_null()};
+    CHECK_INT(db_exec(a, &st_ins, q2, 3, NULL), DB_OK);
+    CHECK(pgtest_kill_backend(a));
+    usleep(200 * 1000);
+    db_param q3[3] = {db_p_int(900104), db_p_text("async"), db_p_null()};
+    CHECK_INT(db_exec(a, &st_ins, q3, 3, NULL), DB_OK); /* (on a new session) */
+    CHECK(db_sync(a) != DB_OK);
+    CHECK_INT(db_sync(a), DB_OK);
+    /* db_commit_sync: the transaction's writes, its COMMIT and the sync in one round trip; the
+     * WAL is flushed past the writes when it returns, and nothing is left for db_sync (which,
+     * with the backend gone, would otherwise say so) */
+    for (int i = 0; i < 5; i++) {
+        CHECK_INT(db_begin(a, 0), DB_OK);
+        db_param p2[3] = {db_p_int(900200 + i), db_p_text("durable"), db_p_null()};
+        CHECK_INT(db_exec_deferred(a, &st_ins, p2, 3), DB_OK);
+        int64_t at = -1;
+        CHECK_INT(db_exec_deferred_first(a, &st_insert_lsn, NULL, 0, &at), DB_OK);
+        CHECK_INT(db_commit_sync(a), DB_OK);
+        int64_t fl = lsn_of(a, &st_flush_lsn);
+        CHECK(at > 0 && fl >= at);
+    }
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    db_param p3[3] = {db_p_int(900210), db_p_text("durable"), db_p_null()};
+    CHECK_INT(db_exec_deferred(a, &st_ins, p3, 3), DB_OK);
+    CHECK_INT(db_commit_sync(a), DB_OK);
+    CHECK(pgtest_kill_backend(a));
+    usleep(200 * 1000);
+    CHECK_INT(db_sync(a), DB_OK);
+    /* without queued writes it is db_commit then db_sync; a failing write is refused */
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    db_param p4[3] = {db_p_int(900211), db_p_text("durable"), db_p_null()};
+    CHECK_INT(db_exec(a, &st_ins, p4, 3, NULL), DB_OK);
+    CHECK_INT(db_commit_sync(a), DB_OK);
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    CHECK_INT(db_exec_deferred(a, &st_ins, p4, 3), DB_OK); /* the same key again */
+    CHECK(db_commit_sync(a) != DB_OK);
+    CHECK(!db_conn_in_tx(a));
     CHECK_INT(db_sync(a), DB_OK);
     /* a transaction in which nothing ran committed nothing: the next sync has nothing to vouch
      * for (not even a round trip: the backend's death goes unnoticed) */
