@@ -348,6 +348,15 @@ static bool route_stored(br_bridge *b, const mx_event_batch *batch)
     return direct;
 }
 
+/* The endpoint's store: the events' rows committed, not yet durable (txn_pg.on_stored). Routing
+ * them now lets their bridging overlap the WAL flush the 200 waits for; a crash before the flush
+ * makes the homeserver push them again, and a message bridged twice keeps its WhatsApp id (one
+ * message to the receivers) and Matrix transaction id. */
+static bool on_stored(void *arg, const mx_event_batch *batch)
+{
+    return route_stored(arg, batch);
+}
+
 static void on_events(void *ctx, const char *txn_id, const mx_event_batch *batch)
 {
     br_bridge *b = ctx;
@@ -356,7 +365,9 @@ static void on_events(void *ctx, const char *txn_id, const mx_event_batch *batch
     bool stored = false;
     for (size_t i = 0; i < batch->count && !stored; i++)
         stored = !skip_echo(b, &batch->events[i]);
-    if (!stored || route_stored(b, batch)) return;
+    bool taken = b->txn_pg.taken;
+    b->txn_pg.taken = false;
+    if (!stored || taken) return;
     pthread_mutex_lock(&b->pump_lock);
     b->pump_wake = true;
     pthread_cond_signal(&b->pump_cond);
@@ -562,7 +573,11 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     /* the appservice endpoint first: the homeserver's ping must find it */
     mx_as_config ac = {
         .bind_addr = cfg->as_hostname, .port = cfg->as_port, .hs_token = cfg->hs_token};
-    b->txn_pg = (br_mx_txn_pg){.conn = b->db_http, .skip = skip_echo, .skip_arg = b};
+    b->txn_pg = (br_mx_txn_pg){.conn = b->db_http,
+                               .skip = skip_echo,
+                               .skip_arg = b,
+                               .on_stored = on_stored,
+                               .stored_arg = b};
     mx_txn_store store = br_mx_txn_store_pg_filtered(&b->txn_pg);
     mx_as_handler h = {.ctx = b, .on_events = on_events, .query_user = query_user};
     if (mx_as_server_start(&ac, &store, &h, &b->as) != MX_OK) {

@@ -54,10 +54,8 @@ static int commit_some(db_conn *conn, br_mx_txn_pg *f, const char *txn_id,
         free(ids);
         return MX_TXN_STORED;
     }
-    /* durable before the homeserver hears so (on this connection with asynchronous commits, the
-     * rows commit asynchronously and db_sync's transaction follows in the same round trip: its
-     * WAL flush covers them; this costs less than a synchronous commit of the rows here, which
-     * flushes them itself) */
+    /* committed (asynchronously, on the endpoint's connection), then made durable before the
+     * homeserver hears so (db_sync); in between, on_stored may start bridging the events */
     if (rc == MX_OK &&
         db_mx_txn_accept_ids(conn, txn_id, rows, n, now_ms(), &duplicate, ids) != DB_OK) {
         fprintf(stderr, "wabridge: cannot store transaction %s: %s\n", txn_id,
@@ -77,6 +75,14 @@ static int commit_some(db_conn *conn, br_mx_txn_pg *f, const char *txn_id,
         for (size_t k = 0; k < n; k++)
             f->ids[at[k]] = ids[k];
         f->nids = total;
+    }
+    if (f) f->taken = false;
+    if (rc == MX_OK && !duplicate && f && f->on_stored)
+        f->taken = f->on_stored(f->stored_arg, batch);
+    if (rc == MX_OK && db_sync(conn) != DB_OK) {
+        fprintf(stderr, "wabridge: cannot make transaction %s durable: %s\n", txn_id,
+                db_conn_error(conn)->message);
+        rc = MX_ERR_STORE;
     }
     for (size_t i = 0; keys && i < total; i++)
         free(keys[i]);

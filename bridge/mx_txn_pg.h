@@ -31,6 +31,13 @@ typedef struct br_mx_txn_pg {
      * or not inserted); nids == the batch's count. Freed with br_mx_txn_pg_free. */
     int64_t *ids;
     size_t nids, ids_cap;
+    /* Called (may be NULL) once the stored events' rows are committed and before the commit is
+     * made durable (and so before the 200): what it starts for them (the bridging) overlaps the
+     * WAL flush. Anything it causes must be safe to repeat, as after a crash before the flush the
+     * homeserver pushes the transaction again. Returns whether it took the events. */
+    bool (*on_stored)(void *arg, const mx_event_batch *batch);
+    void *stored_arg;
+    bool taken; /* what on_stored answered for the last transaction stored */
 } br_mx_txn_pg;
 mx_txn_store br_mx_txn_store_pg_filtered(br_mx_txn_pg *cfg);
 void br_mx_txn_pg_free(br_mx_txn_pg *cfg);

@@ -336,14 +336,23 @@ static int txn_accept_body(db_conn *c, void *arg)
     return db_exec_deferred_count(c, &st_txn_insert, p, 2, &t->txn_rows);
 }
 
+static int accept_txn(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
+                      int64_t received_ms, bool *duplicate, int64_t *ids, int flags);
+
 int db_mx_txn_accept(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
                      int64_t received_ms, bool *duplicate)
 {
-    return db_mx_txn_accept_ids(c, txn_id, events, n, received_ms, duplicate, NULL);
+    return accept_txn(c, txn_id, events, n, received_ms, duplicate, NULL, DB_TX_DURABLE);
 }
 
 int db_mx_txn_accept_ids(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
                          int64_t received_ms, bool *duplicate, int64_t *ids)
+{
+    return accept_txn(c, txn_id, events, n, received_ms, duplicate, ids, 0);
+}
+
+static int accept_txn(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
+                      int64_t received_ms, bool *duplicate, int64_t *ids, int flags)
 {
     if (duplicate) *duplicate = false;
     for (size_t i = 0; ids && i < n; i++)
@@ -352,7 +361,7 @@ int db_mx_txn_accept_ids(db_conn *c, const char *txn_id, const db_inbox_event *e
         return db_set_error(c, DB_ERR_INVALID, NULL, "db_mx_txn_accept: bad arguments");
     txn_accept t = {txn_id, events, n, received_ms, -1, ids};
     /* idempotent as a whole: a repeat after an unknown commit finds the txn id and adds nothing */
-    int rc = db_tx(c, DB_TX_IDEMPOTENT | DB_TX_DURABLE, txn_accept_body, &t);
+    int rc = db_tx(c, DB_TX_IDEMPOTENT | flags, txn_accept_body, &t);
     if (rc == DB_OK && duplicate) *duplicate = t.txn_rows == 0;
     return rc;
 }

@@ -82,8 +82,10 @@ typedef struct db_inbox_event {
  * the inbox is skipped. */
 int db_mx_txn_accept(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
                      int64_t received_ms, bool *duplicate);
-/* The same, and ids (n entries, may be NULL) receive each event's inbox row id (arrival order),
- * or -1 for an event not inserted (a repeated txn, or an event id already in the inbox). */
+/* The same, committed as the connection commits (asynchronously on an async_commit connection:
+ * the caller makes it durable with db_sync), and ids (n entries, may be NULL) receive each
+ * event's inbox row id (arrival order), or -1 for an event not inserted (a repeated txn, or an
+ * event id already in the inbox). */
 int db_mx_txn_accept_ids(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
                          int64_t received_ms, bool *duplicate, int64_t *ids);
 

@@ -61,6 +61,32 @@ static mx_as_server *start(db_conn *conn, mx_txn_store *st)
     return s;
 }
 
+/* on_stored: what the endpoint tells the bridge once the rows are committed */
+typedef struct stored_seen {
+    const char *conninfo;
+    br_mx_txn_pg *f;
+    int calls;
+    size_t events;
+    bool ids_known;    /* every non-echo event has its row id */
+    bool rows_visible; /* the rows are committed (another session reads them) */
+} stored_seen;
+
+static bool on_stored(void *arg, const mx_event_batch *batch)
+{
+    stored_seen *s = arg;
+    s->calls++;
+    s->events = batch->count;
+    s->ids_known = s->f->nids == batch->count && batch->count == 3 && s->f->ids[1] > 0;
+    db_conn *other = NULL;
+    db_error e;
+    s->rows_visible = false;
+    if (db_conn_open(s->conninfo, NULL, &other, &e) == DB_OK) {
+        s->rows_visible = inbox_count(other) == 7;
+        db_conn_close(other);
+    }
+    return true;
+}
+
 int main(void)
 {
     pgtest_require();
@@ -130,7 +156,13 @@ int main(void)
 
     /* the filtered store: our own echoes stay out; a transaction of echoes only is answered
      * without a trace, one with others keeps the others (ephemeral events always) */
-    br_mx_txn_pg f = {.conn = conn, .skip = skip_ghost, .skip_arg = NULL};
+    stored_seen seen = {.conninfo = conninfo};
+    br_mx_txn_pg f = {.conn = conn,
+                      .skip = skip_ghost,
+                      .skip_arg = NULL,
+                      .on_stored = on_stored,
+                      .stored_arg = &seen};
+    seen.f = &f;
     st = br_mx_txn_store_pg_filtered(&f);
     mx_as_config cfg = {.hs_token = HS_TOKEN};
     s = NULL;
@@ -149,9 +181,20 @@ int main(void)
                       "\"room_id\":\"!r:hs\",\"content\":{\"user_ids\":[\"@ghost_2:hs\"]}}]}"),
               200);
     CHECK_INT(inbox_count(conn), 7); /* $d1 and the typing notice */
+    /* told once the rows were committed, with their ids, before the 200 (not for echoes only) */
+    CHECK_INT(seen.calls, 1);
+    CHECK_INT(seen.events, 3);
+    CHECK(seen.ids_known && seen.rows_visible);
+    CHECK(f.taken);
     /* the rows' ids, by the batch's events (the echo has none), for the bridge to route them */
     CHECK_INT((int)f.nids, 3);
     if (f.nids == 3) CHECK(f.ids[0] == -1 && f.ids[1] > 0 && f.ids[2] > f.ids[1]);
+    /* a repeated transaction adds nothing and is not told again */
+    CHECK_INT(put_txn(port, "t5",
+                      "{\"events\":[{\"type\":\"m.room.message\",\"event_id\":\"$d1\",\"room_id\":"
+                      "\"!r:hs\",\"sender\":\"@dana:hs\",\"content\":{}}]}"),
+              200);
+    CHECK_INT(seen.calls, 1);
     db_inbox_row all[16];
     n = 0;
     db_inbox_peek(conn, all, 16, &n);
