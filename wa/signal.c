@@ -40,6 +40,7 @@ typedef struct kept_record {
     signal_buffer *current;   /* the record as the ciphers left it */
     signal_buffer *stored;    /* the record as stored: its sending chain at `reserved` */
     ratchet_chain_key *chain; /* that chain key (a reference) */
+    signal_buffer *ratchet;   /* the sending chain's ratchet key (which chain it is) */
     uint32_t reserved;        /* its index: every key below it may be used */
     uint64_t epoch;           /* the store's epoch when it was written */
 } kept_record;
@@ -67,6 +68,7 @@ static void kept_free(kept_record *k)
     if (!k) return;
     signal_buffer_bzero_free(k->current);
     signal_buffer_bzero_free(k->stored);
+    signal_buffer_free(k->ratchet);
     if (k->chain) SIGNAL_UNREF(k->chain);
     free(k);
 }
@@ -302,18 +304,36 @@ static int store_session(const signal_protocol_address *address, uint8_t *record
     }
     SIGNAL_REF(chain); /* the record's own: with_chain replaces it */
     uint32_t index = ratchet_chain_key_get_index(chain);
-    signal_buffer *current = signal_buffer_create(record, len), *stored = NULL;
+    signal_buffer *current = signal_buffer_create(record, len), *stored = NULL, *ratchet = NULL;
     int rc = current ? 0 : SG_ERR_NOMEM;
+    if (rc == 0 &&
+        (ec_public_key_serialize(&ratchet, session_state_get_sender_ratchet_key(st)) != 0 ||
+         !ratchet))
+        rc = SG_ERR_NOMEM;
     kept_record *k = rc == 0 ? kept_find(s, key) : NULL;
-    if (k && index <= k->reserved && with_chain(rec, k->chain, &stored) == 0 &&
-        signal_buffer_compare(stored, k->stored) == 0) {
-        /* the stored record stands for this one: only the chain moved, within the reserve */
-        signal_buffer_bzero_free(k->current);
-        k->current = current;
-        signal_buffer_bzero_free(stored);
-        SIGNAL_UNREF(chain);
-        SIGNAL_UNREF(rec);
-        return 0;
+    /* the same sending chain, still within the reserve: the stored record's chain key stands */
+    if (k && index <= k->reserved && signal_buffer_compare(ratchet, k->ratchet) == 0 &&
+        with_chain(rec, k->chain, &stored) == 0) {
+        bool same = signal_buffer_compare(stored, k->stored) == 0;
+        /* only the chain moved: nothing to write; else (a message received) written with the
+         * same reserve, no chain steps */
+        if (same || s->store->session_save(s->store->ctx, key, signal_buffer_data(stored),
+                                           signal_buffer_len(stored)) == WA_STORE_OK) {
+            signal_buffer_bzero_free(k->current);
+            k->current = current;
+            if (!same) {
+                signal_buffer_bzero_free(k->stored);
+                k->stored = stored;
+                stored = NULL;
+                k->epoch = store_epoch(s);
+            }
+            signal_buffer_bzero_free(stored);
+            signal_buffer_free(ratchet);
+            SIGNAL_UNREF(chain);
+            SIGNAL_UNREF(rec);
+            return 0;
+        }
+        rc = SG_ERR_UNKNOWN;
     }
     signal_buffer_bzero_free(stored);
     stored = NULL;
@@ -339,6 +359,8 @@ static int store_session(const signal_protocol_address *address, uint8_t *record
         nk->current = current;
         nk->stored = stored;
         nk->chain = ahead;
+        nk->ratchet = ratchet;
+        ratchet = NULL;
         nk->reserved = index + WA_SIGNAL_RESERVE;
         nk->epoch = store_epoch(s);
         kept_put(s, nk);
@@ -349,6 +371,7 @@ static int store_session(const signal_protocol_address *address, uint8_t *record
         signal_buffer_bzero_free(stored);
         if (ahead) SIGNAL_UNREF(ahead);
     }
+    signal_buffer_free(ratchet);
     SIGNAL_UNREF(chain);
     SIGNAL_UNREF(rec);
     return rc;

@@ -299,11 +299,13 @@ static void test_reserve(void)
     CHECK_INT(stored_chain_index(&alice, "bob:1"), 64);
     wb_buf_free(&now);
     wb_buf_free(&before);
-    /* a second message on bob's chain changes only alice's receiving chain: written too */
+    /* a second message on bob's chain changes only alice's receiving chain: written too, with
+     * the same reserve */
     before = stored_record(&alice, "bob:1");
     send_text(&bob, "bob", &alice, "alice", "and again");
     now = stored_record(&alice, "bob:1");
     CHECK(!same_buf(&before, &now));
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), 64);
     wb_buf_free(&now);
     wb_buf_free(&before);
     /* a rollback moves the store's epoch: what was kept is let go, the stored record goes on */
