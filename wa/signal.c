@@ -22,11 +22,14 @@
 
 #define LID_NAME_MAX 64 /* bytes of a LID Signal name ("123456789012345_1") incl. NUL */
 
-/* Sending without a write per message. A session's stored record has its sending chain advanced
- * WA_SIGNAL_RESERVE keys ahead of the record the ciphers use, which is kept here in memory: while
- * the ciphers only step that chain within the reserve, the stored record stays what it is, and a
- * message goes out without waiting for a write to become durable. After a crash the session goes
- * on from the stored record, past every key that may have been used: never the same key twice.
+/* Sending without a write per message. A session's stored record says where its sending chain
+ * resumes after a restart: WA_SIGNAL_RESERVE keys ahead of the record the ciphers use, which is
+ * kept here in memory. While the ciphers only step that chain within the reserve, the stored
+ * record stays what it is, and a message goes out without waiting for a write to become durable.
+ * After a crash the session goes on from the stored record, its chain stepped to the resume point,
+ * past every key that may have been used: never the same key twice. (Stored: "WBR1", the resume
+ * index in 4 bytes big endian, then the record; a serialized record starts with a protobuf tag,
+ * never 'W', so a record stored bare is read as it is.)
  * The receiver skips the unused keys (Signal receivers accept gaps of up to 2,000). Anything else
  * that changes in the record (a received message, a new ratchet step) is written at once, again
  * with the reserve. What is kept is only good while the store's epoch stays the one it was
@@ -38,10 +41,10 @@
 typedef struct kept_record {
     char key[WA_ADDRESS_MAX]; /* the session's store key */
     signal_buffer *current;   /* the record as the ciphers left it */
-    signal_buffer *stored;    /* the record as stored: its sending chain at `reserved` */
-    ratchet_chain_key *chain; /* that chain key (a reference) */
+    signal_buffer *stored;    /* the record as stored (after the resume index) */
+    ratchet_chain_key *chain; /* its sending chain key (a reference) */
     signal_buffer *ratchet;   /* the sending chain's ratchet key (which chain it is) */
-    uint32_t reserved;        /* its index: every key below it may be used */
+    uint32_t reserved;        /* the resume index stored: every key below it may be used */
     uint64_t epoch;           /* the store's epoch when it was written */
 } kept_record;
 
@@ -122,7 +125,13 @@ static void kept_put(wa_signal *s, kept_record *k)
         }
     size_t i = s->kept_next;
     s->kept_next = (s->kept_next + 1) % WA_SIGNAL_KEPT;
-    kept_free(s->kept[i]);
+    /* the one let go is stored as the ciphers left it, to resume right there (else the next load
+     * would skip to its resume index: a gap for its receivers each time) */
+    kept_record *old = s->kept[i];
+    if (old->epoch == store_epoch(s))
+        s->store->session_save(s->store->ctx, old->key, signal_buffer_data(old->current),
+                               signal_buffer_len(old->current));
+    kept_free(old);
     s->kept[i] = k;
 }
 
@@ -230,6 +239,57 @@ void wa_signal_lids_changed(wa_signal *s)
 
 /* --- sessions --- */
 
+#define RESERVE_MAGIC "WBR1"
+
+/* The record stored with its resume index: RESERVE_MAGIC, resume (big endian), rec. */
+static signal_buffer *wrap_reserve(uint32_t resume, signal_buffer *rec)
+{
+    size_t n = signal_buffer_len(rec);
+    signal_buffer *b = signal_buffer_alloc(8 + n);
+    if (!b) return NULL;
+    uint8_t *p = signal_buffer_data(b);
+    memcpy(p, RESERVE_MAGIC, 4);
+    p[4] = (uint8_t)(resume >> 24);
+    p[5] = (uint8_t)(resume >> 16);
+    p[6] = (uint8_t)(resume >> 8);
+    p[7] = (uint8_t)resume;
+    memcpy(p + 8, signal_buffer_data(rec), n);
+    return b;
+}
+
+/* A stored record to go on with: one stored with a resume index has its sending chain stepped
+ * there (every key below may have been used before a crash); one stored bare is used as it is. */
+static signal_buffer *resumed_record(wa_signal *s, const uint8_t *p, size_t len)
+{
+    if (len < 8 || memcmp(p, RESERVE_MAGIC, 4) != 0) return signal_buffer_create(p, len);
+    uint32_t resume = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
+    session_record *rec = NULL;
+    if (session_record_deserialize(&rec, p + 8, len - 8, s->ctx) != 0 || !rec) return NULL;
+    session_state *st = session_record_get_state(rec);
+    ratchet_chain_key *chain =
+        st && session_state_has_sender_chain(st) ? session_state_get_sender_chain_key(st) : NULL;
+    signal_buffer *out = NULL;
+    if (!chain || ratchet_chain_key_get_index(chain) >= resume) {
+        out = signal_buffer_create(p + 8, len - 8);
+    } else {
+        SIGNAL_REF(chain);
+        bool ok = true;
+        while (ok && ratchet_chain_key_get_index(chain) < resume) {
+            ratchet_chain_key *next = NULL;
+            ok = ratchet_chain_key_create_next(chain, &next) == 0 && next;
+            if (ok) {
+                SIGNAL_UNREF(chain);
+                chain = next;
+            }
+        }
+        if (ok && session_state_set_sender_chain_key(st, chain) == 0)
+            session_record_serialize(&out, rec);
+        SIGNAL_UNREF(chain);
+    }
+    SIGNAL_UNREF(rec);
+    return out;
+}
+
 static int load_session(signal_buffer **record, signal_buffer **user_record,
                         const signal_protocol_address *address, void *user_data)
 {
@@ -259,8 +319,9 @@ static int load_session(signal_buffer **record, signal_buffer **user_record,
         wb_buf_free(&b);
         return SG_ERR_UNKNOWN;
     }
-    *record = signal_buffer_create(b.data, b.len);
+    *record = resumed_record(s, b.data, b.len);
     *user_record = NULL;
+    wa_wipe(b.data, b.len);
     wb_buf_free(&b);
     return *record ? 1 : SG_ERR_NOMEM;
 }
@@ -280,8 +341,10 @@ static int with_chain(session_record *rec, ratchet_chain_key *chain, signal_buff
     return session_record_serialize(out, rec) == 0 && *out ? 0 : SG_ERR_NOMEM;
 }
 
-/* Saves what the ciphers left, with the sending chain reserved ahead (see WA_SIGNAL_RESERVE):
- * nothing is written when the stored record already stands for it. */
+/* Saves what the ciphers left, with a resume index WA_SIGNAL_RESERVE keys ahead of its sending
+ * chain (see WA_SIGNAL_RESERVE): nothing is written when the stored record already stands for it
+ * (only that chain moved, within the reserve); a record changed otherwise on the same chain (a
+ * message received) is stored with the same resume index. */
 static int store_session(const signal_protocol_address *address, uint8_t *record, size_t len,
                          uint8_t *user_record, size_t user_len, void *user_data)
 {
@@ -304,73 +367,51 @@ static int store_session(const signal_protocol_address *address, uint8_t *record
     }
     SIGNAL_REF(chain); /* the record's own: with_chain replaces it */
     uint32_t index = ratchet_chain_key_get_index(chain);
-    signal_buffer *current = signal_buffer_create(record, len), *stored = NULL, *ratchet = NULL;
+    signal_buffer *current = signal_buffer_create(record, len), *stored = NULL, *ratchet = NULL,
+                  *wrapped = NULL;
     int rc = current ? 0 : SG_ERR_NOMEM;
     if (rc == 0 &&
         (ec_public_key_serialize(&ratchet, session_state_get_sender_ratchet_key(st)) != 0 ||
          !ratchet))
         rc = SG_ERR_NOMEM;
     kept_record *k = rc == 0 ? kept_find(s, key) : NULL;
-    /* the same sending chain, still within the reserve: the stored record's chain key stands */
-    if (k && index <= k->reserved && signal_buffer_compare(ratchet, k->ratchet) == 0 &&
-        with_chain(rec, k->chain, &stored) == 0) {
-        bool same = signal_buffer_compare(stored, k->stored) == 0;
-        /* only the chain moved: nothing to write; else (a message received) written with the
-         * same reserve, no chain steps */
-        if (same || s->store->session_save(s->store->ctx, key, signal_buffer_data(stored),
-                                           signal_buffer_len(stored)) == WA_STORE_OK) {
-            signal_buffer_bzero_free(k->current);
-            k->current = current;
-            if (!same) {
-                signal_buffer_bzero_free(k->stored);
-                k->stored = stored;
-                stored = NULL;
-                k->epoch = store_epoch(s);
-            }
-            signal_buffer_bzero_free(stored);
-            signal_buffer_free(ratchet);
-            SIGNAL_UNREF(chain);
-            SIGNAL_UNREF(rec);
-            return 0;
-        }
-        rc = SG_ERR_UNKNOWN;
-    }
-    signal_buffer_bzero_free(stored);
-    stored = NULL;
-    /* write the record with its chain WA_SIGNAL_RESERVE keys on */
-    ratchet_chain_key *ahead = chain;
-    SIGNAL_REF(ahead);
-    for (int i = 0; rc == 0 && i < WA_SIGNAL_RESERVE; i++) {
-        ratchet_chain_key *next = NULL;
-        if (ratchet_chain_key_create_next(ahead, &next) != 0 || !next) {
+    bool same_chain = k && index <= k->reserved && signal_buffer_compare(ratchet, k->ratchet) == 0;
+    uint32_t resume = same_chain ? k->reserved : index + WA_SIGNAL_RESERVE;
+    /* on the same chain the record is stored with the chain key it was stored with before (the
+     * resume index stands for both), so that "only the chain moved" compares equal */
+    if (rc == 0) rc = with_chain(rec, same_chain ? k->chain : chain, &stored);
+    if (rc == 0 && same_chain && signal_buffer_compare(stored, k->stored) == 0) {
+        signal_buffer_bzero_free(k->current); /* nothing to write */
+        k->current = current;
+        current = NULL;
+    } else if (rc == 0) {
+        wrapped = wrap_reserve(resume, stored);
+        if (!wrapped)
             rc = SG_ERR_NOMEM;
-            break;
+        else if (s->store->session_save(s->store->ctx, key, signal_buffer_data(wrapped),
+                                        signal_buffer_len(wrapped)) != WA_STORE_OK)
+            rc = SG_ERR_UNKNOWN;
+        kept_record *nk = rc == 0 ? calloc(1, sizeof(*nk)) : NULL;
+        if (nk) {
+            snprintf(nk->key, sizeof(nk->key), "%s", key);
+            nk->current = current;
+            nk->stored = stored;
+            nk->chain = same_chain ? k->chain : chain;
+            SIGNAL_REF(nk->chain);
+            nk->ratchet = ratchet;
+            nk->reserved = resume;
+            nk->epoch = store_epoch(s);
+            current = stored = ratchet = NULL;
+            kept_put(s, nk); /* (replaces k) */
+        } else {
+            kept_drop(s, key); /* the next load reads the stored record (its chain resumes ahead) */
         }
-        SIGNAL_UNREF(ahead);
-        ahead = next;
-    }
-    if (rc == 0) rc = with_chain(rec, ahead, &stored);
-    if (rc == 0 && s->store->session_save(s->store->ctx, key, signal_buffer_data(stored),
-                                          signal_buffer_len(stored)) != WA_STORE_OK)
-        rc = SG_ERR_UNKNOWN;
-    kept_record *nk = rc == 0 ? calloc(1, sizeof(*nk)) : NULL;
-    if (nk) {
-        snprintf(nk->key, sizeof(nk->key), "%s", key);
-        nk->current = current;
-        nk->stored = stored;
-        nk->chain = ahead;
-        nk->ratchet = ratchet;
-        ratchet = NULL;
-        nk->reserved = index + WA_SIGNAL_RESERVE;
-        nk->epoch = store_epoch(s);
-        kept_put(s, nk);
     } else {
-        /* not kept: the next load reads the stored record, whose chain is ahead (safe) */
         kept_drop(s, key);
-        signal_buffer_bzero_free(current);
-        signal_buffer_bzero_free(stored);
-        if (ahead) SIGNAL_UNREF(ahead);
     }
+    signal_buffer_bzero_free(current);
+    signal_buffer_bzero_free(stored);
+    signal_buffer_bzero_free(wrapped);
     signal_buffer_free(ratchet);
     SIGNAL_UNREF(chain);
     SIGNAL_UNREF(rec);

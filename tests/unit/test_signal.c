@@ -203,15 +203,20 @@ static void test_padding(void)
     CHECK_INT(wa_signal_unpadded_len((const uint8_t *)"ab\x01", 3), 2);
 }
 
-/* The sending chain's index in the record the store holds for addr, or -1. */
+/* Where the sending chain of the session the store holds for addr resumes after a restart: the
+ * resume index stored with it ("WBR1" + 4 bytes big endian), else its record's chain index; -1. */
 static long stored_chain_index(peer *p, const char *addr)
 {
     wb_buf b;
     wb_buf_init(&b);
     long idx = -1;
     session_record *r = NULL;
-    if (p->store.session_load(p->store.ctx, addr, &b) == WA_STORE_OK &&
-        session_record_deserialize(&r, b.data, b.len, wa_crypto_signal(crypto)) == 0 && r) {
+    if (p->store.session_load(p->store.ctx, addr, &b) == WA_STORE_OK && b.len >= 8 &&
+        memcmp(b.data, "WBR1", 4) == 0) {
+        idx = (long)((uint32_t)b.data[4] << 24 | (uint32_t)b.data[5] << 16 |
+                     (uint32_t)b.data[6] << 8 | b.data[7]);
+    } else if (b.len &&
+               session_record_deserialize(&r, b.data, b.len, wa_crypto_signal(crypto)) == 0 && r) {
         session_state *st = session_record_get_state(r);
         if (st && session_state_has_sender_chain(st))
             idx = (long)ratchet_chain_key_get_index(session_state_get_sender_chain_key(st));
@@ -315,6 +320,25 @@ static void test_reserve(void)
     CHECK_INT(alice.store.rollback(alice.store.ctx), WA_STORE_OK);
     CHECK_INT(send_counted(&alice, &bob, "n after a rollback"), 64);
     CHECK_INT(send_counted(&alice, &bob, "n next"), 65);
+    /* more sessions than are kept (32): the oldest is let go stored as it is, so it resumes
+     * where it was, without a gap */
+    peer many[33];
+    for (int i = 0; i < 33; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "m%d", i);
+        peer_init(&many[i], 3000 + (uint32_t)i);
+        wa_prekey_bundle mb = bundle_of(&many[i], false);
+        CHECK_INT(wa_signal_process_bundle(alice.sig, name, 1, &mb), WA_OK);
+        wb_buf ct;
+        wb_buf_init(&ct);
+        wa_signal_type t;
+        CHECK_INT(wa_signal_encrypt(alice.sig, name, 1, (const uint8_t *)"x", 1, &ct, &t), WA_OK);
+        wb_buf_free(&ct);
+    }
+    CHECK_INT(stored_chain_index(&alice, "m1:1"), 64); /* still kept: resumes ahead */
+    CHECK_INT(stored_chain_index(&alice, "m0:1"), 1);  /* let go: resumes where it was */
+    for (int i = 0; i < 33; i++)
+        peer_free(&many[i]);
     /* the session deleted: gone from memory too */
     CHECK_INT(wa_signal_forget_user(alice.sig, "bob"), WA_OK);
     CHECK(!wa_signal_has_session(alice.sig, "bob", 1));
