@@ -527,6 +527,14 @@ static int engine_barrier(void *arg)
     return rc;
 }
 
+/* The engine worker's commit: the held writes sent (visible, durable at the barrier), so that the
+ * batch's received messages can be bridged while the barrier's flush runs. */
+static int engine_commit(void *arg)
+{
+    br_engine *e = arg;
+    return db_send_held(e->db);
+}
+
 static int cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -669,6 +677,7 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
         e->w = wa_worker_new(b->net, br_login_on_engine_event, e);
         if (!e->w) goto nomem;
         wa_worker_set_barrier(e->w, engine_barrier, e);
+        wa_worker_set_commit(e->w, engine_commit, e);
     }
 
     /* the logins we hold, then the pump (inbox events need their logins listed) */

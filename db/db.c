@@ -683,6 +683,12 @@ static void held_first(db_conn *c)
     if (c->held.n) held_send(c);
 }
 
+int db_send_held(db_conn *c)
+{
+    if (c->in_tx) return set_error(c, DB_ERR_STATE, NULL, "db_send_held: a transaction is open");
+    return c->held.n ? held_send(c) : DB_OK;
+}
+
 uint64_t db_held_losses(const db_conn *c)
 {
     return c->held_losses;

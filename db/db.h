@@ -102,6 +102,10 @@ int db_commit_sync(db_conn *c);
 /* hold_commits: how many held batches failed to commit so far (their transactions are lost:
  * whatever was cached as committed by them must be read again). */
 uint64_t db_held_losses(const db_conn *c);
+/* hold_commits: sends the held writes now (one transaction, committed asynchronously: visible to
+ * other connections, durable at the next db_sync). A failure is counted and reported as the held
+ * batches' are. Not inside a transaction. */
+int db_send_held(db_conn *c);
 /* How many db_sync calls failed so far (commits before them may not be durable). */
 uint64_t db_sync_failures(const db_conn *c);
 

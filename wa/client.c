@@ -660,6 +660,13 @@ bool wa_client_next_event(wa_client *c, wa_event *ev)
     return true;
 }
 
+bool wa_client_peek_event(const wa_client *c, wa_event_type *type)
+{
+    if (c->events_head == c->nevents) return false;
+    *type = c->events[c->events_head].type;
+    return true;
+}
+
 static uint32_t random_u32(wa_client *c)
 {
     uint8_t b[4];

@@ -145,6 +145,9 @@ void wa_client_tick(wa_client *c, int64_t now, uint64_t wall);
 int64_t wa_client_deadline(const wa_client *c);
 wb_buf *wa_client_output(wa_client *c);
 bool wa_client_next_event(wa_client *c, wa_event *ev);
+/* The type of the event wa_client_next_event would return next, without taking it; false when
+ * none is queued. */
+bool wa_client_peek_event(const wa_client *c, wa_event_type *type);
 
 /* Takes the oldest received message (ownership moves to out: wa_received_free it). The message's
  * plaintext stays in the store's event buffer until the bridge deletes it (event_buffer_delete)

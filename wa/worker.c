@@ -60,6 +60,8 @@ struct wa_worker {
     int nslots;
     wa_worker_barrier_fn barrier; /* made durable what the clients committed (or NULL) */
     void *barrier_arg;
+    wa_worker_barrier_fn commit; /* made it visible, before messages are raised (or NULL) */
+    void *commit_arg;
     _Atomic uint64_t flushes, barrier_failures;
 };
 
@@ -171,6 +173,17 @@ static bool flush_once(wa_worker *w)
     for (int i = 0; i < n && !any; i++)
         any = w->slots[i] && w->slots[i]->dirty;
     if (!any) return false;
+    if (w->commit) { /* received messages go to the app while the barrier's flush runs */
+        w->commit(w->commit_arg);
+        for (int i = 0; i < n; i++) {
+            slot *s = w->slots[i];
+            wa_event_type t;
+            wa_event ev;
+            while (s && s->dirty && wa_client_peek_event(s->client, &t) && t == WA_EV_MESSAGE &&
+                   wa_client_next_event(s->client, &ev))
+                if (w->on_event) w->on_event(w->user, s->index, &ev);
+        }
+    }
     bool durable = !w->barrier || w->barrier(w->barrier_arg) == 0;
     w->flushes++;
     if (!durable) w->barrier_failures++;
@@ -440,6 +453,14 @@ void wa_worker_set_barrier(wa_worker *w, wa_worker_barrier_fn fn, void *arg)
     pthread_mutex_lock(&w->lock);
     w->barrier = fn;
     w->barrier_arg = arg;
+    pthread_mutex_unlock(&w->lock);
+}
+
+void wa_worker_set_commit(wa_worker *w, wa_worker_barrier_fn commit, void *arg)
+{
+    pthread_mutex_lock(&w->lock);
+    w->commit = commit;
+    w->commit_arg = arg;
     pthread_mutex_unlock(&w->lock);
 }
 

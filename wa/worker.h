@@ -53,6 +53,14 @@ int wa_worker_remove(wa_worker *w, int login);
  * logins. */
 typedef int (*wa_worker_barrier_fn)(void *arg);
 void wa_worker_set_barrier(wa_worker *w, wa_worker_barrier_fn fn, void *arg);
+/* Received messages sooner: with commit set, a batch first calls commit(arg), which makes what
+ * the clients' stores committed visible to other connections without waiting for it to be
+ * durable (e.g. sends a connection's held commits), then raises the clients' received messages
+ * (WA_EV_MESSAGE when it is a client's next event), then calls the barrier before any output
+ * leaves. A crash before the barrier's flush loses nothing: the server redelivers what was not
+ * acked and it is decrypted again from the older state; the app takes a message once by its id
+ * (as after a failed barrier). */
+void wa_worker_set_commit(wa_worker *w, wa_worker_barrier_fn commit, void *arg);
 /* Batches flushed so far, and how many of them had their barrier fail. */
 void wa_worker_flush_stats(wa_worker *w, uint64_t *flushes, uint64_t *failures);
 

@@ -5,6 +5,8 @@
  *     began after the message's data arrived (checked through the order of calls);
  *   - a burst of messages arriving while a barrier is slow shares barriers (fewer than half as
  *     many flushes as messages);
+ *   - with a commit hook (wa_worker_set_commit), a message is raised after a commit that came
+ *     after its data and before the batch's barrier (no barrier between that commit and it);
  *   - while the barrier fails, nothing the engine would send leaves: the phone's message stays
  *     unacknowledged at the server (wa-sim keeps it queued) and the connection is reopened; once
  *     the barrier works again the message is redelivered and acked, the server's queue empties.
@@ -29,6 +31,15 @@ static sim_proc simp;
 
 static atomic_int barrier_calls, barrier_fail, barrier_delay_ms, ready, messages, disconnects;
 static atomic_int calls_at_last_message;
+static atomic_int commit_calls, barrier_at_commit, commits_at_message, barrier_at_message;
+
+static int commit(void *arg)
+{
+    (void)arg;
+    atomic_store(&barrier_at_commit, atomic_load(&barrier_calls));
+    atomic_fetch_add(&commit_calls, 1);
+    return 0;
+}
 
 static int barrier(void *arg)
 {
@@ -52,6 +63,8 @@ static void on_event(void *user, int login, const wa_event *e)
     if (e->type == WA_EV_DISCONNECTED) atomic_fetch_add(&disconnects, 1);
     if (e->type == WA_EV_MESSAGE) {
         atomic_store(&calls_at_last_message, atomic_load(&barrier_calls));
+        atomic_store(&commits_at_message, atomic_load(&commit_calls));
+        atomic_store(&barrier_at_message, atomic_load(&barrier_calls));
         atomic_fetch_add(&messages, 1);
     }
 }
@@ -157,6 +170,17 @@ int main(int argc, char **argv)
     wa_worker_call(w, 0, do_drain, &taken, true);
     CHECK_INT(taken, 41);
 
+    /* with a commit hook: raised after a commit that came after its data, before the barrier */
+    wa_worker_set_commit(w, commit, NULL);
+    int commits0 = atomic_load(&commit_calls);
+    phone_send("two");
+    CHECK(wait_for(&messages, 42, 20000));
+    CHECK(atomic_load(&commits_at_message) > commits0);
+    CHECK_INT(atomic_load(&barrier_at_message), atomic_load(&barrier_at_commit));
+    CHECK(atomic_load(&barrier_calls) > atomic_load(&barrier_at_message)); /* then the barrier */
+    wa_worker_call(w, 0, do_drain, &taken, true);
+    CHECK_INT(taken, 42);
+
     /* the barrier fails: nothing leaves */
     atomic_store(&barrier_fail, 1);
     int disc0 = atomic_load(&disconnects), msg0 = atomic_load(&messages);
@@ -175,7 +199,7 @@ int main(int argc, char **argv)
         if (!drained) usleep(100 * 1000);
     }
     CHECK(drained);
-    CHECK(wait_for(&messages, msg0 + 1, 20000));
+    CHECK(wait_for(&messages, msg0 + 1, 20000)); /* (raised before the failing barrier too) */
     int more = 0;
     wa_worker_call(w, 0, do_drain, &more, true);
     CHECK(more >= 1); /* at least once: the app takes a repeat by its id */
