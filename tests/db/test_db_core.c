@@ -579,9 +579,11 @@ static void test_pool(void)
 static const db_stmt st_setting = {"t_setting", "SELECT current_setting('synchronous_commit')",
                                    DB_STMT_IDEMPOTENT};
 static const db_stmt st_insert_lsn = {
-    "t_insert_lsn", "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint", DB_STMT_IDEMPOTENT};
-static const db_stmt st_flush_lsn = {
-    "t_flush_lsn", "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint", DB_STMT_IDEMPOTENT};
+    "t_insert_lsn", "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
+    DB_STMT_IDEMPOTENT};
+static const db_stmt st_flush_lsn = {"t_flush_lsn",
+                                     "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint",
+                                     DB_STMT_IDEMPOTENT};
 
 static int64_t lsn_of(db_conn *c, const db_stmt *st)
 {

@@ -214,7 +214,8 @@ static void test_held(const char *conninfo, db_conn *c, int64_t login, int64_t l
     store_hooks hooks = {break_pg, h};
     store_cases_run(&st, &hooks, &check_passed, &check_failed);
     st.destroy(st.ctx);
-    db_sync(h); /* (the cases broke the connection after commits: this sync says they may be lost) */
+    db_sync(
+        h); /* (the cases broke the connection after commits: this sync says they may be lost) */
 
     CHECK_INT(db_store_new(h, login_b, &st), WA_STORE_OK);
     CHECK_INT(db_store_new(c, login_b, &other), WA_STORE_OK);
