@@ -982,10 +982,10 @@ static int64_t fail_backoff(wa_client *c, int64_t now)
     return backoff_ms(c);
 }
 
-/* Closes the socket. delay_ms >= 0 schedules a reconnect; -1 stays down. */
 static void sent_keep_all(wa_client *c);
 static bool sent_pending(const wa_client *c, const char *chat, const char *id, wb_buf *out);
 
+/* Closes the socket. delay_ms >= 0 schedules a reconnect; -1 stays down. */
 static void drop(wa_client *c, int64_t now, int code, int64_t delay_ms, const char *why)
 {
     if (c->state != WA_CLIENT_LOGGED_OUT) sent_keep_all(c);
