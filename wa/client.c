@@ -1007,6 +1007,7 @@ static void logged_out(wa_client *c, int64_t now, int code, const char *why)
     c->stopped = true;
     c->state = WA_CLIENT_LOGGED_OUT;
     wa_store *st = c->cfg.store;
+    wa_signal_forget_kept(c->sig); /* (not stored again after the wipe) */
     st->wipe(st->ctx);
     for (int i = 0; i < WA_MAX_FANOUTS; i++) { /* nothing to retry any more */
         wa_wipe(c->fanouts[i].plaintext.data, c->fanouts[i].plaintext.len);

@@ -115,6 +115,16 @@ static kept_record *kept_find(wa_signal *s, const char *key)
 }
 
 /* Keeps k for its key (replacing any, else in a free slot, else the oldest's). */
+/* Frees k, stored as the ciphers left it, to resume right there (else the next load would skip
+ * to its resume index: a gap for its receivers each time), unless the store's epoch moved. */
+static void kept_let_go(wa_signal *s, kept_record *k)
+{
+    if (k->epoch == store_epoch(s))
+        s->store->session_save(s->store->ctx, k->key, signal_buffer_data(k->current),
+                               signal_buffer_len(k->current));
+    kept_free(k);
+}
+
 static void kept_put(wa_signal *s, kept_record *k)
 {
     kept_drop(s, k->key);
@@ -125,13 +135,7 @@ static void kept_put(wa_signal *s, kept_record *k)
         }
     size_t i = s->kept_next;
     s->kept_next = (s->kept_next + 1) % WA_SIGNAL_KEPT;
-    /* the one let go is stored as the ciphers left it, to resume right there (else the next load
-     * would skip to its resume index: a gap for its receivers each time) */
-    kept_record *old = s->kept[i];
-    if (old->epoch == store_epoch(s))
-        s->store->session_save(s->store->ctx, old->key, signal_buffer_data(old->current),
-                               signal_buffer_len(old->current));
-    kept_free(old);
+    kept_let_go(s, s->kept[i]);
     s->kept[i] = k;
 }
 
@@ -720,11 +724,17 @@ wa_signal *wa_signal_new(wa_crypto *crypto, wa_store *store, int *err)
     return s;
 }
 
+void wa_signal_forget_kept(wa_signal *s)
+{
+    if (s) kept_drop_prefix(s, "");
+}
+
 void wa_signal_free(wa_signal *s)
 {
     if (!s) return;
     if (s->sc) signal_protocol_store_context_destroy(s->sc);
-    kept_drop_prefix(s, "");
+    for (size_t i = 0; i < WA_SIGNAL_KEPT; i++)
+        if (s->kept[i]) kept_let_go(s, s->kept[i]);
     wa_wipe(&s->dev, sizeof(s->dev));
     free(s);
 }

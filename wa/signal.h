@@ -51,7 +51,13 @@ typedef struct wa_prekey_bundle {
 
 /* The store is borrowed and must hold this login's device (wa_device). NULL on failure. */
 wa_signal *wa_signal_new(wa_crypto *crypto, wa_store *store, int *err);
+/* Frees s. The sessions it kept in memory (see wa/signal.c, WA_SIGNAL_RESERVE) are stored as
+ * they are first, so that they resume without a gap (nothing is written when the store's epoch
+ * moved since). */
 void wa_signal_free(wa_signal *s);
+/* Lets the kept sessions go without storing them (as a crash would: they resume at their stored
+ * resume index). Before a wipe of the store (logout), and in tests. */
+void wa_signal_forget_kept(wa_signal *s);
 
 /* Starts a session with a peer device from its bundle (checks the signed prekey's signature). */
 int wa_signal_process_bundle(wa_signal *s, const char *name, uint32_t device,

@@ -67,6 +67,7 @@ static cJSON *handle(const cJSON *req)
         return ans;
     }
     if (strcmp(op->valuestring, "restart") == 0) {
+        wa_signal_forget_kept(sig); /* a crash: what was kept in memory is not stored */
         wa_signal_free(sig);
         sig = wa_signal_new(crypto, &store, NULL);
         if (sig)

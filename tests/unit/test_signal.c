@@ -290,12 +290,19 @@ static void test_reserve(void)
     /* the 65th key is past the reserve: written again, 64 ahead */
     CHECK_INT(send_counted(&alice, &bob, "m64"), 64);
     CHECK_INT(stored_chain_index(&alice, "bob:1"), 65 + 64);
-    /* a restart: the kept record is gone, the stored one goes on past every key used */
+    /* a crash: the kept record is gone, the stored one goes on past every key used */
+    wa_signal_forget_kept(alice.sig);
     wa_signal_free(alice.sig);
     alice.sig = wa_signal_new(crypto, &alice.store, NULL);
-    long c1 = send_counted(&alice, &bob, "after a restart");
+    long c1 = send_counted(&alice, &bob, "after a crash");
     CHECK_INT(c1, 65 + 64);
     CHECK_INT(stored_chain_index(&alice, "bob:1"), c1 + 1 + 64);
+    /* a clean restart: what was kept is stored as it is, and the chain goes on without a gap */
+    CHECK_INT(send_counted(&alice, &bob, "before a restart"), c1 + 1);
+    wa_signal_free(alice.sig);
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), c1 + 2);
+    alice.sig = wa_signal_new(crypto, &alice.store, NULL);
+    CHECK_INT(send_counted(&alice, &bob, "after a restart"), c1 + 2);
     /* a receive changes the record: written at once (a ratchet step: a new chain, 64 ahead) */
     wb_buf before = stored_record(&alice, "bob:1");
     send_text(&bob, "bob", &alice, "alice", "back");
