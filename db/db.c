@@ -486,9 +486,9 @@ static int prepare_pending(db_conn *c, const db_stmt *st)
 /* What makes a COMMIT durable: synchronous for this transaction, which writes a WAL record (a
  * transaction that wrote none - an xid alone, an insert that did nothing - commits without
  * flushing the WAL even when synchronous_commit is on). */
-static const char *const durable_sql[2] = {
-    "SET LOCAL synchronous_commit = on",
-    "SELECT pg_logical_emit_message(true, 'wabridge', 'sync')"};
+#define SYNC_COMMIT "SET LOCAL synchronous_commit = on"
+#define WAL_RECORD  "SELECT pg_logical_emit_message(true, 'wabridge', 'sync')"
+static const char *const durable_sql[2] = {SYNC_COMMIT, WAL_RECORD};
 
 static int pipeline_once(db_conn *c, bool with_begin, const db_stmt *st, const wire_params *w,
                          int nparams, bool with_commit, PGresult **out, int64_t *affected,
@@ -1494,10 +1494,8 @@ static int sync_once(db_conn *c)
                          "db_sync: the connection was lost; earlier commits may be lost");
     /* a transaction that writes a WAL record and commits synchronously flushes the WAL up to it,
      * so every earlier commit of the server is on disk too (durable_sql) */
-    int rc = exec_simple(c,
-                         "BEGIN; SET LOCAL synchronous_commit = on; "
-                         "SELECT pg_logical_emit_message(true, 'wabridge', 'sync'); COMMIT",
-                         "db_sync", DB_ERR_CONN_LOST);
+    int rc = exec_simple(c, "BEGIN; " SYNC_COMMIT "; " WAL_RECORD "; COMMIT", "db_sync",
+                         DB_ERR_CONN_LOST);
     if (rc == DB_OK)
         c->unsynced = c->sent_unsynced = false;
     else if (!conn_bad(c)) /* an error stops the string: the transaction it began is still open */

@@ -114,7 +114,6 @@ static kept_record *kept_find(wa_signal *s, const char *key)
     return NULL;
 }
 
-/* Keeps k for its key (replacing any, else in a free slot, else the oldest's). */
 /* Frees k, stored as the ciphers left it, to resume right there (else the next load would skip
  * to its resume index: a gap for its receivers each time), unless the store's epoch moved. */
 static void kept_let_go(wa_signal *s, kept_record *k)
@@ -125,6 +124,7 @@ static void kept_let_go(wa_signal *s, kept_record *k)
     kept_free(k);
 }
 
+/* Keeps k for its key (replacing any, else in a free slot, else the oldest's). */
 static void kept_put(wa_signal *s, kept_record *k)
 {
     kept_drop(s, k->key);
