@@ -573,6 +573,12 @@ int br_bridge_start(const br_config *cfg, br_bridge **out, char *err, size_t cap
     }
     if (rep.applied)
         WB_INFO(MOD, "database migrated from version %d to %d", rep.from_version, rep.to_version);
+    int64_t orphans = 0;
+    if (db_sweep_orphans(b->db_main, &orphans) != DB_OK)
+        WB_WARN(MOD, "database: deleting rows of deleted logins failed: %s",
+                db_conn_error(b->db_main)->message);
+    else if (orphans)
+        WB_INFO(MOD, "database: %lld rows of deleted logins deleted", (long long)orphans);
     if (load_rooms(b)) {
         fail(err, cap, "database: reading portals failed: %s", db_conn_error(b->db_main)->message);
         goto fail;

@@ -18,6 +18,14 @@ static const db_stmt st_login_create = {
     0};
 static const db_stmt st_login_delete = {"bridge_login_delete", "DELETE FROM wa_login WHERE id = $1",
                                         I};
+static const db_stmt st_sweep_orphans = {
+    "bridge_sweep_orphans",
+    "WITH b AS (DELETE FROM wa_event_buffer x WHERE NOT EXISTS"
+    " (SELECT 1 FROM wa_login l WHERE l.id = x.login_id) RETURNING 1),"
+    " s AS (DELETE FROM wa_sent_message x WHERE NOT EXISTS"
+    " (SELECT 1 FROM wa_login l WHERE l.id = x.login_id) RETURNING 1)"
+    " SELECT (SELECT count(*) FROM b) + (SELECT count(*) FROM s)",
+    I};
 static const db_stmt st_login_lease = {
     "bridge_login_lease",
     "UPDATE wa_login SET owner = $1, lease_expires_ms = $2 + $3 WHERE id IN ("
@@ -110,6 +118,16 @@ int db_login_delete(db_conn *c, int64_t id)
 {
     db_param p[1] = {db_p_int(id)};
     return db_exec(c, &st_login_delete, p, 1, NULL);
+}
+
+int db_sweep_orphans(db_conn *c, int64_t *n)
+{
+    if (n) *n = 0;
+    db_result *r = NULL;
+    int rc = db_exec_row(c, &st_sweep_orphans, NULL, 0, &r);
+    if (rc == DB_OK && n && r) *n = db_result_int(r, 0, 0);
+    db_result_free(r);
+    return rc;
 }
 
 int db_login_lease(db_conn *c, const char *owner, int64_t lease_ms, int64_t *ids, size_t max,

@@ -23,8 +23,13 @@
 int db_user_ensure(db_conn *c, const char *mxid);
 /* Creates a login of mxid (creating the user if needed); *id receives wa_login.id. */
 int db_login_create(db_conn *c, const char *mxid, int64_t *id);
-/* Deletes a login and everything it owns (ON DELETE CASCADE). */
+/* Deletes a login and everything it owns (ON DELETE CASCADE, and the triggers of migration 0008
+ * for the rows that carry no foreign key). */
 int db_login_delete(db_conn *c, int64_t id);
+/* Deletes the engine's rows whose login is gone: buffered events and sent plaintexts written for a
+ * login while it was being deleted (these tables carry no foreign key: migration 0008). Run at
+ * startup; *n (may be NULL) receives how many went. */
+int db_sweep_orphans(db_conn *c, int64_t *n);
 /* Takes up to max logins whose lease is free or expired (or already ours) for owner, for
  * lease_ms from now; rows locked by another taker are skipped. ids receives them, *n the count. */
 int db_login_lease(db_conn *c, const char *owner, int64_t lease_ms, int64_t *ids, size_t max,

@@ -2,7 +2,9 @@
  * tests/db/test_db_bridge.c - the bridge's rows (db/bridge_db.h): appservice transactions into the
  * inbox exactly once, inbox order and deletion, portals, the message map, the key-value table and
  * login leases shared by several processes; group notifications kept until shown, and the
- * record of group admins; a user's double puppeting token (migration 0006).
+ * record of group admins; a user's double puppeting token (migration 0006); what deleting a
+ * portal or a login takes with it, now that the per-message rows carry no foreign key (migration
+ * 0008), and the startup sweep of rows written for a login being deleted.
  */
 #include "check.h"
 #include "db/bridge_db.h"
@@ -326,6 +328,117 @@ static void test_group_events(db_conn *c, int64_t l1, int64_t l2)
     CHECK(db_group_admin_put(c, pid, empty, admin, 1) != DB_OK);
 }
 
+/* The rows of a login's engine and its messages, counted by login (or by portal: login 0). */
+static int64_t rows_of(db_conn *c, const char *table, int64_t login, int64_t portal)
+{
+    static const db_stmt counts[] = {
+        {"t_count_buf", "SELECT count(*) FROM wa_event_buffer WHERE login_id = $1", 0},
+        {"t_count_sent", "SELECT count(*) FROM wa_sent_message WHERE login_id = $1", 0},
+        {"t_count_msg", "SELECT count(*) FROM message WHERE portal_id = $1", 0},
+        {"t_count_msg_login", "SELECT count(*) FROM message WHERE login_id = $1", 0},
+    };
+    const db_stmt *st = strcmp(table, "buf") == 0    ? &counts[0]
+                        : strcmp(table, "sent") == 0 ? &counts[1]
+                        : portal                     ? &counts[2]
+                                                     : &counts[3];
+    db_param p[1] = {db_p_int(portal ? portal : login)};
+    db_result *r = NULL;
+    if (db_exec_row(c, st, p, 1, &r) != DB_OK || !r) return -1;
+    int64_t n = db_result_int(r, 0, 0);
+    db_result_free(r);
+    return n;
+}
+
+static void put_engine_rows(db_conn *c, int64_t login, const char *id)
+{
+    static const db_stmt buf = {
+        "t_orphan_buf",
+        "INSERT INTO wa_event_buffer (login_id, ciphertext_hash, chat_jid, sender_jid, message_id,"
+        " plaintext, server_ts_ms, inserted_ms)"
+        " VALUES ($1, sha256(convert_to($2::text, 'UTF8')), 'x@s.whatsapp.net', 'x', $2, '', 1, 1)",
+        0};
+    static const db_stmt sent = {
+        "t_orphan_sent",
+        "INSERT INTO wa_sent_message (login_id, chat_jid, message_id, plaintext, sent_ms)"
+        " VALUES ($1, 'x@s.whatsapp.net', $2, 'p', 1)",
+        0};
+    db_param p[2] = {db_p_int(login), db_p_text(id)};
+    CHECK_INT(db_exec(c, &buf, p, 2, NULL), DB_OK);
+    CHECK_INT(db_exec(c, &sent, p, 2, NULL), DB_OK);
+}
+
+static void test_parent_deletes(db_conn *c, int64_t keep)
+{
+    int64_t gone = 0, dm = 0, dm_keep = 0, group = 0;
+    CHECK_INT(db_login_create(c, "@dave:example.org", &gone), DB_OK);
+    CHECK_INT(db_portal_ensure(c, "15557654321@s.whatsapp.net", gone, &dm), DB_OK);
+    CHECK_INT(db_portal_ensure(c, "15557654321@s.whatsapp.net", keep, &dm_keep), DB_OK);
+    CHECK_INT(db_portal_ensure(c, "120363000000000777@g.us", 0, &group), DB_OK);
+    db_message m;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.sender_jid, sizeof(m.sender_jid), "15557654321@s.whatsapp.net");
+    snprintf(m.mx_room, sizeof(m.mx_room), "!room:example.org");
+    const struct {
+        int64_t portal, login;
+    } msgs[] = {{dm, gone}, {dm, gone}, {dm_keep, keep}, {group, gone}, {group, keep}};
+    for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+        m.portal_id = msgs[i].portal;
+        m.login_id = msgs[i].login;
+        snprintf(m.wa_id, sizeof(m.wa_id), "PARENT%zu", i);
+        snprintf(m.mxid, sizeof(m.mxid), "$parent%zu", i);
+        CHECK_INT(db_message_insert(c, &m), DB_OK);
+    }
+    put_engine_rows(c, gone, "G1");
+    put_engine_rows(c, keep, "K1");
+    CHECK_INT(rows_of(c, "msg", 0, dm), 2);
+
+    /* a portal's deletion takes its messages, and no other portal's */
+    CHECK_INT(db_portal_delete_for_login(c, gone), DB_OK);
+    CHECK_INT(rows_of(c, "msg", 0, dm), 0);
+    CHECK_INT(rows_of(c, "msg", 0, dm_keep), 1);
+    CHECK_INT(rows_of(c, "msg", 0, group), 2);
+
+    /* a login's deletion takes its engine's rows; its messages elsewhere stay, without it */
+    CHECK_INT(db_login_delete(c, gone), DB_OK);
+    CHECK_INT(rows_of(c, "buf", gone, 0), 0);
+    CHECK_INT(rows_of(c, "sent", gone, 0), 0);
+    CHECK_INT(rows_of(c, "buf", keep, 0), 1);
+    CHECK_INT(rows_of(c, "sent", keep, 0), 1);
+    CHECK_INT(rows_of(c, "msg", 0, group), 2);
+    CHECK_INT(rows_of(c, "msg", gone, 0), 0);
+    db_message got;
+    CHECK_INT(db_message_by_wa(c, group, "PARENT3", "", &got), DB_OK);
+    CHECK(got.login_id == 0);
+    CHECK_INT(db_message_by_wa(c, group, "PARENT4", "", &got), DB_OK);
+    CHECK(got.login_id == keep);
+
+    /* a row written for the deleted login (its engine still finishing) is not refused; the
+     * startup sweep deletes such rows and only those */
+    put_engine_rows(c, gone, "G2");
+    CHECK_INT(rows_of(c, "buf", gone, 0), 1);
+    int64_t n = -1;
+    CHECK_INT(db_sweep_orphans(c, &n), DB_OK);
+    CHECK_INT(n, 2);
+    CHECK_INT(rows_of(c, "buf", gone, 0), 0);
+    CHECK_INT(rows_of(c, "sent", gone, 0), 0);
+    CHECK_INT(rows_of(c, "buf", keep, 0), 1);
+    CHECK_INT(rows_of(c, "sent", keep, 0), 1);
+    CHECK_INT(db_sweep_orphans(c, &n), DB_OK);
+    CHECK_INT(n, 0);
+
+    /* a login deleted with its DM portals (the portal's own key cascades) takes their messages */
+    int64_t l5 = 0, dm5 = 0;
+    CHECK_INT(db_login_create(c, "@erin:example.org", &l5), DB_OK);
+    CHECK_INT(db_portal_ensure(c, "15557654321@s.whatsapp.net", l5, &dm5), DB_OK);
+    m.portal_id = dm5;
+    m.login_id = l5;
+    snprintf(m.wa_id, sizeof(m.wa_id), "PARENT9");
+    snprintf(m.mxid, sizeof(m.mxid), "$parent9");
+    CHECK_INT(db_message_insert(c, &m), DB_OK);
+    CHECK_INT(db_login_delete(c, l5), DB_OK);
+    CHECK_INT(rows_of(c, "msg", 0, dm5), 0);
+}
+
 int main(void)
 {
     pgtest_require();
@@ -343,6 +456,7 @@ int main(void)
     test_group_events(c, l1, l2);
     test_puppet_token(c);
     test_leases(c, ci);
+    test_parent_deletes(c, l3);
     db_conn_close(c);
     return CHECK_DONE();
 }
