@@ -40,8 +40,10 @@
 typedef struct br_bridge br_bridge;
 typedef struct br_pworker br_pworker;
 
-#define BR_ABSENT_MAX   256 /* duplicate checks noted (portal.c bridged_before) */
-#define BR_ABSENT_QUERY 64  /* ids asked in one query */
+#define BR_ABSENT_MAX   4096 /* duplicate checks noted (portal.c bridged_before); a power of 2 */
+#define BR_ABSENT_QUERY 64   /* ids asked in one query */
+#define BR_ABSENT_SCAN  1024 /* queued jobs looked through for one query */
+#define BR_ABSENT_ID    96   /* longest id noted, incl. NUL (WhatsApp's have 16-40 characters) */
 
 typedef void (*br_job_fn)(br_pworker *pw, void *arg);
 
@@ -71,11 +73,14 @@ struct br_pworker {
     } ghost_seen[256];
     /* WhatsApp message ids known to have no mapping row in their portal, from one query for a
      * burst of a chat's queued messages (portal.c bridged_before): each answers one duplicate
-     * check. */
-    size_t nabsent, absent_evict;
+     * check. A ring (the oldest note goes first) with a hash index: bucket and next are note
+     * index + 1, 0 none. */
+    uint32_t absent_next;
+    uint32_t absent_bucket[BR_ABSENT_MAX];
     struct {
-        int64_t portal_id;
-        char id[DB_ID_MAX];
+        int64_t portal_id; /* 0: a free slot */
+        uint32_t next;     /* the next note of the bucket */
+        char id[BR_ABSENT_ID];
     } absent[BR_ABSENT_MAX];
     bool deferred;           /* its deletion waits for an asynchronous send's completion */
     uint64_t later_failures; /* write-behind failures of db seen so far (logged when they grow) */
@@ -313,6 +318,10 @@ typedef struct br_wa_signal {
 } br_wa_signal;
 void br_portal_job_wa_signal(br_pworker *pw, void *arg);
 /* The ghost of a WhatsApp user: registered, its name kept current. false when jid is not a user. */
+/* The worker's note of WhatsApp ids known to have no mapping row in their portal (see
+ * br_pworker.absent): note one; take one off (true when it was noted). */
+void br_absent_note(br_pworker *pw, int64_t portal_id, const char *id);
+bool br_absent_take(br_pworker *pw, int64_t portal_id, const char *id);
 bool br_portal_ghost_of(br_pworker *pw, const char *jid, char *mxid, size_t cap, char *name,
                         size_t name_cap);
 /* Finds or creates the DM portal of login l with chat (a user JID), with its room. */

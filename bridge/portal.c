@@ -286,36 +286,60 @@ static cJSON *text_content(br_pworker *pw, const db_portal *portal, const wa_msg
 
 /* ---- duplicate checks of WhatsApp messages ---- */
 
-/* Takes (portal_id, id) off the worker's note of ids known absent; true when it was there. */
-static bool absent_take(br_pworker *pw, int64_t portal_id, const char *id)
+static uint32_t absent_hash(int64_t portal_id, const char *id)
 {
-    for (size_t i = 0; i < pw->nabsent; i++) {
-        if (pw->absent[i].portal_id != portal_id || strcmp(pw->absent[i].id, id) != 0) continue;
-        if (i != pw->nabsent - 1) pw->absent[i] = pw->absent[pw->nabsent - 1];
-        pw->nabsent--;
+    uint32_t h = 2166136261u ^ (uint32_t)portal_id ^ (uint32_t)((uint64_t)portal_id >> 32);
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h & (BR_ABSENT_MAX - 1);
+}
+
+/* Takes note i (index) out of its bucket and frees its slot. */
+static void absent_unlink(br_pworker *pw, uint32_t i)
+{
+    uint32_t *link = &pw->absent_bucket[absent_hash(pw->absent[i].portal_id, pw->absent[i].id)];
+    while (*link && *link != i + 1)
+        link = &pw->absent[*link - 1].next;
+    if (*link) *link = pw->absent[i].next;
+    pw->absent[i].portal_id = 0;
+}
+
+/* Takes (portal_id, id) off the worker's note of ids known absent; true when it was there. */
+bool br_absent_take(br_pworker *pw, int64_t portal_id, const char *id)
+{
+    for (uint32_t k = pw->absent_bucket[absent_hash(portal_id, id)]; k;
+         k = pw->absent[k - 1].next) {
+        if (pw->absent[k - 1].portal_id != portal_id || strcmp(pw->absent[k - 1].id, id) != 0)
+            continue;
+        absent_unlink(pw, k - 1);
         return true;
     }
     return false;
 }
 
-static void absent_note(br_pworker *pw, int64_t portal_id, const char *id)
+/* Notes (portal_id, id) as absent; when the ring is full the oldest note goes (its check asks
+ * again). Ids too long to note are asked about each time. */
+void br_absent_note(br_pworker *pw, int64_t portal_id, const char *id)
 {
-    if (strlen(id) >= DB_ID_MAX) return;
-    if (pw->nabsent == BR_ABSENT_MAX) /* full: one goes, in turn (its check asks again) */
-        pw->absent[pw->absent_evict++ % BR_ABSENT_MAX] = pw->absent[--pw->nabsent];
-    pw->absent[pw->nabsent].portal_id = portal_id;
-    memcpy(pw->absent[pw->nabsent].id, id, strlen(id) + 1);
-    pw->nabsent++;
+    size_t len = strlen(id);
+    if (len >= BR_ABSENT_ID || portal_id == 0) return;
+    uint32_t i = pw->absent_next++ & (BR_ABSENT_MAX - 1);
+    if (pw->absent[i].portal_id) absent_unlink(pw, i);
+    pw->absent[i].portal_id = portal_id;
+    memcpy(pw->absent[i].id, id, len + 1);
+    uint32_t *bucket = &pw->absent_bucket[absent_hash(portal_id, id)];
+    pw->absent[i].next = *bucket;
+    *bucket = i + 1;
 }
 
 /* Bridged before (a mapping row of its first part in the portal)? Answered from the note, else
  * by one query for it and the messages of the same chat queued behind it on this worker, whose
- * answers are noted (a mapping row this worker stores takes its id off the note: absent_take;
+ * answers are noted (a mapping row this worker stores takes its id off the note: br_absent_take;
  * the portal's rows are stored by this worker only). A failed query answers no, as the single
  * check did: a message sent again keeps its transaction id, which the homeserver deduplicates. */
 static bool bridged_before(br_pworker *pw, int64_t portal_id, const br_wa_msg *m, bool group)
 {
-    if (absent_take(pw, portal_id, m->id)) return false;
+    if (br_absent_take(pw, portal_id, m->id)) return false;
     const char *ids[BR_ABSENT_QUERY];
     char *copies[BR_ABSENT_QUERY];
     size_t n = 0;
@@ -323,7 +347,9 @@ static bool bridged_before(br_pworker *pw, int64_t portal_id, const br_wa_msg *m
     if (!copies[n]) return false;
     n++;
     pthread_mutex_lock(&pw->lock);
-    for (const br_job *j = pw->head; j && n < BR_ABSENT_QUERY; j = j->next) {
+    size_t seen = 0;
+    for (const br_job *j = pw->head; j && n < BR_ABSENT_QUERY && seen < BR_ABSENT_SCAN;
+         j = j->next, seen++) {
         if (j->fn != br_portal_job_wa_message) continue;
         const br_wa_msg *q = j->arg;
         if (strcmp(q->chat, m->chat) != 0 || (!group && q->login_id != m->login_id)) continue;
@@ -337,8 +363,8 @@ static bool bridged_before(br_pworker *pw, int64_t portal_id, const br_wa_msg *m
     if (db_message_present(pw->db, portal_id, ids, n, present) == DB_OK) {
         found = present[0];
         for (size_t i = 1; i < n; i++) {
-            absent_take(pw, portal_id, ids[i]); /* (noted once) */
-            if (!present[i]) absent_note(pw, portal_id, ids[i]);
+            br_absent_take(pw, portal_id, ids[i]); /* (noted once) */
+            if (!present[i]) br_absent_note(pw, portal_id, ids[i]);
         }
     }
     for (size_t i = 0; i < n; i++)
@@ -356,7 +382,7 @@ static void store_mapping(br_pworker *pw, const db_portal *portal, int64_t login
     snprintf(row.sender_jid, sizeof(row.sender_jid), "%s", sender);
     snprintf(row.mxid, sizeof(row.mxid), "%s", event_id);
     snprintf(row.mx_room, sizeof(row.mx_room), "%s", portal->mxid);
-    absent_take(pw, row.portal_id, row.wa_id);
+    br_absent_take(pw, row.portal_id, row.wa_id);
     int rc = db_message_insert_later(pw->db, &row); /* goes with the worker's next statement */
     if (rc != DB_OK && rc != DB_ERR_UNIQUE)
         WB_WARN(MOD, "storing the mapping of %s failed: %s", wa_id, db_conn_error(pw->db)->message);
@@ -579,7 +605,7 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         set_str(row.mx_room, sizeof(row.mx_room), portal.mxid);
         free(event_id);
         atomic_fetch_add(&b->stats.wa_bridged, 1);
-        absent_take(pw, portal.id, m->id); /* (the same message queued twice: by two logins) */
+        br_absent_take(pw, portal.id, m->id); /* (the same message queued twice: by two logins) */
         int mrc = db_message_insert_done_later(pw->db, &row, l->id, m->chat, m->id);
         if (mrc == DB_OK) goto out;
         if (mrc != DB_ERR_UNIQUE)
