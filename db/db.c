@@ -762,13 +762,16 @@ static void later_failed(db_conn *c, const char *what, const char *msg)
         c->later_error[--n] = '\0';
 }
 
-/* One round trip: each queued later write as its own implicit transaction (a sync after each,
- * so a failing one touches no other), then st (may be NULL) and its sync. The writes' failures
- * are counted (later_failures); the queue is empty afterwards. st's outcome as db_exec gives it:
- * DB_OK (*out: its result when out is not NULL), its server error, or DB_ERR_CONN_LOST (*st_sent:
- * whether it may have run). */
-static int later_pipeline(db_conn *c, const db_stmt *st, const wire_params *w, int nparams,
-                          PGresult **out, bool *st_sent)
+/* One round trip: the queued later writes, then st (may be NULL) and its sync. The writes go as
+ * one implicit transaction (batch: one sync after them all, one commit) or each as its own (a sync
+ * after each). When a write of a batch fails, the server skips the rest and the batch's
+ * transaction is gone: the failing write is counted failed and the others are queued again, to be
+ * sent each as its own transaction (later_pipeline with batch false, right after), so a failing
+ * write touches no other. The writes' failures are counted (later_failures); the queue holds only
+ * such a retry afterwards. st's outcome as db_exec gives it: DB_OK (*out: its result when out is
+ * not NULL), its server error, or DB_ERR_CONN_LOST (*st_sent: whether it may have run). */
+static int later_round_trip(db_conn *c, bool batch, const db_stmt *st, const wire_params *w,
+                            int nparams, PGresult **out, bool *st_sent)
 {
     *st_sent = false;
     if (out) *out = NULL;
@@ -796,16 +799,24 @@ static int later_pipeline(db_conn *c, const db_stmt *st, const wire_params *w, i
         return set_error(c, DB_ERR_STATE, NULL, "later writes: cannot enter pipeline mode");
     }
     c->sent_unsynced |= c->opts.async_commit;
-    size_t segs = 0; /* syncs sent: one per write sent, and one for st */
-    const char **seg_name = malloc((n + 1) * sizeof(*seg_name));
-    bool sent = seg_name != NULL;
+    /* the writes sent, in order (indexes into the queue), and the sync segment of each */
+    size_t *sent_idx = malloc((n + 1) * sizeof(*sent_idx));
+    size_t nsent = 0, segs = 0; /* syncs sent */
+    bool sent = sent_idx != NULL;
     for (size_t i = 0; i < n && sent; i++) {
         const deferred_stmt *d = &c->later.items[i];
         if (!d->st) continue;
         sent = PQsendQueryPrepared(c->pg, d->st->name, d->nparams, (const char *const *)d->values,
                                    d->lengths, d->formats, 1) == 1 &&
-               PQpipelineSync(c->pg) == 1;
-        if (sent) seg_name[segs++] = d->st->name;
+               (batch || PQpipelineSync(c->pg) == 1);
+        if (sent) {
+            sent_idx[nsent++] = i;
+            if (!batch) segs++;
+        }
+    }
+    if (batch && nsent && sent) {
+        sent = PQpipelineSync(c->pg) == 1;
+        if (sent) segs++;
     }
     size_t st_seg = segs;
     if (st && sent) {
@@ -813,9 +824,12 @@ static int later_pipeline(db_conn *c, const db_stmt *st, const wire_params *w, i
                                    1) == 1 &&
                PQpipelineSync(c->pg) == 1;
         *st_sent = sent;
-        if (sent) seg_name[segs++] = st->name;
+        if (sent) segs++;
     }
-    size_t seg = 0;
+    /* results: one per query sent (its outcome, or "aborted" after a failure), then a sync per
+     * segment */
+    size_t seg = 0, got = 0;  /* syncs and the writes' results read */
+    size_t failed = SIZE_MAX; /* the write of a batch that failed (index into sent_idx) */
     int st_rc = DB_OK;
     while (sent && seg < segs) {
         PGresult *res = PQgetResult(c->pg);
@@ -824,45 +838,95 @@ static int later_pipeline(db_conn *c, const db_stmt *st, const wire_params *w, i
             continue; /* the end of a query's results */
         }
         ExecStatusType s = PQresultStatus(res);
+        bool is_st = st && seg == st_seg;
+        size_t q = got; /* the write this result belongs to (not st's) */
         if (s == PGRES_PIPELINE_SYNC) {
             seg++;
+        } else if (!is_st) {
+            got++;
+            if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_PIPELINE_ABORTED &&
+                !conn_bad(c) && q < nsent) {
+                const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+                later_failed(c, c->later.items[sent_idx[q]].st->name, msg ? msg : "failed");
+                if (batch && failed == SIZE_MAX) failed = q;
+            }
         } else if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
-            if (seg == st_seg && st && out && !*out) {
+            if (out && !*out) {
                 *out = res;
                 continue;
             }
         } else if (!conn_bad(c)) {
-            if (seg == st_seg && st) {
-                st_rc = set_result_error(c, 0, res, st->name);
-            } else {
-                const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-                later_failed(c, seg_name[seg], msg ? msg : "failed");
-            }
+            st_rc = set_result_error(c, 0, res, st->name);
         }
         PQclear(res);
         if (conn_bad(c)) break;
     }
-    queue_clear(&c->later);
-    if (!seg_name) return set_error(c, DB_ERR_NOMEM, NULL, "later writes: out of memory");
-    if (seg < segs || conn_bad(c)) {
-        for (size_t k = seg; k < st_seg; k++)
-            later_failed(c, seg_name[k], "connection lost; may or may not have run");
-        free(seg_name);
+    bool lost = !sent_idx || seg < segs || conn_bad(c);
+    if (lost) {
+        /* the writes whose outcome did not arrive may or may not have run */
+        size_t from = batch ? (seg > 0 ? nsent : 0) : seg;
+        for (size_t k = from; k < nsent && sent_idx; k++)
+            later_failed(c, c->later.items[sent_idx[k]].st->name,
+                         "connection lost; may or may not have run");
+        queue_clear(&c->later);
+        free(sent_idx);
         if (out && *out) {
             PQclear(*out);
             *out = NULL;
         }
+        if (!sent_idx) {
+            PQexitPipelineMode(c->pg);
+            return set_error(c, DB_ERR_NOMEM, NULL, "later writes: out of memory");
+        }
         return set_error(c, DB_ERR_CONN_LOST, NULL, "%s: connection lost: %s",
                          st ? st->name : "later writes", PQerrorMessage(c->pg));
     }
-    free(seg_name);
     PQexitPipelineMode(c->pg);
+    /* a failed batch: every other write it held goes again, each on its own (kept in order at
+     * the front of the queue; the rest freed) */
+    size_t keep = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool retry = false;
+        if (k < nsent && sent_idx[k] == i) {
+            retry = failed != SIZE_MAX && k != failed;
+            k++;
+        }
+        if (retry)
+            c->later.items[keep++] = c->later.items[i];
+        else
+            free(c->later.items[i].block);
+    }
+    c->later.n = keep;
+    free(sent_idx);
     if (st_rc != DB_OK && out && *out) {
         PQclear(*out);
         *out = NULL;
     }
     if (st_rc == DB_OK) clear_error(c);
     return st_rc;
+}
+
+/* later_round_trip as a batch. When a write of the batch failed, its other writes go again each
+ * on its own, and, st having run before them, an idempotent st (a read, say) runs again after
+ * them, so that it sees them as it would have; a st that is not idempotent keeps its outcome, and
+ * those writes land just after it. */
+static int later_pipeline(db_conn *c, const db_stmt *st, const wire_params *w, int nparams,
+                          PGresult **out, bool *st_sent)
+{
+    int rc = later_round_trip(c, true, st, w, nparams, out, st_sent);
+    if (!c->later.n) return rc;
+    if (st && *st_sent && rc != DB_ERR_CONN_LOST && (st->flags & DB_STMT_IDEMPOTENT)) {
+        if (out && *out) {
+            PQclear(*out);
+            *out = NULL;
+        }
+        return later_round_trip(c, false, st, w, nparams, out, st_sent);
+    }
+    db_error saved = c->err;
+    bool retry_sent;
+    later_round_trip(c, false, NULL, NULL, 0, NULL, &retry_sent);
+    c->err = saved; /* st's outcome stands */
+    return rc;
 }
 
 int db_exec_later(db_conn *c, const db_stmt *st, const db_param *params, int nparams)

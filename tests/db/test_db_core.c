@@ -409,8 +409,9 @@ static void test_deferred(db_conn *c)
     CHECK_INT(count_rows(c), 7);
 }
 
-/* Write-behind outside transactions: queued writes travel ahead of the next statement, each on
- * its own; a failing one is counted and touches nothing else. */
+/* Write-behind outside transactions: queued writes travel ahead of the next statement, as one
+ * transaction; a failing one is counted and touches nothing else (the others go again, each on its
+ * own, and an idempotent statement runs again after them). */
 static void test_later(db_conn *c)
 {
     reset_table(c);
@@ -421,6 +422,12 @@ static void test_later(db_conn *c)
         CHECK_INT(db_exec_later(c, &st_ins, p, 3), DB_OK);
     }
     CHECK_INT(count_rows(c), 3); /* sent with the read, ahead of it */
+    static const db_stmt st_xmins = {
+        "t_xmins", "SELECT count(DISTINCT xmin::text) FROM t WHERE k BETWEEN 1 AND 3", 0};
+    db_result *xr = NULL;
+    CHECK_INT(db_exec_row(c, &st_xmins, NULL, 0, &xr), DB_OK);
+    CHECK_INT(xr ? db_result_int(xr, 0, 0) : -1, 1); /* one transaction, one commit */
+    db_result_free(xr);
     /* a duplicate among them: the others and the statement are not affected */
     db_param d[3] = {db_p_int(2), db_p_text("dup"), db_p_null()};
     CHECK_INT(db_exec_later(c, &st_ins, d, 3), DB_OK);
@@ -429,6 +436,18 @@ static void test_later(db_conn *c)
     CHECK_INT(count_rows(c), 4);
     CHECK(db_later_failures(c, last, sizeof(last)) == fails0 + 1);
     CHECK(strstr(last, "t_ins") != NULL && strstr(last, "duplicate") != NULL);
+    /* the same ahead of a statement that may not run twice: it keeps its outcome, and the
+     * failed batch's other writes are in place when db_exec returns */
+    d[0] = db_p_int(3);
+    CHECK_INT(db_exec_later(c, &st_ins, d, 3), DB_OK);
+    e[0] = db_p_int(40);
+    CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK);
+    db_param f[3] = {db_p_int(41), db_p_text("once"), db_p_null()};
+    CHECK_INT(db_exec(c, &st_ins, f, 3, NULL), DB_OK);
+    CHECK_INT(count_rows(c), 6);
+    CHECK(db_later_failures(c, NULL, 0) == fails0 + 2);
+    static const db_stmt st_del_4x = {"t_del_4x", "DELETE FROM t WHERE k IN (40, 41)", 0};
+    CHECK_INT(db_exec(c, &st_del_4x, NULL, 0, NULL), DB_OK);
     /* db_flush: sends them now, and says whether all went well */
     e[0] = db_p_int(5);
     CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK);
@@ -436,7 +455,7 @@ static void test_later(db_conn *c)
     CHECK_INT(db_flush(c), DB_OK);                     /* nothing queued */
     CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK); /* 5 again */
     CHECK(db_flush(c) != DB_OK);
-    CHECK(db_later_failures(c, NULL, 0) == fails0 + 2);
+    CHECK(db_later_failures(c, NULL, 0) == fails0 + 3);
     /* a transaction sends them first, outside it: its rollback leaves them */
     e[0] = db_p_int(6);
     CHECK_INT(db_exec_later(c, &st_ins, e, 3), DB_OK);
@@ -451,7 +470,7 @@ static void test_later(db_conn *c)
     CHECK(pgtest_kill_backend(c));
     usleep(100 * 1000);
     CHECK_INT(count_rows(c), 7);
-    CHECK(db_later_failures(c, NULL, 0) == fails0 + 2);
+    CHECK(db_later_failures(c, NULL, 0) == fails0 + 3);
 }
 
 /* ---- batches (pipeline mode) ---- */
