@@ -152,11 +152,12 @@ long hs_as_ping(const hs_appservice *as, const char *txn_id, long *duration_ms)
     return st;
 }
 
-/* Moves up to 100 items from the front of src into a new array. */
+/* Moves up to 100 items from the front of src into a new array. (cJSON arrays are lists: their
+ * size is a walk, so emptiness is asked of the first child.) */
 static cJSON *take_front(cJSON *src, int max)
 {
     cJSON *out = cJSON_CreateArray();
-    for (int i = 0; i < max && cJSON_GetArraySize(src) > 0; i++)
+    for (int i = 0; i < max && src->child; i++)
         cJSON_AddItemToArray(out, cJSON_DetachItemFromArray(src, 0));
     return out;
 }
@@ -166,7 +167,7 @@ void *hs_as_pusher(void *arg)
     hs_appservice *as = arg;
     pthread_mutex_lock(&G.mu);
     while (!G.quit) {
-        if (cJSON_GetArraySize(as->queue) == 0 && cJSON_GetArraySize(as->eph) == 0) {
+        if (!as->queue->child && !as->eph->child) {
             pthread_cond_wait(&G.cv, &G.mu);
             continue;
         }

@@ -828,17 +828,67 @@ static void h_state(hreq *rq, hres *rs, hs_room *r, const char *type, const char
     reply_json(rs, 200, o);
 }
 
+/* The room's index of events sent with a txnId (a client's retry gets the same event back):
+ * open addressing over (sender's key, txnId). */
+static size_t txn_hash(const char *key, const char *txn)
+{
+    size_t h = 1469598103934665603u;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211u;
+    h = (h ^ '|') * 1099511628211u;
+    for (const unsigned char *p = (const unsigned char *)txn; *p; p++)
+        h = (h ^ *p) * 1099511628211u;
+    return h;
+}
+
+static hs_event *txn_find(hs_room *r, const char *key, const char *txn)
+{
+    if (!r->txn_cap) return NULL;
+    for (size_t i = txn_hash(key, txn) & (r->txn_cap - 1);; i = (i + 1) & (r->txn_cap - 1)) {
+        if (!r->txn_slots[i]) return NULL;
+        hs_event *e = &r->events[r->txn_slots[i] - 1];
+        if (strcmp(e->txn_id, txn) == 0 && strcmp(e->txn_token, key) == 0) return e;
+    }
+}
+
+static void txn_put(hs_room *r, size_t index)
+{
+    if (2 * (r->n_txn + 1) > r->txn_cap) {
+        size_t cap = r->txn_cap ? 2 * r->txn_cap : 64;
+        uint32_t *slots = calloc(cap, sizeof(*slots));
+        if (!slots) {
+            fprintf(stderr, "hs-sim: out of memory\n");
+            exit(1);
+        }
+        for (size_t i = 0; i < r->txn_cap; i++) {
+            if (!r->txn_slots[i]) continue;
+            const hs_event *e = &r->events[r->txn_slots[i] - 1];
+            size_t j = txn_hash(e->txn_token, e->txn_id) & (cap - 1);
+            while (slots[j])
+                j = (j + 1) & (cap - 1);
+            slots[j] = r->txn_slots[i];
+        }
+        free(r->txn_slots);
+        r->txn_slots = slots;
+        r->txn_cap = cap;
+    }
+    const hs_event *e = &r->events[index];
+    size_t j = txn_hash(e->txn_token, e->txn_id) & (r->txn_cap - 1);
+    while (r->txn_slots[j])
+        j = (j + 1) & (r->txn_cap - 1);
+    r->txn_slots[j] = (uint32_t)index + 1;
+    r->n_txn++;
+}
+
 static void h_send(hreq *rq, hres *rs, hs_room *r, const char *type, const char *txn)
 {
     /* a repeated txnId from the same client gives the same event back */
-    for (size_t i = 0; i < r->n_events; i++) {
-        hs_event *e = &r->events[i];
-        if (e->txn_id && strcmp(e->txn_id, txn) == 0 && strcmp(e->txn_token, rq->txn_key) == 0) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "event_id", str_of(e->ev, "event_id"));
-            reply_json(rs, 200, o);
-            return;
-        }
+    hs_event *seen = txn_find(r, rq->txn_key, txn);
+    if (seen) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event_id", str_of(seen->ev, "event_id"));
+        reply_json(rs, 200, o);
+        return;
     }
     cJSON *b = body_json(rq, rs);
     if (!b) return;
@@ -852,6 +902,7 @@ static void h_send(hreq *rq, hres *rs, hs_room *r, const char *type, const char 
     hs_event *e = room_append(r, rq->user_id, type, NULL, b, ts);
     e->txn_id = xstrdup(txn);
     e->txn_token = xstrdup(rq->txn_key);
+    txn_put(r, (size_t)(e - r->events));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "event_id", str_of(e->ev, "event_id"));
     reply_json(rs, 200, o);
@@ -866,14 +917,12 @@ static hs_event *find_event(hs_room *r, const char *event_id)
 
 static void h_redact(hreq *rq, hres *rs, hs_room *r, const char *event_id, const char *txn)
 {
-    for (size_t i = 0; i < r->n_events; i++) {
-        hs_event *e = &r->events[i];
-        if (e->txn_id && strcmp(e->txn_id, txn) == 0 && strcmp(e->txn_token, rq->txn_key) == 0) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "event_id", str_of(e->ev, "event_id"));
-            reply_json(rs, 200, o);
-            return;
-        }
+    hs_event *seen = txn_find(r, rq->txn_key, txn);
+    if (seen) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event_id", str_of(seen->ev, "event_id"));
+        reply_json(rs, 200, o);
+        return;
     }
     cJSON *b = body_json(rq, rs);
     if (!b) return;
@@ -891,6 +940,7 @@ static void h_redact(hreq *rq, hres *rs, hs_room *r, const char *event_id, const
     hs_event *e = room_append_ex(r, rq->user_id, "m.room.redaction", NULL, b, 0, event_id);
     e->txn_id = xstrdup(txn);
     e->txn_token = xstrdup(rq->txn_key);
+    txn_put(r, (size_t)(e - r->events));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "event_id", str_of(e->ev, "event_id"));
     reply_json(rs, 200, o);

@@ -78,6 +78,8 @@ typedef struct hs_room {
     hs_receipt *receipts;            /* the latest receipt per (user, type) */
     size_t n_receipts, cap_receipts; /* used / allocated */
     int64_t receipt_pos;             /* stream position of the last receipt change */
+    uint32_t *txn_slots;             /* events sent with a txnId, by hash (index + 1; 0 empty) */
+    size_t txn_cap, n_txn;           /* slots (a power of 2) / used */
 } hs_room;
 
 typedef struct hs_media {
