@@ -139,6 +139,20 @@ static void kept_put(wa_signal *s, kept_record *k)
     s->kept[i] = k;
 }
 
+/* Lets go of the kept records whose key is prefix (whole_key) or starts with it ("": every one),
+ * each stored as it is
+ * (a hand-over without a gap for its receivers, as at a clean stop). */
+static void kept_release(wa_signal *s, const char *prefix, bool whole_key)
+{
+    size_t n = strlen(prefix);
+    for (size_t i = 0; i < WA_SIGNAL_KEPT; i++)
+        if (s->kept[i] && (whole_key ? strcmp(s->kept[i]->key, prefix) == 0
+                                     : strncmp(s->kept[i]->key, prefix, n) == 0)) {
+            kept_let_go(s, s->kept[i]);
+            s->kept[i] = NULL;
+        }
+}
+
 /* The LID Signal name of a phone-number name (digits only: agent 0, WhatsApp's domain) when the
  * store's map knows it, into lid; else false. Cached, the misses too. */
 static bool lid_name(wa_signal *s, const char *name, size_t name_len, char *lid, size_t cap)
@@ -214,9 +228,10 @@ static int migrate_to_lid(wa_signal *s, const char *pn_key, const char *lid_key)
     wb_buf b;
     wb_buf_init(&b);
     uint8_t ik[WA_KEY_LEN];
+    /* a record kept under the phone-number key is stored first, as it is: it moves with no gap */
+    kept_release(s, pn_key, true);
     int rc = st->session_load(st->ctx, pn_key, &b);
     int moved = rc == WA_STORE_OK ? 1 : rc == WA_STORE_NOT_FOUND ? 0 : SG_ERR_UNKNOWN;
-    if (moved == 1) kept_drop(s, pn_key); /* the stored record moves: it is ahead of the kept */
     if (moved == 1 && (st->session_save(st->ctx, lid_key, b.data, b.len) != WA_STORE_OK ||
                        st->session_delete(st->ctx, pn_key) < 0))
         moved = SG_ERR_UNKNOWN;
@@ -238,7 +253,8 @@ void wa_signal_lids_changed(wa_signal *s)
 {
     memset(s->lids, 0, sizeof(s->lids));
     s->lids_next = 0;
-    kept_drop_prefix(s, ""); /* their keys may name other rows now */
+    kept_release(s, "", false); /* their keys may name other rows now: each stored as it is, under
+                                 * its key, from where a load by LID moves it (migrate_to_lid) */
 }
 
 /* --- sessions --- */

@@ -267,7 +267,7 @@ static long send_counted(peer *alice, peer *bob, const char *text)
  * one in use, and stays as it is while sends stay within that; anything else that changes the
  * record is written at once; after a restart, or once the store's epoch moved (a rollback), the
  * session goes on from the stored record: keys are skipped, never used twice, and the receiver
- * reads on. */
+ * reads on; a change of the LID map stores the kept records as they are (no gap). */
 static void test_reserve(void)
 {
     peer alice, bob;
@@ -327,6 +327,11 @@ static void test_reserve(void)
     CHECK_INT(alice.store.rollback(alice.store.ctx), WA_STORE_OK);
     CHECK_INT(send_counted(&alice, &bob, "n after a rollback"), 64);
     CHECK_INT(send_counted(&alice, &bob, "n next"), 65);
+    /* the LID map changes (the keys of kept sessions may name other rows now): each kept one is
+     * stored as it is, and goes on without a gap */
+    wa_signal_lids_changed(alice.sig);
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), 66);
+    CHECK_INT(send_counted(&alice, &bob, "after a map change"), 66);
     /* more sessions than are kept (32): the oldest is let go stored as it is, so it resumes
      * where it was, without a gap */
     peer many[33];
