@@ -2093,7 +2093,14 @@ static void remember_lid_pair(wa_client *c, const char *lid, const char *pn)
     char known[WA_ADDRESS_MAX];
     if (!(st->pn_for_lid(st->ctx, lid, known) == WA_STORE_OK && strcmp(known, pn) == 0)) {
         st->lid_map_save(st->ctx, lid, pn);
-        wa_signal_lids_changed(c->sig);
+        char user[WA_ADDRESS_MAX];
+        const char *at = strchr(pn, '@');
+        size_t n = at ? (size_t)(at - pn) : strlen(pn);
+        if (n < sizeof(user)) {
+            memcpy(user, pn, n);
+            user[n] = '\0';
+        }
+        wa_signal_lids_changed(c->sig, n < sizeof(user) ? user : NULL);
     }
     if (c->lids_seen.n >= MAX_DEVICE_USERS) smap_clear(&c->lids_seen);
     smap_put(&c->lids_seen, lid, NULL, 0);

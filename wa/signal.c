@@ -249,12 +249,17 @@ static int migrate_to_lid(wa_signal *s, const char *pn_key, const char *lid_key)
     return moved;
 }
 
-void wa_signal_lids_changed(wa_signal *s)
+void wa_signal_lids_changed(wa_signal *s, const char *pn)
 {
     memset(s->lids, 0, sizeof(s->lids));
     s->lids_next = 0;
-    kept_release(s, "", false); /* their keys may name other rows now: each stored as it is, under
-                                 * its key, from where a load by LID moves it (migrate_to_lid) */
+    /* the keys of those kept may name other rows now: each stored as it is, under its key, from
+     * where a load by LID moves it (migrate_to_lid) */
+    char prefix[WA_ADDRESS_MAX];
+    if (pn && (size_t)snprintf(prefix, sizeof(prefix), "%s:", pn) < sizeof(prefix))
+        kept_release(s, prefix, false);
+    else
+        kept_release(s, "", false);
 }
 
 /* --- sessions --- */

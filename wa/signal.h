@@ -80,9 +80,11 @@ int wa_signal_decrypt(wa_signal *s, const char *name, uint32_t device, wa_signal
  * wa_signal_process_bundle or wa_signal_decrypt that did so (the caller raises "security code
  * changed"); calling it also clears the mark (do so after a rolled-back transaction). */
 bool wa_signal_take_identity_change(wa_signal *s);
-/* The store's LID <-> phone number map changed (lid_map_save, lid_map_delete): what the wa_signal
- * remembered of it is dropped. */
-void wa_signal_lids_changed(wa_signal *s);
+/* The store's LID <-> phone number map changed (lid_map_save, lid_map_delete) for the user whose
+ * phone-number Signal name is pn ("15551234567"; NULL: any user): what the wa_signal remembered of
+ * the map is dropped, and the sessions it keeps under that user's phone-number keys (every kept
+ * one for NULL) are stored as they are, from where a load by LID moves them. */
+void wa_signal_lids_changed(wa_signal *s, const char *pn);
 /* Forgets every session and stored identity of a user's devices (name as in wa_signal_address):
  * the server said its identity changed, so the next message starts over from fresh keys. */
 int wa_signal_forget_user(wa_signal *s, const char *name);

@@ -129,7 +129,7 @@ static void test_lid_keys(void)
     /* the map learns Bob's LID: asked by LID, the session moves and goes on */
     CHECK_INT(st->lid_map_save(st->ctx, "100000000000002@lid", "15550000002@s.whatsapp.net"),
               WA_STORE_OK);
-    wa_signal_lids_changed(alice.sig);
+    wa_signal_lids_changed(alice.sig, "15550000002");
     CHECK_INT(send_text(&bob, "100000000000002_1", &alice, "alice", "by LID now"), WA_SIGNAL_MSG);
     CHECK_INT(st->session_load(st->ctx, "15550000002:1", &rec), WA_STORE_NOT_FOUND);
     CHECK_INT(st->identity_load(st->ctx, "15550000002:1", ik), WA_STORE_NOT_FOUND);
@@ -146,7 +146,7 @@ static void test_lid_keys(void)
      * (asked by phone number) moves a session kept under the phone number too */
     CHECK_INT(st->lid_map_save(st->ctx, "100000000000003@lid", "15550000003@s.whatsapp.net"),
               WA_STORE_OK);
-    wa_signal_lids_changed(alice.sig);
+    wa_signal_lids_changed(alice.sig, NULL);
     b = bundle_of(&carol, true);
     CHECK_INT(wa_signal_process_bundle(alice.sig, "15550000003", 1, &b), WA_OK);
     CHECK_INT(st->session_load(st->ctx, "15550000003:1", &rec), WA_STORE_NOT_FOUND);
@@ -327,11 +327,17 @@ static void test_reserve(void)
     CHECK_INT(alice.store.rollback(alice.store.ctx), WA_STORE_OK);
     CHECK_INT(send_counted(&alice, &bob, "n after a rollback"), 64);
     CHECK_INT(send_counted(&alice, &bob, "n next"), 65);
-    /* the LID map changes (the keys of kept sessions may name other rows now): each kept one is
-     * stored as it is, and goes on without a gap */
-    wa_signal_lids_changed(alice.sig);
+    /* the LID map changes (the keys of kept sessions may name other rows now): those kept under
+     * the user's phone-number keys (all of them, for any user) are stored as they are, and go on
+     * without a gap; another user's change leaves them kept */
+    wa_signal_lids_changed(alice.sig, "bo");
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), 65 + 64); /* as the rollback left it */
+    wa_signal_lids_changed(alice.sig, "bob");
     CHECK_INT(stored_chain_index(&alice, "bob:1"), 66);
     CHECK_INT(send_counted(&alice, &bob, "after a map change"), 66);
+    wa_signal_lids_changed(alice.sig, NULL);
+    CHECK_INT(stored_chain_index(&alice, "bob:1"), 67);
+    CHECK_INT(send_counted(&alice, &bob, "after any map change"), 67);
     /* more sessions than are kept (32): the oldest is let go stored as it is, so it resumes
      * where it was, without a gap */
     peer many[33];
