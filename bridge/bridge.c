@@ -519,6 +519,7 @@ static int engine_barrier(void *arg)
 {
     br_engine *e = arg;
     int rc = db_sync(e->db);
+    if (rc != DB_OK) e->unsure_until_ms = br_now_ms() + BR_UNSURE_MS;
     if (rc != DB_OK)
         WB_WARN(MOD,
                 "engine %d: commits not confirmed durable (%s): that batch's acks and "
@@ -532,7 +533,9 @@ static int engine_barrier(void *arg)
 static int engine_commit(void *arg)
 {
     br_engine *e = arg;
-    return db_send_held(e->db);
+    int rc = db_send_held(e->db);
+    if (rc != DB_OK) e->unsure_until_ms = br_now_ms() + BR_UNSURE_MS;
+    return rc;
 }
 
 static int cores(void)

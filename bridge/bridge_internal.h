@@ -40,6 +40,7 @@
 typedef struct br_bridge br_bridge;
 typedef struct br_pworker br_pworker;
 
+#define BR_UNSURE_MS    (10 * 60 * 1000) /* see br_engine.unsure_until_ms */
 #define BR_ABSENT_MAX   4096 /* duplicate checks noted (portal.c bridged_before); a power of 2 */
 #define BR_ABSENT_QUERY 64   /* ids asked in one query */
 #define BR_ABSENT_SCAN  1024 /* queued jobs looked through for one query */
@@ -93,6 +94,9 @@ typedef struct br_engine {
     db_conn *db;       /* the engine thread's connection (stores of its logins) */
     wa_crypto *crypto; /* the engine thread's randomness */
     struct br_login *by_handle[BR_MAX_LOGINS]; /* wa_worker login handle -> login */
+    /* until then, no received message counts as fresh (br_wa_msg.fresh): a held batch or a
+     * barrier failed lately, and a redelivery may be decrypted again from before it */
+    int64_t unsure_until_ms;
 } br_engine;
 
 /* A message sent to WhatsApp, waiting for the server's ack (WA_EV_SENT / WA_EV_SEND_FAILED). */
@@ -295,6 +299,9 @@ typedef struct br_wa_msg {
     int64_t ts_ms;
     uint8_t *plaintext; /* Message protobuf, malloc'd; NULL when undecryptable */
     size_t len;
+    /* decrypted just now, for the first time (not a redelivery answered from the event buffer,
+     * nor a buffer row bridged again at start-up): see portal.c bridged_before */
+    bool fresh;
 } br_wa_msg;
 /* The portal job key of a WhatsApp chat for a login. */
 void br_portal_key(int64_t login_id, const char *chat_user_jid, char *key, size_t cap);

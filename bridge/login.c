@@ -302,6 +302,7 @@ static void queue_wa_msg(br_login *l, br_wa_msg *m)
 static void take_messages(br_login *l)
 {
     wa_received r;
+    bool sure = br_now_ms() >= l->eng->unsure_until_ms;
     while (wa_client_next_message(l->client, &r)) {
         atomic_fetch_add(&l->eng->b->stats.wa_messages, 1);
         WB_DEBUG(MOD, "login %lld: message %s from %s in %s (%zu part(s))", (long long)l->id, r.id,
@@ -321,6 +322,7 @@ static void take_messages(br_login *l)
                 if (!m->plaintext) continue;
                 memcpy(m->plaintext, r.parts[i].plaintext.data, r.parts[i].plaintext.len);
                 m->len = r.parts[i].plaintext.len;
+                m->fresh = sure && !r.parts[i].from_buffer;
             }
             queue_wa_msg(l, m);
         }

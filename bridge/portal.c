@@ -444,7 +444,14 @@ static int bridge_wa_message(br_pworker *pw, br_wa_msg *m)
         result = -1;
         goto out;
     }
-    if (bridged_before(pw, portal.id, m, group)) goto done; /* a redelivery or a restart */
+    /* A redelivery or a restart may have been bridged before. A direct chat's message decrypted
+     * just now was not: had its mapping row been stored, the engine's commit of the decryption
+     * (the session advanced, the buffer row), which came before it, would have been too - the WAL
+     * is one sequence - and the message would have come as a redelivery from the buffer. Not so
+     * for a while after the engine's commit or barrier failed (its messages were handed on all
+     * the same: br_engine.unsure_until_ms). A group's message may come through two logins:
+     * always asked. */
+    if ((group || !m->fresh) && bridged_before(pw, portal.id, m, group)) goto done;
     char ghost[DB_ID_MAX], puppet[DB_ID_MAX] = "";
     const char *as_user = NULL;          /* own messages come through the bot... */
     const char *who = own ? "" : sender; /* "" = the login's own account */
