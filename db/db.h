@@ -250,8 +250,9 @@ int db_exec_deferred_row(db_conn *c, const db_stmt *st, const db_param *params, 
  * the same round trip as this connection's next statement, ahead of it, the queued writes in one
  * transaction (one commit), or by db_flush. A failure touches nothing else: when one write fails
  * the others go again, each in its own transaction, in a second round trip, after which an
- * idempotent next statement runs again (a statement that is not sees them only after it). Failures are counted
- * (db_later_failures). A db_begin sends the queue first. Inside a transaction: db_exec_deferred. */
+ * idempotent next statement runs again (a statement that is not sees them only after it). Failures
+ * are counted (db_later_failures). A db_begin sends the queue first. Inside a transaction:
+ * db_exec_deferred. */
 int db_exec_later(db_conn *c, const db_stmt *st, const db_param *params, int nparams);
 /* Sends the queued later writes now (one round trip). DB_OK when all of them succeeded. */
 int db_flush(db_conn *c);

@@ -785,6 +785,14 @@ static void h_membership(hreq *rq, hres *rs, hs_room *r, const char *action)
     cJSON_Delete(b);
 }
 
+/* Answers {"event_id": e's id}. */
+static void reply_event_id(hres *rs, const hs_event *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "event_id", str_of(e->ev, "event_id"));
+    reply_json(rs, 200, o);
+}
+
 static void h_state(hreq *rq, hres *rs, hs_room *r, const char *type, const char *key)
 {
     if (strcmp(rq->method, "GET") == 0) {
@@ -823,9 +831,7 @@ static void h_state(hreq *rq, hres *rs, hs_room *r, const char *type, const char
         return;
     }
     hs_event *e = room_append(r, rq->user_id, type, key, b, 0);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "event_id", str_of(e->ev, "event_id"));
-    reply_json(rs, 200, o);
+    reply_event_id(rs, e);
 }
 
 /* The room's index of events sent with a txnId (a client's retry gets the same event back):
@@ -851,8 +857,12 @@ static hs_event *txn_find(hs_room *r, const char *key, const char *txn)
     }
 }
 
-static void txn_put(hs_room *r, size_t index)
+/* Marks e (an event of r) as sent by the client of key with txn, and indexes it. */
+static void txn_put(hs_room *r, hs_event *e, const char *key, const char *txn)
 {
+    e->txn_id = xstrdup(txn);
+    e->txn_token = xstrdup(key);
+    size_t index = (size_t)(e - r->events);
     if (2 * (r->n_txn + 1) > r->txn_cap) {
         size_t cap = r->txn_cap ? 2 * r->txn_cap : 64;
         uint32_t *slots = calloc(cap, sizeof(*slots));
@@ -862,8 +872,8 @@ static void txn_put(hs_room *r, size_t index)
         }
         for (size_t i = 0; i < r->txn_cap; i++) {
             if (!r->txn_slots[i]) continue;
-            const hs_event *e = &r->events[r->txn_slots[i] - 1];
-            size_t j = txn_hash(e->txn_token, e->txn_id) & (cap - 1);
+            const hs_event *old = &r->events[r->txn_slots[i] - 1];
+            size_t j = txn_hash(old->txn_token, old->txn_id) & (cap - 1);
             while (slots[j])
                 j = (j + 1) & (cap - 1);
             slots[j] = r->txn_slots[i];
@@ -872,7 +882,6 @@ static void txn_put(hs_room *r, size_t index)
         r->txn_slots = slots;
         r->txn_cap = cap;
     }
-    const hs_event *e = &r->events[index];
     size_t j = txn_hash(e->txn_token, e->txn_id) & (r->txn_cap - 1);
     while (r->txn_slots[j])
         j = (j + 1) & (r->txn_cap - 1);
@@ -885,9 +894,7 @@ static void h_send(hreq *rq, hres *rs, hs_room *r, const char *type, const char 
     /* a repeated txnId from the same client gives the same event back */
     hs_event *seen = txn_find(r, rq->txn_key, txn);
     if (seen) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "event_id", str_of(seen->ev, "event_id"));
-        reply_json(rs, 200, o);
+        reply_event_id(rs, seen);
         return;
     }
     cJSON *b = body_json(rq, rs);
@@ -900,12 +907,8 @@ static void h_send(hreq *rq, hres *rs, hs_room *r, const char *type, const char 
     const char *tsq = query(rq, "ts");
     if (tsq && rq->is_as) ts = strtoll(tsq, NULL, 10);
     hs_event *e = room_append(r, rq->user_id, type, NULL, b, ts);
-    e->txn_id = xstrdup(txn);
-    e->txn_token = xstrdup(rq->txn_key);
-    txn_put(r, (size_t)(e - r->events));
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "event_id", str_of(e->ev, "event_id"));
-    reply_json(rs, 200, o);
+    txn_put(r, e, rq->txn_key, txn);
+    reply_event_id(rs, e);
 }
 
 static hs_event *find_event(hs_room *r, const char *event_id)
@@ -919,9 +922,7 @@ static void h_redact(hreq *rq, hres *rs, hs_room *r, const char *event_id, const
 {
     hs_event *seen = txn_find(r, rq->txn_key, txn);
     if (seen) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "event_id", str_of(seen->ev, "event_id"));
-        reply_json(rs, 200, o);
+        reply_event_id(rs, seen);
         return;
     }
     cJSON *b = body_json(rq, rs);
@@ -938,12 +939,8 @@ static void h_redact(hreq *rq, hres *rs, hs_room *r, const char *event_id, const
     cJSON_DeleteItemFromObjectCaseSensitive(b, "redacts");
     cJSON_AddStringToObject(b, "redacts", event_id); /* room version 11 keeps it in content */
     hs_event *e = room_append_ex(r, rq->user_id, "m.room.redaction", NULL, b, 0, event_id);
-    e->txn_id = xstrdup(txn);
-    e->txn_token = xstrdup(rq->txn_key);
-    txn_put(r, (size_t)(e - r->events));
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "event_id", str_of(e->ev, "event_id"));
-    reply_json(rs, 200, o);
+    txn_put(r, e, rq->txn_key, txn);
+    reply_event_id(rs, e);
 }
 
 static cJSON *typing_edu(hs_room *r)
