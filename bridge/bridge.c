@@ -519,12 +519,13 @@ static int engine_barrier(void *arg)
 {
     br_engine *e = arg;
     int rc = db_sync(e->db);
-    if (rc != DB_OK) e->unsure_until_ms = br_now_ms() + BR_UNSURE_MS;
-    if (rc != DB_OK)
+    if (rc != DB_OK) {
+        e->unsure_until_ms = br_now_ms() + BR_UNSURE_MS;
         WB_WARN(MOD,
                 "engine %d: commits not confirmed durable (%s): that batch's acks and "
                 "messages are dropped, its connections reopened",
                 e->index, db_conn_error(e->db)->message);
+    }
     return rc;
 }
 

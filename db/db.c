@@ -766,10 +766,11 @@ static void later_failed(db_conn *c, const char *what, const char *msg)
  * one implicit transaction (batch: one sync after them all, one commit) or each as its own (a sync
  * after each). When a write of a batch fails, the server skips the rest and the batch's
  * transaction is gone: the failing write is counted failed and the others are queued again, to be
- * sent each as its own transaction (later_pipeline with batch false, right after), so a failing
- * write touches no other. The writes' failures are counted (later_failures); the queue holds only
- * such a retry afterwards. st's outcome as db_exec gives it: DB_OK (*out: its result when out is
- * not NULL), its server error, or DB_ERR_CONN_LOST (*st_sent: whether it may have run). */
+ * sent each as its own transaction (a second later_round_trip, batch false, right after: see
+ * later_pipeline), so a failing write touches no other. The writes' failures are counted
+ * (later_failures); the queue holds only such a retry afterwards. st's outcome as db_exec gives it:
+ * DB_OK (*out: its result when out is not NULL), its server error, or DB_ERR_CONN_LOST (*st_sent:
+ * whether it may have run). */
 static int later_round_trip(db_conn *c, bool batch, const db_stmt *st, const wire_params *w,
                             int nparams, PGresult **out, bool *st_sent)
 {

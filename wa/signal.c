@@ -140,8 +140,7 @@ static void kept_put(wa_signal *s, kept_record *k)
 }
 
 /* Lets go of the kept records whose key is prefix (whole_key) or starts with it ("": every one),
- * each stored as it is
- * (a hand-over without a gap for its receivers, as at a clean stop). */
+ * each stored as it is (a hand-over without a gap for its receivers, as at a clean stop). */
 static void kept_release(wa_signal *s, const char *prefix, bool whole_key)
 {
     size_t n = strlen(prefix);

@@ -263,6 +263,19 @@ static long send_counted(peer *alice, peer *bob, const char *text)
     return counter;
 }
 
+/* bob sends text to alice: alice's stored record of bob changes at once, with its sending chain
+ * 64 keys ahead (a new chain: index 0 + the reserve). */
+static void receive_written(peer *alice, peer *bob, const char *text)
+{
+    wb_buf before = stored_record(alice, "bob:1");
+    send_text(bob, "bob", alice, "alice", text);
+    wb_buf now = stored_record(alice, "bob:1");
+    CHECK(!same_buf(&before, &now));
+    CHECK_INT(stored_chain_index(alice, "bob:1"), 64);
+    wb_buf_free(&now);
+    wb_buf_free(&before);
+}
+
 /* Sending without a write per message: the stored record's sending chain is 64 keys ahead of the
  * one in use, and stays as it is while sends stay within that; anything else that changes the
  * record is written at once; after a restart, or once the store's epoch moved (a rollback), the
@@ -304,22 +317,10 @@ static void test_reserve(void)
     alice.sig = wa_signal_new(crypto, &alice.store, NULL);
     CHECK_INT(send_counted(&alice, &bob, "after a restart"), c1 + 2);
     /* a receive changes the record: written at once (a ratchet step: a new chain, 64 ahead) */
-    wb_buf before = stored_record(&alice, "bob:1");
-    send_text(&bob, "bob", &alice, "alice", "back");
-    now = stored_record(&alice, "bob:1");
-    CHECK(!same_buf(&before, &now));
-    CHECK_INT(stored_chain_index(&alice, "bob:1"), 64);
-    wb_buf_free(&now);
-    wb_buf_free(&before);
+    receive_written(&alice, &bob, "back");
     /* a second message on bob's chain changes only alice's receiving chain: written too, with
      * the same reserve */
-    before = stored_record(&alice, "bob:1");
-    send_text(&bob, "bob", &alice, "alice", "and again");
-    now = stored_record(&alice, "bob:1");
-    CHECK(!same_buf(&before, &now));
-    CHECK_INT(stored_chain_index(&alice, "bob:1"), 64);
-    wb_buf_free(&now);
-    wb_buf_free(&before);
+    receive_written(&alice, &bob, "and again");
     /* a rollback moves the store's epoch: what was kept is let go, the stored record goes on */
     CHECK_INT(send_counted(&alice, &bob, "n0"), 0);
     CHECK_INT(send_counted(&alice, &bob, "n1"), 1);
