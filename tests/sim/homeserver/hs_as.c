@@ -105,11 +105,12 @@ static size_t sink(char *p, size_t s, size_t n, void *ud)
     return s * n;
 }
 
-/* One HTTP request to the appservice; returns the status, 0 on network failure. */
-static long as_http(const hs_appservice *as, const char *method, const char *path, const char *body,
-                    long timeout_ms)
+/* One HTTP request to the appservice on h (a handle of the calling thread, so its connection
+ * is kept open for the next request, as a homeserver's HTTP client pool does); returns the status,
+ * 0 on network failure. */
+static long as_http(CURL *h, const hs_appservice *as, const char *method, const char *path,
+                    const char *body, long timeout_ms)
 {
-    CURL *h = curl_easy_init();
     if (!h) return 0;
     const char *base = as->reg.url;
     size_t bl = strlen(base);
@@ -132,7 +133,6 @@ static long as_http(const hs_appservice *as, const char *method, const char *pat
     long status = 0;
     if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
     free(url);
     free(auth);
     return status;
@@ -146,7 +146,9 @@ long hs_as_ping(const hs_appservice *as, const char *txn_id, long *duration_ms)
     char *txt = cJSON_PrintUnformatted(b);
     cJSON_Delete(b);
     int64_t t0 = hs_mono_ms();
-    long st = as_http(as, "POST", "/ping", txt, 5000);
+    CURL *h = curl_easy_init();
+    long st = as_http(h, as, "POST", "/ping", txt, 5000);
+    if (h) curl_easy_cleanup(h);
     *duration_ms = (long)(hs_mono_ms() - t0);
     cJSON_free(txt);
     return st;
@@ -165,6 +167,7 @@ static cJSON *take_front(cJSON *src, int max)
 void *hs_as_pusher(void *arg)
 {
     hs_appservice *as = arg;
+    CURL *conn = curl_easy_init(); /* one connection, reused push after push */
     pthread_mutex_lock(&G.mu);
     while (!G.quit) {
         if (!as->queue->child && !as->eph->child) {
@@ -194,7 +197,7 @@ void *hs_as_pusher(void *arg)
         while (!G.quit) {
             G.push_attempts++;
             pthread_mutex_unlock(&G.mu);
-            long st = as_http(as, "PUT", path, txt, 10000);
+            long st = as_http(conn, as, "PUT", path, txt, 10000);
             pthread_mutex_lock(&G.mu);
             if (G.verbose)
                 fprintf(stderr, "hs-sim: push to %s txn %llu (%d events) -> %ld\n", as->reg.id,
@@ -217,5 +220,6 @@ void *hs_as_pusher(void *arg)
         cJSON_free(txt);
     }
     pthread_mutex_unlock(&G.mu);
+    if (conn) curl_easy_cleanup(conn);
     return NULL;
 }
