@@ -66,17 +66,22 @@ static const db_stmt st_message_by_mxid = {
     "bridge_message_by_mxid", "SELECT " MESSAGE_COLS " FROM message WHERE mxid = $1", I};
 static const db_stmt st_message_delete = {"bridge_message_delete",
                                           "DELETE FROM message WHERE mxid = $1", I};
-static const db_stmt st_txn_insert = {
-    "bridge_txn_insert",
-    "INSERT INTO mx_txn (txn_id, received_ms) VALUES ($1, $2) ON CONFLICT (txn_id) DO NOTHING", 0};
-/* an event of a transaction not seen before (before its txn row goes in, same SQL transaction) */
-static const db_stmt st_inbox_insert = {
-    "bridge_inbox_insert",
-    "INSERT INTO mx_inbox (txn_id, event_id, room_id, event_json, received_ms)"
-    " SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint"
-    " WHERE NOT EXISTS (SELECT 1 FROM mx_txn WHERE txn_id = $1::text)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING id",
-    0};
+/* A transaction's events, each only if its txn id is new (the txn row's insertion gates the
+ * inbox rows), in one statement: one round trip, one implicit SQL transaction. Returns one row
+ * per inserted event (its id and event id), or one row with NULLs when none was; the first column
+ * is 1 when the txn id was new. The ids follow the events' order (ORDER BY ord). */
+static const db_stmt st_txn_accept = {
+    "bridge_txn_accept",
+    "WITH t AS (INSERT INTO mx_txn (txn_id, received_ms) VALUES ($1, $2)"
+    " ON CONFLICT (txn_id) DO NOTHING RETURNING txn_id),"
+    " i AS (INSERT INTO mx_inbox (txn_id, event_id, room_id, event_json, received_ms)"
+    " SELECT t.txn_id, e.event_id, e.room_id, e.event_json, $2 FROM t,"
+    " unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY"
+    " AS e(event_id, room_id, event_json, ord) ORDER BY e.ord"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id)"
+    " SELECT (SELECT count(*) FROM t), i.id, i.event_id FROM (VALUES (1)) AS one (x)"
+    " LEFT JOIN i ON true",
+    I};
 static const db_stmt st_txn_prune = {"bridge_txn_prune",
                                      "DELETE FROM mx_txn WHERE received_ms < $1", I};
 static const db_stmt st_inbox_peek = {
@@ -317,71 +322,80 @@ int db_message_delete(db_conn *c, const char *mxid)
     return db_exec(c, &st_message_delete, p, 1, NULL);
 }
 
-typedef struct txn_accept {
-    const char *txn_id;           /* appservice transaction id */
-    const db_inbox_event *events; /* its events */
-    size_t n;                     /* how many */
-    int64_t received_ms;          /* arrival time */
-    int64_t txn_rows;             /* the txn row's insertion: 1 new, 0 known (set at commit) */
-    int64_t *ids;                 /* n: each event's inbox row id, -1 when not inserted */
-} txn_accept;
-
-static void inbox_fill(void *arg, size_t i, db_param *p)
-{
-    const txn_accept *t = arg;
-    const db_inbox_event *e = &t->events[i];
-    p[0] = db_p_text(t->txn_id);
-    p[1] = db_p_text(e->event_id);
-    p[2] = db_p_text(e->room_id);
-    p[3] = db_p_text(e->event_json);
-    p[4] = db_p_int(t->received_ms);
-}
-
-/* One round trip with BEGIN and COMMIT: the events (each only if the txn id is new), then the
- * txn row, whose insertion tells whether it was new. */
-static int txn_accept_body(db_conn *c, void *arg)
-{
-    txn_accept *t = arg;
-    db_param p[5];
-    for (size_t i = 0; i < t->n; i++) {
-        inbox_fill(t, i, p);
-        int rc = t->ids ? db_exec_deferred_first(c, &st_inbox_insert, p, 5, &t->ids[i])
-                        : db_exec_deferred(c, &st_inbox_insert, p, 5);
-        if (rc) return rc;
-    }
-    p[0] = db_p_text(t->txn_id);
-    p[1] = db_p_int(t->received_ms);
-    return db_exec_deferred_count(c, &st_txn_insert, p, 2, &t->txn_rows);
-}
-
 static int accept_txn(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
-                      int64_t received_ms, bool *duplicate, int64_t *ids, int flags);
+                      int64_t received_ms, bool *duplicate, int64_t *ids, bool durable);
 
 int db_mx_txn_accept(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
                      int64_t received_ms, bool *duplicate)
 {
-    return accept_txn(c, txn_id, events, n, received_ms, duplicate, NULL, DB_TX_DURABLE);
+    return accept_txn(c, txn_id, events, n, received_ms, duplicate, NULL, true);
 }
 
 int db_mx_txn_accept_ids(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
                          int64_t received_ms, bool *duplicate, int64_t *ids)
 {
-    return accept_txn(c, txn_id, events, n, received_ms, duplicate, ids, 0);
+    return accept_txn(c, txn_id, events, n, received_ms, duplicate, ids, false);
+}
+
+/* The events' three columns as text[] literals (arr[0..2]); false when out of memory. */
+static bool inbox_arrays(const db_inbox_event *events, size_t n, char *arr[3])
+{
+    const char **col = malloc((n ? n : 1) * sizeof(*col));
+    bool ok = col != NULL;
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; ok && i < n; i++)
+            col[i] = k == 0   ? events[i].event_id
+                     : k == 1 ? events[i].room_id
+                              : events[i].event_json;
+        arr[k] = ok ? text_array(col, n) : NULL;
+        ok = ok && arr[k];
+    }
+    free(col);
+    return ok;
 }
 
 static int accept_txn(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
-                      int64_t received_ms, bool *duplicate, int64_t *ids, int flags)
+                      int64_t received_ms, bool *duplicate, int64_t *ids, bool durable)
 {
     if (duplicate) *duplicate = false;
     for (size_t i = 0; ids && i < n; i++)
         ids[i] = -1;
     if (!txn_id || (!events && n))
         return db_set_error(c, DB_ERR_INVALID, NULL, "db_mx_txn_accept: bad arguments");
-    txn_accept t = {txn_id, events, n, received_ms, -1, ids};
-    /* idempotent as a whole: a repeat after an unknown commit finds the txn id and adds nothing */
-    int rc = db_tx(c, DB_TX_IDEMPOTENT | flags, txn_accept_body, &t);
-    if (rc == DB_OK && duplicate) *duplicate = t.txn_rows == 0;
-    return rc;
+    for (size_t i = 0; i < n; i++)
+        if (!events[i].event_id || !events[i].room_id || !events[i].event_json)
+            return db_set_error(c, DB_ERR_INVALID, NULL, "db_mx_txn_accept: bad arguments");
+    char *arr[3] = {NULL, NULL, NULL};
+    if (!inbox_arrays(events, n, arr)) {
+        for (int k = 0; k < 3; k++)
+            free(arr[k]);
+        return db_set_error(c, DB_ERR_NOMEM, NULL, "db_mx_txn_accept: out of memory");
+    }
+    /* idempotent: a repeat after an unknown commit finds the txn id and adds nothing */
+    db_param p[5] = {db_p_text(txn_id), db_p_int(received_ms), db_p_text(arr[0]), db_p_text(arr[1]),
+                     db_p_text(arr[2])};
+    db_result *r = NULL;
+    int rc = db_exec(c, &st_txn_accept, p, 5, &r);
+    for (int k = 0; k < 3; k++)
+        free(arr[k]);
+    if (rc) return rc;
+    bool fresh = db_result_rows(r) > 0 && db_result_int(r, 0, 0) == 1;
+    /* each inserted row to its event (by id: an event already in the inbox was not inserted) */
+    for (int row = 0, from = 0; ids && row < db_result_rows(r); row++) {
+        if (db_result_isnull(r, row, 1)) continue;
+        const char *id = db_result_text(r, row, 2);
+        for (size_t k = 0; k < n; k++) {
+            size_t i = ((size_t)from + k) % n;
+            if (ids[i] < 0 && strcmp(events[i].event_id, id) == 0) {
+                ids[i] = db_result_int(r, row, 1);
+                from = (int)((i + 1) % n);
+                break;
+            }
+        }
+    }
+    db_result_free(r);
+    if (duplicate) *duplicate = !fresh;
+    return durable ? db_sync(c) : DB_OK;
 }
 
 int db_mx_txn_prune(db_conn *c, int64_t before_ms, int64_t *deleted)

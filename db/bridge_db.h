@@ -81,10 +81,10 @@ typedef struct db_inbox_event {
     const char *event_json; /* the event, verbatim */
 } db_inbox_event;
 
-/* Stores a pushed transaction: the txn id and its events, in one SQL transaction, durable when
- * this returns DB_OK (on a connection with asynchronous commits, made so in the same round trip:
- * db_commit_sync). A txn id seen before adds nothing and sets *duplicate. An event id already in
- * the inbox is skipped. */
+/* Stores a pushed transaction: the txn id and its events, in one statement (one SQL transaction,
+ * one round trip), durable when this returns DB_OK (on a connection with asynchronous commits,
+ * made so by a db_sync after it). A txn id seen before adds nothing and sets *duplicate. An event
+ * id already in the inbox is skipped. */
 int db_mx_txn_accept(db_conn *c, const char *txn_id, const db_inbox_event *events, size_t n,
                      int64_t received_ms, bool *duplicate);
 /* The same, committed as the connection commits (asynchronously on an async_commit connection:

@@ -52,6 +52,31 @@ static void test_inbox(db_conn *c)
     CHECK_INT(id2[0], -1);
     CHECK(id2[1] > id1[2]);
     CHECK_INT(db_mx_txn_accept(c, "txn-empty", NULL, 0, 1700000002000, &dup), DB_OK);
+    CHECK(!dup); /* a new id without events is still recorded */
+    CHECK_INT(db_mx_txn_accept(c, "txn-empty", NULL, 0, 1700000002000, &dup), DB_OK);
+    CHECK(dup);
+    /* an event twice in one transaction is kept once; array-literal characters pass verbatim */
+    const char *odd = "{\"a\":\"x,} \\\"{NULL\",\"b\":[1,2]}";
+    db_inbox_event ev3[3] = {{"$e4", "!room:x", "{}"},
+                             {"$e4", "!room:x", "{\"again\":1}"},
+                             {"$e,5 {x}", "!room:x", odd}};
+    int64_t id3[3] = {0, 0, 0};
+    CHECK_INT(db_mx_txn_accept_ids(c, "txn3", ev3, 3, 1700000002000, &dup, id3), DB_OK);
+    CHECK(!dup);
+    CHECK(id3[0] > id2[1] && id3[1] == -1 && id3[2] > id3[0]);
+    CHECK_INT(inbox_count(c), 6);
+    db_inbox_row odd_rows[10];
+    size_t n_odd = 0;
+    CHECK_INT(db_inbox_peek(c, odd_rows, 10, &n_odd), DB_OK);
+    CHECK_INT((int)n_odd, 6);
+    if (n_odd == 6) {
+        CHECK_STR(odd_rows[4].event_json, "{}");
+        CHECK_STR(odd_rows[5].event_id, "$e,5 {x}");
+        CHECK_STR(odd_rows[5].event_json, odd);
+        int64_t gone[2] = {odd_rows[4].id, odd_rows[5].id};
+        CHECK_INT(db_inbox_delete_many(c, gone, 2), DB_OK);
+    }
+    db_inbox_rows_free(odd_rows, n_odd);
 
     db_inbox_row rows[10];
     size_t n = 0;
