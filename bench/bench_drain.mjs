@@ -23,7 +23,9 @@ const psql = spawn('psql', [pg, '-qAt'], { stdio: ['pipe', 'pipe', 'inherit'] })
 const answers = [];
 createInterface({ input: psql.stdout }).on('line', (l) => answers.shift()?.(Number(l.trim())));
 const sql = (q) => new Promise((resolve) => { answers.push(resolve); psql.stdin.write(`${q};\n`); });
-// CPU seconds (user + system) of a process and of all PostgreSQL server processes
+// the polling session's own server process, left out of PostgreSQL's share (it is the harness's)
+const pollPid = String(await sql('SELECT pg_backend_pid()'));
+// CPU seconds (user + system) of a process and of all PostgreSQL server processes but pollPid
 const cpuOf = (pid) => {
   try {
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
@@ -34,6 +36,7 @@ const pgCpu = () => {
   let t = 0;
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
+    if (d === pollPid) continue;
     try { if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'postgres') t += cpuOf(d); } catch { /* gone */ }
   }
   return t;
