@@ -85,7 +85,7 @@ void hs_as_offer_event(hs_room *r, const cJSON *ev)
                     hs_as_interested_user(as, str_of(ev, "state_key")) || room_has_ns_member(as, r);
         if (!want) continue;
         cJSON_AddItemToArray(as->queue, cJSON_Duplicate(ev, 1));
-        pthread_cond_broadcast(&G.cv);
+        pthread_cond_broadcast(&G.push_cv);
     }
 }
 
@@ -96,7 +96,7 @@ void hs_as_offer_ephemeral(hs_room *r, const cJSON *edu)
         if (!as->pushes || !as->reg.receive_ephemeral) continue;
         if (r && !room_has_ns_member(as, r)) continue;
         cJSON_AddItemToArray(as->eph, cJSON_Duplicate(edu, 1));
-        pthread_cond_broadcast(&G.cv);
+        pthread_cond_broadcast(&G.push_cv);
     }
 }
 
@@ -171,7 +171,7 @@ void *hs_as_pusher(void *arg)
     pthread_mutex_lock(&G.mu);
     while (!G.quit) {
         if (!as->queue->child && !as->eph->child) {
-            pthread_cond_wait(&G.cv, &G.mu);
+            pthread_cond_wait(&G.push_cv, &G.mu);
             continue;
         }
         cJSON *body = cJSON_CreateObject();
@@ -205,7 +205,7 @@ void *hs_as_pusher(void *arg)
             if (st == 200) {
                 G.push_ok++;
                 G.push_events += (uint64_t)n;
-                pthread_cond_broadcast(&G.cv);
+                pthread_cond_broadcast(&G.push_cv);
                 break;
             }
             /* wait backoff (woken early only by quit) */

@@ -1481,7 +1481,7 @@ static void h_admin(hreq *rq, hres *rs, char **seg, int n)
         if (!b) return;
         const cJSON *v = cJSON_GetObjectItem(b, "ms");
         G.refuse_ms = cJSON_IsNumber(v) && v->valuedouble > 0 ? (long)v->valuedouble : 1000;
-        pthread_cond_broadcast(&G.cv);
+        pthread_cond_signal(&G.main_cv);
         cJSON_Delete(b);
         reply_empty(rs);
     } else if (n >= 1 && strcmp(seg[0], "config") == 0) {
@@ -1935,6 +1935,8 @@ static void *signal_thread(void *arg)
     pthread_mutex_lock(&G.mu);
     G.quit = true;
     pthread_cond_broadcast(&G.cv);
+    pthread_cond_broadcast(&G.push_cv);
+    pthread_cond_signal(&G.main_cv);
     pthread_mutex_unlock(&G.mu);
     return NULL;
 }
@@ -1990,6 +1992,8 @@ int main(int argc, char **argv)
     int npos = 0;
     pthread_mutex_init(&G.mu, NULL);
     pthread_cond_init(&G.cv, NULL);
+    pthread_cond_init(&G.push_cv, NULL);
+    pthread_cond_init(&G.main_cv, NULL);
     G.auth_media = true;
     G.push_backoff_ms = 100;
     G.push_backoff_max_ms = 5000;
@@ -2049,7 +2053,7 @@ int main(int argc, char **argv)
     pthread_mutex_lock(&G.mu);
     while (!G.quit) {
         if (!G.refuse_ms) {
-            pthread_cond_wait(&G.cv, &G.mu);
+            pthread_cond_wait(&G.main_cv, &G.mu);
             continue;
         }
         long ms = G.refuse_ms;

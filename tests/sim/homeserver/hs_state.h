@@ -125,7 +125,9 @@ typedef struct hs_appservice {
 
 typedef struct hs_state {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* broadcast on every change of pos, queue, quit, refuse */
+    pthread_cond_t cv; /* broadcast on every change of pos (the /sync waiters), quit, restart */
+    pthread_cond_t push_cv; /* broadcast on every event offered to an appservice, and quit */
+    pthread_cond_t main_cv; /* signalled on refuse and quit (the main thread) */
     char *server_name;
     int64_t pos;      /* global stream position, increments on every change */
     uint64_t counter; /* id generator */
