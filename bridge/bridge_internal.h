@@ -154,9 +154,12 @@ typedef struct br_login {
     struct {
         uint32_t req_id; /* a group call from Matrix waiting for its answer (0: free) */
         char room[DB_ID_MAX];
-        char jid[DB_ID_MAX]; /* participants: whom it was about */
-        int change;          /* participants: the wa_group_change asked */
-        int undo_level;      /* promote/demote: the power level to put back when refused */
+        char jid[DB_ID_MAX];      /* participants: whom it was about; settling: the group */
+        int change;               /* participants: the wa_group_change asked */
+        int undo_level;           /* promote/demote: the power level to put back when refused */
+        int64_t call_id;          /* participants: its group_call row */
+        int64_t settle_before_ms; /* a group query settling the calls (group_call) made before
+                                     this moment whose answers were lost (0: not one) */
     } group_calls[BR_GROUP_CALLS];
     /* guarded by send_lock */ /* unlisted logins, freed at shutdown (late jobs may hold one) */
 } br_login;
@@ -275,15 +278,16 @@ void br_login_group_info(br_login *l, const char *group);
 void br_login_group_set(br_login *l, const char *group, bool subject, const char *text);
 /* sync: every group of the login (each answer a group-info job). */
 void br_login_group_sync(br_login *l);
-/* A Matrix user invited or kicked a ghost in a group portal (change: wa_group_change): the group
- * follows; the answer comes to the portal as br_group_job_participants. */
-int br_login_group_participant(br_login *l, const char *group, int change, const char *jid,
-                               const char *room);
-/* A Matrix user changed the power level of a ghost (or of a logged-in user) in a group portal
- * across 50: jid is made admin (promote) or no longer admin on WhatsApp; the answer comes as
- * br_group_job_participants, which puts undo_level back when WhatsApp refused. */
-int br_login_group_admin(br_login *l, const char *group, bool promote, const char *jid,
-                         const char *room, int undo_level);
+/* A Matrix user invited or kicked a ghost in a group portal, or changed the power level of a ghost
+ * (or of a logged-in user) across 50: the change recorded as call (a group_call row, call->id)
+ * is asked of WhatsApp through l. The answer comes to the portal as br_group_job_participants,
+ * which shows it (a refusal: a notice, and the room put back, undo_level for a promote or demote)
+ * and drops the row; a call the engine refuses to send is answered so too. A call whose answer is
+ * lost (connection gone, bridge stopped) is settled when l is connected again
+ * (br_group_job_settle). -1: l is not running (nothing sent). */
+int br_login_group_participant(br_login *l, const db_group_call *call);
+/* Whether a group_call row's call is on its way on l's connection (its answer still to come). */
+bool br_login_call_in_flight(br_login *l, int64_t call_id);
 /* create-group: the answer (a group-info job) is also reported in reply_room. */
 int br_login_group_create(br_login *l, const char *subject, const char *const *participants,
                           size_t n, const char *reply_room);

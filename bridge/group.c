@@ -555,52 +555,123 @@ static const char *admin_error(int code, bool whole_call)
     }
 }
 
+/* An error of a member change in words: WhatsApp's code, or the engine's reason it was not sent. */
+static const char *error_words(int code, char *buf, size_t cap)
+{
+    if (code < 0) return wa_strerror(code);
+    snprintf(buf, cap, "error %d", code);
+    return buf;
+}
+
+/* The outcome of one member change a Matrix user made (add, remove, promote, demote) about jid:
+ * done (error 0), or a notice saying why not (why NULL: from the error; whole_call: the error is
+ * the whole call's) in room, and the portal put back as the group is. */
+static void show_outcome(br_pworker *pw, const br_room_ref *ref, const char *room, int change,
+                         const char *jid, int error, bool whole_call, const char *why,
+                         int undo_level)
+{
+    char mxid[DB_ID_MAX], name[DB_ID_MAX], user[DB_ID_MAX], code[32];
+    br_user_jid(jid, user, sizeof(user));
+    if (change == WA_GROUP_PROMOTE || change == WA_GROUP_DEMOTE) {
+        bool promote = change == WA_GROUP_PROMOTE;
+        if (!br_group_member_mxid(pw, user, mxid, sizeof(mxid), name, sizeof(name))) return;
+        if (error == 0) { /* the notification that follows finds the level set */
+            db_group_admin_set(pw->db, ref->portal_id, user, promote);
+            return;
+        }
+        if (!why) why = admin_error(error, whole_call);
+        br_notice(pw, room, "⚠ WhatsApp did not %s %s %s group admin: %s.",
+                  promote ? "make" : "remove", name[0] ? name : user, promote ? "a" : "as a",
+                  why ? why : error_words(error, code, sizeof(code)));
+        br_group_level_undo(pw, ref->room, mxid, undo_level);
+        return;
+    }
+    if (!br_portal_ghost_of(pw, jid, mxid, sizeof(mxid), name, sizeof(name))) return;
+    bool add = change == WA_GROUP_ADD;
+    if (error == 0) {
+        if (add) br_group_ghost_join(pw, ref->room, mxid);
+        return;
+    }
+    if (!why) why = participant_error(error, whole_call);
+    char *at = strchr(user, '@');
+    if (at) *at = '\0';
+    br_notice(pw, room, "⚠ WhatsApp did not %s %s: %s.", add ? "add" : "remove",
+              name[0] ? name : user, why ? why : error_words(error, code, sizeof(code)));
+    if (!add || error != 409) br_group_member_undo(pw, ref->room, mxid, add);
+}
+
 /* WhatsApp's answer to a member change a Matrix user made (add, remove, promote, demote): done,
- * or a notice and the room put back as the group is. */
+ * or a notice and the room put back as the group is; then its group_call row goes. An answer lost
+ * with the connection (the change may have been made) keeps the row: the group is asked when the
+ * login is connected again (br_group_job_settle). */
 void br_group_job_participants(br_pworker *pw, void *arg)
 {
     br_group_data *g = arg;
     br_room_ref ref;
-    if (!br_room_of_chat(pw->b, 0, g->group, &ref)) goto out;
-    bool admin_change =
-        g->participants_change == WA_GROUP_PROMOTE || g->participants_change == WA_GROUP_DEMOTE;
-    for (size_t i = 0; i < g->nmembers; i++) {
-        const br_group_member *m = &g->members[i];
-        char mxid[DB_ID_MAX], name[DB_ID_MAX];
-        char user[DB_ID_MAX];
-        br_user_jid(m->jid, user, sizeof(user));
-        if (admin_change) {
-            bool promote = g->participants_change == WA_GROUP_PROMOTE;
-            if (!br_group_member_mxid(pw, user, mxid, sizeof(mxid), name, sizeof(name))) continue;
-            if (m->error == 0) { /* the notification that follows finds the level set */
-                db_group_admin_set(pw->db, ref.portal_id, user, promote);
-                continue;
-            }
-            const char *why = admin_error(m->error, g->result_code != 0);
-            char code[32];
-            snprintf(code, sizeof(code), "error %d", m->error);
-            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s %s group admin: %s.",
-                      promote ? "make" : "remove", name[0] ? name : user, promote ? "a" : "as a",
-                      why ? why : code);
-            br_group_level_undo(pw, ref.room, mxid, g->undo_level);
-            continue;
-        }
-        if (!br_portal_ghost_of(pw, m->jid, mxid, sizeof(mxid), name, sizeof(name))) continue;
-        bool add = g->participants_change == WA_GROUP_ADD;
-        if (m->error == 0) {
-            if (add) br_group_ghost_join(pw, ref.room, mxid);
-            continue;
-        }
-        const char *why = participant_error(m->error, g->result_code != 0);
-        char *at = strchr(user, '@');
-        if (at) *at = '\0';
-        if (why)
-            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s: %s.", add ? "add" : "remove",
-                      name[0] ? name : user, why);
-        else
-            br_notice(pw, g->reply_room, "⚠ WhatsApp did not %s %s (error %d).",
-                      add ? "add" : "remove", name[0] ? name : user, m->error);
-        if (!add || m->error != 409) br_group_member_undo(pw, ref.room, mxid, add);
+    bool lost = g->result_code == WA_ERR_TIMEOUT;
+    if (br_room_of_chat(pw->b, 0, g->group, &ref)) {
+        if (lost)
+            br_notice(pw, g->reply_room,
+                      "⏳ The connection to WhatsApp was lost before it answered your change of "
+                      "the group's members; the group is checked when the connection is back.");
+        for (size_t i = 0; !lost && i < g->nmembers; i++)
+            show_outcome(pw, &ref, g->reply_room, g->participants_change, g->members[i].jid,
+                         g->members[i].error, g->result_code != 0, NULL, g->undo_level);
+    }
+    if (g->call_id > 0 && !lost) db_group_call_done(pw->db, g->call_id);
+    br_group_data_free(g);
+}
+
+/* Whether the group (an info: every member) shows the change a group_call row asked for. */
+static bool call_made(const br_group_data *g, const db_group_call *call)
+{
+    if (g->result_code != 0 || !g->has_info) return false; /* the group could not be asked */
+    char want[DB_ID_MAX];
+    br_user_jid(call->target, want, sizeof(want));
+    const br_group_member *m = NULL;
+    for (size_t i = 0; i < g->nmembers && !m; i++) {
+        char a[DB_ID_MAX], b[DB_ID_MAX];
+        br_user_jid(g->members[i].jid, a, sizeof(a));
+        br_user_jid(g->members[i].lid, b, sizeof(b));
+        if (strcmp(a, want) == 0 || (b[0] && strcmp(b, want) == 0)) m = &g->members[i];
+    }
+    switch (call->change) {
+    case WA_GROUP_ADD: return m != NULL;
+    case WA_GROUP_REMOVE: return m == NULL;
+    case WA_GROUP_PROMOTE: return m && m->admin;
+    default: return !m || !m->admin; /* demote */
+    }
+}
+
+void br_group_job_settle(br_pworker *pw, void *arg)
+{
+    br_group_data *g = arg;
+    br_login *l = br_login_find(pw->b, g->login_id);
+    if (!l) goto out;
+    if (g->has_info) apply_info(pw, l, g); /* the room as the group is */
+    br_room_ref ref;
+    bool known = br_room_of_chat(pw->b, 0, g->group, &ref);
+    db_group_call rows[BR_GROUP_CALLS];
+    size_t n = 0;
+    if (db_group_call_list(pw->db, l->id, g->group, g->settle_before_ms, rows,
+                           sizeof(rows) / sizeof(rows[0]), &n) != DB_OK) {
+        WB_WARN(MOD, "login %lld: group calls of %s not read (settled at the next connection)",
+                (long long)l->id, g->group);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (br_login_call_in_flight(l, rows[i].id)) continue; /* its answer is still to come */
+        bool made = call_made(g, &rows[i]);
+        WB_INFO(MOD, "login %lld: group call %lld (change %d of %s in %s), answer lost: %s",
+                (long long)l->id, (long long)rows[i].id, rows[i].change, rows[i].target,
+                rows[i].group, made ? "made" : "not made");
+        if (known)
+            show_outcome(pw, &ref, rows[i].room, rows[i].change, rows[i].target, made ? 0 : -1,
+                         false,
+                         "WhatsApp's answer was lost (the bridge or its connection stopped), and "
+                         "the group shows it was not done",
+                         rows[i].undo_level);
+        db_group_call_done(pw->db, rows[i].id);
     }
 out:
     br_group_data_free(g);

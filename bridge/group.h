@@ -38,6 +38,8 @@ typedef struct br_group_data {
     int undo_level;             /* promote/demote from Matrix: the power level to put back */
     int64_t buffer_id; /* a notification's row in wa_group_event_buffer (0: none), dropped once
                           the change is shown */
+    int64_t call_id;   /* participants answer: its group_call row (0: none), dropped once shown */
+    int64_t settle_before_ms; /* settling info: the group_call rows made before this moment */
 } br_group_data;
 
 br_group_data *br_group_data_from_info(int64_t login_id, const wa_group_info *info);
@@ -57,6 +59,10 @@ br_group_data *br_group_data_from_json(int64_t login_id, const char *data);
 void br_group_job_info(br_pworker *pw, void *arg);
 void br_group_job_change(br_pworker *pw, void *arg);
 void br_group_job_participants(br_pworker *pw, void *arg);
+/* What a group is now, asked when the login was connected again: the group calls from Matrix made
+ * before g->settle_before_ms whose answers were lost (and are not on their way now) are shown as
+ * made, or as not made (a notice, the room put back); their rows go. */
+void br_group_job_settle(br_pworker *pw, void *arg);
 
 /* The portal of a group (room made by the bot when missing, l's user invited). */
 int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const char *subject,

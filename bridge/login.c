@@ -345,6 +345,7 @@ static void take_group_results(br_login *l)
     while (wa_client_next_group_result(l->client, &r)) {
         char reply[DB_ID_MAX] = "", asked[DB_ID_MAX] = "";
         int asked_change = 0, undo_level = 0;
+        int64_t call_id = 0, settle_before = 0;
         pthread_mutex_lock(&l->send_lock);
         for (int i = 0; i < BR_GROUP_CALLS; i++)
             if (l->group_calls[i].req_id == r.req_id && r.req_id) {
@@ -352,6 +353,8 @@ static void take_group_results(br_login *l)
                 snprintf(asked, sizeof(asked), "%s", l->group_calls[i].jid);
                 asked_change = l->group_calls[i].change;
                 undo_level = l->group_calls[i].undo_level;
+                call_id = l->group_calls[i].call_id;
+                settle_before = l->group_calls[i].settle_before_ms;
                 l->group_calls[i].req_id = 0;
             }
         pthread_mutex_unlock(&l->send_lock);
@@ -360,7 +363,22 @@ static void take_group_results(br_login *l)
             if (g) {
                 snprintf(g->reply_room, sizeof(g->reply_room), "%s", reply);
                 g->undo_level = undo_level;
+                g->call_id = call_id;
                 queue_group(l, g, br_group_job_participants);
+            }
+        } else if (r.op == WA_GROUP_OP_INFO && settle_before) {
+            /* what the group is now settles the calls whose answers were lost; a query that was
+             * lost in turn waits for the next connection */
+            br_group_data *g = r.info ? br_group_data_from_info(l->id, r.info)
+                                      : (r.code != WA_ERR_TIMEOUT ? calloc(1, sizeof(*g)) : NULL);
+            if (g) {
+                g->login_id = l->id;
+                if (!r.info) {
+                    g->result_code = r.code ? r.code : -1;
+                    snprintf(g->group, sizeof(g->group), "%s", asked); /* the group asked */
+                }
+                g->settle_before_ms = settle_before;
+                queue_group(l, g, br_group_job_settle);
             }
         } else if (r.op == WA_GROUP_OP_PARTICIPATING) {
             for (size_t i = 0; i < r.ngroups; i++) {
@@ -439,9 +457,12 @@ static void take_group_updates(br_login *l)
 }
 
 typedef struct group_req {
-    int kind;       /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant */
-    int change;     /* 5: wa_group_change */
-    int undo_level; /* 5, promote/demote: the power level to put back when refused */
+    int kind;        /* 0 info, 1 participating, 2 create, 3 subject, 4 description, 5 participant,
+                        6 info settling lost answers */
+    int change;      /* 5: wa_group_change */
+    int undo_level;  /* 5, promote/demote: the power level to put back when refused */
+    int64_t call_id; /* 5: its group_call row */
+    int64_t settle_before_ms; /* 6: the calls made before this moment are settled */
     char group[DB_ID_MAX];
     char subject[DB_ID_MAX];
     char *text; /* description (heap) */
@@ -452,20 +473,51 @@ typedef struct group_req {
 } group_req;
 
 /* A call whose answer goes back to a Matrix room (engine thread). */
-static void remember_call(br_login *l, uint32_t req, const char *room, const char *jid, int change,
-                          int undo_level)
+static void remember_call(br_login *l, uint32_t req, const group_req *r)
 {
     pthread_mutex_lock(&l->send_lock);
     for (int i = 0; i < BR_GROUP_CALLS; i++)
         if (!l->group_calls[i].req_id) {
             l->group_calls[i].req_id = req;
-            snprintf(l->group_calls[i].room, sizeof(l->group_calls[i].room), "%s", room);
-            snprintf(l->group_calls[i].jid, sizeof(l->group_calls[i].jid), "%s", jid);
-            l->group_calls[i].change = change;
-            l->group_calls[i].undo_level = undo_level;
+            snprintf(l->group_calls[i].room, sizeof(l->group_calls[i].room), "%s", r->room);
+            snprintf(l->group_calls[i].jid, sizeof(l->group_calls[i].jid), "%s",
+                     r->kind == 5   ? r->subject
+                     : r->kind == 6 ? r->group
+                                    : "");
+            l->group_calls[i].change = r->change;
+            l->group_calls[i].undo_level = r->undo_level;
+            l->group_calls[i].call_id = r->call_id;
+            l->group_calls[i].settle_before_ms = r->settle_before_ms;
             break;
         }
     pthread_mutex_unlock(&l->send_lock);
+}
+
+bool br_login_call_in_flight(br_login *l, int64_t call_id)
+{
+    bool found = false;
+    pthread_mutex_lock(&l->send_lock);
+    for (int i = 0; i < BR_GROUP_CALLS && !found; i++)
+        found = l->group_calls[i].req_id && l->group_calls[i].call_id == call_id;
+    pthread_mutex_unlock(&l->send_lock);
+    return found;
+}
+
+/* A participants call the engine did not send: answered at once with its error, so the portal
+ * tells the user and puts the room back (engine thread). */
+static void refuse_call(br_login *l, const group_req *r, int rc)
+{
+    wa_group_result res;
+    memset(&res, 0, sizeof(res));
+    res.op = WA_GROUP_OP_PARTICIPANTS;
+    res.code = rc;
+    br_group_data *g = br_group_data_from_participants(l->id, &res, r->subject, r->change);
+    if (!g) return; /* the row stays: settled at the next connection */
+    snprintf(g->group, sizeof(g->group), "%s", r->group);
+    snprintf(g->reply_room, sizeof(g->reply_room), "%s", r->room);
+    g->undo_level = r->undo_level;
+    g->call_id = r->call_id;
+    queue_group(l, g, br_group_job_participants);
 }
 
 static void group_on_engine(wa_client *c, void *arg)
@@ -473,8 +525,9 @@ static void group_on_engine(wa_client *c, void *arg)
     group_req *r = arg;
     uint32_t req = 0;
     int rc;
-    if (r->kind == 0) {
+    if (r->kind == 0 || r->kind == 6) {
         rc = wa_client_group_info(c, r->group, &req);
+        if (rc == WA_OK && r->kind == 6) remember_call(r->l, req, r);
     } else if (r->kind == 1) {
         rc = wa_client_group_participating(c, &req);
     } else if (r->kind == 3) {
@@ -484,14 +537,17 @@ static void group_on_engine(wa_client *c, void *arg)
     } else if (r->kind == 5) {
         const char *who[1] = {r->subject};
         rc = wa_client_group_participants(c, r->group, (wa_group_change)r->change, who, 1, &req);
-        if (rc == WA_OK) remember_call(r->l, req, r->room, r->subject, r->change, r->undo_level);
+        if (rc == WA_OK)
+            remember_call(r->l, req, r);
+        else
+            refuse_call(r->l, r, rc);
     } else {
         const char *ps[256];
         size_t n = r->n < 256 ? r->n : 256;
         for (size_t i = 0; i < n; i++)
             ps[i] = r->participants[i];
         rc = wa_client_group_create(c, r->subject, ps, n, &req);
-        if (rc == WA_OK) remember_call(r->l, req, r->room, "", 0, 0);
+        if (rc == WA_OK) remember_call(r->l, req, r);
     }
     if (rc != WA_OK)
         WB_INFO(MOD, "group call %d refused by the engine: %s", r->kind, wa_strerror(rc));
@@ -536,31 +592,50 @@ void br_login_group_set(br_login *l, const char *group, bool subject, const char
     post_group(l, r);
 }
 
-int br_login_group_participant(br_login *l, const char *group, int change, const char *jid,
-                               const char *room)
+int br_login_group_participant(br_login *l, const db_group_call *call)
 {
     group_req *r = calloc(1, sizeof(*r));
     if (!r) return -1;
     r->kind = 5;
-    r->change = change;
-    snprintf(r->group, sizeof(r->group), "%s", group);
-    snprintf(r->subject, sizeof(r->subject), "%s", jid);
-    snprintf(r->room, sizeof(r->room), "%s", room);
+    r->change = call->change;
+    r->undo_level = call->undo_level;
+    r->call_id = call->id;
+    snprintf(r->group, sizeof(r->group), "%s", call->group);
+    snprintf(r->subject, sizeof(r->subject), "%s", call->target);
+    snprintf(r->room, sizeof(r->room), "%s", call->room);
     return post_group(l, r);
 }
 
-int br_login_group_admin(br_login *l, const char *group, bool promote, const char *jid,
-                         const char *room, int undo_level)
+/* The connection came (back): the group calls from Matrix recorded before it whose answers were
+ * lost (the bridge stopped, or the connection went with them on their way) are settled by asking
+ * each group what it is now (br_group_job_settle). Engine thread. */
+static void settle_lost_calls(br_login *l)
 {
-    group_req *r = calloc(1, sizeof(*r));
-    if (!r) return -1;
-    r->kind = 5;
-    r->change = promote ? WA_GROUP_PROMOTE : WA_GROUP_DEMOTE;
-    r->undo_level = undo_level;
-    snprintf(r->group, sizeof(r->group), "%s", group);
-    snprintf(r->subject, sizeof(r->subject), "%s", jid);
-    snprintf(r->room, sizeof(r->room), "%s", room);
-    return post_group(l, r);
+    db_group_call rows[BR_GROUP_CALLS * 4];
+    size_t n = 0;
+    int64_t now = br_now_ms();
+    if (db_group_call_list(l->eng->db, l->id, NULL, now, rows, sizeof(rows) / sizeof(rows[0]),
+                           &n) != DB_OK) {
+        WB_WARN(MOD, "login %lld: group calls not read (settled at the next connection): %s",
+                (long long)l->id, db_conn_error(l->eng->db)->message);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool asked = false; /* one query per group */
+        for (size_t k = 0; k < i && !asked; k++)
+            asked = strcmp(rows[k].group, rows[i].group) == 0;
+        if (asked) continue;
+        group_req r;
+        memset(&r, 0, sizeof(r));
+        r.kind = 6;
+        r.settle_before_ms = now;
+        r.l = l;
+        snprintf(r.group, sizeof(r.group), "%s", rows[i].group);
+        uint32_t req = 0;
+        if (wa_client_group_info(l->client, r.group, &req) == WA_OK) remember_call(l, req, &r);
+        WB_INFO(MOD, "login %lld: asking group %s about calls whose answers were lost",
+                (long long)l->id, r.group);
+    }
 }
 
 void br_login_group_sync(br_login *l)
@@ -631,6 +706,7 @@ void br_login_on_engine_event(void *user, int handle, const wa_event *ev)
     case WA_EV_CONNECTED:
         br_user_jid(ev->text, l->lid, sizeof(l->lid));
         resend_unacked(l);
+        settle_lost_calls(l);
         note(l, ev);
         break;
     case WA_EV_IDENTITY_CHANGE: {

@@ -1008,6 +1008,32 @@ static void bridge_mx_group_info(br_pworker *pw, const br_room_ref *ref, const c
     db_portal_set_name(pw->db, ref->portal_id, name ? v : p.name, name ? p.topic : v);
 }
 
+/* A member change asked of WhatsApp through l: recorded first (group_call, with the event's inbox
+ * row deleted in the same durable transaction, so a restart never asks twice), then sent. When it
+ * cannot be (no record, login not running): a notice, and false (the caller puts the room back). */
+static bool ask_group_change(br_pworker *pw, const br_room_ref *ref, br_login *l, int change,
+                             const char *jid, int undo_level)
+{
+    db_group_call call = {
+        .login_id = l->id, .change = change, .undo_level = undo_level, .created_ms = br_now_ms()};
+    set_str(call.group, sizeof(call.group), ref->chat);
+    set_str(call.room, sizeof(call.room), ref->room);
+    set_str(call.target, sizeof(call.target), jid);
+    if (db_group_call_add(pw->db, &call, pw->cur_inbox_id, &call.id) != DB_OK) {
+        WB_WARN(MOD, "group call not recorded: %s", db_conn_error(pw->db)->message);
+        br_notice(pw, ref->room,
+                  "⚠ The group was not changed: the bridge could not record the "
+                  "change (its database failed). Try again.");
+        return false;
+    }
+    pw->cur_inbox_id = 0; /* gone with the record */
+    pw->deferred = true;
+    if (br_login_group_participant(l, &call) == 0) return true;
+    db_group_call_done(pw->db, call.id);
+    br_notice(pw, ref->room, "⚠ Your login is not running: the group was not changed.");
+    return false;
+}
+
 /* A Matrix user invites a ghost to a group portal, or kicks or bans one: the WhatsApp group
  * follows through the user's login (br_group_job_participants brings the answer). */
 static void bridge_mx_member(br_pworker *pw, const br_room_ref *ref, const char *sender,
@@ -1027,9 +1053,8 @@ static void bridge_mx_member(br_pworker *pw, const br_room_ref *ref, const char 
         br_group_member_undo(pw, ref->room, ghost, add);
         return;
     }
-    if (br_login_group_participant(l, ref->chat, add ? WA_GROUP_ADD : WA_GROUP_REMOVE, jid,
-                                   ref->room) != 0)
-        br_notice(pw, ref->room, "⚠ Your login is not running: the group was not changed.");
+    if (!ask_group_change(pw, ref, l, add ? WA_GROUP_ADD : WA_GROUP_REMOVE, jid, 0))
+        br_group_member_undo(pw, ref->room, ghost, add);
 }
 
 /* A user's level in m.room.power_levels content (users_default when not named). */
@@ -1116,10 +1141,9 @@ static void bridge_mx_power_levels(br_pworker *pw, const br_room_ref *ref, const
                   "⚠ Only users logged in to WhatsApp can change the group's admins; the power "
                   "levels are put back as the group is.");
     for (size_t i = 0; i < nch; i++) {
-        if (l && br_login_group_admin(l, ref->chat, ch[i].promote, ch[i].jid, ref->room,
-                                      ch[i].before) == 0)
+        if (l && ask_group_change(pw, ref, l, ch[i].promote ? WA_GROUP_PROMOTE : WA_GROUP_DEMOTE,
+                                  ch[i].jid, ch[i].before))
             continue;
-        if (l) br_notice(pw, ref->room, "⚠ Your login is not running: the group was not changed.");
         br_group_level_undo(pw, ref->room, cand[i], ch[i].before);
     }
 done:

@@ -134,6 +134,20 @@ static const db_stmt st_gevent_pending = {"rows_gevent_pending",
                                           I};
 static const db_stmt st_gevent_done = {"rows_gevent_done",
                                        "DELETE FROM wa_group_event_buffer WHERE id = $1", I};
+/* the inbox row goes with the call's insertion: a restart never sends the call again */
+static const db_stmt st_gcall_add = {
+    "rows_gcall_add",
+    "WITH gone AS (DELETE FROM mx_inbox WHERE id = $8)"
+    " INSERT INTO group_call (login_id, group_jid, room, change, target_jid, undo_level,"
+    " created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    0};
+static const db_stmt st_gcall_list = {
+    "rows_gcall_list",
+    "SELECT id, login_id, group_jid, room, change, target_jid, undo_level, created_ms"
+    " FROM group_call WHERE login_id = $1 AND ($2::text IS NULL OR group_jid = $2)"
+    " AND created_ms < $3 ORDER BY id LIMIT $4",
+    I};
+static const db_stmt st_gcall_done = {"rows_gcall_done", "DELETE FROM group_call WHERE id = $1", I};
 static const db_stmt st_gevent_count = {
     "rows_gevent_count", "SELECT count(*) FROM wa_group_event_buffer WHERE login_id = $1", I};
 /* $3: admin (the row is there afterwards) or not (it is gone) */
@@ -651,4 +665,56 @@ int db_group_admins(db_conn *c, int64_t portal_id, char (*out)[DB_ID_MAX], size_
     *n = (size_t)rows < max ? (size_t)rows : max;
     db_result_free(r);
     return DB_OK;
+}
+
+/* ---- group_call ---- */
+
+int db_group_call_add(db_conn *c, const db_group_call *call, int64_t inbox_id, int64_t *id)
+{
+    *id = 0;
+    if (!call->group[0] || !call->target[0])
+        return db_set_error(c, DB_ERR_INVALID, NULL, "db_group_call_add: missing argument");
+    db_param p[8] = {db_p_int(call->login_id),   db_p_text(call->group),
+                     db_p_text(call->room),      db_p_int(call->change),
+                     db_p_text(call->target),    db_p_int(call->undo_level),
+                     db_p_int(call->created_ms), db_p_int(inbox_id)};
+    db_result *r;
+    int rc = db_exec_row(c, &st_gcall_add, p, 8, &r);
+    if (rc) return rc;
+    *id = db_result_int(r, 0, 0);
+    db_result_free(r);
+    return db_sync(c);
+}
+
+int db_group_call_list(db_conn *c, int64_t login_id, const char *group, int64_t before_ms,
+                       db_group_call *out, size_t max, size_t *n)
+{
+    *n = 0;
+    db_param p[4] = {db_p_int(login_id), db_p_text(group), db_p_int(before_ms),
+                     db_p_int((int64_t)max)};
+    db_result *r;
+    int rc = db_exec(c, &st_gcall_list, p, 4, &r);
+    if (rc) return rc;
+    int rows = db_result_rows(r);
+    for (int i = 0; i < rows && (size_t)i < max; i++) {
+        db_group_call *g = &out[i];
+        memset(g, 0, sizeof(*g));
+        g->id = db_result_int(r, i, 0);
+        g->login_id = db_result_int(r, i, 1);
+        db_result_copy_text(r, i, 2, g->group, sizeof(g->group));
+        db_result_copy_text(r, i, 3, g->room, sizeof(g->room));
+        g->change = (int)db_result_int(r, i, 4);
+        db_result_copy_text(r, i, 5, g->target, sizeof(g->target));
+        g->undo_level = (int)db_result_int(r, i, 6);
+        g->created_ms = db_result_int(r, i, 7);
+    }
+    *n = (size_t)rows < max ? (size_t)rows : max;
+    db_result_free(r);
+    return DB_OK;
+}
+
+int db_group_call_done(db_conn *c, int64_t id)
+{
+    db_param p[1] = {db_p_int(id)};
+    return db_exec(c, &st_gcall_done, p, 1, NULL);
 }

@@ -171,4 +171,28 @@ int db_group_admin_put(db_conn *c, int64_t portal_id, const char *const *jids, c
 /* The admins recorded for a portal (up to max user JIDs); *n the count. */
 int db_group_admins(db_conn *c, int64_t portal_id, char (*out)[DB_ID_MAX], size_t max, size_t *n);
 
+/* ---- group changes asked from Matrix, until WhatsApp's answer is shown (group_call) ---- */
+
+typedef struct db_group_call {
+    int64_t id;
+    int64_t login_id;
+    char group[DB_ID_MAX];  /* group JID */
+    char room[DB_ID_MAX];   /* the portal room, where the answer is told */
+    int change;             /* wa_group_change */
+    char target[DB_ID_MAX]; /* whom it is about (a user JID) */
+    int undo_level;         /* promote/demote: the power level put back when not made */
+    int64_t created_ms;
+} db_group_call;
+
+/* Records a call (call->id and login_id..created_ms; id is ignored) and deletes the Matrix event's
+ * inbox row inbox_id (<= 0: none) in one transaction, durable when this returns DB_OK; *id: the
+ * row's id. */
+int db_group_call_add(db_conn *c, const db_group_call *call, int64_t inbox_id, int64_t *id);
+/* The calls of login_id in group (NULL: any group) created before before_ms, oldest first, up
+ * to max; *n the count. */
+int db_group_call_list(db_conn *c, int64_t login_id, const char *group, int64_t before_ms,
+                       db_group_call *out, size_t max, size_t *n);
+/* Drops a call once its answer is shown (no row: nothing to do). */
+int db_group_call_done(db_conn *c, int64_t id);
+
 #endif

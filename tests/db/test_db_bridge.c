@@ -464,6 +464,67 @@ static void test_parent_deletes(db_conn *c, int64_t keep)
     CHECK_INT(rows_of(c, "msg", 0, dm5), 0);
 }
 
+static void test_group_calls(db_conn *c, int64_t l1, int64_t l2)
+{
+    db_inbox_event ev[1] = {{"$kick1", "!club:x", "{\"type\":\"m.room.member\"}"}};
+    int64_t ids[1] = {0};
+    bool dup = true;
+    CHECK_INT(db_mx_txn_accept_ids(c, "txn-gcall", ev, 1, 1700000005000, &dup, ids), DB_OK);
+    int64_t inbox_before = inbox_count(c);
+    db_group_call call = {
+        .login_id = l1, .change = 1, .undo_level = 0, .created_ms = 1700000005000};
+    snprintf(call.group, sizeof(call.group), "120363000000000888@g.us");
+    snprintf(call.room, sizeof(call.room), "!club:x");
+    snprintf(call.target, sizeof(call.target), "15550001111@s.whatsapp.net");
+    int64_t a = 0, b = 0, d = 0;
+    /* the call goes in and the event's inbox row out, together */
+    CHECK_INT(db_group_call_add(c, &call, ids[0], &a), DB_OK);
+    CHECK(a > 0);
+    CHECK_INT(inbox_count(c), inbox_before - 1);
+    call.change = 2;
+    call.undo_level = 50;
+    call.created_ms = 1700000006000;
+    CHECK_INT(db_group_call_add(c, &call, 0, &b), DB_OK); /* no inbox row */
+    CHECK_INT(inbox_count(c), inbox_before - 1);
+    snprintf(call.group, sizeof(call.group), "120363000000000999@g.us");
+    call.login_id = l2;
+    CHECK_INT(db_group_call_add(c, &call, 0, &d), DB_OK);
+    call.target[0] = '\0';
+    int64_t bad = 0;
+    CHECK_INT(db_group_call_add(c, &call, 0, &bad), DB_ERR_INVALID);
+
+    db_group_call out[4];
+    size_t n = 0;
+    CHECK_INT(db_group_call_list(c, l1, NULL, 1800000000000, out, 4, &n), DB_OK);
+    CHECK_INT((int)n, 2);
+    if (n == 2) {
+        CHECK(out[0].id == a && out[1].id == b); /* oldest first */
+        CHECK_INT(out[0].change, 1);
+        CHECK_INT(out[1].undo_level, 50);
+        CHECK_STR(out[0].room, "!club:x");
+        CHECK_STR(out[0].target, "15550001111@s.whatsapp.net");
+        CHECK_STR(out[1].group, "120363000000000888@g.us");
+        CHECK(out[1].created_ms == 1700000006000);
+    }
+    /* only those made before a moment, of one group, up to max */
+    CHECK_INT(db_group_call_list(c, l1, NULL, 1700000006000, out, 4, &n), DB_OK);
+    CHECK_INT((int)n, 1);
+    CHECK_INT(db_group_call_list(c, l1, "120363000000000999@g.us", 1800000000000, out, 4, &n),
+              DB_OK);
+    CHECK_INT((int)n, 0);
+    CHECK_INT(db_group_call_list(c, l2, "120363000000000999@g.us", 1800000000000, out, 4, &n),
+              DB_OK);
+    CHECK_INT((int)n, 1);
+    CHECK_INT(db_group_call_list(c, l1, NULL, 1800000000000, out, 1, &n), DB_OK);
+    CHECK_INT((int)n, 1);
+    CHECK_INT(db_group_call_done(c, a), DB_OK);
+    CHECK_INT(db_group_call_done(c, a), DB_OK); /* again: nothing to do */
+    CHECK_INT(db_group_call_list(c, l1, NULL, 1800000000000, out, 4, &n), DB_OK);
+    CHECK_INT((int)n, 1);
+    CHECK_INT(db_group_call_done(c, b), DB_OK);
+    CHECK_INT(db_group_call_done(c, d), DB_OK);
+}
+
 int main(void)
 {
     pgtest_require();
@@ -479,6 +540,7 @@ int main(void)
     test_portals_messages(c, l1, l2);
     test_kv(c);
     test_group_events(c, l1, l2);
+    test_group_calls(c, l1, l2);
     test_puppet_token(c);
     test_leases(c, ci);
     test_parent_deletes(c, l3);

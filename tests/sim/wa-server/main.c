@@ -49,6 +49,10 @@
  *                                           other clients (they learn of devices by phash)
  *   POST /admin/reuse-device-ids {reuse}    a new companion takes the lowest free device number
  *                                           (a re-paired device: same address, new identity)
+ *   POST /admin/group-fault {mode}          fault on companions' participant calls (add, remove,
+ *                                           promote, demote): "unanswered" (made, the answer
+ *                                           never sent), "lost" (neither made nor answered),
+ *                                           "none"
  *   Groups (sim_group.h; members are phone numbers or user JIDs):
  *   POST /admin/group/create {phone,subject,members[]}  the phone creates a group -> {"jid"}
  *   POST /admin/group/send {phone,group,text}           the phone sends a group text -> {"id"}
@@ -358,6 +362,19 @@ static enum MHD_Result admin_post(struct MHD_Connection *conn, const char *url, 
     } else if (strcmp(url, "/admin/reuse-device-ids") == 0) {
         g_sim.reuse_device_ids = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "reuse"));
         rc = 0;
+    } else if (strcmp(url, "/admin/group-fault") == 0) {
+        const char *mode = json_str(body, "mode");
+        rc = 0;
+        if (mode && strcmp(mode, "unanswered") == 0)
+            g_sim.group_fault = SIM_GROUP_FAULT_UNANSWERED;
+        else if (mode && strcmp(mode, "lost") == 0)
+            g_sim.group_fault = SIM_GROUP_FAULT_LOST;
+        else if (mode && strcmp(mode, "none") == 0)
+            g_sim.group_fault = 0;
+        else {
+            rc = -1;
+            snprintf(err, sizeof(err), "mode is none, unanswered or lost");
+        }
     } else if (strcmp(url, "/admin/restart") == 0) {
         for (sim_conn *c = g_sim.conns; c; c = c->next)
             c->state = SIM_CONN_CLOSING;

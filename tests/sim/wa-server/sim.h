@@ -234,10 +234,15 @@ typedef struct sim {
                                type="devices">): clients learn of new devices by phash only */
     bool reuse_device_ids;  /* a new companion takes the lowest number no present device has
                                (a re-paired device then has a known address, a new identity) */
+    int group_fault;        /* fault on a companion's add/remove/promote/demote call: 1 made but
+                               never answered, 2 neither made nor answered (SIM_GROUP_FAULT_*) */
 
     /* sim_group.c: the groups and their messages; NULL until the first group */
     struct sim_groups *groups;
 } sim;
+
+#define SIM_GROUP_FAULT_UNANSWERED 1
+#define SIM_GROUP_FAULT_LOST       2
 
 int sim_init(sim *s, const uint8_t *seed, size_t seed_len, uint64_t fixed_time);
 void sim_free(sim *s);

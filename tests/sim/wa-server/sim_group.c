@@ -653,10 +653,18 @@ void sim_group_on_iq(sim *s, sim_conn *c, wb_arena *a, wa_node *iq)
             iq_error(s, c, a, id, to, 401);
             return;
         }
+        if (s->group_fault == SIM_GROUP_FAULT_LOST) {
+            glog(s, "fault: %s call %s to %s lost", what, id, to);
+            return;
+        }
         const char *who[GROUP_MAX_MEMBERS];
         size_t n = participant_jids(first, who, GROUP_MAX_MEMBERS);
         wa_node *res = wa_node_new(a, what);
         change_members(s, a, g, me, what, who, n, res, NULL);
+        if (s->group_fault == SIM_GROUP_FAULT_UNANSWERED) {
+            glog(s, "fault: %s call %s to %s made, not answered", what, id, to);
+            return;
+        }
         iq_answer(s, c, a, id, to, res);
     } else if (set && strcmp(what, "subject") == 0) {
         char *subject = content_text(first, GROUP_SUBJECT_MAX);
