@@ -274,8 +274,10 @@ void br_login_chat_state(br_login *l, const char *chat, bool typing);
 void br_login_mark_read_from(br_login *l, const char *chat, const char *sender, const char *wa_id);
 /* Asks for a group's info; the answer comes as a group-info job on the group's portal queue. */
 void br_login_group_info(br_login *l, const char *group);
-/* A group's subject (subject true) or description, from Matrix. */
-void br_login_group_set(br_login *l, const char *group, bool subject, const char *text);
+/* A group's subject (subject true) or description, from Matrix in room: a refusal comes to the
+ * portal as br_group_job_info_refused. */
+void br_login_group_set(br_login *l, const char *group, bool subject, const char *text,
+                        const char *room);
 /* sync: every group of the login (each answer a group-info job). */
 void br_login_group_sync(br_login *l);
 /* A Matrix user invited or kicked a ghost in a group portal, or changed the power level of a ghost

@@ -676,3 +676,25 @@ void br_group_job_settle(br_pworker *pw, void *arg)
 out:
     br_group_data_free(g);
 }
+
+void br_group_job_info_refused(br_pworker *pw, void *arg)
+{
+    br_group_data *g = arg;
+    bool subject = g->participants_change == WA_GROUP_OP_SUBJECT;
+    const char *why;
+    char code[32];
+    switch (g->result_code) {
+    case 401: why = "only group admins can change it"; break;
+    case 403: why = "you are not in the group on WhatsApp"; break;
+    case 406: why = "WhatsApp did not accept it"; break;
+    case 409: why = "somebody changed it meanwhile"; break;
+    default: why = error_words(g->result_code, code, sizeof(code));
+    }
+    br_notice(pw, g->reply_room,
+              "⚠ WhatsApp did not change the group's %s: %s. The room shows "
+              "the group's again.",
+              subject ? "name" : "description", why);
+    br_login *l = br_login_find(pw->b, g->login_id);
+    if (l) br_login_group_info(l, g->group); /* the info job sets the room to the group */
+    br_group_data_free(g);
+}

@@ -63,6 +63,10 @@ void br_group_job_participants(br_pworker *pw, void *arg);
  * before g->settle_before_ms whose answers were lost (and are not on their way now) are shown as
  * made, or as not made (a notice, the room put back); their rows go. */
 void br_group_job_settle(br_pworker *pw, void *arg);
+/* WhatsApp refused a subject or description change from Matrix (g->participants_change:
+ * WA_GROUP_OP_SUBJECT or _DESCRIPTION, g->result_code its answer): a notice in g->reply_room,
+ * and the group's info asked so that the room shows the group as it is. */
+void br_group_job_info_refused(br_pworker *pw, void *arg);
 
 /* The portal of a group (room made by the bot when missing, l's user invited). */
 int br_portal_ensure_group(br_pworker *pw, br_login *l, const char *group, const char *subject,

@@ -339,6 +339,9 @@ static void queue_group(br_login *l, br_group_data *g, br_job_fn fn)
     br_enqueue(l->eng->b, key, fn, g);
 }
 
+static void refuse_info_change(br_login *l, const char *group, const char *room, bool subject,
+                               int code);
+
 static void take_group_results(br_login *l)
 {
     wa_group_result r;
@@ -380,6 +383,10 @@ static void take_group_results(br_login *l)
                 g->settle_before_ms = settle_before;
                 queue_group(l, g, br_group_job_settle);
             }
+        } else if ((r.op == WA_GROUP_OP_SUBJECT || r.op == WA_GROUP_OP_DESCRIPTION) && reply[0]) {
+            /* a refusal is told and the room follows the group again; a lost answer is not */
+            if (r.code != 0 && r.code != WA_ERR_TIMEOUT)
+                refuse_info_change(l, r.group, reply, r.op == WA_GROUP_OP_SUBJECT, r.code);
         } else if (r.op == WA_GROUP_OP_PARTICIPATING) {
             for (size_t i = 0; i < r.ngroups; i++) {
                 br_group_data *g = br_group_data_from_info(l->id, &r.groups[i]);
@@ -503,6 +510,21 @@ bool br_login_call_in_flight(br_login *l, int64_t call_id)
     return found;
 }
 
+/* A subject or description change WhatsApp refused (or the engine did not send): the portal says
+ * so and follows the group again (engine thread). */
+static void refuse_info_change(br_login *l, const char *group, const char *room, bool subject,
+                               int code)
+{
+    br_group_data *g = calloc(1, sizeof(*g));
+    if (!g) return;
+    g->login_id = l->id;
+    g->result_code = code;
+    g->participants_change = subject ? WA_GROUP_OP_SUBJECT : WA_GROUP_OP_DESCRIPTION;
+    snprintf(g->group, sizeof(g->group), "%s", group);
+    snprintf(g->reply_room, sizeof(g->reply_room), "%s", room);
+    queue_group(l, g, br_group_job_info_refused);
+}
+
 /* A participants call the engine did not send: answered at once with its error, so the portal
  * tells the user and puts the room back (engine thread). */
 static void refuse_call(br_login *l, const group_req *r, int rc)
@@ -530,10 +552,13 @@ static void group_on_engine(wa_client *c, void *arg)
         if (rc == WA_OK && r->kind == 6) remember_call(r->l, req, r);
     } else if (r->kind == 1) {
         rc = wa_client_group_participating(c, &req);
-    } else if (r->kind == 3) {
-        rc = wa_client_group_subject(c, r->group, r->subject, &req);
-    } else if (r->kind == 4) {
-        rc = wa_client_group_description(c, r->group, r->text, &req);
+    } else if (r->kind == 3 || r->kind == 4) {
+        rc = r->kind == 3 ? wa_client_group_subject(c, r->group, r->subject, &req)
+                          : wa_client_group_description(c, r->group, r->text, &req);
+        if (rc == WA_OK)
+            remember_call(r->l, req, r);
+        else
+            refuse_info_change(r->l, r->group, r->room, r->kind == 3, rc);
     } else if (r->kind == 5) {
         const char *who[1] = {r->subject};
         rc = wa_client_group_participants(c, r->group, (wa_group_change)r->change, who, 1, &req);
@@ -577,12 +602,14 @@ void br_login_group_info(br_login *l, const char *group)
     post_group(l, r);
 }
 
-void br_login_group_set(br_login *l, const char *group, bool subject, const char *text)
+void br_login_group_set(br_login *l, const char *group, bool subject, const char *text,
+                        const char *room)
 {
     group_req *r = calloc(1, sizeof(*r));
     if (!r) return;
     r->kind = subject ? 3 : 4;
     snprintf(r->group, sizeof(r->group), "%s", group);
+    snprintf(r->room, sizeof(r->room), "%s", room);
     if (subject) {
         snprintf(r->subject, sizeof(r->subject), "%s", text);
     } else if (!(r->text = strdup(text))) {

@@ -1004,7 +1004,7 @@ static void bridge_mx_group_info(br_pworker *pw, const br_room_ref *ref, const c
         strcmp(name ? p.name : p.topic, v) == 0)
         return;                /* what the bridge itself set */
     if (name && !v[0]) return; /* WhatsApp groups always have a subject */
-    br_login_group_set(l, ref->chat, name, v);
+    br_login_group_set(l, ref->chat, name, v, ref->room);
     db_portal_set_name(pw->db, ref->portal_id, name ? v : p.name, name ? p.topic : v);
 }
 

@@ -6,7 +6,9 @@
 //   2. adding Carol back is lost (neither made nor answered); killed and started again: the bot
 //      says it was not done and takes the invite back;
 //   3. adding Carol is made but not answered, and the connection drops (no restart): the bridge
-//      does not undo it; when connected again it finds Carol in the group and her ghost joins.
+//      does not undo it; when connected again it finds Carol in the group and her ghost joins;
+//   4. (no fault) with the group's info locked and Alice no admin, her rename of the portal is
+//      refused by WhatsApp: the bot says why and the room takes the group's name again.
 // Each time the group_call row is gone once settled.
 //   node e2e_group_calls.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
@@ -99,6 +101,23 @@ try {
     'connected again, the group shows Carol: her ghost joins the portal');
   check(await waitFor('the call settled', async () => calls() === 0, 30000).catch(() => false), 'the row is gone');
   check(notices(s3, /WhatsApp did not/).length === 0, 'the add is not undone');
+
+  // 4. a refused rename: Bob locks the group's info and takes Alice's admin away; Alice renames
+  // the portal: the bot says why, and the room takes the group's name again
+  check((await wa.admin('POST', '/admin/group/setting', { phone: BOB, group, setting: 'locked' })).status === 200, 'Bob locks the group\'s info');
+  check((await wa.admin('POST', '/admin/group/setting', { phone: BOB, group, setting: 'sideways' })).status === 400, 'wa-sim refuses an unknown setting');
+  await wa.admin('POST', '/admin/group/participants', { phone: BOB, group, action: 'demote', members: [ALICE] });
+  const namePath = `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.name/`;
+  await new Promise((r) => setTimeout(r, 500)); // the notifications reach the bridge
+  const s4 = alice.events.length;
+  await alice.req('PUT', namePath, { name: 'Renamed from Matrix' });
+  const no = await alice.waitEvent('the rename refusal', (e) => alice.events.indexOf(e) >= s4 && e.room_id === portal &&
+    e.type === 'm.room.message' && /did not change the group's name/.test(e.content?.body ?? ''), 30000).catch(() => null);
+  check(/only group admins/.test(no?.content?.body ?? ''), `a refused rename is told (${no?.content?.body})`);
+  check(await waitFor('the name back', async () => (await alice.req('GET', namePath)).name === 'Lost answers', 30000).catch(() => false),
+    'and the room takes the group\'s name again');
+  const info = (await wa.admin('GET', `/admin/group?jid=${encodeURIComponent(group)}`)).json;
+  check(info.subject === 'Lost answers', `the group kept its name on WhatsApp (${info.subject})`);
   alice.stop();
 } catch (e) {
   console.log(`FAIL - ${e.stack}`);

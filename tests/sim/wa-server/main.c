@@ -60,6 +60,8 @@
  *                                           removes, promotes or demotes -> {"results":[{jid,
  *                                           error}]} (error 0: done, 404 no account / not in,
  *                                           409 already in)
+ *   POST /admin/group/setting {phone,group,setting}  the phone (an admin) sets locked, unlocked,
+ *                                           announcement or not_announcement
  *   GET  /admin/group?jid=G                 the group: subject, members (phone, lid, admin),
  *                                           invite, last:{id, sender, skmsg hex}
  */

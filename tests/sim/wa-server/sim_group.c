@@ -1131,6 +1131,29 @@ int sim_admin_group_create(sim *s, const char *phone, const char *subject,
     return 0;
 }
 
+int sim_admin_group_setting(sim *s, const char *phone, const char *group_jid, const char *setting,
+                            char *err, size_t errlen)
+{
+    sim_account *me = sim_account_find(s, phone);
+    group *g = find_group(s, group_jid);
+    if (!me || !g) return set_err(err, errlen, "no such account or group");
+    if (!setting ||
+        (strcmp(setting, "announcement") != 0 && strcmp(setting, "not_announcement") != 0 &&
+         strcmp(setting, "locked") != 0 && strcmp(setting, "unlocked") != 0))
+        return set_err(err, errlen,
+                       "setting is announcement, not_announcement, locked or unlocked");
+    if (!is_admin(g, me)) return set_err(err, errlen, "the phone is not an admin of the group");
+    if (strstr(setting, "announcement"))
+        g->announce = strcmp(setting, "announcement") == 0;
+    else
+        g->locked = strcmp(setting, "locked") == 0;
+    wb_arena a;
+    wb_arena_init(&a, 0);
+    notify(s, &a, g, me, wa_node_new(&a, setting), NULL, 0);
+    wb_arena_free(&a);
+    return 0;
+}
+
 int sim_admin_group_participants(sim *s, const char *phone, const char *group_jid,
                                  const char *action, const char *const *members, size_t n,
                                  cJSON *results, char *err, size_t errlen)
@@ -1318,6 +1341,10 @@ int sim_group_admin_post(sim *s, const char *url, const cJSON *body, char **out,
         cJSON *results = cJSON_AddArrayToObject(o, "results");
         rc = group_jid ? sim_admin_group_participants(s, phone, group_jid, json_str(body, "action"),
                                                       members, n, results, err, errlen)
+                       : set_err(err, errlen, "group is required");
+    } else if (strcmp(what, "setting") == 0) {
+        rc = group_jid ? sim_admin_group_setting(s, phone, group_jid, json_str(body, "setting"),
+                                                 err, errlen)
                        : set_err(err, errlen, "group is required");
     } else {
         set_err(err, errlen, "no such group call");

@@ -32,7 +32,8 @@
  *
  * Admin (main.c): POST /admin/group/create {phone, subject, members[]} -> {jid};
  * POST /admin/group/send {phone, group, text} -> {id}; POST /admin/group/participants {phone,
- * group, action, members[]} -> {results:[{jid, error}]}; GET /admin/group?jid=G -> the group with
+ * group, action, members[]} -> {results:[{jid, error}]}; POST /admin/group/setting {phone, group,
+ * setting: locked|unlocked|announcement|not_announcement}; GET /admin/group?jid=G -> the group with
  * its members and the last skmsg sent to it (sender, id, hex). Members are phone numbers or JIDs.
  */
 #ifndef WA_SIM_GROUP_H
@@ -66,6 +67,9 @@ int sim_admin_group_send(sim *s, const char *phone, const char *group, const cha
                          char *id_out, size_t id_len, char *err, size_t errlen);
 /* The phone of `phone` (an admin) adds, removes, promotes or demotes members; results (may be
  * NULL) gets [{jid, error}]. */
+/* The phone of `phone` (an admin) locks or unlocks the group's info, or makes it announce-only. */
+int sim_admin_group_setting(sim *s, const char *phone, const char *group, const char *setting,
+                            char *err, size_t errlen);
 int sim_admin_group_participants(sim *s, const char *phone, const char *group, const char *action,
                                  const char *const *members, size_t n, cJSON *results, char *err,
                                  size_t errlen);
