@@ -24,6 +24,8 @@ struct net_conn {
     bool closing;         /* close after out is written */
     bool gone;            /* closed: on_closed was called */
     bool detached;        /* the owner wants no more callbacks */
+    bool queued;          /* on the todo list */
+    net_conn *next_todo;
     bool tls;
     int port;
     char host[256];
@@ -39,6 +41,8 @@ struct wa_net {
     net_conn *conns;
     net_conn *dead; /* finished connections, freed on the service thread's next turn (a
                        synchronous lws callback may still hold one) */
+    net_conn *todo; /* connections with something for the service thread to start: a connect,
+                       bytes to write, a close (so a wake-up looks at those, not at all) */
     uint64_t next_id;
     bool stop;
 };
@@ -50,8 +54,25 @@ static net_conn *find(wa_net *n, uint64_t id)
     return NULL;
 }
 
+/* Puts c on the todo list (call with lock held, then wake the service thread). */
+static void mark(wa_net *n, net_conn *c)
+{
+    if (c->queued) return;
+    c->queued = true;
+    c->next_todo = n->todo;
+    n->todo = c;
+}
+
 static void unlink_conn(wa_net *n, net_conn *c)
 {
+    if (c->queued) {
+        for (net_conn **p = &n->todo; *p; p = &(*p)->next_todo)
+            if (*p == c) {
+                *p = c->next_todo;
+                break;
+            }
+        c->queued = false;
+    }
     for (net_conn **p = &n->conns; *p; p = &(*p)->next) {
         if (*p == c) {
             *p = c->next;
@@ -112,7 +133,10 @@ static void start_connects(wa_net *n)
     size_t ntodo = 0, ncancelled = 0;
     free_dead(n);
     pthread_mutex_lock(&n->lock);
-    for (net_conn *c = n->conns; c && ntodo < 64 && ncancelled < 64; c = c->next) {
+    while (n->todo && ntodo < 64 && ncancelled < 64) {
+        net_conn *c = n->todo;
+        n->todo = c->next_todo;
+        c->queued = false;
         if (c->connect_pending && c->closing) {
             c->connect_pending = false;
             cancelled[ncancelled++] = c;
@@ -123,6 +147,7 @@ static void start_connects(wa_net *n)
             lws_callback_on_writable(c->wsi);
         }
     }
+    bool more = n->todo != NULL;
     pthread_mutex_unlock(&n->lock);
     for (size_t i = 0; i < ncancelled; i++)
         finish(n, cancelled[i], "closed before connecting");
@@ -143,7 +168,7 @@ static void start_connects(wa_net *n)
         info.pwsi = &c->wsi;
         if (!lws_client_connect_via_info(&info) && !c->gone) finish(n, c, "cannot connect");
     }
-    if (ntodo == 64 || ncancelled == 64) lws_cancel_service(n->ctx); /* more to do */
+    if (more) lws_cancel_service(n->ctx); /* more to do */
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -319,6 +344,7 @@ uint64_t wa_net_connect(wa_net *n, const char *url, const wa_net_callbacks *cb, 
     c->id = n->next_id++;
     c->next = n->conns;
     n->conns = c;
+    mark(n, c);
     uint64_t id = c->id;
     pthread_mutex_unlock(&n->lock);
     lws_cancel_service(n->ctx);
@@ -330,6 +356,7 @@ int wa_net_send(wa_net *n, uint64_t conn, const uint8_t *p, size_t len)
     pthread_mutex_lock(&n->lock);
     net_conn *c = find(n, conn);
     int rc = c && !c->closing && wb_buf_append(&c->out, p, len) ? 0 : -1;
+    if (rc == 0) mark(n, c);
     pthread_mutex_unlock(&n->lock);
     if (rc == 0) lws_cancel_service(n->ctx);
     return rc;
@@ -339,7 +366,10 @@ void wa_net_close(wa_net *n, uint64_t conn)
 {
     pthread_mutex_lock(&n->lock);
     net_conn *c = find(n, conn);
-    if (c) c->closing = true;
+    if (c) {
+        c->closing = true;
+        mark(n, c);
+    }
     pthread_mutex_unlock(&n->lock);
     lws_cancel_service(n->ctx);
 }
@@ -351,6 +381,7 @@ void wa_net_detach_user(wa_net *n, const void *user)
         if (c->user == user) {
             c->closing = true;
             c->detached = true;
+            mark(n, c);
         }
     }
     for (net_conn *c = n->dead; c; c = c->next)
