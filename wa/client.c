@@ -147,28 +147,37 @@ typedef struct group_call {
     char desc_id[32];           /* DESCRIPTION: the new description's id */
 } group_call;
 
+/* The slots a login uses only once it sends, calls or takes a group notification (~73 KB):
+ * allocated then, so an idle login does not carry them. */
+typedef struct client_slots {
+    send_job jobs[WA_MAX_SENDS];                /* outgoing messages in preparation */
+    group_call calls[WA_MAX_GROUP_CALLS];       /* group calls waiting for their answer */
+    sent_fanout fanouts[WA_MAX_FANOUTS];        /* sent, ack awaited (a ring) */
+    char taken[WA_TAKEN_RING][WA_NOTE_KEY_MAX]; /* group notifications taken (and so acked): a
+                                                   redelivery is acked again, not queued */
+} client_slots;
+
+static bool slots(wa_client *c);
+
 struct wa_client {
     wa_client_config cfg;
-    wa_signal *sig;              /* Signal sessions of this device (over cfg.store) */
-    wa_senderkey *sk;            /* sender keys of this device (over cfg.store) */
-    send_job jobs[WA_MAX_SENDS]; /* outgoing messages in preparation */
-    uint64_t job_seq;            /* the last send_job.seq given */
-    smap devices;                /* user JID -> device numbers (usync), for this connection */
-    smap lids_seen;              /* LID users whose PN twin was stored on this connection */
-    smap recreated;              /* devices whose session a retry made anew on this connection */
-    group_entry **groups;        /* groups we know, for this connection */
-    size_t ngroups, groups_cap;  /* used / allocated */
-    group_call calls[WA_MAX_GROUP_CALLS]; /* group calls waiting for their answer */
-    uint32_t next_req;                    /* the last request id handed out */
-    wa_group_result *gresults;            /* answers not yet taken (oldest first) */
+    wa_signal *sig;             /* Signal sessions of this device (over cfg.store) */
+    wa_senderkey *sk;           /* sender keys of this device (over cfg.store) */
+    client_slots *sl;           /* sends, group calls, fan-outs (NULL until the first) */
+    uint64_t job_seq;           /* the last send_job.seq given */
+    smap devices;               /* user JID -> device numbers (usync), for this connection */
+    smap lids_seen;             /* LID users whose PN twin was stored on this connection */
+    smap recreated;             /* devices whose session a retry made anew on this connection */
+    group_entry **groups;       /* groups we know, for this connection */
+    size_t ngroups, groups_cap; /* used / allocated */
+    uint32_t next_req;          /* the last request id handed out */
+    wa_group_result *gresults;  /* answers not yet taken (oldest first) */
     size_t ngresults, gresults_cap;
     queued_update *gupdates; /* notifications not yet taken (oldest first), not yet acked */
     size_t ngupdates, gupdates_cap;
-    char taken[WA_TAKEN_RING][WA_NOTE_KEY_MAX]; /* notifications taken (and so acked): a
-                                                  redelivery is acked again, not queued */
-    int next_taken;                             /* next slot of taken to reuse */
-    bool dropping_results, dropping_updates;    /* a full queue was reported (once until a take) */
-    wa_identity_change *idchanges;              /* identity changes not yet taken (oldest first) */
+    int next_taken;                          /* next slot of sl->taken to reuse */
+    bool dropping_results, dropping_updates; /* a full queue was reported (once until a take) */
+    wa_identity_change *idchanges;           /* identity changes not yet taken (oldest first) */
     size_t nidchanges, idchanges_cap;
     struct {
         char id[128]; /* message id we asked again for */
@@ -179,10 +188,9 @@ struct wa_client {
         bool used;
         wb_buf receipt; /* the retry receipt, binary-encoded, while its device's keys are asked */
     } retry_waits[WA_MAX_RETRY_WAITS];
-    sent_fanout fanouts[WA_MAX_FANOUTS]; /* sent, ack awaited (a ring) */
-    int next_fanout;                     /* next slot to reuse */
-    wa_received *inbox;                  /* received messages not yet taken */
-    size_t ninbox, inbox_cap;            /* entries [inbox_head, ninbox) are waiting to be taken */
+    int next_fanout;          /* next slot of sl->fanouts to reuse */
+    wa_received *inbox;       /* received messages not yet taken */
+    size_t ninbox, inbox_cap; /* entries [inbox_head, ninbox) are waiting to be taken */
     size_t inbox_head;
     uint8_t root[WA_KEY_LEN]; /* trust root of the server's certificate chain */
     wa_device dev;            /* this device, as stored */
@@ -558,8 +566,10 @@ bool wa_client_next_group_update(wa_client *c, wa_group_update *out)
     queued_update *q = &c->gupdates[0];
     /* taken: now the server may forget it (offline, the redelivery at the next login is acked
      * then, from the taken ring) */
-    note_key(q->note, c->taken[c->next_taken]);
-    c->next_taken = (c->next_taken + 1) % WA_TAKEN_RING;
+    if (slots(c)) { /* (out of memory: a redelivery would be queued again) */
+        note_key(q->note, c->sl->taken[c->next_taken]);
+        c->next_taken = (c->next_taken + 1) % WA_TAKEN_RING;
+    }
     wb_arena a;
     wb_arena_init(&a, 0);
     wa_node *ack = wa_group_notification_ack(&a, q->note);
@@ -756,14 +766,15 @@ void wa_client_free(wa_client *c)
     free(c->events);
     wa_signal_free(c->sig);
     wa_senderkey_free(c->sk);
-    for (int i = 0; i < WA_MAX_SENDS; i++) {
-        wb_buf_free(&c->jobs[i].plaintext);
-        free(c->jobs[i].devices);
+    for (int i = 0; c->sl && i < WA_MAX_SENDS; i++) {
+        wb_buf_free(&c->sl->jobs[i].plaintext);
+        free(c->sl->jobs[i].devices);
     }
-    for (int i = 0; i < WA_MAX_GROUP_CALLS; i++)
-        free(c->calls[i].desc);
-    for (int i = 0; i < WA_MAX_FANOUTS; i++)
-        wb_buf_free(&c->fanouts[i].plaintext);
+    for (int i = 0; c->sl && i < WA_MAX_GROUP_CALLS; i++)
+        free(c->sl->calls[i].desc);
+    for (int i = 0; c->sl && i < WA_MAX_FANOUTS; i++)
+        wb_buf_free(&c->sl->fanouts[i].plaintext);
+    free(c->sl);
     smap_clear(&c->devices);
     smap_clear(&c->lids_seen);
     smap_clear(&c->recreated);
@@ -920,10 +931,10 @@ static void job_fail(wa_client *c, send_job *j, const char *why);
  * groups, who has our sender keys) is forgotten. */
 static void abandon_connection_work(wa_client *c)
 {
-    for (int i = 0; i < WA_MAX_SENDS; i++)
-        if (c->jobs[i].used) job_done(&c->jobs[i]);
-    for (int i = 0; i < WA_MAX_GROUP_CALLS; i++) {
-        group_call *g = &c->calls[i];
+    for (int i = 0; c->sl && i < WA_MAX_SENDS; i++)
+        if (c->sl->jobs[i].used) job_done(&c->sl->jobs[i]);
+    for (int i = 0; c->sl && i < WA_MAX_GROUP_CALLS; i++) {
+        group_call *g = &c->sl->calls[i];
         if (!g->used) continue;
         wa_group_result r;
         memset(&r, 0, sizeof(r));
@@ -1009,10 +1020,10 @@ static void logged_out(wa_client *c, int64_t now, int code, const char *why)
     wa_store *st = c->cfg.store;
     wa_signal_forget_kept(c->sig); /* (not stored again after the wipe) */
     st->wipe(st->ctx);
-    for (int i = 0; i < WA_MAX_FANOUTS; i++) { /* nothing to retry any more */
-        wa_wipe(c->fanouts[i].plaintext.data, c->fanouts[i].plaintext.len);
-        c->fanouts[i].plaintext.len = 0;
-        c->fanouts[i].id[0] = '\0';
+    for (int i = 0; c->sl && i < WA_MAX_FANOUTS; i++) { /* nothing to retry any more */
+        wa_wipe(c->sl->fanouts[i].plaintext.data, c->sl->fanouts[i].plaintext.len);
+        c->sl->fanouts[i].plaintext.len = 0;
+        c->sl->fanouts[i].id[0] = '\0';
     }
     /* a new identity for a future pairing, and sessions over it */
     create_device(c);
@@ -1612,7 +1623,8 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
     case IQ_USYNC:
     case IQ_KEYS:
     case IQ_SEND_INFO: {
-        send_job *j = p.arg < WA_MAX_SENDS && c->jobs[p.arg].used ? &c->jobs[p.arg] : NULL;
+        send_job *j =
+            c->sl && p.arg < WA_MAX_SENDS && c->sl->jobs[p.arg].used ? &c->sl->jobs[p.arg] : NULL;
         if (!j) break;
         wb_arena a;
         wb_arena_init(&a, 0);
@@ -2239,11 +2251,19 @@ static void on_chat_state(wa_client *c, const wa_node *n)
 
 /* --- messages out --- */
 
+/* The slots, allocated at first use; false when out of memory. */
+static bool slots(wa_client *c)
+{
+    if (!c->sl) c->sl = calloc(1, sizeof(*c->sl));
+    return c->sl != NULL;
+}
+
 static send_job *job_new(wa_client *c)
 {
-    for (int i = 0; i < WA_MAX_SENDS; i++)
-        if (!c->jobs[i].used) {
-            send_job *j = &c->jobs[i];
+    if (!slots(c)) return NULL;
+    for (int i = 0; c->sl && i < WA_MAX_SENDS; i++)
+        if (!c->sl->jobs[i].used) {
+            send_job *j = &c->sl->jobs[i];
             wb_buf_free(&j->plaintext);
             free(j->devices);
             memset(j, 0, sizeof(*j));
@@ -2287,8 +2307,8 @@ static void job_start(wa_client *c, send_job *j, wb_arena *a);
 /* True when an earlier message to j's chat is still on its way (being prepared, or waiting). */
 static bool job_behind(const wa_client *c, const send_job *j)
 {
-    for (int i = 0; i < WA_MAX_SENDS; i++) {
-        const send_job *o = &c->jobs[i];
+    for (int i = 0; c->sl && i < WA_MAX_SENDS; i++) {
+        const send_job *o = &c->sl->jobs[i];
         if (o != j && o->used && strcmp(o->to, j->to) == 0 && (!o->waiting || o->seq < j->seq))
             return true;
     }
@@ -2301,8 +2321,8 @@ static void jobs_kick(wa_client *c)
     if (c->state != WA_CLIENT_CONNECTED) return;
     for (;;) {
         send_job *next = NULL;
-        for (int i = 0; i < WA_MAX_SENDS; i++) {
-            send_job *j = &c->jobs[i];
+        for (int i = 0; c->sl && i < WA_MAX_SENDS; i++) {
+            send_job *j = &c->sl->jobs[i];
             if (j->used && j->waiting && !job_behind(c, j) && (!next || j->seq < next->seq))
                 next = j;
         }
@@ -2541,7 +2561,7 @@ static void job_start(wa_client *c, send_job *j, wb_arena *a)
         group_entry *g = group_find(c, j->to);
         if (!g || g->stale) {
             char id[32];
-            register_iq(c, IQ_SEND_INFO, (uint32_t)(j - c->jobs), id);
+            register_iq(c, IQ_SEND_INFO, (uint32_t)(j - c->sl->jobs), id);
             wa_node *iq = wa_group_iq_info(a, id, j->to);
             if (!iq || wa_client_send_node(c, iq) != WA_OK) {
                 take_pending(c, id);
@@ -2601,7 +2621,7 @@ static const char **job_users(wa_client *c, send_job *j, char *me, size_t *n)
 static wa_node *usync_devices_iq(wa_client *c, wb_arena *a, const send_job *j,
                                  const char *const *users, size_t n)
 {
-    wa_node *iq = new_iq(c, a, WA_SERVER_PN, "get", "usync", IQ_USYNC, (uint32_t)(j - c->jobs));
+    wa_node *iq = new_iq(c, a, WA_SERVER_PN, "get", "usync", IQ_USYNC, (uint32_t)(j - c->sl->jobs));
     wa_node *usync = wa_node_new(a, "usync");
     char sid[48];
     snprintf(sid, sizeof(sid), "%s-%u", c->iq_prefix, ++c->iq_counter);
@@ -2705,7 +2725,8 @@ static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a);
 /* Devices without a session need a prekey bundle first. */
 static void job_fetch_keys(wa_client *c, send_job *j, wb_arena *a)
 {
-    wa_node *iq = new_iq(c, a, WA_SERVER_PN_AT, "get", "encrypt", IQ_KEYS, (uint32_t)(j - c->jobs));
+    wa_node *iq =
+        new_iq(c, a, WA_SERVER_PN_AT, "get", "encrypt", IQ_KEYS, (uint32_t)(j - c->sl->jobs));
     wa_node *key = wa_node_new(a, "key");
     int missing = 0;
     for (size_t i = 0; i < j->ndevices; i++) {
@@ -2908,7 +2929,8 @@ static void sent_keep(wa_client *c, sent_fanout *f)
  * plaintext stored first), and its plaintext with it. */
 static void ack_expect(wa_client *c, const send_job *j, const wa_jid *me)
 {
-    sent_fanout *f = &c->fanouts[c->next_fanout];
+    if (!c->sl) return; /* (j is one of its jobs) */
+    sent_fanout *f = &c->sl->fanouts[c->next_fanout];
     c->next_fanout = (c->next_fanout + 1) % WA_MAX_FANOUTS;
     if (f->id[0]) sent_keep(c, f);
     snprintf(f->id, sizeof(f->id), "%s", j->id);
@@ -2930,8 +2952,8 @@ static void ack_expect(wa_client *c, const send_job *j, const wa_jid *me)
 /* The plaintext of a message sent and not acked yet, for a retry (false when not here). */
 static bool sent_pending(const wa_client *c, const char *chat, const char *id, wb_buf *out)
 {
-    for (int i = 0; i < WA_MAX_FANOUTS; i++) {
-        const sent_fanout *f = &c->fanouts[i];
+    for (int i = 0; c->sl && i < WA_MAX_FANOUTS; i++) {
+        const sent_fanout *f = &c->sl->fanouts[i];
         if (f->id[0] && f->plaintext.len && strcmp(f->id, id) == 0 && strcmp(f->chat, chat) == 0) {
             wb_buf_append(out, f->plaintext.data, f->plaintext.len);
             return !out->failed;
@@ -2944,8 +2966,8 @@ static bool sent_pending(const wa_client *c, const char *chat, const char *id, w
  * have reached the server, and retries for them come later). */
 static void sent_keep_all(wa_client *c)
 {
-    for (int i = 0; i < WA_MAX_FANOUTS; i++)
-        if (c->fanouts[i].id[0]) sent_keep(c, &c->fanouts[i]);
+    for (int i = 0; c->sl && i < WA_MAX_FANOUTS; i++)
+        if (c->sl->fanouts[i].id[0]) sent_keep(c, &c->sl->fanouts[i]);
 }
 
 /* The server's ack of our message `id` names the participant hash of the devices it fanned out
@@ -2954,8 +2976,8 @@ static void sent_keep_all(wa_client *c)
  * does not send again: the new device gets the next message). */
 static void on_ack_phash(wa_client *c, const char *id, const char *phash, bool refused)
 {
-    for (int i = 0; i < WA_MAX_FANOUTS; i++) {
-        sent_fanout *f = &c->fanouts[i];
+    for (int i = 0; c->sl && i < WA_MAX_FANOUTS; i++) {
+        sent_fanout *f = &c->sl->fanouts[i];
         if (!f->id[0] || strcmp(f->id, id) != 0) continue;
         if (refused) { /* nobody got it: nothing to retry */
             wa_wipe(f->plaintext.data, f->plaintext.len);
@@ -3088,9 +3110,9 @@ static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a)
 static group_call *call_new(wa_client *c, wa_group_op op, const char *group, bool own,
                             uint32_t *slot)
 {
-    if (!pending_room(c)) return NULL;
+    if (!pending_room(c) || !slots(c)) return NULL;
     for (uint32_t i = 0; i < WA_MAX_GROUP_CALLS; i++) {
-        group_call *g = &c->calls[i];
+        group_call *g = &c->sl->calls[i];
         if (g->used) continue;
         memset(g, 0, sizeof(*g));
         g->used = true;
@@ -3449,7 +3471,8 @@ static int apply_group_answer(wa_client *c, group_call *g, const wa_node *iq, wa
  * that needed the current id, on to the description IQ itself). */
 static void on_group_answer(wa_client *c, const wa_node *n, uint32_t slot)
 {
-    group_call *g = slot < WA_MAX_GROUP_CALLS && c->calls[slot].used ? &c->calls[slot] : NULL;
+    group_call *g =
+        c->sl && slot < WA_MAX_GROUP_CALLS && c->sl->calls[slot].used ? &c->sl->calls[slot] : NULL;
     if (!g) return;
     wa_group_result r;
     memset(&r, 0, sizeof(r));
@@ -3549,8 +3572,8 @@ static void on_group_notification(wa_client *c, const wa_node *n, wb_arena *a)
 {
     char key[WA_NOTE_KEY_MAX], other[WA_NOTE_KEY_MAX];
     note_key(n, key);
-    for (int i = 0; i < WA_TAKEN_RING; i++)
-        if (strcmp(c->taken[i], key) == 0) {
+    for (int i = 0; c->sl && i < WA_TAKEN_RING; i++)
+        if (strcmp(c->sl->taken[i], key) == 0) {
             wa_node *ack = wa_group_notification_ack(a, n);
             if (ack) wa_client_send_node(c, ack);
             return;
