@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
-import { openManagementRoom, loginQr, joinNextInvite } from './scenario.mjs';
+import { openManagementRoom, loginQr, groupPortal, membershipOf } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
@@ -30,12 +30,9 @@ try {
   const mgmt = await openManagementRoom(alice, DOMAIN);
   await loginQr(alice, mgmt, wa, ALICE);
   const carolGhost = `@whatsapp_${CAROL}:${DOMAIN}`;
-  const cr = await wa.admin('POST', '/admin/group/create', { phone: BOB, subject: 'Crash club', members: [ALICE, CAROL] });
-  check(cr.status === 200, `Bob's phone created a group (${cr.json.jid})`);
-  const group = cr.json.jid;
-  const portal = await joinNextInvite(alice, new Set([mgmt]));
-  const carolIn = async () => (await alice.req('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(portal)}/state/m.room.member/${encodeURIComponent(carolGhost)}`)
-    .catch(() => null))?.membership;
+  const { group, portal } = await groupPortal(alice, wa, check,
+    { owner: BOB, subject: 'Crash club', members: [ALICE, CAROL], known: new Set([mgmt]) });
+  const carolIn = () => membershipOf(alice, portal, carolGhost);
   check(await waitFor('Carol\'s ghost in the portal', async () => await carolIn() === 'join', 30000).catch(() => false),
     'Carol\'s ghost is in the group portal');
   await waitFor('the creation shown', async () => buffered() === 0, 30000).catch(() => {});

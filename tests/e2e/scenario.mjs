@@ -71,3 +71,18 @@ export async function phoneMessages(wa, phone, from = 0) {
   const r = await wa.admin('GET', `/admin/messages?phone=${phone}&from=${from}`);
   return r.json.messages ?? [];
 }
+
+// A member's membership in a room as user sees the room's state (undefined when it has none).
+export async function membershipOf(user, room, mxid) {
+  const path = `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/state/m.room.member/${encodeURIComponent(mxid)}`;
+  return (await user.req('GET', path).catch(() => null))?.membership;
+}
+
+// The phone of owner creates a group with members; user (logged in as one of them) joins its
+// portal. Returns { group, portal }; check(ok, what) reports the creation.
+export async function groupPortal(user, wa, check, { owner, subject, members, known }) {
+  const cr = await wa.admin('POST', '/admin/group/create', { phone: owner, subject, members });
+  check(cr.status === 200, `the owner's phone created a group (${cr.json.jid})`);
+  const portal = await joinNextInvite(user, known);
+  return { group: cr.json.jid, portal };
+}
