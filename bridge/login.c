@@ -342,6 +342,19 @@ static void queue_group(br_login *l, br_group_data *g, br_job_fn fn)
 static void refuse_info_change(br_login *l, const char *group, const char *room, bool subject,
                                int code);
 
+/* An answer that carries no group: its code, the group it is about and the room to tell
+ * (NULL when out of memory). */
+static br_group_data *bare_answer(br_login *l, int code, const char *group, const char *room)
+{
+    br_group_data *g = calloc(1, sizeof(*g));
+    if (!g) return NULL;
+    g->login_id = l->id;
+    g->result_code = code;
+    snprintf(g->group, sizeof(g->group), "%s", group);
+    snprintf(g->reply_room, sizeof(g->reply_room), "%s", room);
+    return g;
+}
+
 static void take_group_results(br_login *l)
 {
     wa_group_result r;
@@ -373,13 +386,10 @@ static void take_group_results(br_login *l)
             /* what the group is now settles the calls whose answers were lost; a query that was
              * lost in turn waits for the next connection */
             br_group_data *g = r.info ? br_group_data_from_info(l->id, r.info)
-                                      : (r.code != WA_ERR_TIMEOUT ? calloc(1, sizeof(*g)) : NULL);
+                               : r.code != WA_ERR_TIMEOUT
+                                   ? bare_answer(l, r.code ? r.code : -1, asked, "")
+                                   : NULL; /* (asked: the group asked) */
             if (g) {
-                g->login_id = l->id;
-                if (!r.info) {
-                    g->result_code = r.code ? r.code : -1;
-                    snprintf(g->group, sizeof(g->group), "%s", asked); /* the group asked */
-                }
                 g->settle_before_ms = settle_before;
                 queue_group(l, g, br_group_job_settle);
             }
@@ -398,15 +408,9 @@ static void take_group_results(br_login *l)
                 snprintf(g->reply_room, sizeof(g->reply_room), "%s", reply);
                 queue_group(l, g, br_group_job_info);
             }
-        } else if (reply[0]) { /* a refused create: tell the user */
-            br_group_data *g = calloc(1, sizeof(*g));
-            if (g) {
-                g->login_id = l->id;
-                g->result_code = r.code ? r.code : -1;
-                snprintf(g->group, sizeof(g->group), "%s", reply); /* any key will do */
-                snprintf(g->reply_room, sizeof(g->reply_room), "%s", reply);
-                queue_group(l, g, br_group_job_info);
-            }
+        } else if (reply[0]) { /* a refused create: tell the user (the group key: any will do) */
+            br_group_data *g = bare_answer(l, r.code ? r.code : -1, reply, reply);
+            if (g) queue_group(l, g, br_group_job_info);
         }
         if (r.code)
             WB_INFO(MOD, "login %lld: group %s %s answered %d %s", (long long)l->id,
@@ -515,13 +519,9 @@ bool br_login_call_in_flight(br_login *l, int64_t call_id)
 static void refuse_info_change(br_login *l, const char *group, const char *room, bool subject,
                                int code)
 {
-    br_group_data *g = calloc(1, sizeof(*g));
+    br_group_data *g = bare_answer(l, code, group, room);
     if (!g) return;
-    g->login_id = l->id;
-    g->result_code = code;
     g->participants_change = subject ? WA_GROUP_OP_SUBJECT : WA_GROUP_OP_DESCRIPTION;
-    snprintf(g->group, sizeof(g->group), "%s", group);
-    snprintf(g->reply_room, sizeof(g->reply_room), "%s", room);
     queue_group(l, g, br_group_job_info_refused);
 }
 
@@ -652,16 +652,15 @@ static void settle_lost_calls(br_login *l)
         for (size_t k = 0; k < i && !asked; k++)
             asked = strcmp(rows[k].group, rows[i].group) == 0;
         if (asked) continue;
-        group_req r;
-        memset(&r, 0, sizeof(r));
-        r.kind = 6;
-        r.settle_before_ms = now;
-        r.l = l;
-        snprintf(r.group, sizeof(r.group), "%s", rows[i].group);
-        uint32_t req = 0;
-        if (wa_client_group_info(l->client, r.group, &req) == WA_OK) remember_call(l, req, &r);
+        group_req *r = calloc(1, sizeof(*r));
+        if (!r) return; /* the rest at the next connection */
+        r->kind = 6;
+        r->settle_before_ms = now;
+        r->l = l;
+        snprintf(r->group, sizeof(r->group), "%s", rows[i].group);
         WB_INFO(MOD, "login %lld: asking group %s about calls whose answers were lost",
-                (long long)l->id, r.group);
+                (long long)l->id, r->group);
+        group_on_engine(l->client, r); /* (we are on the engine thread) */
     }
 }
 
