@@ -34,8 +34,10 @@
 #define BR_SEND_WAIT_MS 60000 /* how long a portal waits for WhatsApp to accept a message */
 #define BR_GROUP_CALLS  16    /* group calls from Matrix waiting per login (create, members) */
 /* Sends of one login waiting for their ack: the pipeline that keeps a login's throughput up
- * (a send's round trip is several ms). Below the engine's WA_MAX_SENDS (64) slots. */
-#define BR_MAX_INFLIGHT 48
+ * (a send's round trip is several ms, more on a loaded machine). The engine queues them all
+ * (WA_MAX_SENDS, far above): a send it refused for room would be a message not sent. */
+#define BR_MAX_INFLIGHT 96
+_Static_assert(BR_MAX_INFLIGHT < WA_MAX_SENDS, "the engine must queue a login's whole window");
 
 typedef struct br_bridge br_bridge;
 typedef struct br_pworker br_pworker;

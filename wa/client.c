@@ -79,6 +79,7 @@ typedef struct queued_update {
 /* An outgoing message waiting for the group info, device lists and sessions. */
 typedef struct send_job {
     bool used;
+    uint32_t slot;           /* its index in client_slots.jobs (the IQs it asks name it) */
     bool waiting;            /* queued behind an earlier message to the same chat: messages to a
                                 chat leave in the order they were given, whatever round trips
                                 each one needs */
@@ -147,10 +148,13 @@ typedef struct group_call {
     char desc_id[32];           /* DESCRIPTION: the new description's id */
 } group_call;
 
-/* The slots a login uses only once it sends, calls or takes a group notification (~73 KB):
+/* The slots a login uses only once it sends, calls or takes a group notification (~51 KB):
  * allocated then, so an idle login does not carry them. */
 typedef struct client_slots {
-    send_job jobs[WA_MAX_SENDS];                /* outgoing messages in preparation */
+    send_job **jobs;   /* outgoing messages in preparation: njobs entries, each malloc'd
+                          (so a job stays put while the array grows), reused when done */
+    uint32_t njobs;    /* entries in jobs (at most WA_MAX_SENDS) */
+    uint32_t nwaiting; /* jobs queued behind an earlier message to their chat */
     group_call calls[WA_MAX_GROUP_CALLS];       /* group calls waiting for their answer */
     sent_fanout fanouts[WA_MAX_FANOUTS];        /* sent, ack awaited (a ring) */
     char taken[WA_TAKEN_RING][WA_NOTE_KEY_MAX]; /* group notifications taken (and so acked): a
@@ -766,10 +770,12 @@ void wa_client_free(wa_client *c)
     free(c->events);
     wa_signal_free(c->sig);
     wa_senderkey_free(c->sk);
-    for (int i = 0; c->sl && i < WA_MAX_SENDS; i++) {
-        wb_buf_free(&c->sl->jobs[i].plaintext);
-        free(c->sl->jobs[i].devices);
+    for (uint32_t i = 0; c->sl && i < c->sl->njobs; i++) {
+        wb_buf_free(&c->sl->jobs[i]->plaintext);
+        free(c->sl->jobs[i]->devices);
+        free(c->sl->jobs[i]);
     }
+    if (c->sl) free(c->sl->jobs);
     for (int i = 0; c->sl && i < WA_MAX_GROUP_CALLS; i++)
         free(c->sl->calls[i].desc);
     for (int i = 0; c->sl && i < WA_MAX_FANOUTS; i++)
@@ -922,7 +928,7 @@ static void send_simple_iq(wa_client *c, const char *to, const char *type, const
 
 /* --- connection lifecycle --- */
 
-static void job_done(send_job *j);
+static void job_done(wa_client *c, send_job *j);
 static void job_fail(wa_client *c, send_job *j, const char *why);
 
 /* The connection is gone: messages still being prepared are dropped without an event, like
@@ -931,8 +937,8 @@ static void job_fail(wa_client *c, send_job *j, const char *why);
  * groups, who has our sender keys) is forgotten. */
 static void abandon_connection_work(wa_client *c)
 {
-    for (int i = 0; c->sl && i < WA_MAX_SENDS; i++)
-        if (c->sl->jobs[i].used) job_done(&c->sl->jobs[i]);
+    for (uint32_t i = 0; c->sl && i < c->sl->njobs; i++)
+        if (c->sl->jobs[i]->used) job_done(c, c->sl->jobs[i]);
     for (int i = 0; c->sl && i < WA_MAX_GROUP_CALLS; i++) {
         group_call *g = &c->sl->calls[i];
         if (!g->used) continue;
@@ -1624,7 +1630,7 @@ static void on_iq_result(wa_client *c, const wa_node *n, int64_t now)
     case IQ_KEYS:
     case IQ_SEND_INFO: {
         send_job *j =
-            c->sl && p.arg < WA_MAX_SENDS && c->sl->jobs[p.arg].used ? &c->sl->jobs[p.arg] : NULL;
+            c->sl && p.arg < c->sl->njobs && c->sl->jobs[p.arg]->used ? c->sl->jobs[p.arg] : NULL;
         if (!j) break;
         wb_arena a;
         wb_arena_init(&a, 0);
@@ -2258,24 +2264,40 @@ static bool slots(wa_client *c)
     return c->sl != NULL;
 }
 
+/* A free job: one done before, else a new one (NULL when WA_MAX_SENDS are in use, or out of
+ * memory). */
 static send_job *job_new(wa_client *c)
 {
     if (!slots(c)) return NULL;
-    for (int i = 0; c->sl && i < WA_MAX_SENDS; i++)
-        if (!c->sl->jobs[i].used) {
-            send_job *j = &c->sl->jobs[i];
-            wb_buf_free(&j->plaintext);
-            free(j->devices);
-            memset(j, 0, sizeof(*j));
-            j->used = true;
-            return j;
-        }
-    return NULL;
+    client_slots *sl = c->sl;
+    send_job *j = NULL;
+    uint32_t slot = 0;
+    while (slot < sl->njobs && sl->jobs[slot]->used)
+        slot++;
+    if (slot < sl->njobs) {
+        j = sl->jobs[slot];
+        wb_buf_free(&j->plaintext);
+        free(j->devices);
+    } else {
+        if (sl->njobs >= WA_MAX_SENDS) return NULL;
+        send_job **grown = realloc(sl->jobs, (sl->njobs + 1) * sizeof(*grown));
+        if (!grown) return NULL;
+        sl->jobs = grown;
+        j = malloc(sizeof(*j));
+        if (!j) return NULL;
+        sl->jobs[sl->njobs++] = j;
+    }
+    memset(j, 0, sizeof(*j));
+    j->used = true;
+    j->slot = slot;
+    return j;
 }
 
 /* The job is over (sent, or failed): its slot is free again. */
-static void job_done(send_job *j)
+static void job_done(wa_client *c, send_job *j)
 {
+    if (j->waiting) c->sl->nwaiting--;
+    j->waiting = false;
     if (j->plaintext.data) wa_wipe(j->plaintext.data, j->plaintext.len);
     wb_buf_free(&j->plaintext);
     free(j->devices);
@@ -2288,7 +2310,7 @@ static void job_fail(wa_client *c, send_job *j, const char *why)
 {
     emit(c, WA_EV_SEND_FAILED, 0, 0, "%s", j->id);
     emit(c, WA_EV_ERROR, 0, 0, "message %s not sent: %s", j->id, why);
-    job_done(j);
+    job_done(c, j);
 }
 
 /* A new message id as WhatsApp Web makes them: 3EB0 and 16 upper-case hex digits. */
@@ -2307,32 +2329,42 @@ static void job_start(wa_client *c, send_job *j, wb_arena *a);
 /* True when an earlier message to j's chat is still on its way (being prepared, or waiting). */
 static bool job_behind(const wa_client *c, const send_job *j)
 {
-    for (int i = 0; c->sl && i < WA_MAX_SENDS; i++) {
-        const send_job *o = &c->sl->jobs[i];
+    for (uint32_t i = 0; c->sl && i < c->sl->njobs; i++) {
+        const send_job *o = c->sl->jobs[i];
         if (o != j && o->used && strcmp(o->to, j->to) == 0 && (!o->waiting || o->seq < j->seq))
             return true;
     }
     return false;
 }
 
-/* Starts the waiting messages whose turn has come, oldest first. */
+static int job_seq_cmp(const void *x, const void *y)
+{
+    uint64_t a = (*(send_job *const *)x)->seq, b = (*(send_job *const *)y)->seq;
+    return a < b ? -1 : a > b;
+}
+
+/* Starts the waiting messages whose turn has come, oldest first. One pass in the order they were
+ * given is enough: a message is held only by an earlier one to its chat, which the pass met
+ * before it (and started, unless that one is held too). */
 static void jobs_kick(wa_client *c)
 {
-    if (c->state != WA_CLIENT_CONNECTED) return;
-    for (;;) {
-        send_job *next = NULL;
-        for (int i = 0; c->sl && i < WA_MAX_SENDS; i++) {
-            send_job *j = &c->sl->jobs[i];
-            if (j->used && j->waiting && !job_behind(c, j) && (!next || j->seq < next->seq))
-                next = j;
-        }
-        if (!next) return;
-        next->waiting = false;
+    if (c->state != WA_CLIENT_CONNECTED || !c->sl || !c->sl->nwaiting) return;
+    send_job **w = malloc(c->sl->nwaiting * sizeof(*w));
+    if (!w) return; /* (tried again after the next node) */
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->sl->njobs && n < c->sl->nwaiting; i++)
+        if (c->sl->jobs[i]->used && c->sl->jobs[i]->waiting) w[n++] = c->sl->jobs[i];
+    qsort(w, n, sizeof(*w), job_seq_cmp);
+    for (uint32_t i = 0; i < n; i++) {
+        if (!w[i]->used || !w[i]->waiting || job_behind(c, w[i])) continue;
+        w[i]->waiting = false;
+        c->sl->nwaiting--;
         wb_arena a;
         wb_arena_init(&a, 0);
-        job_start(c, next, &a);
+        job_start(c, w[i], &a);
         wb_arena_free(&a);
     }
+    free(w);
 }
 
 int wa_client_send_text(wa_client *c, const char *to_jid, const char *text, char *id_out,
@@ -2413,6 +2445,7 @@ static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, 
     j->seq = ++c->job_seq;
     if (job_behind(c, j)) { /* an earlier message to this chat goes first */
         j->waiting = true;
+        c->sl->nwaiting++;
         return WA_OK;
     }
     wb_arena a;
@@ -2561,7 +2594,7 @@ static void job_start(wa_client *c, send_job *j, wb_arena *a)
         group_entry *g = group_find(c, j->to);
         if (!g || g->stale) {
             char id[32];
-            register_iq(c, IQ_SEND_INFO, (uint32_t)(j - c->sl->jobs), id);
+            register_iq(c, IQ_SEND_INFO, j->slot, id);
             wa_node *iq = wa_group_iq_info(a, id, j->to);
             if (!iq || wa_client_send_node(c, iq) != WA_OK) {
                 take_pending(c, id);
@@ -2621,7 +2654,7 @@ static const char **job_users(wa_client *c, send_job *j, char *me, size_t *n)
 static wa_node *usync_devices_iq(wa_client *c, wb_arena *a, const send_job *j,
                                  const char *const *users, size_t n)
 {
-    wa_node *iq = new_iq(c, a, WA_SERVER_PN, "get", "usync", IQ_USYNC, (uint32_t)(j - c->sl->jobs));
+    wa_node *iq = new_iq(c, a, WA_SERVER_PN, "get", "usync", IQ_USYNC, j->slot);
     wa_node *usync = wa_node_new(a, "usync");
     char sid[48];
     snprintf(sid, sizeof(sid), "%s-%u", c->iq_prefix, ++c->iq_counter);
@@ -2725,8 +2758,7 @@ static void job_encrypt_and_send(wa_client *c, send_job *j, wb_arena *a);
 /* Devices without a session need a prekey bundle first. */
 static void job_fetch_keys(wa_client *c, send_job *j, wb_arena *a)
 {
-    wa_node *iq =
-        new_iq(c, a, WA_SERVER_PN_AT, "get", "encrypt", IQ_KEYS, (uint32_t)(j - c->sl->jobs));
+    wa_node *iq = new_iq(c, a, WA_SERVER_PN_AT, "get", "encrypt", IQ_KEYS, j->slot);
     wa_node *key = wa_node_new(a, "key");
     int missing = 0;
     for (size_t i = 0; i < j->ndevices; i++) {
@@ -2862,7 +2894,7 @@ static void job_send_direct(wa_client *c, send_job *j, wb_arena *a)
     wa_client_send_node(c, msg);
     wa_jid me;
     if (wa_jid_parse_cstr(j->lid ? c->dev.lid : c->dev.pn, &me) == WA_OK) ack_expect(c, j, &me);
-    job_done(j); /* WA_EV_SENT comes with the server's ack */
+    job_done(c, j); /* WA_EV_SENT comes with the server's ack */
 }
 
 static int compare_strings(const void *x, const void *y)
@@ -3082,7 +3114,7 @@ static void job_send_group(wa_client *c, send_job *j, wb_arena *a)
         wa_node_set_bytes(a, enc, skct.data, skct.len);
         wa_node_add_child(a, msg, enc);
         wa_client_send_node(c, msg);
-        job_done(j); /* WA_EV_SENT comes with the server's ack */
+        job_done(c, j); /* WA_EV_SENT comes with the server's ack */
     } else {
         char why[128];
         snprintf(why, sizeof(why), "sender key: %s", wa_strerror(rc));

@@ -193,7 +193,8 @@ int wa_received_parse(const wa_received *r, wa_msg *out);
  * group we are not in: the group info is refused, or the server's ack carries an error). A
  * connection that closes first (the message still being prepared, or sent and not acked) gives
  * neither: send it again with the same id (wa_client_send_message_id) once connected. Connected
- * only; WA_ERR_TOO_LARGE when WA_MAX_SENDS messages are being prepared already. */
+ * only; WA_ERR_TOO_LARGE when WA_MAX_SENDS messages are being prepared or queued already (a
+ * chat's messages wait behind its first while that one asks for device lists and keys). */
 int wa_client_send_message(wa_client *c, const char *to_jid, const wa_msg *m, char *id_out,
                            int64_t now);
 /* The same with the caller's message id (8..31 characters, 0-9 A-Z): a bridge derives it from its
@@ -258,9 +259,9 @@ int wa_client_send_node(wa_client *c, const wa_node *n);
 
 /* Beyond WA_MAX_GROUP_QUEUE untaken results (or updates) the oldest are dropped, with one
  * WA_EV_ERROR until the next take. */
-#define WA_MAX_SENDS       64  /* messages being prepared (device lists, keys) at once */
-#define WA_MAX_GROUP_CALLS 64  /* group calls waiting for their answer */
-#define WA_MAX_GROUP_QUEUE 256 /* results / updates kept for the bridge */
+#define WA_MAX_SENDS       1024 /* messages being prepared or queued behind one to their chat */
+#define WA_MAX_GROUP_CALLS 64   /* group calls waiting for their answer */
+#define WA_MAX_GROUP_QUEUE 256  /* results / updates kept for the bridge */
 
 typedef enum wa_group_op {
     WA_GROUP_OP_CREATE = 1,    /* info: the new group (we are its superadmin) */

@@ -366,6 +366,49 @@ static void test_order(sim_rig *r)
         CHECK_STR(seen[i].text, texts[i]);
 }
 
+/* Far more messages than a chat's first round trips take, to two new chats at once: each one
+ * waits behind the device list and keys of its chat's first, up to WA_MAX_SENDS in all, and
+ * they leave in order per chat; one more is refused until some have gone. */
+static void test_many_waiting(sim_rig *r)
+{
+    sim_rig_peer *a = r->peers[1]; /* Alice's second device (the first is stopped by now) */
+    const char *phones[2] = {"15550000041", "15550000042"};
+    CHECK(sim_account_add(&r->s, phones[0], "100000000000041", "Dan Phone") != NULL);
+    CHECK(sim_account_add(&r->s, phones[1], "100000000000042", "Eve Phone") != NULL);
+    int given[2] = {0, 0};
+    for (int i = 0; i < WA_MAX_SENDS; i++) {
+        int to = i < 320 ? i % 2 : 0; /* 160 to Eve, the rest to Dan */
+        char jid[64], text[32], id[WA_MESSAGE_ID_MAX];
+        snprintf(jid, sizeof(jid), "%s@s.whatsapp.net", phones[to]);
+        snprintf(text, sizeof(text), "m%d", given[to]);
+        wa_msg m = {.kind = WA_MSG_TEXT, .text = text};
+        int rc = wa_client_send_message(a->client, jid, &m, id, r->now);
+        CHECK_INT(rc, WA_OK);
+        if (rc == WA_OK) given[to]++;
+    }
+    wa_msg extra = {.kind = WA_MSG_TEXT, .text = "one too many"};
+    char id[WA_MESSAGE_ID_MAX];
+    CHECK_INT(wa_client_send_message(a->client, "15550000042@s.whatsapp.net", &extra, id, r->now),
+              WA_ERR_TOO_LARGE);
+    sim_rig_advance(r, 2000);
+    CHECK_INT(wa_client_send_message(a->client, "15550000042@s.whatsapp.net", &extra, id, r->now),
+              WA_OK);
+    sim_rig_advance(r, 100);
+    for (int p = 0; p < 2; p++) {
+        size_t n = 0;
+        const sim_phone_msg *seen = sim_admin_phone_messages(&r->s, phones[p], &n);
+        CHECK_INT(n, given[p] + p);
+        int in_order = 0;
+        for (int i = 0; i < given[p] && (size_t)i < n; i++) {
+            char want[32];
+            snprintf(want, sizeof(want), "m%d", i);
+            in_order += strcmp(seen[i].text, want) == 0;
+        }
+        CHECK_INT(in_order, given[p]);
+        if (p == 1 && n == (size_t)given[p] + 1) CHECK_STR(seen[n - 1].text, "one too many");
+    }
+}
+
 int main(void)
 {
     wa_crypto *crypto = wa_crypto_new(NULL, 0);
@@ -384,6 +427,7 @@ int main(void)
     for (int i = 0; i < r->npeers; i++)
         CHECK_INT(sim_rig_count(r->peers[i], WA_EV_ERROR, NULL), 0);
     test_refusals(r);
+    test_many_waiting(r); /* last: its events fill the rig's record of A2's */
     sim_rig_free(r);
     free(r);
     wa_crypto_free(crypto);
