@@ -37,6 +37,7 @@ typedef struct deferred_stmt {
                           it returned no row (NULL: not wanted) */
     int key_nparams;   /* > 0: a whole-row write of the row its first key_nparams parameters
                           name; a later one of the same row replaces it among held commits */
+    uint32_t key_hash; /* (key_nparams > 0) of st and the key parameters: compared first */
 } deferred_stmt;
 
 /* Statements queued with their parameters: db_exec_deferred's (inside a transaction) and
@@ -44,9 +45,15 @@ typedef struct deferred_stmt {
 typedef struct stmt_queue {
     deferred_stmt *items;
     size_t n, cap;
+    size_t dead;     /* items superseded in place (st NULL, no block), left out when it is sent */
+    uint32_t *index; /* held commits only: the live keyed items by key_hash (open addressing;
+                        an entry is an item's index + 1, 0 = free), so that a commit finds the
+                        row it supersedes without reading every held item */
+    size_t index_cap, index_n; /* slots (a power of 2) and entries */
 } stmt_queue;
 
 static void queue_clear(stmt_queue *q);
+static uint32_t key_hash_of(const deferred_stmt *d);
 
 struct db_conn {
     PGconn *pg;               /* the libpq connection; reset in place on reconnect */
@@ -312,6 +319,7 @@ void db_conn_close(db_conn *c)
     free(c->later.items);
     queue_clear(&c->held);
     free(c->held.items);
+    free(c->held.index);
     free(c);
 }
 
@@ -423,7 +431,23 @@ static void queue_clear(stmt_queue *q)
 {
     for (size_t i = 0; i < q->n; i++)
         free(q->items[i].block);
-    q->n = 0;
+    q->n = q->dead = 0;
+    if (q->index_n) memset(q->index, 0, q->index_cap * sizeof(*q->index));
+    q->index_n = 0;
+}
+
+/* Closes the gaps superseded items left (one pass, in order). */
+static void queue_compact(stmt_queue *q)
+{
+    if (!q->dead) return;
+    size_t kept = 0;
+    for (size_t i = 0; i < q->n; i++) {
+        if (!q->items[i].st) continue;
+        if (kept != i) q->items[kept] = q->items[i]; /* (an item is ~1 KB) */
+        kept++;
+    }
+    q->n = kept;
+    q->dead = 0;
 }
 
 static void defer_clear(db_conn *c)
@@ -643,6 +667,7 @@ static int run_pending(db_conn *c, const db_stmt *st, const wire_params *w, int 
 static int held_send(db_conn *c)
 {
     if (!c->held.n) return DB_OK;
+    queue_compact(&c->held);
     stmt_queue mine = c->deferred; /* the caller's own transaction's, if it has begun */
     const char *begin_sql = c->begin_sql;
     c->deferred = c->held;
@@ -733,7 +758,11 @@ int db_exec_deferred_row(db_conn *c, const db_stmt *st, const db_param *params, 
         return c ? set_error(c, DB_ERR_INVALID, NULL, "db_exec_deferred_row: bad key")
                  : DB_ERR_INVALID;
     int rc = db_exec_deferred(c, st, params, nparams);
-    if (rc == DB_OK && c->in_tx) c->deferred.items[c->deferred.n - 1].key_nparams = key_nparams;
+    if (rc == DB_OK && c->in_tx) {
+        deferred_stmt *d = &c->deferred.items[c->deferred.n - 1];
+        d->key_nparams = key_nparams;
+        d->key_hash = key_hash_of(d);
+    }
     return rc;
 }
 
@@ -1269,9 +1298,28 @@ static bool holdable(const db_conn *c)
     return true;
 }
 
+/* The key_hash of d (FNV-1a over st and the key parameters' bytes). */
+static uint32_t key_hash_of(const deferred_stmt *d)
+{
+    uint32_t h = 2166136261u;
+    uintptr_t st = (uintptr_t)d->st;
+    for (size_t i = 0; i < sizeof(st); i++)
+        h = (h ^ (uint8_t)(st >> (8 * i))) * 16777619u;
+    for (int i = 0; i < d->key_nparams; i++) {
+        size_t len = !d->values[i]   ? 0
+                     : d->formats[i] ? (size_t)d->lengths[i]
+                                     : strlen(d->values[i]);
+        for (size_t k = 0; k < len; k++)
+            h = (h ^ (uint8_t)d->values[i][k]) * 16777619u;
+        h = (h ^ (d->values[i] ? 0x100u : 0x200u)) * 16777619u; /* (separates the parameters) */
+    }
+    return h;
+}
+
 /* Same statement, same key parameters (byte for byte). */
 static bool same_row(const deferred_stmt *a, const deferred_stmt *b)
 {
+    if (a->key_hash != b->key_hash) return false;
     if (a->st != b->st || a->key_nparams != b->key_nparams) return false;
     for (int i = 0; i < a->key_nparams; i++) {
         if (!a->values[i] != !b->values[i] || a->formats[i] != b->formats[i]) return false;
@@ -1283,28 +1331,44 @@ static bool same_row(const deferred_stmt *a, const deferred_stmt *b)
     return true;
 }
 
+/* The slot of d's row in q->index: the one holding an item of the same row, else the free slot
+ * where it goes. */
+static size_t index_slot(const stmt_queue *q, const deferred_stmt *d)
+{
+    size_t mask = q->index_cap - 1;
+    for (size_t s = d->key_hash & mask;; s = (s + 1) & mask)
+        if (!q->index[s] || same_row(&q->items[q->index[s] - 1], d)) return s;
+}
+
+/* Makes room in q->index for more entries, at most half of it used (false when out of
+ * memory). */
+static bool index_room(stmt_queue *q, size_t more)
+{
+    if (q->index_cap && (q->index_n + more) * 2 <= q->index_cap) return true;
+    size_t cap = q->index_cap ? q->index_cap : 64;
+    while ((q->index_n + more) * 2 > cap)
+        cap *= 2;
+    uint32_t *idx = calloc(cap, sizeof(*idx));
+    if (!idx) return false;
+    free(q->index);
+    q->index = idx;
+    q->index_cap = cap;
+    q->index_n = 0;
+    for (size_t i = 0; i < q->n; i++) /* the live keyed items, each row once */
+        if (q->items[i].st && q->items[i].key_nparams > 0) {
+            q->index[index_slot(q, &q->items[i])] = (uint32_t)i + 1;
+            q->index_n++;
+        }
+    return true;
+}
+
 /* Appends from's statements to to (their storage moves too); from is left empty. A keyed write
- * (db_exec_deferred_row) replaces an earlier one of the same row in to: only the last state of
- * a row travels (a batch of messages to one contact writes its session once). */
+ * (db_exec_deferred_row) supersedes an earlier one of the same row in to, which is left as a gap
+ * (closed once, when to is sent): only the last state of a row travels (a batch of messages to
+ * one contact writes its session once). The rows are found through to's index, so a commit costs
+ * the same however much is held. */
 static int queue_move(db_conn *c, stmt_queue *to, stmt_queue *from)
 {
-    bool keyed = false;
-    for (size_t j = 0; j < from->n && !keyed; j++)
-        keyed = from->items[j].key_nparams > 0;
-    size_t kept = 0;
-    for (size_t i = 0; keyed && i < to->n; i++) {
-        bool superseded = false;
-        for (size_t j = 0; to->items[i].key_nparams > 0 && j < from->n && !superseded; j++)
-            superseded = same_row(&to->items[i], &from->items[j]);
-        if (superseded) {
-            free(to->items[i].block);
-            continue;
-        }
-        if (kept != i)
-            to->items[kept] = to->items[i]; /* (an item is ~1 KB: copied only to close a gap) */
-        kept++;
-    }
-    if (keyed) to->n = kept;
     if (to->n + from->n > to->cap) {
         size_t cap = to->cap ? to->cap : 8;
         while (cap < to->n + from->n)
@@ -1314,9 +1378,31 @@ static int queue_move(db_conn *c, stmt_queue *to, stmt_queue *from)
         to->items = d;
         to->cap = cap;
     }
+    size_t keyed = 0;
+    for (size_t j = 0; j < from->n; j++)
+        keyed += from->items[j].key_nparams > 0;
+    if (keyed && !index_room(to, keyed))
+        return set_error(c, DB_ERR_NOMEM, NULL, "COMMIT: out of memory");
     memcpy(to->items + to->n, from->items, from->n * sizeof(*from->items));
+    size_t first = to->n;
     to->n += from->n;
-    from->n = 0;
+    to->dead += from->dead;
+    from->n = from->dead = 0;
+    for (size_t k = first; k < to->n; k++) {
+        if (!to->items[k].st || to->items[k].key_nparams <= 0) continue;
+        size_t s = index_slot(to, &to->items[k]);
+        if (to->index[s]) { /* an earlier write of the row: superseded */
+            deferred_stmt *old = &to->items[to->index[s] - 1];
+            free(old->block);
+            old->block = NULL;
+            old->st = NULL;
+            old->key_nparams = 0;
+            to->dead++;
+        } else {
+            to->index_n++;
+        }
+        to->index[s] = (uint32_t)k + 1;
+    }
     return DB_OK;
 }
 

@@ -853,6 +853,28 @@ static void test_hold(db_conn *c)
     held_write(a, &st_append, 21, "e", 1); /* a row already written: an ordinary upsert */
     CHECK_INT(db_sync(a), DB_OK);
     CHECK_STR(txt_of(c, 21, buf, sizeof(buf)), "ce");
+    /* many commits held at once (the index of held rows grows): still the last write of each
+     * row, and one transaction writing a row twice sends the second */
+    for (int i = 0; i < 3000; i++) {
+        char v[16];
+        snprintf(v, sizeof(v), "v%d", i);
+        held_write(a, &st_append, 100 + i % 40, v, 1);
+        if (i % 500 == 7) held_write(a, &st_del, 100 + i % 40, NULL, 0);
+    }
+    CHECK_INT(db_begin(a, 0), DB_OK);
+    db_param p1[2] = {db_p_int(200), db_p_text("p")}, p2[2] = {db_p_int(200), db_p_text("q")};
+    CHECK_INT(db_exec_deferred_row(a, &st_append, p1, 2, 1), DB_OK);
+    CHECK_INT(db_exec_deferred_row(a, &st_append, p2, 2, 1), DB_OK);
+    CHECK_INT(db_commit(a), DB_OK);
+    CHECK_INT(db_sync(a), DB_OK);
+    int last_ok = 0;
+    for (int k = 0; k < 40; k++) {
+        char want[16];
+        snprintf(want, sizeof(want), "v%d", 2960 + k);
+        last_ok += strcmp(txt_of(c, 100 + k, buf, sizeof(buf)), want) == 0;
+    }
+    CHECK_INT(last_ok, 40);
+    CHECK_STR(txt_of(c, 200, buf, sizeof(buf)), "q");
     /* a batch of its own goes after what is held (k 30 is inserted, then deleted) */
     held_insert(a, 30);
     int64_t del = 30;
