@@ -240,8 +240,8 @@ int db_exec_deferred_count(db_conn *c, const db_stmt *st, const db_param *params
 int db_exec_deferred_first(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
                            int64_t *first);
 /* db_exec_deferred of a whole-row write (an upsert that sets every column) of the row its first
- * key_nparams parameters name: among held commits (hold_commits) a later write of the same row
- * replaces it, so a batch writes each row once. */
+ * key_nparams parameters name: among held commits (hold_commits) a later write of the same row,
+ * in the same transaction or a later one, replaces it, so a batch writes each row once. */
 int db_exec_deferred_row(db_conn *c, const db_stmt *st, const db_param *params, int nparams,
                          int key_nparams);
 
