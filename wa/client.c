@@ -2343,8 +2343,9 @@ static int job_seq_cmp(const void *x, const void *y)
     return a < b ? -1 : a > b;
 }
 
-/* Starts the waiting messages whose turn has come, oldest first. One pass in the order they were
- * given is enough: a message is held only by an earlier one to its chat, which the pass met
+/* Starts the waiting messages whose turn has come, oldest first, while a request can be made
+ * (MAX_PENDING: an answer frees one, and the next node kicks again). One pass in the order they
+ * were given is enough: a message is held only by an earlier one to its chat, which the pass met
  * before it (and started, unless that one is held too). */
 static void jobs_kick(wa_client *c)
 {
@@ -2355,7 +2356,7 @@ static void jobs_kick(wa_client *c)
     for (uint32_t i = 0; i < c->sl->njobs && n < c->sl->nwaiting; i++)
         if (c->sl->jobs[i]->used && c->sl->jobs[i]->waiting) w[n++] = c->sl->jobs[i];
     qsort(w, n, sizeof(*w), job_seq_cmp);
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < n && pending_room(c); i++) {
         if (!w[i]->used || !w[i]->waiting || job_behind(c, w[i])) continue;
         w[i]->waiting = false;
         c->sl->nwaiting--;
@@ -2431,7 +2432,7 @@ static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, 
         wb_buf_free(&plaintext);
         return rc;
     }
-    send_job *j = pending_room(c) ? job_new(c) : NULL;
+    send_job *j = job_new(c);
     if (!j) {
         wb_buf_free(&plaintext);
         return WA_ERR_TOO_LARGE;
@@ -2443,7 +2444,9 @@ static int send_message_id(wa_client *c, const char *to_jid, const wa_msg *msg, 
     j->attrs = attrs;
     j->plaintext = plaintext;
     j->seq = ++c->job_seq;
-    if (job_behind(c, j)) { /* an earlier message to this chat goes first */
+    /* an earlier message to this chat goes first; and a message starts only with room for the
+     * request it may make (it waits for an answer to free one) */
+    if (job_behind(c, j) || !pending_room(c)) {
         j->waiting = true;
         c->sl->nwaiting++;
         return WA_OK;

@@ -409,6 +409,36 @@ static void test_many_waiting(sim_rig *r)
     }
 }
 
+/* A first message to each of 200 new contacts at once: each needs a device list request, more
+ * than the engine keeps in flight; the ones beyond wait for answers to free room, none is
+ * refused or stuck. */
+static void test_many_chats(sim_rig *r)
+{
+    sim_rig_peer *a = r->peers[1];
+    enum { N = 200 };
+    int refused = 0;
+    for (int i = 0; i < N; i++) {
+        char phone[16], lid[20], jid[40], id[WA_MESSAGE_ID_MAX];
+        snprintf(phone, sizeof(phone), "1555001%04d", i);
+        snprintf(lid, sizeof(lid), "10000001%04d", i);
+        CHECK(sim_account_add(&r->s, phone, lid, "Someone") != NULL);
+        snprintf(jid, sizeof(jid), "%s@s.whatsapp.net", phone);
+        wa_msg m = {.kind = WA_MSG_TEXT, .text = phone};
+        refused += wa_client_send_message(a->client, jid, &m, id, r->now) != WA_OK;
+    }
+    CHECK_INT(refused, 0);
+    sim_rig_advance(r, 2000);
+    int arrived = 0;
+    for (int i = 0; i < N; i++) {
+        char phone[16];
+        snprintf(phone, sizeof(phone), "1555001%04d", i);
+        size_t n = 0;
+        const sim_phone_msg *seen = sim_admin_phone_messages(&r->s, phone, &n);
+        arrived += n == 1 && strcmp(seen[0].text, phone) == 0;
+    }
+    CHECK_INT(arrived, N);
+}
+
 int main(void)
 {
     wa_crypto *crypto = wa_crypto_new(NULL, 0);
@@ -427,7 +457,8 @@ int main(void)
     for (int i = 0; i < r->npeers; i++)
         CHECK_INT(sim_rig_count(r->peers[i], WA_EV_ERROR, NULL), 0);
     test_refusals(r);
-    test_many_waiting(r); /* last: its events fill the rig's record of A2's */
+    test_many_waiting(r); /* last: these fill the rig's record of A2's events */
+    test_many_chats(r);
     sim_rig_free(r);
     free(r);
     wa_crypto_free(crypto);
