@@ -1261,7 +1261,10 @@ static void send_async_on_engine(wa_client *c, void *arg)
     pthread_mutex_unlock(&l->send_lock);
     if (listed)
         complete_async(l->eng->b, p, -1,
-                       rc == WA_ERR_STATE ? "not connected to WhatsApp" : wa_strerror(rc));
+                       rc == WA_ERR_STATE       ? "not connected to WhatsApp"
+                       : rc == WA_ERR_TOO_LARGE ? "too many messages are waiting to be sent; "
+                                                  "send it again in a moment"
+                                                : wa_strerror(rc));
 }
 
 int br_login_send_async(br_login *l, const char *to, const wa_msg *m, const char *id,
