@@ -894,6 +894,7 @@ static void h_send(hreq *rq, hres *rs, hs_room *r, const char *type, const char 
     /* a repeated txnId from the same client gives the same event back */
     hs_event *seen = txn_find(r, rq->txn_key, txn);
     if (seen) {
+        __atomic_fetch_add(&G.send_repeats, 1, __ATOMIC_RELAXED);
         reply_event_id(rs, seen);
         return;
     }
@@ -922,6 +923,7 @@ static void h_redact(hreq *rq, hres *rs, hs_room *r, const char *event_id, const
 {
     hs_event *seen = txn_find(r, rq->txn_key, txn);
     if (seen) {
+        __atomic_fetch_add(&G.send_repeats, 1, __ATOMIC_RELAXED);
         reply_event_id(rs, seen);
         return;
     }
@@ -1497,6 +1499,8 @@ static void h_admin(hreq *rq, hres *rs, char **seg, int n)
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "requests", (double)G.requests);
         cJSON_AddNumberToObject(o, "faults_applied", (double)G.faults_applied);
+        cJSON_AddNumberToObject(o, "send_repeats",
+                                (double)__atomic_load_n(&G.send_repeats, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "push_attempts", (double)G.push_attempts);
         cJSON_AddNumberToObject(o, "push_ok", (double)G.push_ok);
         cJSON_AddNumberToObject(o, "push_events", (double)G.push_events);

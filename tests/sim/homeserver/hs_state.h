@@ -165,6 +165,7 @@ typedef struct hs_state {
 
     /* statistics */
     uint64_t requests, faults_applied, push_attempts, push_ok, push_events;
+    uint64_t send_repeats; /* sends answered from their txnId (a client's retry) */
 } hs_state;
 
 extern hs_state G;
