@@ -38,6 +38,7 @@
  * (WA_MAX_SENDS, far above): a send it refused for room would be a message not sent. */
 #define BR_MAX_INFLIGHT 96
 _Static_assert(BR_MAX_INFLIGHT < WA_MAX_SENDS, "the engine must queue a login's whole window");
+_Static_assert(BR_MAX_INFLIGHT <= WA_MAX_FANOUTS, "each unacked send keeps its ack check");
 
 typedef struct br_bridge br_bridge;
 typedef struct br_pworker br_pworker;

@@ -107,7 +107,6 @@ typedef struct sent_fanout {
     int64_t sent_ms;           /* when it went (wall clock) */
 } sent_fanout;
 
-#define WA_MAX_FANOUTS     64 /* messages whose ack (phash) is awaited */
 #define WA_MAX_RETRY_WAITS 16 /* retry receipts waiting for their device's keys */
 
 /* --- a string map (chained hash): device lists per user, sets of JIDs --- */
@@ -148,7 +147,7 @@ typedef struct group_call {
     char desc_id[32];           /* DESCRIPTION: the new description's id */
 } group_call;
 
-/* The slots a login uses only once it sends, calls or takes a group notification (~51 KB):
+/* The slots a login uses only once it sends, calls or takes a group notification (~71 KB):
  * allocated then, so an idle login does not carry them. */
 typedef struct client_slots {
     send_job **jobs;   /* outgoing messages in preparation: njobs entries, each malloc'd

@@ -257,11 +257,16 @@ int wa_client_send_node(wa_client *c, const wa_node *n);
  * (a crash) comes again; a redelivery of one still queued or already taken is not handed over a
  * second time (in this process). */
 
+/* Messages being prepared or queued behind an earlier one to their chat, per client. */
+#define WA_MAX_SENDS 1024
+/* Sent messages whose ack is awaited, kept in a ring for the ack's participant-hash check and for
+ * retries: an app that keeps more unacked at once has the oldest stored early and unchecked. */
+#define WA_MAX_FANOUTS 128
+
 /* Beyond WA_MAX_GROUP_QUEUE untaken results (or updates) the oldest are dropped, with one
  * WA_EV_ERROR until the next take. */
-#define WA_MAX_SENDS       1024 /* messages being prepared or queued behind one to their chat */
-#define WA_MAX_GROUP_CALLS 64   /* group calls waiting for their answer */
-#define WA_MAX_GROUP_QUEUE 256  /* results / updates kept for the bridge */
+#define WA_MAX_GROUP_CALLS 64  /* group calls waiting for their answer */
+#define WA_MAX_GROUP_QUEUE 256 /* results / updates kept for the bridge */
 
 typedef enum wa_group_op {
     WA_GROUP_OP_CREATE = 1,    /* info: the new group (we are its superadmin) */
