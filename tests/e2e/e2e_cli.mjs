@@ -6,10 +6,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { report } from './report.mjs';
 
 const [wabridge] = process.argv.slice(2);
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, finish } = report();
 const run = (args, env = {}) => spawnSync(wabridge, args, { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60000 });
 const dir = mkdtempSync(join(tmpdir(), 'wabridge-cli-'));
 const cfg = join(dir, 'config.yaml'), reg = join(dir, 'registration.yaml');
@@ -46,5 +46,4 @@ try {
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

@@ -4,14 +4,14 @@
 //   node e2e_crash.mjs WABRIDGE HS_SIM WA_SIM [N]   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite, phoneMessages } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim, nArg] = process.argv.slice(2);
 const N = Number(nArg ?? 1000);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_crash');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const ALICE = '15550000011', BOB = '15550000012';
 const pad = (i) => String(i).padStart(4, '0');
 
@@ -78,10 +78,8 @@ try {
   }
   alice.stop();
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

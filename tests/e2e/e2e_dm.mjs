@@ -7,13 +7,13 @@
 //   node e2e_dm.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE: the db fixture's state)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, loginPhone, joinNextInvite, phoneMessages, fromBot } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_dm');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 
 const ALICE = '15550000001', BOB = '15550000002', CAROL = '15550000003';
 const eveId = () => `@eve:${DOMAIN}`;
@@ -164,10 +164,8 @@ try {
   check(counts && Number(counts[2]) > 0 && Number(counts[2]) <= Number(counts[1]),
     `Matrix events handed on by the endpoint: ${counts ? `${counts[2]} of ${counts[1]}` : 'no count logged'}`);
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

@@ -14,13 +14,13 @@
 //   node e2e_double_puppet.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite, phoneMessages } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_double_puppet');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const ALICE = '15550000071', BOB = '15550000072', CAROL = '15550000073', DAVE = '15550000074';
@@ -190,10 +190,8 @@ try {
   check(cown3.sender === carol.botId && cown3.content.msgtype === 'm.notice', `after logout-matrix the bot's way is back (${cown3.sender})`);
   alice.stop(); carol.stop();
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

@@ -9,6 +9,7 @@
 //   node e2e_group.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE [WABRIDGE_E2E_HS_NO_PREV_CONTENT])
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite, phoneMessages, fromBot } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
@@ -16,8 +17,7 @@ const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 
 // WABRIDGE_E2E_HS_NO_PREV_CONTENT: hs-sim leaves unsigned.prev_content out; the bridge then
 // compares power-level changes with the admins it recorded
 const pg = createDatabase(conninfo, process.env.WABRIDGE_E2E_HS_NO_PREV_CONTENT ? 'e2e_group_noprev' : 'e2e_group');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const ALICE = '15550000051', BOB = '15550000052', CAROL = '15550000053';
 const stack = await startStack({
   bins: { wabridge, hsSim, waSim }, pg,
@@ -182,10 +182,8 @@ try {
   check(alice.invites.size === roomsBefore, `sync reuses the existing group portals (${alice.invites.size} invites)`);
   alice.stop();
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

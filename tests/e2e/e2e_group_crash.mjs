@@ -9,13 +9,13 @@
 import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, groupPortal, membershipOf } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_group_crash');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const sql = (q) => execFileSync('psql', [pg, '-qAt', '-c', q], { encoding: 'utf8' }).trim();
 const buffered = () => Number(sql('SELECT count(*) FROM wa_group_event_buffer'));
 const ALICE = '15550000071', BOB = '15550000072', CAROL = '15550000073';
@@ -61,10 +61,8 @@ try {
   check(!JSON.stringify(g.json.members).includes(CAROL), 'Carol is out of the WhatsApp group');
   alice.stop();
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

@@ -6,14 +6,14 @@
 //   node e2e_group_shared.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite } from './scenario.mjs';
 import { startBaileys } from '../interop/baileys_peer.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_group_shared');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const ALICE = '15550000061', DAVE = '15550000062', BOB = '15550000063';
 const stack = await startStack({
   bins: { wabridge, hsSim, waSim }, pg,
@@ -88,11 +88,9 @@ try {
   void bm;
   alice.stop(); dave.stop();
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   bob?.stop();
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

@@ -4,13 +4,13 @@
 //   node e2e_identity.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite, fromBot } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_identity');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const ALICE = '15550000081', BOB = '15550000082';
 const stack = await startStack({
   bins: { wabridge, hsSim, waSim }, pg,
@@ -44,11 +44,9 @@ try {
   const n = alice.messagesIn(room).filter((e) => /^hello from the new phone/.test(e.content?.body ?? "")).length;
   check(n === 2, `each message once (${n}: ${JSON.stringify(alice.messagesIn(room).map((e) => [e.event_id, e.content?.body]))})`);
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   alice?.stop();
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

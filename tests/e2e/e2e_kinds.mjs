@@ -5,14 +5,14 @@
 //   node e2e_kinds.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite } from './scenario.mjs';
 import { startBaileys, proto } from '../interop/baileys_peer.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_kinds');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const ALICE = '15550000021', BOB = '15550000022', CAROL = '15550000023';
 const AJID = `${ALICE}@s.whatsapp.net`;
 
@@ -116,11 +116,9 @@ try {
   check(true, 'Matrix typing arrives at Baileys as composing');
   alice.stop();
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   bob?.stop();
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

@@ -8,13 +8,13 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite, phoneMessages } from './scenario.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_outage');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const ALICE = '15550000031', BOB = '15550000032';
 const stack = await startStack({
   bins: { wabridge, hsSim, waSim }, pg,
@@ -79,10 +79,8 @@ try {
     alice.messagesIn(portal).filter((e) => e.content.body === 'before').length === 1, 'the room shows it once');
   alice.stop();
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();

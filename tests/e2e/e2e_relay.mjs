@@ -6,14 +6,14 @@
 //   node e2e_relay.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
 import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite, fromBot } from './scenario.mjs';
 import { startBaileys, proto } from '../interop/baileys_peer.mjs';
 
 const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_relay');
-let failures = 0;
-const check = (ok, what) => { console.log(`${ok ? 'ok' : 'FAIL'} - ${what}`); if (!ok) failures++; };
+const { check, failed, finish } = report();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ALICE = '15550000071', BOB = '15550000073';
 const stack = await startStack({
@@ -127,12 +127,10 @@ try {
   await sleep(500);
   check(!bobTexts().includes('*Carol M*: carol with relay disabled'), 'with the option off, nobody is relayed');
 } catch (e) {
-  console.log(`FAIL - ${e.stack}`);
-  failures++;
+  failed(e);
 } finally {
   for (const u of users) u.stop();
   bob?.stop();
   await stack.stop();
 }
-console.log(failures ? `${failures} failure(s)` : 'all passed');
-process.exit(failures ? 1 : 0);
+finish();
