@@ -12,8 +12,7 @@
 // Each time the group_call row is gone once settled.
 //   node e2e_group_calls.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
-import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { startStack, MxUser, createDatabase, DOMAIN, waitFor, sqlOn } from './stack.mjs';
 import { report } from './report.mjs';
 import { openManagementRoom, loginQr, groupPortal, membershipOf } from './scenario.mjs';
 
@@ -21,7 +20,7 @@ const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_group_calls');
 const { check, failed, finish } = report();
-const sql = (q) => execFileSync('psql', [pg, '-qAt', '-c', q], { encoding: 'utf8' }).trim();
+const sql = (q) => sqlOn(pg, q);
 const calls = () => Number(sql('SELECT count(*) FROM group_call'));
 const ALICE = '15550000081', BOB = '15550000082', CAROL = '15550000083';
 const stack = await startStack({

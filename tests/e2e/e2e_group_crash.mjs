@@ -7,8 +7,7 @@
 // row must be gone once shown.
 //   node e2e_group_crash.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
 import { readFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
-import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { startStack, MxUser, createDatabase, DOMAIN, waitFor, sqlOn } from './stack.mjs';
 import { report } from './report.mjs';
 import { openManagementRoom, loginQr, groupPortal, membershipOf } from './scenario.mjs';
 
@@ -16,7 +15,7 @@ const [wabridge, hsSim, waSim] = process.argv.slice(2);
 const conninfo = readFileSync(`${process.env.WABRIDGE_TEST_PG_STATE}/conninfo`, 'utf8').trim();
 const pg = createDatabase(conninfo, 'e2e_group_crash');
 const { check, failed, finish } = report();
-const sql = (q) => execFileSync('psql', [pg, '-qAt', '-c', q], { encoding: 'utf8' }).trim();
+const sql = (q) => sqlOn(pg, q);
 const buffered = () => Number(sql('SELECT count(*) FROM wa_group_event_buffer'));
 const ALICE = '15550000071', BOB = '15550000072', CAROL = '15550000073';
 const stack = await startStack({

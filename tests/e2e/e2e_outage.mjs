@@ -4,10 +4,9 @@
 // user writes (the engine reconnects and the messages go out after). Then the event buffer's rows
 // bridged again at start-up: a message bridged before is not sent again.
 //   node e2e_outage.mjs WABRIDGE HS_SIM WA_SIM   (env WABRIDGE_TEST_PG_STATE)
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { startStack, MxUser, createDatabase, DOMAIN, waitFor } from './stack.mjs';
+import { startStack, MxUser, createDatabase, DOMAIN, waitFor, sqlOn } from './stack.mjs';
 import { report } from './report.mjs';
 import { openManagementRoom, loginQr, joinNextInvite, phoneMessages } from './scenario.mjs';
 
@@ -56,7 +55,7 @@ try {
   // bridging), each checked against the message map first: a row whose message is mapped (bridged
   // already) is dropped without a send, one whose message is not is bridged. Without the check the
   // first would go to the homeserver again under its old txnId (hs-sim counts such repeats).
-  const sql = (q) => execFileSync('psql', [pg, '-qAt', '-c', q], { encoding: 'utf8' }).trim();
+  const sql = (q) => sqlOn(pg, q);
   const before = alice.messagesIn(portal).find((e) => e.content.body === 'before');
   const [login, waId] = sql(`SELECT login_id, wa_id FROM message WHERE mxid = '${before.event_id}'`).split('|');
   check(Boolean(login && waId), 'the first message is in the message map');

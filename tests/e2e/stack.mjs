@@ -34,6 +34,11 @@ export async function waitFor(what, check, ms = 20000, every = 50) {
   }
 }
 
+// One SQL statement on the database of conninfo (psql); its rows as text, '|' between columns.
+export function sqlOn(conninfo, q) {
+  return execFileSync('psql', [conninfo, '-qAt', '-c', q], { encoding: 'utf8' }).trim();
+}
+
 // Creates a fresh database next to the given libpq conninfo (without dbname) and returns the
 // conninfo of the new database.
 export function createDatabase(conninfo, name) {
